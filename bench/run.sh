@@ -1,0 +1,912 @@
+#!/usr/bin/env bash
+# pgrelay benchmark harness: pgbench against PostgreSQL directly, through pgrelay and through
+# PgBouncer (and optionally pgpool-II), interleaved per workload, with the proxies' CPU per
+# transaction. See bench/README.md for the columns and the caveats.
+#
+#   bench/run.sh [--with-pgpool] [--help]
+#
+# Environment (all optional):
+#   DURATION=10              seconds per pgbench run
+#   SCALE=10                 pgbench -i scale factor
+#   MODES="session transaction"   pool modes to try; a mode pgrelay rejects is skipped for pgrelay
+#   POOL_SIZE=40             pool size of every proxy (pgrelay pool_size, PgBouncer default_pool_size,
+#                            pgpool-II num_init_children); must be >= 32 or session-mode clients queue
+#   WORKLOADS="..."          subset of: select-simple select-extended select-prepared tpcb
+#                            connect-scram connect-trust (default: all, in that order)
+#   BENCH_PGPORT=PORT        reuse a running scripts/cluster.sh cluster whose primary listens on
+#                            127.0.0.1:PORT (standbys PORT+1, PORT+2 are used when they answer);
+#                            it must have the roles of scripts/cluster.sh. Default: start our own.
+#   BENCH_BUILD_DIR=DIR      pgrelay release build dir (default: build-bench in the repository)
+#   BENCH_KEEP_TMP=1         keep the temporary folder (configs, logs, cluster data)
+#   PGBIN=DIR                PostgreSQL binaries (default /usr/lib/postgresql/15/bin, else the newest)
+#
+# Output: one Markdown table on stdout, also written to bench/results/latest.md; every run's raw
+# numbers in bench/results/latest-runs.tsv; proxy logs in bench/results/logs/.
+# Exit status: 0 when the benchmark ran (even if some runs failed: those cells say "fail"),
+# 1 on a setup failure (packages, build, cluster, a reference proxy that does not start), 2 on usage.
+set -Eeuo pipefail
+umask 022
+
+REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
+RESULTS_DIR=$REPO/bench/results
+
+# ------------------------------------------------------------------------------------------------
+# Options.
+
+WITH_PGPOOL=0
+usage() {
+  sed -n '2,/^set -E/p' "${BASH_SOURCE[0]}" | sed -e '/^set -E/d' -e 's/^# \{0,1\}//'
+}
+while (($#)); do
+  case "$1" in
+    --with-pgpool) WITH_PGPOOL=1 ;;
+    -h | --help)
+      usage
+      exit 0
+      ;;
+    *)
+      echo "run.sh: unknown argument '$1' (try --help)" >&2
+      exit 2
+      ;;
+  esac
+  shift
+done
+
+DURATION=${DURATION:-10}
+SCALE=${SCALE:-10}
+MODES=${MODES:-session transaction}
+POOL_SIZE=${POOL_SIZE:-40}
+ALL_WORKLOADS="select-simple select-extended select-prepared tpcb connect-scram connect-trust"
+WORKLOADS=${WORKLOADS:-$ALL_WORKLOADS}
+BENCH_PGPORT=${BENCH_PGPORT:-}
+BUILD_DIR=${BENCH_BUILD_DIR:-$REPO/build-bench}
+JOBS=2
+
+for v in DURATION SCALE POOL_SIZE; do
+  [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || {
+    echo "run.sh: $v must be a positive integer, got '${!v}'" >&2
+    exit 2
+  }
+done
+[[ -z "$BENCH_PGPORT" || "$BENCH_PGPORT" =~ ^[0-9]+$ ]] || {
+  echo "run.sh: BENCH_PGPORT must be a port number, got '$BENCH_PGPORT'" >&2
+  exit 2
+}
+for w in $WORKLOADS; do
+  [[ " $ALL_WORKLOADS " == *" $w "* ]] || {
+    echo "run.sh: unknown workload '$w' (known: $ALL_WORKLOADS)" >&2
+    exit 2
+  }
+done
+for m in $MODES; do
+  [[ "$m" =~ ^(session|transaction|statement)$ ]] || {
+    echo "run.sh: unknown pool mode '$m' (session, transaction, statement)" >&2
+    exit 2
+  }
+done
+
+# Timeouts (seconds). Every wait in this script is bounded.
+T_APT=900
+T_BUILD=900
+T_CLUSTER=300
+T_INIT=1200
+T_START=20
+T_STOP=15
+T_SMOKE=20
+T_RUN_EXTRA=90 # a pgbench run may take DURATION + this before it is killed
+
+# ------------------------------------------------------------------------------------------------
+# Helpers.
+
+log() { printf '%s run.sh: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+warn() { printf '%s run.sh: WARNING: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() {
+  printf '%s run.sh: setup failed: %s\n' "$(date +%H:%M:%S)" "$*" >&2
+  exit 1
+}
+
+if [[ -z "${PGBIN:-}" ]]; then
+  if [[ -x /usr/lib/postgresql/15/bin/pgbench ]]; then
+    PGBIN=/usr/lib/postgresql/15/bin
+  else
+    PGBIN=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  fi
+fi
+[[ -n "$PGBIN" && -x "$PGBIN/pgbench" && -x "$PGBIN/psql" ]] ||
+  die "PostgreSQL client binaries (pgbench, psql) not found; set PGBIN or run scripts/deps.sh"
+
+# libpq settings shared by every client: plain TCP (no SSL/GSS round trips, same for all targets),
+# a bounded connect; no password file (PGPASSFILE is pointed into the temp folder below).
+export PGSSLMODE=disable PGGSSENCMODE=disable PGCONNECT_TIMEOUT=10
+unset PGHOST PGPORT PGUSER PGDATABASE PGPASSWORD PGSERVICE PGOPTIONS 2>/dev/null || true
+
+CLK_TCK=$(getconf CLK_TCK)
+
+TMP=""
+CLUSTER_DIR=""
+OWN_CLUSTER=0
+POLICY_RC_CREATED=0
+declare -a STARTED_PIDS=() # every long-running process we started
+declare -A PROC_PID=()     # instance name -> pid
+declare -A PROC_PORT=()    # instance name -> port
+declare -A PROC_LOG=()     # instance name -> log file
+declare -A PROC_CMD=()     # instance name -> start command (for restarts), NUL-free, eval-safe
+declare -A PROC_NOTE=()    # instance name -> what happened to it (crashes, restarts)
+declare -A USED_PORTS=()
+
+stop_pid() {
+  local pid=$1 i
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < T_STOP * 10; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    warn "pid $pid did not stop within ${T_STOP}s; killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
+# shellcheck disable=SC2317 # invoked by the EXIT trap
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  set +e
+  for pid in "${STARTED_PIDS[@]}"; do stop_pid "$pid"; done
+  # Children of our proxies (pgpool-II's processes) go with their parent; nothing else to end.
+  if ((OWN_CLUSTER)) && [[ -n "$CLUSTER_DIR" ]]; then
+    log "stopping our cluster"
+    timeout -k 10 120 bash "$REPO/scripts/cluster.sh" stop "$CLUSTER_DIR" >/dev/null 2>&1 ||
+      warn "cluster.sh stop failed; data left in $CLUSTER_DIR"
+  fi
+  if ((POLICY_RC_CREATED)); then rm -f /usr/sbin/policy-rc.d; fi
+  if [[ -n "$TMP" && -d "$TMP" ]]; then
+    if [[ -n "${BENCH_KEEP_TMP:-}" ]]; then
+      log "kept $TMP"
+    else
+      rm -rf -- "$TMP"
+    fi
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'printf "%s run.sh: setup failed: line %s: %s (status %s)\n" "$(date +%H:%M:%S)" "$LINENO" "$BASH_COMMAND" "$?" >&2' ERR
+trap 'warn "interrupted"; exit 130' INT TERM
+
+port_in_use() {
+  [[ -n "$(ss -Htln "( sport = :$1 )" 2>/dev/null)" ]] && return 0
+  timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
+}
+
+# A free loopback port below the ephemeral range, not handed out before, in PORT_PICKED.
+# pick_ports N: the first of N consecutive ones. (Sets a global: a $(...) subshell would lose
+# USED_PORTS.)
+PORT_PICKED=""
+pick_ports() {
+  local n=$1 tries base i ok
+  for ((tries = 0; tries < 300; tries++)); do
+    base=$((20000 + RANDOM % 9000))
+    ok=1
+    for ((i = 0; i < n; i++)); do
+      if [[ -n "${USED_PORTS[$((base + i))]:-}" ]] || port_in_use $((base + i)); then
+        ok=0
+        break
+      fi
+    done
+    if ((ok)); then
+      for ((i = 0; i < n; i++)); do USED_PORTS[$((base + i))]=1; done
+      PORT_PICKED=$base
+      return 0
+    fi
+  done
+  die "no $n free consecutive ports found in 20000-29000"
+}
+
+# Waits until 127.0.0.1:PORT accepts TCP connections while PID lives; returns 1 otherwise.
+wait_port() {
+  local port=$1 pid=$2 deadline=$((SECONDS + T_START))
+  while ((SECONDS < deadline)); do
+    kill -0 "$pid" 2>/dev/null || return 1
+    if timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
+
+# CPU ticks (utime+stime) of PID and all its descendants, plus the reaped children of PID
+# (cutime+cstime). One read of /proc; fields after the last ")" of /proc/N/stat.
+proc_ticks() {
+  local root=$1
+  [[ -r /proc/$root/stat ]] || {
+    echo ""
+    return 0
+  }
+  # shellcheck disable=SC2016
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v root="$root" '
+    {
+      pid = $1; rest = $0; sub(/^.*\) /, "", rest); n = split(rest, f, " ")
+      if (n < 15) next
+      ppid[pid] = f[2]; t[pid] = f[12] + f[13]; if (pid == root) ct = f[14] + f[15]
+    }
+    END {
+      if (!(root in t)) { print ""; exit }
+      total = t[root] + ct
+      # Descendants: walk each process up its parent chain.
+      for (p in t) {
+        if (p == root) continue
+        q = ppid[p]; depth = 0
+        while (q != "" && q != 0 && q != root && depth < 64) { q = ppid[q]; depth++ }
+        if (q == root) total += t[p]
+      }
+      print total
+    }'
+}
+
+# Sets EXIT_DESC to "still running", "exited with status N" or "killed by SIGxxx" for one of our
+# children. Must run in this shell (not in $(...)): only the parent can collect the status, once,
+# so it is cached.
+declare -A EXIT_CACHE=()
+EXIT_DESC=""
+exit_description() {
+  local pid=$1 st=0
+  if [[ -n "${EXIT_CACHE[$pid]:-}" ]]; then
+    EXIT_DESC=${EXIT_CACHE[$pid]}
+    return 0
+  fi
+  if kill -0 "$pid" 2>/dev/null; then
+    EXIT_DESC="still running"
+    return 0
+  fi
+  wait "$pid" 2>/dev/null || st=$?
+  if ((st > 128)); then
+    EXIT_DESC="killed by SIG$(kill -l $((st - 128)) 2>/dev/null || echo $((st - 128)))"
+  else
+    EXIT_DESC="exited with status $st"
+  fi
+  EXIT_CACHE[$pid]=$EXIT_DESC
+}
+
+# ------------------------------------------------------------------------------------------------
+# 1. Packages.
+
+is_installed() { [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" == "install ok installed" ]]; }
+
+# Stops the Debian service of a package we just installed if its maintainer script started it.
+stop_package_service() {
+  local svc=$1
+  if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
+    timeout 30 systemctl stop "$svc" >/dev/null 2>&1 || true
+    timeout 30 systemctl disable "$svc" >/dev/null 2>&1 || true
+  elif [[ -x /etc/init.d/$svc ]]; then
+    timeout 30 service "$svc" stop >/dev/null 2>&1 || true
+  fi
+  # Anything left is the packaged daemon started from its /etc config: end it by its pid file.
+  local pf
+  for pf in /run/postgresql/pgbouncer.pid /var/run/postgresql/pgbouncer.pid /run/postgresql/pgpool.pid /var/run/postgresql/pgpool.pid; do
+    [[ -f "$pf" ]] || continue
+    case "$svc:$pf" in
+      pgbouncer:*pgbouncer.pid | pgpool2:*pgpool.pid) ;;
+      *) continue ;;
+    esac
+    local p
+    p=$(cat "$pf" 2>/dev/null || true)
+    if [[ "$p" =~ ^[0-9]+$ ]] && kill -0 "$p" 2>/dev/null; then
+      log "stopping the packaged $svc daemon (pid $p)"
+      kill -TERM "$p" 2>/dev/null || true
+    fi
+  done
+}
+
+install_packages() {
+  local want=(pgbouncer) missing=() p
+  ((WITH_PGPOOL)) && want+=(pgpool2)
+  for p in "${want[@]}"; do is_installed "$p" || missing+=("$p"); done
+  ((${#missing[@]})) || return 0
+  [[ $(id -u) -eq 0 ]] || die "missing packages ${missing[*]}; install them as root: apt-get install -y ${missing[*]}"
+  log "installing ${missing[*]}"
+  # Keep the packages' own services from starting (policy-rc.d is honoured by invoke-rc.d and
+  # deb-systemd-invoke); removed again right after, or by the exit trap.
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    POLICY_RC_CREATED=1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  if ! timeout "$T_APT" apt-get install -y --no-install-recommends "${missing[@]}" >"$TMP/apt.log" 2>&1; then
+    timeout "$T_APT" apt-get update >>"$TMP/apt.log" 2>&1 || true
+    timeout "$T_APT" apt-get install -y --no-install-recommends "${missing[@]}" >>"$TMP/apt.log" 2>&1 || {
+      tail -n 20 "$TMP/apt.log" >&2
+      die "apt-get install ${missing[*]} failed"
+    }
+  fi
+  if ((POLICY_RC_CREATED)); then
+    rm -f /usr/sbin/policy-rc.d
+    POLICY_RC_CREATED=0
+  fi
+  for p in "${missing[@]}"; do stop_package_service "$p"; done
+}
+
+# ------------------------------------------------------------------------------------------------
+# Start.
+
+TMP=$(mktemp -d /tmp/pgrelay-bench.XXXXXX)
+chmod 755 "$TMP"
+export PGPASSFILE=$TMP/no-pgpass
+log "temporary folder $TMP"
+
+install_packages
+command -v pgbouncer >/dev/null || die "pgbouncer not found after installation"
+if ((WITH_PGPOOL)); then command -v pgpool >/dev/null || die "pgpool not found after installation"; fi
+command -v ss >/dev/null || die "ss (iproute2) is needed"
+
+# PgBouncer refuses to run as root; the postgres user (from the postgresql packages) runs it.
+if [[ $(id -u) -eq 0 ]]; then
+  id postgres >/dev/null 2>&1 || die "user 'postgres' is missing (install postgresql)"
+  AS_PG=(setpriv --reuid=postgres --regid=postgres --clear-groups --)
+else
+  AS_PG=()
+fi
+
+# 3a. Build pgrelay (release).
+log "building pgrelay (release) in $BUILD_DIR"
+if [[ ! -f "$BUILD_DIR/build.ninja" ]]; then
+  timeout "$T_BUILD" meson setup "$BUILD_DIR" "$REPO" -Dbuildtype=release -Dunit_tests=disabled \
+    >"$TMP/build.log" 2>&1 || {
+    tail -n 30 "$TMP/build.log" >&2
+    die "meson setup failed"
+  }
+else
+  timeout "$T_BUILD" meson configure "$BUILD_DIR" -Dbuildtype=release -Dunit_tests=disabled \
+    >"$TMP/build.log" 2>&1 || {
+    tail -n 30 "$TMP/build.log" >&2
+    die "meson configure failed"
+  }
+fi
+timeout "$T_BUILD" ninja -C "$BUILD_DIR" pgrelay >>"$TMP/build.log" 2>&1 || {
+  tail -n 30 "$TMP/build.log" >&2
+  die "building pgrelay failed"
+}
+PGRELAY_BIN=$BUILD_DIR/pgrelay
+[[ -x "$PGRELAY_BIN" ]] || die "$PGRELAY_BIN missing after the build"
+
+# 2. The cluster.
+if [[ -n "$BENCH_PGPORT" ]]; then
+  PRIMARY_PORT=$BENCH_PGPORT
+  timeout 15 "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$PRIMARY_PORT" -t 10 ||
+    die "no PostgreSQL accepting connections on 127.0.0.1:$PRIMARY_PORT (BENCH_PGPORT)"
+  BACKEND_PORTS=("$PRIMARY_PORT")
+  for p in $((PRIMARY_PORT + 1)) $((PRIMARY_PORT + 2)); do
+    if timeout 5 "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$p" -t 3; then BACKEND_PORTS+=("$p"); fi
+  done
+  log "reusing the cluster on 127.0.0.1:$PRIMARY_PORT (backends: ${BACKEND_PORTS[*]})"
+else
+  pick_ports 3
+  base=$PORT_PICKED
+  CLUSTER_DIR=$TMP/cluster
+  OWN_CLUSTER=1
+  log "starting a cluster in $CLUSTER_DIR on ports $base-$((base + 2))"
+  PGBIN=$PGBIN timeout -k 10 "$T_CLUSTER" bash "$REPO/scripts/cluster.sh" start "$CLUSTER_DIR" "$base" \
+    >"$TMP/cluster.log" 2>&1 || {
+    tail -n 30 "$TMP/cluster.log" >&2
+    die "scripts/cluster.sh start failed"
+  }
+  PRIMARY_PORT=$base
+  BACKEND_PORTS=("$base" $((base + 1)) $((base + 2)))
+fi
+
+psql_as() { # USER PASSWORD SQL...
+  local user=$1 pw=$2
+  shift 2
+  PGPASSWORD=$pw timeout "$T_SMOKE" "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 \
+    -p "$PRIMARY_PORT" -U "$user" -d app "$@"
+}
+
+psql_as app app -c 'SELECT 1' >/dev/null 2>"$TMP/psql.err" || {
+  cat "$TMP/psql.err" >&2
+  die "cannot log in as app/app to database app on 127.0.0.1:$PRIMARY_PORT"
+}
+max_conn=$(psql_as app app -c 'SHOW max_connections' 2>/dev/null || echo 0)
+
+# 4a. pgbench -i, once, straight on the primary.
+log "pgbench -i -s $SCALE"
+PGPASSWORD=app timeout -k 10 "$T_INIT" "$PGBIN/pgbench" -i -q -s "$SCALE" -h 127.0.0.1 -p "$PRIMARY_PORT" \
+  -U app app >"$TMP/init.log" 2>&1 || {
+  tail -n 20 "$TMP/init.log" >&2
+  die "pgbench -i failed"
+}
+psql_as app app -c 'GRANT SELECT ON pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history TO trustuser' \
+  >/dev/null 2>"$TMP/psql.err" || {
+  cat "$TMP/psql.err" >&2
+  die "granting the pgbench tables to trustuser failed"
+}
+psql_as postgres postgres -c 'CHECKPOINT' >/dev/null 2>&1 || true
+
+# ------------------------------------------------------------------------------------------------
+# 3b. The proxies. Instances are named TARGET-MODE-AUTH (pgrelay-session-scram, ...).
+
+# Starts instance NAME with COMMAND (a bash string) logging to LOG, waits for PORT.
+start_instance() {
+  local name=$1 port=$2 logf=$3 cmd=$4 pid
+  # The process is a child of this shell so that its exit status can be collected.
+  bash -c "exec $cmd" >>"$logf" 2>&1 </dev/null &
+  pid=$!
+  STARTED_PIDS+=("$pid")
+  PROC_PID[$name]=$pid
+  PROC_PORT[$name]=$port
+  PROC_LOG[$name]=$logf
+  PROC_CMD[$name]=$cmd
+  if ! wait_port "$port" "$pid"; then
+    exit_description "$pid"
+    warn "$name did not accept connections on port $port within ${T_START}s ($EXIT_DESC); log:"
+    tail -n 20 "$logf" >&2 || true
+    stop_pid "$pid"
+    return 1
+  fi
+  return 0
+}
+
+# Restarts an instance that died (after a crash), so later runs still measure something.
+ensure_running() {
+  local name=$1 pid=${PROC_PID[$1]}
+  kill -0 "$pid" 2>/dev/null && return 0
+  exit_description "$pid"
+  local how=$EXIT_DESC
+  warn "$name (pid $pid) $how; restarting it. Last log lines:"
+  tail -n 15 "${PROC_LOG[$name]}" >&2 || true
+  PROC_NOTE[$name]="${PROC_NOTE[$name]:-}${PROC_NOTE[$name]:+; }pid $pid $how"
+  echo "---- restart after: $how ----" >>"${PROC_LOG[$name]}"
+  start_instance "$name" "${PROC_PORT[$name]}" "${PROC_LOG[$name]}" "${PROC_CMD[$name]}" || {
+    PROC_NOTE[$name]+="; restart failed"
+    return 1
+  }
+}
+
+smoke() { # NAME USER PASSWORD
+  local name=$1 user=$2 pw=$3 out
+  out=$(PGPASSWORD=$pw timeout "$T_SMOKE" "$PGBIN/psql" -X -At -h 127.0.0.1 -p "${PROC_PORT[$name]}" \
+    -U "$user" -d app -c 'SELECT count(*) FROM pgbench_branches' 2>&1) && [[ "$out" == "$SCALE" ]] && return 0
+  warn "$name: 'SELECT count(*) FROM pgbench_branches' as $user failed: $out"
+  return 1
+}
+
+mkdir -p "$TMP/pgrelay" "$TMP/pgbouncer" "$TMP/pgpool"
+[[ ${#AS_PG[@]} -eq 0 ]] || chown postgres: "$TMP/pgbouncer" "$TMP/pgpool"
+
+# pgrelay: users file with plain passwords; the trust variant adds an hba file.
+printf 'app:app\npostgres:postgres\n' >"$TMP/pgrelay/users.txt"
+printf 'host all trustuser 127.0.0.1/32 trust\nhost all all 0.0.0.0/0 scram-sha-256\n' >"$TMP/pgrelay/hba.conf"
+pgrelay_backends() {
+  local p first=1
+  printf 'backends = ( '
+  for p in "${BACKEND_PORTS[@]}"; do
+    ((first)) || printf ', '
+    first=0
+    printf '{ host = "127.0.0.1"; port = %d; }' "$p"
+  done
+  printf ' );\n'
+}
+write_pgrelay_conf() { # FILE PORT MODE AUTH
+  local f=$1 port=$2 mode=$3 auth=$4 hba=""
+  [[ "$auth" == trust ]] && hba=' hba_file = "hba.conf";'
+  {
+    echo "# written by bench/run.sh"
+    echo 'listen_addresses = "127.0.0.1";'
+    echo "port = $port;"
+    pgrelay_backends
+    echo "auth = { users_file = \"users.txt\";$hba };"
+    echo 'logging = { level = "warning"; };'
+    echo "pool = { mode = \"$mode\"; pool_size = $POOL_SIZE; max_client_conn = 20000; };"
+    echo 'health_check = { user = "postgres"; password = "postgres"; database = "postgres"; };'
+  } >"$f"
+}
+
+# PgBouncer: plain-text userlist; auth_type scram-sha-256, or trust for the trust variant.
+printf '"app" "app"\n"trustuser" ""\n' >"$TMP/pgbouncer/userlist.txt"
+write_pgbouncer_conf() { # FILE PORT MODE AUTH
+  local f=$1 port=$2 mode=$3 auth=$4 dir
+  dir=$(dirname "$f")
+  local authtype=scram-sha-256
+  [[ "$auth" == trust ]] && authtype=trust
+  cat >"$f" <<EOF
+; written by bench/run.sh
+[databases]
+app = host=127.0.0.1 port=$PRIMARY_PORT dbname=app
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $port
+unix_socket_dir =
+auth_type = $authtype
+auth_file = $dir/userlist.txt
+pool_mode = $mode
+default_pool_size = $POOL_SIZE
+max_client_conn = 20000
+logfile =
+pidfile =
+log_connections = 0
+log_disconnections = 0
+log_pooler_errors = 1
+stats_period = 60
+EOF
+}
+
+# pgpool-II 4.3: connection pooling only, streaming-replication mode, no load balancing, no
+# health checks; one instance for both auth variants (pool_hba: trustuser trust, others scram).
+write_pgpool_conf() { # DIR PORT PCPPORT
+  local d=$1 port=$2 pcp=$3 i=0 p
+  {
+    echo "# written by bench/run.sh"
+    echo "listen_addresses = '127.0.0.1'"
+    echo "port = $port"
+    echo "unix_socket_directories = '$d'"
+    echo "pcp_listen_addresses = ''"
+    echo "pcp_port = $pcp"
+    echo "pcp_socket_dir = '$d'"
+    echo "backend_clustering_mode = 'streaming_replication'"
+    for p in "${BACKEND_PORTS[@]}"; do
+      echo "backend_hostname$i = '127.0.0.1'"
+      echo "backend_port$i = $p"
+      echo "backend_weight$i = 1"
+      echo "backend_flag$i = 'ALLOW_TO_FAILOVER'"
+      i=$((i + 1))
+    done
+    echo "enable_pool_hba = on"
+    echo "pool_passwd = '$d/pool_passwd'"
+    echo "num_init_children = $POOL_SIZE"
+    echo "max_pool = 1"
+    echo "reserved_connections = 0"
+    echo "child_life_time = 0"
+    echo "child_max_connections = 0"
+    echo "connection_life_time = 0"
+    echo "client_idle_limit = 0"
+    echo "connection_cache = on"
+    echo "load_balance_mode = off"
+    echo "sr_check_period = 0"
+    echo "sr_check_user = 'postgres'"
+    echo "sr_check_password = 'postgres'"
+    echo "health_check_period = 0"
+    echo "failover_on_backend_error = off"
+    echo "use_watchdog = off"
+    echo "memory_cache_enabled = off"
+    echo "log_destination = 'stderr'"
+    echo "log_min_messages = warning"
+    echo "log_connections = off"
+    echo "logdir = '$d'"
+    echo "pid_file_name = '$d/pgpool.pid'"
+  } >"$d/pgpool.conf"
+  printf 'app:TEXTapp\npostgres:TEXTpostgres\n' >"$d/pool_passwd"
+  printf 'host all trustuser 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n' >"$d/pool_hba.conf"
+  : >"$d/pcp.conf"
+  chmod 600 "$d/pool_passwd"
+  [[ ${#AS_PG[@]} -eq 0 ]] || chown postgres: "$d/pgpool.conf" "$d/pool_passwd" "$d/pool_hba.conf" "$d/pcp.conf"
+}
+
+declare -A RELAY_MODE_OK=()   # mode -> 1 when pgrelay accepted and serves it
+declare -A RELAY_MODE_NOTE=() # mode -> why it was skipped
+mkdir -p "$TMP/logs"
+
+for mode in $MODES; do
+  for auth in scram trust; do
+    # pgrelay
+    name=pgrelay-$mode-$auth
+    conf=$TMP/pgrelay/$name.conf
+    pick_ports 1
+    port=$PORT_PICKED
+    write_pgrelay_conf "$conf" "$port" "$mode" "$auth"
+    if [[ -n "${RELAY_MODE_NOTE[$mode]:-}" ]]; then
+      :
+    elif ! out=$("$PGRELAY_BIN" -t -f "$conf" 2>&1); then
+      if [[ "$mode" == session ]]; then
+        echo "$out" >&2
+        die "pgrelay rejects its session-mode configuration"
+      fi
+      RELAY_MODE_NOTE[$mode]="pgrelay rejects pool mode '$mode': $(echo "$out" | head -n 3 | tr '\n' ' ')"
+      warn "${RELAY_MODE_NOTE[$mode]}; skipping pgrelay in this mode"
+    elif start_instance "$name" "$port" "$TMP/logs/$name.log" "'$PGRELAY_BIN' -f '$conf'"; then
+      RELAY_MODE_OK[$mode]=1
+      user=app pw=app
+      [[ "$auth" == trust ]] && user=trustuser pw=""
+      smoke "$name" "$user" "$pw" || PROC_NOTE[$name]="smoke test failed"
+    elif [[ "$mode" == session ]]; then
+      die "pgrelay ($name) did not start; see the log above"
+    else
+      unset 'RELAY_MODE_OK[$mode]'
+      RELAY_MODE_NOTE[$mode]="pgrelay did not start in pool mode '$mode' ($(tail -n 2 "$TMP/logs/$name.log" | tr '\n' ' '))"
+      warn "${RELAY_MODE_NOTE[$mode]}; skipping pgrelay in this mode"
+    fi
+    if [[ -n "${RELAY_MODE_NOTE[$mode]:-}" ]]; then
+      unset 'RELAY_MODE_OK[$mode]'
+    fi
+
+    # PgBouncer
+    name=pgbouncer-$mode-$auth
+    pick_ports 1
+    port=$PORT_PICKED
+    conf=$TMP/pgbouncer/$name.ini
+    write_pgbouncer_conf "$conf" "$port" "$mode" "$auth"
+    [[ ${#AS_PG[@]} -eq 0 ]] || chown postgres: "$conf"
+    touch "$TMP/logs/$name.log"
+    start_instance "$name" "$port" "$TMP/logs/$name.log" "${AS_PG[*]} pgbouncer '$conf'" ||
+      die "PgBouncer ($name) did not start"
+    user=app pw=app
+    [[ "$auth" == trust ]] && user=trustuser pw=""
+    smoke "$name" "$user" "$pw" || die "PgBouncer ($name) does not serve queries; see $TMP/logs/$name.log"
+  done
+done
+
+if ((WITH_PGPOOL)); then
+  name=pgpool-session-any
+  pick_ports 1
+  port=$PORT_PICKED
+  pick_ports 1
+  pcp=$PORT_PICKED
+  write_pgpool_conf "$TMP/pgpool" "$port" "$pcp"
+  if start_instance "$name" "$port" "$TMP/logs/$name.log" \
+    "${AS_PG[*]} pgpool -n -f '$TMP/pgpool/pgpool.conf' -F '$TMP/pgpool/pcp.conf' -a '$TMP/pgpool/pool_hba.conf'"; then
+    smoke "$name" app app || PROC_NOTE[$name]="smoke test (app) failed"
+    smoke "$name" trustuser "" || PROC_NOTE[$name]="${PROC_NOTE[$name]:-}${PROC_NOTE[$name]:+; }smoke test (trustuser) failed"
+  else
+    warn "pgpool-II did not start; its columns will say fail"
+    PROC_NOTE[$name]="did not start"
+  fi
+fi
+
+need=$((32 + 2 * POOL_SIZE + POOL_SIZE * WITH_PGPOOL))
+if [[ "$max_conn" =~ ^[0-9]+$ ]] && ((max_conn < need)); then
+  warn "the primary's max_connections is $max_conn; idle proxy pools plus a direct run may need ~$need"
+fi
+
+# ------------------------------------------------------------------------------------------------
+# 4/5. The runs.
+
+# workload -> "clients|user|password|pgbench options|label"
+declare -A WL=(
+  [select-simple]="32|app|app|-S -M simple|select-only -M simple"
+  [select-extended]="32|app|app|-S -M extended|select-only -M extended"
+  [select-prepared]="32|app|app|-S -M prepared|select-only -M prepared"
+  [tpcb]="16|app|app|-b tpcb-like -M simple|tpcb-like"
+  [connect-scram]="16|app|app|-S -C -M simple|select-only -C (SCRAM)"
+  [connect-trust]="16|trustuser||-S -C -M simple|select-only -C (trust)"
+)
+
+TARGETS=(direct pgrelay pgbouncer)
+((WITH_PGPOOL)) && TARGETS+=(pgpool)
+
+declare -A TPS=() FAILED=() CPU=() STATUS=()
+RUNS_TSV=$TMP/runs.tsv
+printf 'workload\tmode\ttarget\tstatus\ttps\ttransactions\tfailed\tcpu_us_per_txn\tproxy_log_lines\n' >"$RUNS_TSV"
+
+instance_for() { # TARGET MODE WORKLOAD -> instance name ("" for direct, "-" skipped, "n/a" not applicable)
+  local target=$1 mode=$2 wl=$3 auth=scram
+  [[ "$wl" == connect-trust ]] && auth=trust
+  case "$target" in
+    direct) echo "" ;;
+    pgrelay) if [[ -n "${RELAY_MODE_OK[$mode]:-}" ]]; then echo "pgrelay-$mode-$auth"; else echo "-"; fi ;;
+    pgbouncer) echo "pgbouncer-$mode-$auth" ;;
+    pgpool)
+      # pgpool-II pools per session only: its column is not applicable to other modes.
+      if [[ "$mode" != session ]]; then
+        echo "n/a"
+      elif [[ -n "${PROC_PID[pgpool-session-any]:-}" ]]; then
+        echo pgpool-session-any
+      else
+        echo "-"
+      fi
+      ;;
+  esac
+}
+
+RUN_NO=0
+run_one() { # WORKLOAD MODE TARGET
+  local wl=$1 mode=$2 target=$3 key="$1|$2|$3"
+  local clients user pw opts label inst port out rc=0 t0="" t1="" lines0=0 lines1=0
+  IFS='|' read -r clients user pw opts label <<<"${WL[$wl]}"
+  inst=$(instance_for "$target" "$mode" "$wl")
+  RUN_NO=$((RUN_NO + 1))
+  if [[ "$inst" == "-" || "$inst" == "n/a" ]]; then
+    local why=skipped
+    [[ "$inst" == "n/a" ]] && why=n/a
+    STATUS[$key]=$why
+    printf '%s\t%s\t%s\t%s\t\t\t\t\t\n' "$wl" "$mode" "$target" "$why" >>"$RUNS_TSV"
+    log "[$RUN_NO/$TOTAL_RUNS] $label [$mode] $target: $why"
+    return 0
+  fi
+  if [[ -z "$inst" ]]; then
+    port=$PRIMARY_PORT
+  else
+    if ! ensure_running "$inst"; then
+      STATUS[$key]=fail
+      printf '%s\t%s\t%s\tfail\t\t\t\t\t\n' "$wl" "$mode" "$target" >>"$RUNS_TSV"
+      log "[$RUN_NO/$TOTAL_RUNS] $label [$mode] $target: fail ($inst is down)"
+      return 0
+    fi
+    port=${PROC_PORT[$inst]}
+    lines0=$(wc -l <"${PROC_LOG[$inst]}")
+    t0=$(proc_ticks "${PROC_PID[$inst]}")
+  fi
+  out=$TMP/logs/run-$RUN_NO-$wl-$mode-$target.out
+  # shellcheck disable=SC2086
+  PGPASSWORD=$pw timeout -k 10 $((DURATION + T_RUN_EXTRA)) "$PGBIN/pgbench" -h 127.0.0.1 -p "$port" -U "$user" \
+    -n -c "$clients" -j "$JOBS" -T "$DURATION" $opts app >"$out" 2>&1 || rc=$?
+  if [[ -n "$inst" ]]; then
+    t1=$(proc_ticks "${PROC_PID[$inst]}")
+    lines1=$(wc -l <"${PROC_LOG[$inst]}")
+  fi
+  local tps txn failed cpu="n/a" st=ok
+  tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$out" | head -n 1)
+  txn=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out" | head -n 1)
+  failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$out" | head -n 1)
+  failed=${failed:-0}
+  if ((rc != 0)) || [[ -z "$tps" || -z "$txn" ]] || ((txn == 0)); then
+    st=fail
+    warn "$label [$mode] via $target failed (pgbench exit $rc):"
+    { grep -E 'error|ERROR|FATAL|abort|timeout' "$out" | sort | uniq -c | sort -rn | head -n 5; } >&2 || true
+    [[ $rc -eq 124 || $rc -eq 137 ]] && echo "  (pgbench timed out after $((DURATION + T_RUN_EXTRA))s)" >&2
+    tail -n 3 "$out" >&2 || true
+  fi
+  if [[ -n "$inst" ]]; then
+    if ! kill -0 "${PROC_PID[$inst]}" 2>/dev/null; then
+      st=fail
+      exit_description "${PROC_PID[$inst]}"
+      warn "$inst died during this run ($EXIT_DESC)"
+    elif [[ "$st" == ok && -n "$t0" && -n "$t1" ]]; then
+      cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" -v n="$txn" 'BEGIN { printf "%.1f", (b - a) * 1e6 / hz / n }')
+    fi
+  fi
+  STATUS[$key]=$st
+  TPS[$key]=$tps
+  FAILED[$key]=$failed
+  CPU[$key]=$cpu
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$wl" "$mode" "$target" "$st" "${tps:-}" "${txn:-}" "$failed" \
+    "$cpu" "$([[ -n "$inst" ]] && echo $((lines1 - lines0)) || echo n/a)" >>"$RUNS_TSV"
+  if [[ "$st" == ok ]]; then
+    log "[$RUN_NO/$TOTAL_RUNS] $label [$mode] $target: $(printf '%.0f' "$tps") tps, $failed failed, CPU/txn $cpu µs"
+  else
+    log "[$RUN_NO/$TOTAL_RUNS] $label [$mode] $target: fail"
+  fi
+}
+
+n_wl=$(wc -w <<<"$WORKLOADS")
+n_modes=$(wc -w <<<"$MODES")
+TOTAL_RUNS=$((n_wl * n_modes * ${#TARGETS[@]}))
+log "warming up (direct select-only, $((DURATION < 5 ? DURATION : 5))s)"
+PGPASSWORD=app timeout -k 10 $((DURATION + T_RUN_EXTRA)) "$PGBIN/pgbench" -h 127.0.0.1 -p "$PRIMARY_PORT" -U app \
+  -n -S -c 8 -j "$JOBS" -T $((DURATION < 5 ? DURATION : 5)) app >"$TMP/logs/warmup.out" 2>&1 ||
+  warn "warm-up run failed: $(tail -n 2 "$TMP/logs/warmup.out" | tr '\n' ' ')"
+
+log "$TOTAL_RUNS runs of ${DURATION}s: workloads [$WORKLOADS], modes [$MODES], targets [${TARGETS[*]}]"
+for wl in $WORKLOADS; do
+  for mode in $MODES; do
+    for target in "${TARGETS[@]}"; do
+      run_one "$wl" "$mode" "$target"
+    done
+  done
+done
+
+# ------------------------------------------------------------------------------------------------
+# 6. The table.
+
+cell_tps() { # KEY
+  case "${STATUS[$1]:-}" in
+    ok)
+      if ((${FAILED[$1]:-0} > 0)); then
+        printf '%.0f (%s failed)' "${TPS[$1]}" "${FAILED[$1]}"
+      else
+        printf '%.0f' "${TPS[$1]}"
+      fi
+      ;;
+    skipped) printf 'skipped' ;;
+    fail) printf 'fail' ;;
+    *) printf 'n/a' ;;
+  esac
+}
+cell_ratio() { # KEY_A KEY_B -> tps(a)/tps(b)
+  if [[ "${STATUS[$1]:-}" == ok && "${STATUS[$2]:-}" == ok ]]; then
+    awk -v a="${TPS[$1]}" -v b="${TPS[$2]}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "n/a" }'
+  else
+    printf '—'
+  fi
+}
+cell_cpu() { # KEY
+  case "${STATUS[$1]:-}" in
+    ok) printf '%s' "${CPU[$1]}" ;;
+    skipped) printf 'skipped' ;;
+    fail) printf 'fail' ;;
+    *) printf 'n/a' ;;
+  esac
+}
+
+mode_label=1
+((n_modes == 1)) && mode_label=0
+
+table() {
+  local hdr="| workload | direct tps | pgrelay tps | ratio to direct | pgbouncer tps | pgrelay/pgbouncer | pgrelay µs CPU/txn | pgbouncer µs CPU/txn |"
+  local sep="|---|---:|---:|---:|---:|---:|---:|---:|"
+  if ((WITH_PGPOOL)); then
+    hdr+=" pgpool-II tps | pgrelay/pgpool-II | pgpool-II µs CPU/txn |"
+    sep+="---:|---:|---:|"
+  fi
+  echo "$hdr"
+  echo "$sep"
+  local wl mode label d r b p row
+  for wl in $WORKLOADS; do
+    IFS='|' read -r _ _ _ _ label <<<"${WL[$wl]}"
+    for mode in $MODES; do
+      d="$wl|$mode|direct" r="$wl|$mode|pgrelay" b="$wl|$mode|pgbouncer" p="$wl|$mode|pgpool"
+      row="| $label"
+      ((mode_label)) && row+=" [$mode]"
+      row+=" | $(cell_tps "$d") | $(cell_tps "$r") | $(cell_ratio "$r" "$d") | $(cell_tps "$b")"
+      row+=" | $(cell_ratio "$r" "$b") | $(cell_cpu "$r") | $(cell_cpu "$b") |"
+      if ((WITH_PGPOOL)); then
+        row+=" $(cell_tps "$p") | $(cell_ratio "$r" "$p") | $(cell_cpu "$p") |"
+      fi
+      echo "$row"
+    done
+  done
+}
+
+notes() {
+  local name n msg mode
+  for mode in $MODES; do
+    [[ -z "${RELAY_MODE_NOTE[$mode]:-}" ]] || echo "- ${RELAY_MODE_NOTE[$mode]}"
+  done
+  local lines=()
+  for name in "${!PROC_PID[@]}"; do
+    msg="${PROC_NOTE[$name]:-}"
+    if ! kill -0 "${PROC_PID[$name]}" 2>/dev/null; then
+      exit_description "${PROC_PID[$name]}"
+      msg="${msg}${msg:+; }$EXIT_DESC before the end"
+    fi
+    if [[ "$name" == pgrelay-* ]]; then
+      n=$(grep -cvE '^---- restart' "${PROC_LOG[$name]}" || true)
+      ((n == 0)) || msg="${msg}${msg:+; }$n log lines at level warning or above (logs/$name.log)"
+    fi
+    [[ -z "$msg" ]] || lines+=("- $name: $msg")
+  done
+  ((${#lines[@]} == 0)) || printf '%s\n' "${lines[@]}" | sort
+}
+
+PG_VERSION=$("$PGBIN/pgbench" --version | awk '{print $3}')
+BOUNCER_VERSION=$(pgbouncer --version 2>/dev/null | head -n 1 | awk '{print $2}')
+POOL_VERSION=""
+((WITH_PGPOOL)) && POOL_VERSION=$(pgpool --version 2>&1 | head -n 1 | awk '{print $3}')
+GIT_REV=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo "no commit")
+[[ -n "$(git -C "$REPO" status --porcelain 2>/dev/null | head -n 1)" ]] && GIT_REV+=" (uncommitted changes)"
+
+mkdir -p "$RESULTS_DIR/logs"
+rm -f "$RESULTS_DIR"/logs/*.log
+for name in "${!PROC_LOG[@]}"; do cp -f "${PROC_LOG[$name]}" "$RESULTS_DIR/logs/" 2>/dev/null || true; done
+cp -f "$RUNS_TSV" "$RESULTS_DIR/latest-runs.tsv"
+
+TABLE=$(table)
+notes >"$TMP/notes.txt"
+NOTES=$(cat "$TMP/notes.txt")
+{
+  echo "# pgrelay benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo
+  echo "pgrelay $GIT_REV (release build), PostgreSQL $PG_VERSION, PgBouncer $BOUNCER_VERSION${POOL_VERSION:+, pgpool-II $POOL_VERSION};"
+  echo "$(nproc) cores, $(uname -r); pgbench -s $SCALE, ${DURATION}s per run, -j $JOBS, pool size $POOL_SIZE;"
+  echo "targets interleaved per workload and mode. Compare ratios within this run only (bench/README.md)."
+  echo
+  echo "$TABLE"
+  if [[ -n "$NOTES" ]]; then
+    echo
+    echo "Notes:"
+    echo "$NOTES"
+  fi
+  echo
+  echo "Raw numbers per run: latest-runs.tsv; proxy logs: logs/."
+} >"$RESULTS_DIR/latest.md"
+
+echo
+echo "$TABLE"
+if [[ -n "$NOTES" ]]; then
+  echo
+  echo "Notes:"
+  echo "$NOTES"
+fi
+echo
+log "written to bench/results/latest.md (raw runs: bench/results/latest-runs.tsv)"
+exit 0

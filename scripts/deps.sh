@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Install the Debian packages pgrelay needs to build and test. Idempotent: when every package is
+# already installed it returns at once without touching apt. Bench-only packages (pgbouncer, pgpool2)
+# are installed by the bench scripts, not here.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential meson ninja-build pkg-config
+  libuv1-dev libconfig-dev libssl-dev libpq-dev libcmocka-dev libpg-query-dev
+  postgresql postgresql-contrib
+  python3-psycopg python3-pytest
+  clang libclang-rt-14-dev
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  if [[ "$status" != "install ok installed" ]]; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "deps.sh: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+echo "deps.sh: missing packages: ${missing[*]}"
+if [[ $(id -u) -ne 0 ]]; then
+  if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    SUDO=(sudo -n)
+  else
+    echo "deps.sh: not root; install them with:" >&2
+    echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+    exit 1
+  fi
+else
+  SUDO=()
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+"${SUDO[@]}" apt-get update
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+echo "deps.sh: installed ${missing[*]}"

@@ -1,0 +1,62 @@
+/*
+ * The users file: one "user:secret" per line, '#' comments and blank lines ignored. A secret is a
+ * SCRAM-SHA-256 verifier, an md5 hash ("md5" + 32 hex) or plain text. Plain-text secrets get a
+ * SCRAM verifier computed once at load, so no login runs PBKDF2 on the server side.
+ * A userlist is immutable after load and owned by the config that loaded it.
+ */
+#ifndef PGRELAY_AUTH_USERS_H
+#define PGRELAY_AUTH_USERS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "auth/hba.h"
+#include "auth/md5.h"
+#include "auth/scram.h"
+
+enum secret_kind { SECRET_PLAIN, SECRET_MD5, SECRET_SCRAM };
+
+struct user_entry {
+	char *name;		      /* owned */
+	enum secret_kind kind;	      /* what the file held */
+	char *plain;		      /* owned; the password when kind == SECRET_PLAIN, else NULL */
+	char md5[MD5_PASSWD_LEN + 1]; /* valid when kind is SECRET_PLAIN or SECRET_MD5 */
+	bool has_scram;		      /* scram valid when kind is SECRET_PLAIN or SECRET_SCRAM */
+	struct scram_secret scram;
+};
+
+struct userlist {
+	struct user_entry *users; /* owned, sorted by name */
+	size_t count;
+};
+
+/*
+ * Loads path. On error returns NULL and writes "FILE:LINE: message" lines (newline-separated) into
+ * err. Lines longer than 4096 bytes, names longer than 63 bytes and malformed verifiers are errors.
+ */
+struct userlist *users_load(const char *path, char *err, size_t errcap);
+void users_free(struct userlist *list);
+/* Binary search; NULL if absent. */
+const struct user_entry *users_find(const struct userlist *list, const char *name);
+
+/*
+ * Method for a user when there is no hba file: HBA_SCRAM for verifiers and plain text, HBA_MD5
+ * for md5 secrets. u may be NULL (unknown user): HBA_SCRAM, to be run with scram_secret_mock().
+ */
+enum hba_method users_default_method(const struct user_entry *u);
+/*
+ * The exchange to run when the matching hba rule says m, with PostgreSQL's rules: "md5" runs
+ * SCRAM when only a verifier is stored, and md5 for md5 or plain-text secrets; "scram-sha-256"
+ * needs a verifier (plain text has one) and gives HBA_REJECT for an md5-only user; "password"
+ * works with every secret. trust, reject and no-match come back unchanged. For u == NULL, md5 and
+ * scram-sha-256 give HBA_SCRAM (run it with scram_secret_mock() so it fails like a wrong password).
+ */
+enum hba_method users_pick_method(const struct user_entry *u, enum hba_method m);
+/*
+ * Checks a clear-text password (method "password") against whatever secret u holds, in constant
+ * time for plain and md5 secrets. A SCRAM verifier costs one PBKDF2 run per call.
+ */
+bool users_check_password(const struct user_entry *u, const char *password)
+	__attribute__((warn_unused_result));
+
+#endif

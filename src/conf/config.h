@@ -1,0 +1,136 @@
+/*
+ * Configuration: loaded from a libconfig file into a new, immutable struct config, validated, then
+ * swapped in whole (reload keeps the old one on any error). Every key lives in one table in
+ * config_keys.c (name, type, default, bounds, unit, reloadable), which parsing, defaults,
+ * validation and doc/configuration.md follow. Unknown keys are errors with a "did you mean" hint.
+ * All strings are owned copies (libconfig's die with its config_t).
+ */
+#ifndef PGRELAY_CONF_CONFIG_H
+#define PGRELAY_CONF_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "auth/hba.h"
+#include "auth/users.h"
+
+#define CONFIG_MAX_BACKENDS 64
+#define CONFIG_MAX_LISTEN   16
+
+/* Per-backend flag bits (pgpool-II's backend_flag). */
+#define BACKEND_FLAG_DISALLOW_TO_FAILOVER 0x1u
+#define BACKEND_FLAG_ALWAYS_PRIMARY	  0x2u
+
+struct backend_conf {
+	char *host;		/* owned */
+	int port;		/* 1..65535 */
+	double weight;		/* >= 0, default 1.0 */
+	char *data_directory;	/* owned, may be "" */
+	char *application_name; /* owned, may be "" */
+	unsigned flags;		/* BACKEND_FLAG_* */
+	int line;		/* line of the entry in the file, for messages */
+};
+
+struct health_check_conf {
+	uint32_t period_ms;	 /* default 1s; 0 disables */
+	uint32_t timeout_ms;	 /* default 2s */
+	int max_retries;	 /* default 2 */
+	uint32_t retry_delay_ms; /* default 500ms */
+	char *user;		 /* owned; default "postgres" */
+	char *password;		 /* owned; default "" */
+	char *database;		 /* owned; default "postgres" */
+};
+
+enum pool_mode { POOL_MODE_SESSION, POOL_MODE_TRANSACTION, POOL_MODE_STATEMENT };
+
+struct pool_conf {
+	enum pool_mode mode;		      /* "session" (default), "transaction", "statement" */
+	int max_client_conn;		      /* default 10000 */
+	int pool_size;			      /* default 20 */
+	int min_pool_size;		      /* default 0 */
+	int max_db_connections;		      /* default 0 = unlimited */
+	int max_user_connections;	      /* default 0 = unlimited */
+	uint32_t query_wait_timeout_ms;	      /* default 120s */
+	uint32_t server_connect_timeout_ms;   /* default 5s */
+	uint32_t server_lifetime_ms;	      /* default 1h */
+	uint32_t server_idle_timeout_ms;      /* default 10min */
+	uint32_t client_idle_timeout_ms;      /* default 0 = off */
+	uint32_t idle_transaction_timeout_ms; /* default 0 = off */
+	char *reset_query_list;		      /* owned; default "ABORT; DISCARD ALL" */
+};
+
+struct config {
+	char *path;				   /* owned: the file this came from */
+	char *listen_addresses[CONFIG_MAX_LISTEN]; /* owned; from "a,b,c"; "*" means all IPv4+IPv6
+						    */
+	int n_listen;
+	int port; /* default 9999 */
+	struct backend_conf backends[CONFIG_MAX_BACKENDS];
+	int n_backends; /* >= 1 */
+
+	char *users_file;	/* owned; resolved relative to the config file's folder */
+	char *hba_file;		/* owned or NULL */
+	struct userlist *users; /* owned; loaded from users_file */
+	struct hba *hba;	/* owned or NULL */
+
+	uint32_t authentication_timeout_ms; /* login timeout, default 60s (pgpool's name) */
+	uint32_t max_message_size;    /* bytes, default 64MB; largest client message accepted */
+	uint32_t shutdown_timeout_ms; /* smart shutdown waits this long, default 30s */
+	int log_level;		      /* enum log_level; logging.level, default "log" */
+
+	struct pool_conf pool;
+	struct health_check_conf health_check;
+
+	char *failover_command;			 /* owned or NULL */
+	char *follow_primary_command;		 /* owned or NULL */
+	char *failback_command;			 /* owned or NULL */
+	uint32_t failover_command_timeout_ms;	 /* default 60s */
+	uint32_t search_primary_node_timeout_ms; /* default 5min */
+};
+
+/*
+ * Loads and validates path. On success returns a new config. On failure returns NULL and writes
+ * one "FILE:LINE: message" line per problem into err (newline-separated, truncated to errcap).
+ * Relative paths inside the file (users_file, hba_file) are resolved against the file's folder.
+ * Lines read "FILE:LINE: key.path: message" (key paths like "pool.mode", "backends[1].port"); a
+ * missing required key is reported at the line of its enclosing group, or line 1 at top level;
+ * users_load/hba_load lines are passed through unchanged. err may be NULL when errcap is 0.
+ */
+struct config *config_load(const char *path, char *err, size_t errcap);
+void config_free(struct config *cfg);
+
+/*
+ * Names of keys whose change needs a restart and differ between a and b, in table order,
+ * separated by ", " ("port, pool.mode"); "" when none. "backends" stands for any change to the
+ * list or to one of its entries.
+ */
+void config_diff_restart_keys(const struct config *a, const struct config *b, char *out,
+			      size_t cap);
+
+/* Parses "500ms", "3s", "2min", "1h", "1d" or a bare number of seconds. */
+bool config_parse_duration(const char *text, uint32_t *ms_out) __attribute__((warn_unused_result));
+/* Parses "64kB", "16MB", "1GB" or a bare number of bytes. */
+bool config_parse_size(const char *text, uint64_t *bytes_out) __attribute__((warn_unused_result));
+
+/* Index of the backend that takes writes for now: the ALWAYS_PRIMARY one, else 0. */
+int config_primary_backend(const struct config *cfg);
+
+/*
+ * Writes the Markdown reference of every key (group, name, type, default, range, reload,
+ * description) with a short introduction on units; doc/configuration.md is its output.
+ */
+void config_write_reference(FILE *out);
+
+/*
+ * Calls fn once per key except the backends list, in table order, with the key's full name
+ * ("pool.mode"), its value as a user would write it (durations "5s", sizes "64MB", unset strings
+ * "", secrets "********") and whether SIGHUP applies a change. For SHOW config.
+ */
+void config_foreach_value(const struct config *cfg,
+			  void (*fn)(void *arg, const char *key, const char *value,
+				     bool reloadable),
+			  void *arg);
+
+#endif

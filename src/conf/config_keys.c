@@ -1,0 +1,857 @@
+/*
+ * The key table and everything that only needs one key at a time: parsing of durations and sizes,
+ * the typed setters that convert, check bounds and store a value, defaults, freeing, comparison,
+ * formatting and the Markdown reference (doc/configuration.md is this file's output).
+ * Invariant: every field a row points at holds a valid value of the row's type at all times once
+ * config_keys_set_defaults() ran, so setters may free the previous value unconditionally.
+ */
+#include "conf/config.h"
+#include "conf/config_keys.h"
+
+#include <assert.h>
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "util/log.h"
+
+#define MS_PER_S   1000LL
+#define MS_PER_MIN (60 * MS_PER_S)
+#define MS_PER_H   (60 * MS_PER_MIN)
+#define MS_PER_D   (24 * MS_PER_H)
+#define DUR_MAX	   (30 * MS_PER_D) /* fits uint32_t milliseconds with room to spare */
+#define STR_(x)	   #x
+#define STR(x)	   STR_(x)
+#define KB	   1024LL
+#define MB	   (1024 * KB)
+#define GB	   (1024 * MB)
+
+static const char *const pool_modes[] = { "session", "transaction", "statement", NULL };
+static const char *const log_levels[] = { "error", "warning", "log", "debug", "noise", NULL };
+static const char *const backend_flags[] = { "ALLOW_TO_FAILOVER", "DISALLOW_TO_FAILOVER",
+					     "ALWAYS_PRIMARY", NULL };
+
+static bool parse_log_level(const char *text, int *out)
+{
+	enum log_level lvl;
+	if (!log_level_parse(text, &lvl))
+		return false;
+	*out = (int)lvl;
+	return true;
+}
+
+#define TOP(n, t, f, d, lo, hi, field, ch, desc)                                                   \
+	{                                                                                          \
+		"", n, t, f, d, lo, hi, offsetof(struct config, field), ch, NULL, desc             \
+	}
+#define GRP(g, n, t, f, d, lo, hi, field, ch, desc)                                                \
+	{                                                                                          \
+		g, n, t, f, d, lo, hi, offsetof(struct config, field), ch, NULL, desc              \
+	}
+#define BACKEND(n, t, f, d, lo, hi, field, ch, desc)                                               \
+	{                                                                                          \
+		"backends", n, t, (f) | KF_BACKEND | KF_RESTART, d, lo, hi,                        \
+			offsetof(struct backend_conf, field), ch, NULL, desc                       \
+	}
+
+const struct key_def config_keys[] = {
+	TOP("listen_addresses", KT_ADDRLIST, KF_RESTART, "127.0.0.1", 1, CONFIG_MAX_LISTEN,
+	    listen_addresses, NULL,
+	    "Comma-separated host names or IP addresses to listen on; \"*\" means all IPv4 and "
+	    "IPv6 addresses."),
+	TOP("port", KT_INT, KF_RESTART, "9999", 1, 65535, port, NULL,
+	    "TCP port clients connect to (also the admin interface)."),
+	TOP("authentication_timeout", KT_DURATION, 0, "60s", 0, DUR_MAX, authentication_timeout_ms,
+	    NULL, "Time a new client has to finish startup and authentication; 0 means no limit."),
+	TOP("max_message_size", KT_SIZE, 0, "64MB", 8 * KB, 1 * GB, max_message_size, NULL,
+	    "Largest single protocol message accepted from a client; a larger one ends the "
+	    "connection."),
+	TOP("shutdown_timeout", KT_DURATION, 0, "30s", 0, DUR_MAX, shutdown_timeout_ms, NULL,
+	    "How long a smart shutdown (SIGTERM) waits for clients to leave before closing them; 0 "
+	    "closes them at once."),
+	TOP("failover_command", KT_STRING, KF_EMPTY_IS_NULL, NULL, 0, 0, failover_command, NULL,
+	    "Command run when a node is detached, with pgpool-II's placeholders (%d failed node "
+	    "id, %h, %p, %D, %m, %H, %M, %P, %r, %R, %N, %S, %%); unset runs nothing."),
+	TOP("follow_primary_command", KT_STRING, KF_EMPTY_IS_NULL, NULL, 0, 0,
+	    follow_primary_command, NULL,
+	    "Command run for each standby after a failover promoted a new primary, same "
+	    "placeholders; unset runs nothing."),
+	TOP("failback_command", KT_STRING, KF_EMPTY_IS_NULL, NULL, 0, 0, failback_command, NULL,
+	    "Command run when a node is attached again, same placeholders; unset runs nothing."),
+	TOP("failover_command_timeout", KT_DURATION, 0, "60s", MS_PER_S, DUR_MAX,
+	    failover_command_timeout_ms, NULL,
+	    "Longest a failover, follow-primary or failback command may run before it is killed."),
+	TOP("search_primary_node_timeout", KT_DURATION, 0, "5min", 0, DUR_MAX,
+	    search_primary_node_timeout_ms, NULL,
+	    "How long to look for a new primary after a failover; 0 searches forever."),
+	TOP("backends", KT_BACKENDS, KF_REQUIRED | KF_RESTART, NULL, 1, CONFIG_MAX_BACKENDS,
+	    backends, NULL,
+	    "The PostgreSQL nodes, a list of groups ( { host = ...; }, ... ); node ids count from "
+	    "0 in this order."),
+
+	BACKEND("host", KT_STRING, KF_REQUIRED, NULL, 0, 0, host, NULL,
+		"Host name or IP address of the node."),
+	BACKEND("port", KT_INT, 0, "5432", 1, 65535, port, NULL, "TCP port of the node."),
+	BACKEND("weight", KT_DOUBLE, 0, "1.0", 0, 1000000, weight, NULL,
+		"Load-balancing weight relative to the other nodes (an integer or a float); 0 "
+		"sends it no reads."),
+	BACKEND("data_directory", KT_STRING, 0, "", 0, 0, data_directory, NULL,
+		"Data directory of the node, handed to failover commands (%D, %R)."),
+	BACKEND("application_name", KT_STRING, 0, "", 0, 0, application_name, NULL,
+		"application_name this node uses in its primary_conninfo, to find it in "
+		"pg_stat_replication."),
+	BACKEND("flag", KT_FLAGS, 0, "ALLOW_TO_FAILOVER", 0, 0, flags, backend_flags,
+		"pgpool-II's backend_flag, flags joined with | "
+		"(\"ALWAYS_PRIMARY|DISALLOW_TO_FAILOVER\"); at most one node may be "
+		"ALWAYS_PRIMARY."),
+
+	GRP("auth", "users_file", KT_STRING, KF_REQUIRED, NULL, 0, 0, users_file, NULL,
+	    "File of user:secret lines (secret: SCRAM-SHA-256 verifier, md5 hash or plain text); "
+	    "relative to this file's folder."),
+	GRP("auth", "hba_file", KT_STRING, KF_EMPTY_IS_NULL, NULL, 0, 0, hba_file, NULL,
+	    "Client authentication rules in pg_hba.conf syntax, relative to this file's folder; "
+	    "unset: scram or md5 as users_file allows."),
+
+	{ "logging", "level", KT_ENUM, 0, "log", 0, 0, offsetof(struct config, log_level),
+	  log_levels, parse_log_level,
+	  "Lowest level written to stderr; -d on the command line forces debug." },
+
+	GRP("pool", "mode", KT_ENUM, KF_RESTART, "session", 0, 0, pool.mode, pool_modes,
+	    "When a server connection goes back to the pool: when the client leaves, after each "
+	    "transaction, or after each statement."),
+	GRP("pool", "max_client_conn", KT_INT, 0, "10000", 1, 1000000, pool.max_client_conn, NULL,
+	    "Most client connections accepted at once; further ones are refused."),
+	GRP("pool", "pool_size", KT_INT, 0, "20", 1, 100000, pool.pool_size, NULL,
+	    "Most server connections per (database, user) pair on each node."),
+	GRP("pool", "min_pool_size", KT_INT, 0, "0", 0, 100000, pool.min_pool_size, NULL,
+	    "Server connections kept open per (database, user) pair on each node; at most "
+	    "pool_size."),
+	GRP("pool", "max_db_connections", KT_INT, 0, "0", 0, 1000000, pool.max_db_connections, NULL,
+	    "Most server connections per database on each node; 0 means no limit."),
+	GRP("pool", "max_user_connections", KT_INT, 0, "0", 0, 1000000, pool.max_user_connections,
+	    NULL, "Most server connections per user on each node; 0 means no limit."),
+	GRP("pool", "query_wait_timeout", KT_DURATION, 0, "120s", 0, DUR_MAX,
+	    pool.query_wait_timeout_ms, NULL,
+	    "Longest a client waits for a server connection before it gets an error; 0 waits "
+	    "forever."),
+	GRP("pool", "server_connect_timeout", KT_DURATION, 0, "5s", 1, DUR_MAX,
+	    pool.server_connect_timeout_ms, NULL,
+	    "Longest a connection attempt to a node (including its authentication) may take."),
+	GRP("pool", "server_lifetime", KT_DURATION, 0, "1h", 0, DUR_MAX, pool.server_lifetime_ms,
+	    NULL,
+	    "A server connection older than this is closed when it is next idle; 0 means no "
+	    "limit."),
+	GRP("pool", "server_idle_timeout", KT_DURATION, 0, "10min", 0, DUR_MAX,
+	    pool.server_idle_timeout_ms, NULL,
+	    "A server connection idle in the pool this long is closed; 0 means never."),
+	GRP("pool", "client_idle_timeout", KT_DURATION, 0, "0", 0, DUR_MAX,
+	    pool.client_idle_timeout_ms, NULL,
+	    "A client idle outside a transaction this long is disconnected; 0 means never."),
+	GRP("pool", "idle_transaction_timeout", KT_DURATION, 0, "0", 0, DUR_MAX,
+	    pool.idle_transaction_timeout_ms, NULL,
+	    "A client idle inside a transaction this long is disconnected; 0 means never."),
+	GRP("pool", "reset_query_list", KT_STRING, 0, "ABORT; DISCARD ALL", 0, 0,
+	    pool.reset_query_list, NULL,
+	    "SQL run on a server connection before another client gets it in session mode; \"\" "
+	    "runs nothing."),
+
+	GRP("health_check", "period", KT_DURATION, 0, "1s", 0, DUR_MAX, health_check.period_ms,
+	    NULL, "Time between health checks of each node; 0 disables health checking."),
+	GRP("health_check", "timeout", KT_DURATION, 0, "2s", 1, DUR_MAX, health_check.timeout_ms,
+	    NULL, "Deadline of one check (connect and query)."),
+	GRP("health_check", "max_retries", KT_INT, 0, "2", 0, 1000, health_check.max_retries, NULL,
+	    "Failed checks retried this many times before the node is declared down."),
+	GRP("health_check", "retry_delay", KT_DURATION, 0, "500ms", 0, DUR_MAX,
+	    health_check.retry_delay_ms, NULL, "Pause between retries of a failed check."),
+	GRP("health_check", "user", KT_STRING, 0, "postgres", 0, 0, health_check.user, NULL,
+	    "Role the health check connects as."),
+	GRP("health_check", "password", KT_STRING, KF_SECRET, "", 0, 0, health_check.password, NULL,
+	    "Password of that role; \"\" sends none."),
+	GRP("health_check", "database", KT_STRING, 0, "postgres", 0, 0, health_check.database, NULL,
+	    "Database the health check connects to."),
+};
+
+const size_t config_key_count = sizeof(config_keys) / sizeof(config_keys[0]);
+
+/* Digits, optional blanks, a unit, optional blanks. Returns the unit's start in *unit. */
+static bool parse_number_unit(const char *text, uint64_t *n, const char **unit)
+{
+	const char *p = text;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	if (!isdigit((unsigned char)*p))
+		return false;
+	uint64_t v = 0;
+	for (; isdigit((unsigned char)*p); p++) {
+		if (v > (UINT64_MAX - 9) / 10)
+			return false;
+		v = v * 10 + (uint64_t)(*p - '0');
+	}
+	while (*p == ' ' || *p == '\t')
+		p++;
+	*n = v;
+	*unit = p;
+	return true;
+}
+
+struct unit {
+	const char *name;
+	uint64_t mult;
+};
+
+static bool apply_unit(uint64_t n, const char *unit, const struct unit *units, uint64_t *out)
+{
+	size_t len = strlen(unit);
+	while (len > 0 && (unit[len - 1] == ' ' || unit[len - 1] == '\t'))
+		len--;
+	for (const struct unit *u = units; u->name; u++) {
+		if (strlen(u->name) == len && strncmp(unit, u->name, len) == 0) {
+			if (u->mult && n > UINT64_MAX / u->mult)
+				return false;
+			*out = n * u->mult;
+			return true;
+		}
+	}
+	return false;
+}
+
+static const struct unit duration_units[] = {
+	{ "", MS_PER_S },  { "ms", 1 },	      { "s", MS_PER_S }, { "min", MS_PER_MIN },
+	{ "h", MS_PER_H }, { "d", MS_PER_D }, { NULL, 0 },
+};
+static const struct unit size_units[] = {
+	{ "", 1 }, { "B", 1 }, { "kB", KB }, { "MB", MB }, { "GB", GB }, { NULL, 0 },
+};
+
+static bool parse_duration64(const char *text, uint64_t *ms)
+{
+	uint64_t n;
+	const char *unit;
+	return parse_number_unit(text, &n, &unit) && apply_unit(n, unit, duration_units, ms);
+}
+
+static bool parse_size64(const char *text, uint64_t *bytes)
+{
+	uint64_t n;
+	const char *unit;
+	return parse_number_unit(text, &n, &unit) && apply_unit(n, unit, size_units, bytes);
+}
+
+bool config_parse_duration(const char *text, uint32_t *ms_out)
+{
+	uint64_t ms;
+	if (!text || !parse_duration64(text, &ms) || ms > UINT32_MAX)
+		return false;
+	*ms_out = (uint32_t)ms;
+	return true;
+}
+
+bool config_parse_size(const char *text, uint64_t *bytes_out)
+{
+	uint64_t b;
+	if (!text || !parse_size64(text, &b))
+		return false;
+	*bytes_out = b;
+	return true;
+}
+
+/* Largest unit that divides the value exactly, so formatting and parsing round-trip. */
+static void format_units(uint64_t v, const struct unit *units, const char *zero, char *buf,
+			 size_t cap)
+{
+	if (v == 0) {
+		snprintf(buf, cap, "%s", zero);
+		return;
+	}
+	const struct unit *best = NULL;
+	for (const struct unit *u = units; u->name; u++)
+		if (u->name[0] && v % u->mult == 0 && (!best || u->mult > best->mult))
+			best = u;
+	snprintf(buf, cap, "%" PRIu64 "%s", v / best->mult, best->name);
+}
+
+void config_format_duration(uint64_t ms, char *buf, size_t cap)
+{
+	format_units(ms, duration_units, "0", buf, cap);
+}
+
+void config_format_size(uint64_t bytes, char *buf, size_t cap)
+{
+	format_units(bytes, size_units, "0", buf, cap);
+}
+
+static void *field(const struct key_def *k, void *base)
+{
+	return (char *)base + k->offset;
+}
+
+static const void *cfield(const struct key_def *k, const void *base)
+{
+	return (const char *)base + k->offset;
+}
+
+/* Formats a bound or a value of an integer-like key in its unit. */
+static void format_int(const struct key_def *k, int64_t v, char *buf, size_t cap)
+{
+	if (k->type == KT_DURATION && v >= 0)
+		config_format_duration((uint64_t)v, buf, cap);
+	else if (k->type == KT_SIZE && v >= 0)
+		config_format_size((uint64_t)v, buf, cap);
+	else
+		snprintf(buf, cap, "%" PRId64, v);
+}
+
+bool key_set_int(const struct key_def *k, void *base, int64_t v, char *why, size_t cap)
+{
+	if (k->type == KT_DOUBLE)
+		return key_set_double(k, base, (double)v, why, cap);
+	if (v < k->min || v > k->max) {
+		char sv[32], lo[32], hi[32];
+		format_int(k, v, sv, sizeof(sv));
+		format_int(k, k->min, lo, sizeof(lo));
+		format_int(k, k->max, hi, sizeof(hi));
+		snprintf(why, cap, "%s is out of range (%s..%s)", sv, lo, hi);
+		return false;
+	}
+	switch (k->type) {
+	case KT_INT:
+		*(int *)field(k, base) = (int)v;
+		return true;
+	case KT_DURATION:
+	case KT_SIZE:
+		*(uint32_t *)field(k, base) = (uint32_t)v;
+		return true;
+	default:
+		snprintf(why, cap, "internal error: not an integer key");
+		return false;
+	}
+}
+
+bool key_set_double(const struct key_def *k, void *base, double v, char *why, size_t cap)
+{
+	if (k->type != KT_DOUBLE) {
+		snprintf(why, cap, "internal error: not a float key");
+		return false;
+	}
+	if (!isfinite(v) || v < (double)k->min || v > (double)k->max) {
+		snprintf(why, cap, "%g is out of range (%" PRId64 "..%" PRId64 ")", v, k->min,
+			 k->max);
+		return false;
+	}
+	*(double *)field(k, base) = v;
+	return true;
+}
+
+bool key_set_bool(const struct key_def *k, void *base, bool v, char *why, size_t cap)
+{
+	if (k->type != KT_BOOL) {
+		snprintf(why, cap, "internal error: not a boolean key");
+		return false;
+	}
+	*(bool *)field(k, base) = v;
+	return true;
+}
+
+static void choices_text(const char *const *choices, char *buf, size_t cap)
+{
+	size_t len = 0;
+	buf[0] = '\0';
+	for (int i = 0; choices[i] && len < cap; i++)
+		len += (size_t)snprintf(buf + len, cap - len, "%s%s", i ? ", " : "", choices[i]);
+}
+
+static bool set_enum(const struct key_def *k, void *base, const char *text, char *why, size_t cap)
+{
+	int v = -1;
+	if (k->parse_enum) {
+		if (!k->parse_enum(text, &v))
+			v = -1;
+	} else {
+		for (int i = 0; k->choices[i]; i++)
+			if (strcasecmp(text, k->choices[i]) == 0)
+				v = i;
+	}
+	if (v < 0) {
+		char list[256];
+		choices_text(k->choices, list, sizeof(list));
+		snprintf(why, cap, "\"%s\" is not one of %s", text, list);
+		return false;
+	}
+	*(int *)field(k, base) = v;
+	return true;
+}
+
+/* Trims blanks in place at both ends of [*s, *e). */
+static void trim(const char **s, const char **e)
+{
+	while (*s < *e && isspace((unsigned char)**s))
+		(*s)++;
+	while (*e > *s && isspace((unsigned char)(*e)[-1]))
+		(*e)--;
+}
+
+static bool set_flags(const struct key_def *k, void *base, const char *text, char *why, size_t cap)
+{
+	unsigned flags = 0;
+	bool allow = false;
+	const char *p = text;
+	for (;;) {
+		const char *end = strchr(p, '|');
+		const char *s = p, *e = end ? end : p + strlen(p);
+		trim(&s, &e);
+		size_t len = (size_t)(e - s);
+		if (len == 0) {
+			snprintf(why, cap, "\"%s\" has an empty flag; use %s joined with |", text,
+				 "ALLOW_TO_FAILOVER, DISALLOW_TO_FAILOVER, ALWAYS_PRIMARY");
+			return false;
+		}
+		if (len == 17 && strncasecmp(s, "ALLOW_TO_FAILOVER", len) == 0)
+			allow = true;
+		else if (len == 20 && strncasecmp(s, "DISALLOW_TO_FAILOVER", len) == 0)
+			flags |= BACKEND_FLAG_DISALLOW_TO_FAILOVER;
+		else if (len == 14 && strncasecmp(s, "ALWAYS_PRIMARY", len) == 0)
+			flags |= BACKEND_FLAG_ALWAYS_PRIMARY;
+		else {
+			snprintf(why, cap,
+				 "unknown flag \"%.*s\" (use ALLOW_TO_FAILOVER, "
+				 "DISALLOW_TO_FAILOVER or ALWAYS_PRIMARY, joined with |)",
+				 (int)len, s);
+			return false;
+		}
+		if (!end)
+			break;
+		p = end + 1;
+	}
+	if (allow && (flags & BACKEND_FLAG_DISALLOW_TO_FAILOVER)) {
+		snprintf(why, cap,
+			 "ALLOW_TO_FAILOVER and DISALLOW_TO_FAILOVER contradict each other");
+		return false;
+	}
+	*(unsigned *)field(k, base) = flags;
+	return true;
+}
+
+static void free_addrs(struct config *cfg)
+{
+	for (int i = 0; i < cfg->n_listen; i++) {
+		free(cfg->listen_addresses[i]);
+		cfg->listen_addresses[i] = NULL;
+	}
+	cfg->n_listen = 0;
+}
+
+static bool set_addrs(struct config *cfg, const char *text, char *why, size_t cap)
+{
+	char *addr[CONFIG_MAX_LISTEN];
+	int n = 0;
+	bool star = false;
+	const char *p = text;
+	for (;;) {
+		const char *end = strchr(p, ',');
+		const char *s = p, *e = end ? end : p + strlen(p);
+		trim(&s, &e);
+		const char *problem = NULL;
+		if (s == e)
+			problem = "has an empty address";
+		else if (n == CONFIG_MAX_LISTEN)
+			problem = "has more than " STR(CONFIG_MAX_LISTEN) " addresses";
+		else if (!(addr[n] = strndup(s, (size_t)(e - s))))
+			problem = "could not be stored: out of memory";
+		if (problem) {
+			snprintf(why, cap, "\"%s\" %s", text, problem);
+			while (n > 0)
+				free(addr[--n]);
+			return false;
+		}
+		star |= strcmp(addr[n], "*") == 0;
+		n++;
+		if (!end)
+			break;
+		p = end + 1;
+	}
+	if (star && n > 1) {
+		snprintf(why, cap, "\"%s\": \"*\" already means every address; list it alone",
+			 text);
+		while (n > 0)
+			free(addr[--n]);
+		return false;
+	}
+	free_addrs(cfg);
+	for (int i = 0; i < n; i++)
+		cfg->listen_addresses[i] = addr[i];
+	cfg->n_listen = n;
+	return true;
+}
+
+bool key_set_text(const struct key_def *k, void *base, const char *text, char *why, size_t cap)
+{
+	uint64_t u;
+	char *end;
+	switch (k->type) {
+	case KT_INT: {
+		errno = 0;
+		long long v = strtoll(text, &end, 10);
+		if (errno || end == text || *end) {
+			snprintf(why, cap, "\"%s\" is not an integer", text);
+			return false;
+		}
+		return key_set_int(k, base, v, why, cap);
+	}
+	case KT_DOUBLE: {
+		errno = 0;
+		double v = strtod(text, &end);
+		if (errno || end == text || *end) {
+			snprintf(why, cap, "\"%s\" is not a number", text);
+			return false;
+		}
+		return key_set_double(k, base, v, why, cap);
+	}
+	case KT_BOOL:
+		if (strcasecmp(text, "true") == 0 || strcasecmp(text, "on") == 0)
+			return key_set_bool(k, base, true, why, cap);
+		if (strcasecmp(text, "false") == 0 || strcasecmp(text, "off") == 0)
+			return key_set_bool(k, base, false, why, cap);
+		snprintf(why, cap, "\"%s\" is not true or false", text);
+		return false;
+	case KT_STRING: {
+		char *copy = NULL;
+		if (!(text[0] == '\0' && (k->flags & KF_EMPTY_IS_NULL)) && !(copy = strdup(text))) {
+			snprintf(why, cap, "out of memory");
+			return false;
+		}
+		char **dst = field(k, base);
+		free(*dst);
+		*dst = copy;
+		return true;
+	}
+	case KT_DURATION:
+		if (!parse_duration64(text, &u)) {
+			snprintf(
+				why, cap,
+				"\"%s\" is not a duration (a whole number with ms, s, min, h or d; "
+				"no unit means seconds)",
+				text);
+			return false;
+		}
+		return key_set_int(k, base, u > INT64_MAX ? INT64_MAX : (int64_t)u, why, cap);
+	case KT_SIZE:
+		if (!parse_size64(text, &u)) {
+			snprintf(why, cap,
+				 "\"%s\" is not a size (a whole number with B, kB, MB or GB; "
+				 "no unit means bytes)",
+				 text);
+			return false;
+		}
+		return key_set_int(k, base, u > INT64_MAX ? INT64_MAX : (int64_t)u, why, cap);
+	case KT_ENUM:
+		return set_enum(k, base, text, why, cap);
+	case KT_FLAGS:
+		return set_flags(k, base, text, why, cap);
+	case KT_ADDRLIST:
+		return set_addrs(base, text, why, cap);
+	case KT_BACKENDS:
+		break;
+	}
+	snprintf(why, cap, "internal error: cannot set from text");
+	return false;
+}
+
+void config_keys_set_defaults(void *base, unsigned backend_flag)
+{
+	for (size_t i = 0; i < config_key_count; i++) {
+		const struct key_def *k = &config_keys[i];
+		if ((k->flags & KF_BACKEND) != backend_flag || !k->def)
+			continue;
+		char why[256];
+		bool ok = key_set_text(k, base, k->def, why, sizeof(why));
+		assert(ok && "a default in config_keys[] does not parse");
+		(void)ok;
+	}
+}
+
+void config_keys_free(void *base, unsigned backend_flag)
+{
+	for (size_t i = 0; i < config_key_count; i++) {
+		const struct key_def *k = &config_keys[i];
+		if ((k->flags & KF_BACKEND) != backend_flag)
+			continue;
+		if (k->type == KT_STRING) {
+			char **s = field(k, base);
+			free(*s);
+			*s = NULL;
+		} else if (k->type == KT_ADDRLIST) {
+			free_addrs(base);
+		}
+	}
+}
+
+static bool str_equal(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+bool key_equal(const struct key_def *k, const void *a, const void *b)
+{
+	const void *fa = cfield(k, a), *fb = cfield(k, b);
+	switch (k->type) {
+	case KT_INT:
+	case KT_ENUM:
+		return *(const int *)fa == *(const int *)fb;
+	case KT_DOUBLE:
+		return *(const double *)fa == *(const double *)fb;
+	case KT_BOOL:
+		return *(const bool *)fa == *(const bool *)fb;
+	case KT_STRING:
+		return str_equal(*(char *const *)fa, *(char *const *)fb);
+	case KT_DURATION:
+	case KT_SIZE:
+		return *(const uint32_t *)fa == *(const uint32_t *)fb;
+	case KT_FLAGS:
+		return *(const unsigned *)fa == *(const unsigned *)fb;
+	case KT_ADDRLIST: {
+		const struct config *ca = a, *cb = b;
+		if (ca->n_listen != cb->n_listen)
+			return false;
+		for (int i = 0; i < ca->n_listen; i++)
+			if (!str_equal(ca->listen_addresses[i], cb->listen_addresses[i]))
+				return false;
+		return true;
+	}
+	case KT_BACKENDS: {
+		const struct config *ca = a, *cb = b;
+		if (ca->n_backends != cb->n_backends)
+			return false;
+		for (int i = 0; i < ca->n_backends; i++)
+			for (size_t j = 0; j < config_key_count; j++)
+				if ((config_keys[j].flags & KF_BACKEND) &&
+				    !key_equal(&config_keys[j], &ca->backends[i], &cb->backends[i]))
+					return false;
+		return true;
+	}
+	}
+	return false;
+}
+
+void key_format(const struct key_def *k, const void *base, char *buf, size_t cap)
+{
+	const void *f = cfield(k, base);
+	buf[0] = '\0';
+	switch (k->type) {
+	case KT_INT:
+		snprintf(buf, cap, "%d", *(const int *)f);
+		break;
+	case KT_DOUBLE:
+		snprintf(buf, cap, "%g", *(const double *)f);
+		break;
+	case KT_BOOL:
+		snprintf(buf, cap, "%s", *(const bool *)f ? "true" : "false");
+		break;
+	case KT_STRING:
+		snprintf(buf, cap, "%s", *(char *const *)f ? *(char *const *)f : "");
+		break;
+	case KT_DURATION:
+		config_format_duration(*(const uint32_t *)f, buf, cap);
+		break;
+	case KT_SIZE:
+		config_format_size(*(const uint32_t *)f, buf, cap);
+		break;
+	case KT_ENUM: {
+		int v = *(const int *)f;
+		int n = 0;
+		while (k->choices[n])
+			n++;
+		snprintf(buf, cap, "%s", v >= 0 && v < n ? k->choices[v] : "?");
+		break;
+	}
+	case KT_FLAGS: {
+		unsigned v = *(const unsigned *)f;
+		snprintf(buf, cap, "%s%s%s",
+			 (v & BACKEND_FLAG_ALWAYS_PRIMARY) ? "ALWAYS_PRIMARY" : "",
+			 (v & BACKEND_FLAG_ALWAYS_PRIMARY) ? "|" : "",
+			 (v & BACKEND_FLAG_DISALLOW_TO_FAILOVER) ? "DISALLOW_TO_FAILOVER"
+								 : "ALLOW_TO_FAILOVER");
+		break;
+	}
+	case KT_ADDRLIST: {
+		const struct config *c = base;
+		size_t len = 0;
+		for (int i = 0; i < c->n_listen && len < cap; i++)
+			len += (size_t)snprintf(buf + len, cap - len, "%s%s", i ? "," : "",
+						c->listen_addresses[i]);
+		break;
+	}
+	case KT_BACKENDS:
+		snprintf(buf, cap, "%d", ((const struct config *)base)->n_backends);
+		break;
+	}
+}
+
+void key_path(const struct key_def *k, int backend_index, char *buf, size_t cap)
+{
+	if (k->flags & KF_BACKEND) {
+		if (backend_index >= 0)
+			snprintf(buf, cap, "backends[%d].%s", backend_index, k->name);
+		else
+			snprintf(buf, cap, "backends[].%s", k->name);
+	} else if (k->group[0]) {
+		snprintf(buf, cap, "%s.%s", k->group, k->name);
+	} else {
+		snprintf(buf, cap, "%s", k->name);
+	}
+}
+
+void config_foreach_value(const struct config *cfg,
+			  void (*fn)(void *arg, const char *key, const char *value,
+				     bool reloadable),
+			  void *arg)
+{
+	for (size_t i = 0; i < config_key_count; i++) {
+		const struct key_def *k = &config_keys[i];
+		if ((k->flags & KF_BACKEND) || k->type == KT_BACKENDS)
+			continue;
+		char path[128], value[1024];
+		key_path(k, -1, path, sizeof(path));
+		key_format(k, cfg, value, sizeof(value));
+		if ((k->flags & KF_SECRET) && value[0])
+			snprintf(value, sizeof(value), "********");
+		fn(arg, path, value, !(k->flags & KF_RESTART));
+	}
+}
+
+static const char *type_name(enum key_type t)
+{
+	switch (t) {
+	case KT_INT:
+		return "int";
+	case KT_DOUBLE:
+		return "float";
+	case KT_BOOL:
+		return "bool";
+	case KT_STRING:
+	case KT_ADDRLIST:
+	case KT_FLAGS:
+		return "string";
+	case KT_DURATION:
+		return "duration";
+	case KT_SIZE:
+		return "size";
+	case KT_ENUM:
+		return "enum";
+	case KT_BACKENDS:
+		return "list";
+	}
+	return "?";
+}
+
+/* Writes s into a Markdown table cell: '|' must be escaped. */
+static void md_cell(FILE *out, const char *s)
+{
+	fputs(" ", out);
+	for (; *s; s++) {
+		if (*s == '|')
+			fputc('\\', out);
+		fputc(*s, out);
+	}
+	fputs(" |", out);
+}
+
+static void range_text(const struct key_def *k, char *buf, size_t cap)
+{
+	char lo[32], hi[32];
+	buf[0] = '\0';
+	switch (k->type) {
+	case KT_INT:
+	case KT_DOUBLE:
+	case KT_DURATION:
+	case KT_SIZE:
+		format_int(k, k->min, lo, sizeof(lo));
+		format_int(k, k->max, hi, sizeof(hi));
+		snprintf(buf, cap, "%s .. %s", lo, hi);
+		break;
+	case KT_ENUM:
+	case KT_FLAGS:
+		choices_text(k->choices, buf, cap);
+		break;
+	case KT_ADDRLIST:
+		snprintf(buf, cap, "%" PRId64 " .. %" PRId64 " addresses", k->min, k->max);
+		break;
+	case KT_BACKENDS:
+		snprintf(buf, cap, "%" PRId64 " .. %" PRId64 " entries", k->min, k->max);
+		break;
+	case KT_BOOL:
+	case KT_STRING:
+		break;
+	}
+}
+
+void config_write_reference(FILE *out)
+{
+	fputs("# Configuration reference\n"
+	      "\n"
+	      "<!-- Generated from the key table in src/conf/config_keys.c by "
+	      "config_write_reference();\n"
+	      "     tests/unit/test_config.c fails when this file and the table disagree. -->\n"
+	      "\n"
+	      "pgrelay reads one file in [libconfig](https://hyperrealm.github.io/libconfig/) "
+	      "syntax (`pgrelay -f FILE`;\n"
+	      "`pgrelay -t` checks it and prints every problem as `FILE:LINE: message`). A sample "
+	      "with every key is\n"
+	      "`conf/pgrelay.conf`.\n"
+	      "\n"
+	      "- Top-level keys are written `name = value;`, grouped keys inside their group, "
+	      "`pool = { mode = \"transaction\"; };`.\n"
+	      "  `backends` is a list of groups, one per PostgreSQL node; node ids count from 0 in "
+	      "list order.\n"
+	      "- **Durations** are strings with a unit: `\"500ms\"`, `\"3s\"`, `\"2min\"`, "
+	      "`\"1h\"`, `\"1d\"`. A bare integer\n"
+	      "  (`timeout = 2;` or `\"2\"`) means **seconds**, as in pgpool-II. Whole numbers "
+	      "only.\n"
+	      "- **Sizes** are strings with a unit: `\"512B\"`, `\"64kB\"`, `\"16MB\"`, `\"1GB\"` "
+	      "(1024-based, as in PostgreSQL; the\n"
+	      "  units are case-sensitive). A bare integer means bytes.\n"
+	      "- Relative paths (`auth.users_file`, `auth.hba_file`) are resolved against the "
+	      "folder of the configuration file.\n"
+	      "- Unknown keys are errors, at every level, with a \"did you mean\" hint. The groups "
+	      "`load_balance`, `listeners`,\n"
+	      "  `http` and `tls` are not supported yet and are rejected too.\n"
+	      "- *Reload* `yes`: SIGHUP applies a change. `restart`: the change is logged and "
+	      "waits "
+	      "for a restart; for\n"
+	      "  `backends` this means any change to the list or to an entry.\n"
+	      "\n"
+	      "| Group | Key | Type | Default | Range | Reload | Description |\n"
+	      "|---|---|---|---|---|---|---|\n",
+	      out);
+	for (size_t i = 0; i < config_key_count; i++) {
+		const struct key_def *k = &config_keys[i];
+		char group[64], name[128], def[128], range[256];
+		if (k->flags & KF_BACKEND)
+			snprintf(group, sizeof(group), "backends[]");
+		else
+			snprintf(group, sizeof(group), "%s", k->group[0] ? k->group : "(top)");
+		snprintf(name, sizeof(name), "`%s`", k->name);
+		if (k->flags & KF_REQUIRED)
+			snprintf(def, sizeof(def), "(required)");
+		else if (!k->def)
+			snprintf(def, sizeof(def), "(unset)");
+		else if (k->type == KT_INT || k->type == KT_DOUBLE || k->type == KT_BOOL)
+			snprintf(def, sizeof(def), "`%s`", k->def);
+		else
+			snprintf(def, sizeof(def), "`\"%s\"`", k->def);
+		range_text(k, range, sizeof(range));
+		fputs("|", out);
+		md_cell(out, group);
+		md_cell(out, name);
+		md_cell(out, type_name(k->type));
+		md_cell(out, def);
+		md_cell(out, range);
+		md_cell(out, (k->flags & KF_RESTART) ? "restart" : "yes");
+		md_cell(out, k->desc);
+		fputs("\n", out);
+	}
+}

@@ -1,0 +1,96 @@
+/*
+ * A connection: one uv_tcp_t, one read buffer, and the owner's callbacks (PgBouncer's sbuf).
+ *
+ * Reading: bytes land in rbuf's free tail; the owner's on_data scans them and decides. Reading is
+ * on only while the owner wants it, no forward from rbuf is in flight, and rbuf has room: that is
+ * the whole backpressure story (a slow destination stops its source, memory stays bounded).
+ *
+ * Writing: conn_forward() sends rbuf[done, parsed) of one connection to another without copying
+ * (uv_try_write, then uv_write from the same bytes); conn_send() copies a small synthesised packet
+ * into an owned write request. libuv keeps writes on one stream in order, so injected packets and
+ * forwarded ranges reach the peer in the order they were issued.
+ *
+ * Lifetime: a conn is embedded in its owner (client or server). It holds one reference for its
+ * handle and one per forward in flight out of its buffer; on_closed runs when the last goes, and
+ * only then may the owner free itself. Callbacks never run after on_closed.
+ */
+#ifndef PGRELAY_NET_CONN_H
+#define PGRELAY_NET_CONN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "net/iobuf.h"
+
+#define CONN_MAX_QUEUED (1u << 20) /* bound on copied (injected) bytes waiting to be written */
+
+struct conn;
+
+enum conn_event {
+	CONN_EV_EOF,		 /* peer closed its side */
+	CONN_EV_READ_ERROR,	 /* status holds the libuv error */
+	CONN_EV_WRITE_ERROR,	 /* a write to this conn failed */
+	CONN_EV_CONNECTED,	 /* outgoing connect finished */
+	CONN_EV_CONNECT_FAILED,	 /* status holds the libuv error */
+	CONN_EV_FORWARD_DONE,	 /* a forward out of this conn's buffer completed; rescan */
+	CONN_EV_FORWARD_FAILED,	 /* a forward out of this conn's buffer could not be written */
+};
+
+struct conn_ops {
+	void (*on_data)(struct conn *c);					/* new bytes */
+	void (*on_event)(struct conn *c, enum conn_event ev, int status); /* see enum */
+	void (*on_closed)(struct conn *c); /* handle closed and no write references it */
+};
+
+struct conn {
+	uv_tcp_t tcp;			/* the handle; tcp.data points at this conn */
+	uv_connect_t connect_req;	/* outgoing connect */
+	uv_write_t fwd_req;		/* the forward in flight out of rbuf, if fwd_len != 0 */
+	uv_shutdown_t shutdown_req;	/* graceful close */
+	const struct conn_ops *ops;	/* borrowed, static */
+	void *owner;			/* borrowed: the object this conn is embedded in */
+	struct iobuf_pool *bufs;	/* borrowed: the worker's buffer pool */
+	struct iobuf *rbuf;		/* owned; NULL while nothing is buffered */
+	uint32_t fwd_len;		/* bytes of rbuf in the forward in flight */
+	uint32_t queued;		/* injected bytes waiting in write requests */
+	uint32_t pkt_remaining;		/* bytes of the current message not yet scanned */
+	int refs;			/* handle + forwards in flight; on_closed at 0 */
+	bool want_read;			/* the owner wants bytes */
+	bool reading;			/* uv_read_start is active */
+	bool pkt_skip;			/* the current message is skipped, not sent */
+	bool closing;			/* uv_close or shutdown started; no more callbacks but on_closed */
+	bool open;			/* the handle was initialised */
+};
+
+/* Initialises c and its handle on loop. Returns a libuv error code. */
+int conn_init(struct conn *c, uv_loop_t *loop, struct iobuf_pool *bufs, const struct conn_ops *ops,
+	      void *owner) __attribute__((warn_unused_result));
+/* Accepts a pending connection from server into c (initialised). */
+int conn_accept(struct conn *c, uv_stream_t *server) __attribute__((warn_unused_result));
+int conn_connect(struct conn *c, const struct sockaddr *addr) __attribute__((warn_unused_result));
+
+void conn_want_read(struct conn *c, bool want);
+/* Sends a copy of data (for synthesised packets). Returns a libuv error code or UV_ENOBUFS. */
+int conn_send(struct conn *c, const void *data, size_t len) __attribute__((warn_unused_result));
+/*
+ * Sends src->rbuf[done, parsed) to dst. Returns 0 when everything was written at once (done is
+ * advanced), 1 when a write is in flight (CONN_EV_FORWARD_DONE on src follows), <0 on error.
+ */
+int conn_forward(struct conn *src, struct conn *dst) __attribute__((warn_unused_result));
+static inline bool conn_forward_busy(const struct conn *c)
+{
+	return c->fwd_len != 0;
+}
+/* Makes room for more bytes after a scan: resets or compacts rbuf, returns it when empty. */
+void conn_tidy_buffer(struct conn *c);
+
+/* Closes now; pending writes are cancelled. */
+void conn_close(struct conn *c);
+/* Closes after pending writes are flushed (the caller bounds how long with a timer). */
+void conn_close_after_flush(struct conn *c);
+
+/* Peer address as text, for logs. */
+void conn_peer_name(const struct conn *c, char *out, size_t cap);
+
+#endif

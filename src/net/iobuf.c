@@ -1,0 +1,64 @@
+/* Read buffer free list; see iobuf.h. Owned by one worker, so no locking. */
+#include "net/iobuf.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void iobuf_pool_init(struct iobuf_pool *p)
+{
+	p->free = NULL;
+	p->n_free = 0;
+	p->n_live = 0;
+}
+
+void iobuf_pool_destroy(struct iobuf_pool *p)
+{
+	while (p->free) {
+		struct iobuf *b = p->free;
+		p->free = b->next_free;
+		free(b);
+	}
+	p->n_free = 0;
+}
+
+struct iobuf *iobuf_get(struct iobuf_pool *p)
+{
+	struct iobuf *b = p->free;
+	if (b) {
+		p->free = b->next_free;
+		p->n_free--;
+	} else {
+		b = malloc(sizeof(*b) + IOBUF_SIZE);
+		if (!b)
+			return NULL;
+		b->cap = IOBUF_SIZE;
+	}
+	b->done = b->parsed = b->recv = 0;
+	b->next_free = NULL;
+	p->n_live++;
+	return b;
+}
+
+void iobuf_put(struct iobuf_pool *p, struct iobuf *b)
+{
+	p->n_live--;
+	if (p->n_free >= IOBUF_POOL_KEEP) {
+		free(b);
+		return;
+	}
+	b->next_free = p->free;
+	p->free = b;
+	p->n_free++;
+}
+
+void iobuf_compact(struct iobuf *b)
+{
+	if (b->done == 0)
+		return;
+	uint32_t n = b->recv - b->done;
+	if (n)
+		memmove(b->data, b->data + b->done, n);
+	b->parsed -= b->done;
+	b->recv = n;
+	b->done = 0;
+}

@@ -1,0 +1,48 @@
+/*
+ * Read buffers with three cursors: done <= parsed <= recv <= cap.
+ *   [0, done)        finished: sent to the peer or skipped;
+ *   [done, parsed)   scanned and decided "send", waiting for (or in) a write;
+ *   [parsed, recv)   received, not yet scanned.
+ * Buffers come from a per-worker free list (bounded) when bytes arrive and go back when a
+ * connection has nothing buffered, so idle connections hold no buffer at all.
+ */
+#ifndef PGRELAY_NET_IOBUF_H
+#define PGRELAY_NET_IOBUF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define IOBUF_SIZE (32u * 1024u) /* must exceed FRAME_SHORT_MAX + 5: whole short messages fit */
+#define IOBUF_POOL_KEEP 1024	 /* free buffers kept for reuse; more are returned to malloc */
+
+struct iobuf {
+	uint32_t done;
+	uint32_t parsed;
+	uint32_t recv;
+	uint32_t cap;
+	struct iobuf *next_free; /* link in the pool's free list while free */
+	uint8_t data[];
+};
+
+struct iobuf_pool {
+	struct iobuf *free; /* owned: singly linked free list */
+	uint32_t n_free;
+	uint64_t n_live; /* buffers handed out and not yet returned */
+};
+
+void iobuf_pool_init(struct iobuf_pool *p);
+void iobuf_pool_destroy(struct iobuf_pool *p);
+/* NULL when out of memory. */
+struct iobuf *iobuf_get(struct iobuf_pool *p);
+void iobuf_put(struct iobuf_pool *p, struct iobuf *b);
+
+static inline bool iobuf_empty(const struct iobuf *b)
+{
+	return b->done == b->recv;
+}
+
+/* Moves [done, recv) to the front. A copy, done only when a partial message straddles the end. */
+void iobuf_compact(struct iobuf *b);
+
+#endif

@@ -1,0 +1,213 @@
+/*
+ * Cancel keys and outgoing cancel requests; see cancel.h.
+ */
+#include "pool/cancel.h"
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "pool/worker.h"
+#include "util/log.h"
+
+#define CANCEL_TIMEOUT_MS 5000
+#define CANCEL_MAP_INITIAL 1024
+
+bool cancel_map_init(struct cancel_map *m)
+{
+	m->slots = calloc(CANCEL_MAP_INITIAL, sizeof(*m->slots));
+	m->cap = CANCEL_MAP_INITIAL;
+	m->used = m->live = 0;
+	uint32_t start;
+	if (RAND_bytes((uint8_t *)&start, sizeof(start)) != 1)
+		start = 1;
+	/* Looks like a pid and varies between runs, so keys from an old run do not match. */
+	m->next_pid = (start % 4000000u) + 1000u;
+	return m->slots != NULL;
+}
+
+void cancel_map_destroy(struct cancel_map *m)
+{
+	free(m->slots);
+	m->slots = NULL;
+	m->cap = m->used = m->live = 0;
+}
+
+static size_t cancel_hash(uint32_t pid, size_t cap)
+{
+	return (size_t)(pid * 2654435761u) & (cap - 1);
+}
+
+static bool cancel_map_grow(struct cancel_map *m)
+{
+	size_t ncap = m->live * 4 > m->cap ? m->cap * 2 : m->cap; /* else just drop tombstones */
+	struct cancel_slot *ns = calloc(ncap, sizeof(*ns));
+	if (!ns)
+		return false;
+	for (size_t i = 0; i < m->cap; i++) {
+		struct cancel_slot *s = &m->slots[i];
+		if (!s->pid || !s->client)
+			continue;
+		size_t j = cancel_hash(s->pid, ncap);
+		while (ns[j].pid)
+			j = (j + 1) & (ncap - 1);
+		ns[j] = *s;
+	}
+	free(m->slots);
+	m->slots = ns;
+	m->cap = ncap;
+	m->used = m->live;
+	return true;
+}
+
+bool cancel_map_add(struct cancel_map *m, struct client *client, uint32_t *pid, uint32_t *key)
+{
+	if ((m->used + 1) * 2 > m->cap && !cancel_map_grow(m))
+		return false;
+	uint32_t k;
+	if (RAND_bytes((uint8_t *)&k, sizeof(k)) != 1)
+		return false;
+	for (;;) {
+		uint32_t p = m->next_pid++;
+		if (m->next_pid > 0x7ffffff0u)
+			m->next_pid = 1000;
+		size_t i = cancel_hash(p, m->cap);
+		bool taken = false;
+		while (m->slots[i].pid) {
+			if (m->slots[i].pid == p && m->slots[i].client)
+				taken = true;
+			i = (i + 1) & (m->cap - 1);
+		}
+		if (taken)
+			continue;
+		m->slots[i].pid = p;
+		m->slots[i].key = k;
+		m->slots[i].client = client;
+		m->used++;
+		m->live++;
+		*pid = p;
+		*key = k;
+		return true;
+	}
+}
+
+static struct cancel_slot *cancel_map_slot(const struct cancel_map *m, uint32_t pid)
+{
+	size_t i = cancel_hash(pid, m->cap);
+	while (m->slots[i].pid) {
+		if (m->slots[i].pid == pid && m->slots[i].client)
+			return &m->slots[i];
+		i = (i + 1) & (m->cap - 1);
+	}
+	return NULL;
+}
+
+void cancel_map_remove(struct cancel_map *m, uint32_t pid)
+{
+	struct cancel_slot *s = cancel_map_slot(m, pid);
+	if (!s)
+		return;
+	s->client = NULL; /* tombstone: keeps probe chains intact */
+	m->live--;
+}
+
+struct client *cancel_map_find(const struct cancel_map *m, uint32_t pid, uint32_t key)
+{
+	struct cancel_slot *s = cancel_map_slot(m, pid);
+	if (!s || CRYPTO_memcmp(&s->key, &key, sizeof(key)) != 0)
+		return NULL;
+	return s->client;
+}
+
+/* One outgoing cancel: connect, write 16 bytes, close; the timer bounds all of it. */
+struct cancel_req {
+	uv_tcp_t tcp;
+	uv_connect_t connect;
+	uv_write_t write;
+	uv_timer_t timer;
+	struct worker *w; /* borrowed */
+	int open_handles; /* freed when both handles are closed */
+	uint8_t packet[16];
+};
+
+static void cancel_req_handle_closed(uv_handle_t *h)
+{
+	struct cancel_req *r = h->data;
+	if (--r->open_handles > 0)
+		return;
+	r->w->n_cancel_conns--;
+	struct worker *w = r->w;
+	free(r);
+	worker_check_shutdown_done(w);
+}
+
+static void cancel_req_finish(struct cancel_req *r)
+{
+	if (!uv_is_closing((uv_handle_t *)&r->tcp))
+		uv_close((uv_handle_t *)&r->tcp, cancel_req_handle_closed);
+	if (!uv_is_closing((uv_handle_t *)&r->timer))
+		uv_close((uv_handle_t *)&r->timer, cancel_req_handle_closed);
+}
+
+static void cancel_req_written(uv_write_t *req, int status)
+{
+	(void)status;
+	cancel_req_finish(req->data);
+}
+
+static void cancel_req_connected(uv_connect_t *req, int status)
+{
+	struct cancel_req *r = req->data;
+	if (status < 0) {
+		log_info("cancel", 0, "could not connect to send a cancel request: %s",
+			 uv_strerror(status));
+		cancel_req_finish(r);
+		return;
+	}
+	uv_buf_t b = uv_buf_init((char *)r->packet, sizeof(r->packet));
+	r->write.data = r;
+	if (uv_write(&r->write, (uv_stream_t *)&r->tcp, &b, 1, cancel_req_written) < 0)
+		cancel_req_finish(r);
+}
+
+static void cancel_req_timeout(uv_timer_t *t)
+{
+	cancel_req_finish(t->data);
+}
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+void cancel_send(struct worker *w, const struct sockaddr *addr, uint32_t pid, uint32_t key)
+{
+	if (!worker_fd_available(w))
+		return;
+	struct cancel_req *r = calloc(1, sizeof(*r));
+	if (!r)
+		return;
+	r->w = w;
+	put_u32(r->packet, 16);
+	put_u32(r->packet + 4, 80877102u);
+	put_u32(r->packet + 8, pid);
+	put_u32(r->packet + 12, key);
+	if (uv_tcp_init(&w->loop, &r->tcp) < 0) {
+		free(r);
+		return;
+	}
+	r->tcp.data = r;
+	uv_timer_init(&w->loop, &r->timer);
+	r->timer.data = r;
+	r->open_handles = 2;
+	w->n_cancel_conns++;
+	r->connect.data = r;
+	uv_timer_start(&r->timer, cancel_req_timeout, CANCEL_TIMEOUT_MS, 0);
+	if (uv_tcp_connect(&r->connect, &r->tcp, addr, cancel_req_connected) < 0)
+		cancel_req_finish(r);
+}

@@ -1,0 +1,336 @@
+/*
+ * Client authentication: pgrelay checks the client against the users file (and the hba rules),
+ * then logs into backends itself with the credentials it keeps (struct client_creds).
+ *
+ * Methods: SCRAM-SHA-256 (verifier or plain-text secret; the verifier of a plain secret was
+ * computed at load), md5 (md5 or plain secret), password (cleartext over the wire), trust,
+ * reject. An unknown user goes through the same exchange as a known one with a made-up secret
+ * and fails at the end with 28P01, so the reply does not tell which user names exist.
+ * Nothing secret is logged.
+ */
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <openssl/rand.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth/hba.h"
+#include "auth/md5.h"
+#include "auth/scram.h"
+#include "auth/users.h"
+#include "pool/client.h"
+#include "pool/pool.h"
+#include "pool/server.h"
+#include "pool/worker.h"
+#include "protocol/builder.h"
+#include "protocol/pqmsg.h"
+#include "protocol/reader.h"
+#include "util/log.h"
+
+/* The method this login uses, chosen by client_auth_start. */
+static enum hba_method client_method(const struct client *c)
+{
+	return (enum hba_method)c->auth_method;
+}
+
+void client_free_login_state(struct client *c)
+{
+	if (c->scram) {
+		OPENSSL_cleanse(c->scram, sizeof(*c->scram));
+		free(c->scram);
+		c->scram = NULL;
+	}
+}
+
+static void client_auth_fail(struct client *c)
+{
+	char msg[160];
+	snprintf(msg, sizeof(msg), "password authentication failed for user \"%.63s\"", c->user);
+	client_disconnect(c, "28P01", "%s", msg);
+}
+
+static bool client_send_auth_request(struct client *c, uint32_t code, const void *extra,
+				     size_t extra_len)
+{
+	uint8_t store[SCRAM_MAX_MSG + 32];
+	struct builder b;
+	builder_init(&b, store, sizeof(store));
+	builder_auth_request(&b, code, extra, extra_len);
+	bool ok = builder_ok(&b) && client_send(c, b.data, b.len);
+	builder_free(&b);
+	return ok;
+}
+
+/* Copies what later backend logins need out of the users entry (the config may be reloaded). */
+static void client_copy_creds(struct client *c, const struct user_entry *e)
+{
+	c->creds.kind = CRED_NONE;
+	if (!e)
+		return;
+	if (e->kind == SECRET_PLAIN) {
+		c->creds.secret = strdup(e->plain);
+		c->creds.kind = c->creds.secret ? CRED_PLAIN : CRED_NONE;
+	} else if (e->kind == SECRET_MD5) {
+		c->creds.secret = strdup(e->md5);
+		c->creds.kind = c->creds.secret ? CRED_MD5 : CRED_NONE;
+	}
+	if (e->has_scram)
+		c->creds.scram = e->scram;
+	if (e->kind != SECRET_SCRAM)
+		return;
+	/* CRED_SCRAM_KEY becomes usable once the client's proof gave us its ClientKey. */
+}
+
+/*
+ * A secret that can never match, the same for the same name every time (as PostgreSQL's mock
+ * authentication), so the exchange does not reveal whether a user exists.
+ */
+static void client_mock_secret(struct client *c)
+{
+	if (!scram_secret_mock(c->user, &c->creds.scram))
+		memset(&c->creds.scram, 0, sizeof(c->creds.scram));
+	c->auth_mock = true;
+}
+
+static enum hba_method client_pick_method(struct client *c, const struct user_entry *e)
+{
+	struct config *cfg = c->w->cfg;
+	enum hba_method m;
+	if (cfg->hba) {
+		struct sockaddr_storage ss;
+		int len = sizeof(ss);
+		memset(&ss, 0, sizeof(ss));
+		if (uv_tcp_getpeername(&c->conn.tcp, (struct sockaddr *)&ss, &len) < 0)
+			return HBA_NOMATCH;
+		m = hba_match(cfg->hba, c->database, c->user, (struct sockaddr *)&ss, false);
+		enum hba_method picked = users_pick_method(e, m);
+		/* An md5-only secret under a scram rule fails like a wrong password, as PostgreSQL. */
+		if (picked == HBA_REJECT && m != HBA_REJECT)
+			picked = HBA_SCRAM;
+		return picked;
+	}
+	return users_default_method(e);
+}
+
+void client_auth_start(struct client *c)
+{
+	const struct user_entry *e = users_find(c->w->cfg->users, c->user);
+	enum hba_method m = client_pick_method(c, e);
+	client_copy_creds(c, e);
+	c->auth_method = (int)m;
+	switch (m) {
+	case HBA_NOMATCH:
+	case HBA_REJECT: {
+		char msg[256];
+		snprintf(msg, sizeof(msg),
+			 "pg_hba.conf rejects connection for user \"%.63s\", database \"%.63s\"",
+			 c->user, c->database);
+		client_disconnect(c, "28000", "%s", msg);
+		return;
+	}
+	case HBA_TRUST:
+		client_auth_ok(c);
+		return;
+	case HBA_PASSWORD:
+		if (!e)
+			c->auth_mock = true;
+		c->login = CLS_PASSWORD;
+		(void)client_send_auth_request(c, AUTH_REQ_PASSWORD, NULL, 0);
+		return;
+	case HBA_MD5:
+		if (!e || e->kind == SECRET_SCRAM)
+			c->auth_mock = true;
+		if (RAND_bytes(c->md5_salt, 4) != 1) {
+			client_disconnect(c, "XX000", "could not generate random salt");
+			return;
+		}
+		c->login = CLS_PASSWORD;
+		(void)client_send_auth_request(c, AUTH_REQ_MD5, c->md5_salt, 4);
+		return;
+	case HBA_SCRAM: {
+		if (!e || !e->has_scram)
+			client_mock_secret(c);
+		c->scram = calloc(1, sizeof(*c->scram));
+		if (!c->scram) {
+			client_disconnect(c, "53200", "out of memory");
+			return;
+		}
+		static const char mechs[] = "SCRAM-SHA-256\0"; /* list ends with an empty name */
+		c->login = CLS_SASL_INITIAL;
+		(void)client_send_auth_request(c, AUTH_REQ_SASL, mechs, sizeof(mechs));
+		return;
+	}
+	}
+}
+
+static bool client_check_password(struct client *c, const char *pw, size_t len)
+{
+	if (c->auth_mock)
+		return false;
+	if (client_method(c) == HBA_MD5) {
+		if (c->creds.kind != CRED_PLAIN && c->creds.kind != CRED_MD5)
+			return false;
+		char md5[MD5_PASSWD_LEN + 1];
+		if (c->creds.kind == CRED_PLAIN)
+			md5_secret_from_password(c->creds.secret, c->user, md5);
+		else
+			memcpy(md5, c->creds.secret, sizeof(md5));
+		return md5_check_response(md5, c->md5_salt, pw, len);
+	}
+	/* Cleartext password method. */
+	if (c->creds.kind == CRED_PLAIN) {
+		size_t n = strlen(c->creds.secret);
+		return n == len && CRYPTO_memcmp(c->creds.secret, pw, n) == 0;
+	}
+	if (c->creds.kind == CRED_MD5) {
+		char md5[MD5_PASSWD_LEN + 1];
+		md5_secret_from_password(pw, c->user, md5);
+		return CRYPTO_memcmp(md5, c->creds.secret, MD5_PASSWD_LEN) == 0;
+	}
+	/* SCRAM verifier: one PBKDF2 with the verifier's salt. pw is NUL-terminated in the body. */
+	return c->creds.scram.iterations > 0 && strlen(pw) == len &&
+	       scram_secret_check_password(&c->creds.scram, pw);
+}
+
+static void client_auth_password(struct client *c, const uint8_t *body, uint32_t len)
+{
+	struct reader r;
+	const char *pw;
+	size_t pwlen;
+	reader_init(&r, body, len);
+	if (!reader_cstr(&r, &pw, &pwlen) || !reader_end(&r)) {
+		client_disconnect(c, "08P01", "invalid password packet");
+		return;
+	}
+	if (!client_check_password(c, pw, pwlen)) {
+		client_auth_fail(c);
+		return;
+	}
+	/* A cleartext password is what backends need when the file only had a verifier. */
+	if (client_method(c) == HBA_PASSWORD && c->creds.kind == CRED_NONE) {
+		c->creds.secret = strndup(pw, pwlen);
+		c->creds.kind = c->creds.secret ? CRED_PLAIN : CRED_NONE;
+	}
+	client_auth_ok(c);
+}
+
+static void client_auth_sasl_initial(struct client *c, const uint8_t *body, uint32_t len)
+{
+	struct reader r;
+	const char *mech;
+	int32_t dlen;
+	const uint8_t *data;
+	reader_init(&r, body, len);
+	if (!reader_cstr(&r, &mech, NULL) || !reader_i32(&r, &dlen)) {
+		client_disconnect(c, "08P01", "invalid SASL initial response");
+		return;
+	}
+	if (strcmp(mech, "SCRAM-SHA-256") != 0) {
+		client_disconnect(c, "08P01",
+				  "client selected an invalid SASL authentication mechanism");
+		return;
+	}
+	if (dlen < 0 || !reader_bytes(&r, (size_t)dlen, &data) || !reader_end(&r)) {
+		client_disconnect(c, "08P01", "invalid SASL initial response");
+		return;
+	}
+	char out[SCRAM_MAX_MSG];
+	size_t outlen;
+	if (!scram_server_first(c->scram, &c->creds.scram, (const char *)data, (size_t)dlen, out,
+				sizeof(out), &outlen)) {
+		client_disconnect(c, "08P01", "malformed SCRAM message");
+		return;
+	}
+	c->login = CLS_SASL_FINAL;
+	(void)client_send_auth_request(c, AUTH_REQ_SASL_CONT, out, outlen);
+}
+
+static void client_auth_sasl_final(struct client *c, const uint8_t *body, uint32_t len)
+{
+	char out[SCRAM_MAX_MSG];
+	size_t outlen;
+	if (!scram_server_final(c->scram, (const char *)body, len, out, sizeof(out), &outlen) ||
+	    c->auth_mock) {
+		client_auth_fail(c);
+		return;
+	}
+	if (c->creds.kind == CRED_NONE) {
+		memcpy(c->creds.client_key, c->scram->client_key, SCRAM_KEY_LEN);
+		c->creds.kind = CRED_SCRAM_KEY;
+	}
+	if (!client_send_auth_request(c, AUTH_REQ_SASL_FIN, out, outlen))
+		return;
+	client_free_login_state(c);
+	client_auth_ok(c);
+}
+
+void client_auth_message(struct client *c, uint8_t type, const uint8_t *body, uint32_t len)
+{
+	(void)type; /* the caller checked it is a password-family message */
+	switch (c->login) {
+	case CLS_PASSWORD:
+		client_auth_password(c, body, len);
+		return;
+	case CLS_SASL_INITIAL:
+		client_auth_sasl_initial(c, body, len);
+		return;
+	case CLS_SASL_FINAL:
+		client_auth_sasl_final(c, body, len);
+		return;
+	case CLS_STARTUP:
+	case CLS_WAIT_SERVER:
+		client_disconnect(c, "08P01", "unexpected message during login");
+		return;
+	}
+}
+
+void client_auth_ok(struct client *c)
+{
+	if (!client_send_auth_request(c, AUTH_REQ_OK, NULL, 0))
+		return;
+	log_debug("client", c->id, "authenticated user=%s method=%s", c->user,
+		  hba_method_name(client_method(c)));
+	if (c->pool->have_welcome) {
+		client_send_welcome(c);
+		return;
+	}
+	/* First client of this pool: its backend login provides the welcome. */
+	c->login = CLS_WAIT_SERVER;
+	if (!server_connect_for(c, c->w->primary_node))
+		client_disconnect(c, "08006", "could not connect to server");
+}
+
+void client_send_welcome(struct client *c)
+{
+	struct builder b;
+	uint8_t store[2048];
+	builder_init(&b, store, sizeof(store));
+	const struct pool *p = c->pool;
+	for (int i = 0; i < p->n_params; i++) {
+		const char *value = p->params[i].value;
+		/* application_name is per client, not per pool. */
+		if (strcmp(p->params[i].name, "application_name") == 0)
+			value = c->application_name;
+		builder_param_status(&b, p->params[i].name, value);
+	}
+	if (!cancel_map_add(&c->w->cancels, c, &c->cancel_pid, &c->cancel_key)) {
+		builder_free(&b);
+		client_disconnect(c, "53200", "out of memory");
+		return;
+	}
+	builder_backend_key(&b, c->cancel_pid, c->cancel_key);
+	builder_ready(&b, TXN_IDLE);
+	bool ok = builder_ok(&b) && client_send(c, b.data, b.len);
+	builder_free(&b);
+	if (!ok) {
+		if (c->state != CL_CLOSING)
+			client_disconnect(c, "53200", "out of memory");
+		return;
+	}
+	client_set_state(c, CL_ACTIVE);
+	log_debug("client", c->id, "logged in");
+	/* Bytes the client pipelined behind its login are relayed now. */
+	conn_want_read(&c->conn, true);
+	if (c->conn.rbuf && !iobuf_empty(c->conn.rbuf))
+		c->conn.ops->on_data(&c->conn);
+}

@@ -1,0 +1,86 @@
+/*
+ * Relay scanner; see relay.h. Cursor discipline (net/iobuf.h): a message decided "send" extends
+ * [done, parsed); a skipped one may only be dropped once everything before it was sent, so a skip
+ * behind unsent bytes first flushes them and resumes skipping when that forward completes.
+ */
+#include "pool/relay.h"
+
+static bool relay_consume_remaining(struct conn *src, bool *must_flush)
+{
+	struct iobuf *b = src->rbuf;
+	uint32_t avail = b->recv - b->parsed;
+	uint32_t n = src->pkt_remaining < avail ? src->pkt_remaining : avail;
+	if (src->pkt_skip) {
+		if (b->done < b->parsed) {
+			*must_flush = true;
+			return false;
+		}
+		b->done += n;
+	}
+	b->parsed += n;
+	src->pkt_remaining -= n;
+	return src->pkt_remaining == 0;
+}
+
+static enum relay_result relay_flush(struct conn *src, struct conn *dst)
+{
+	struct iobuf *b = src->rbuf;
+	if (!b || b->done == b->parsed)
+		return RELAY_DRAINED;
+	int rc = conn_forward(src, dst);
+	if (rc < 0)
+		return RELAY_WRITE_FAILED;
+	return rc == 1 ? RELAY_WRITING : RELAY_DRAINED;
+}
+
+enum relay_result relay_scan(struct conn *src, struct conn *dst, uint32_t max_len,
+			     const struct relay_ops *ops, void *owner)
+{
+	if (conn_forward_busy(src))
+		return RELAY_WRITING;
+	struct iobuf *b = src->rbuf;
+	if (!b)
+		return RELAY_DRAINED;
+	enum relay_result stop = RELAY_DRAINED;
+	for (;;) {
+		if (src->pkt_remaining) {
+			bool must_flush = false;
+			if (!relay_consume_remaining(src, &must_flush)) {
+				if (must_flush)
+					break;
+				break; /* the rest of the message has not arrived yet */
+			}
+			continue;
+		}
+		struct frame f;
+		enum frame_status st =
+			frame_parse(b->data + b->parsed, b->recv - b->parsed, ops->side, max_len, &f);
+		if (st == FRAME_NEED_MORE)
+			break;
+		if (st == FRAME_BAD)
+			return RELAY_BAD_MESSAGE;
+		if (f.body_avail < f.len && ops->needs_whole && ops->needs_whole(owner, f.type)) {
+			/* Short types always fit: make room if the message straddles the end. */
+			if (b->parsed + f.total > b->cap && !conn_forward_busy(src) &&
+			    b->done == b->parsed)
+				iobuf_compact(b);
+			break;
+		}
+		enum relay_verdict v = ops->on_message(owner, &f);
+		if (v == RELAY_GONE)
+			return RELAY_CLOSED;
+		if (v == RELAY_STOP) {
+			stop = RELAY_STOPPED;
+			break;
+		}
+		src->pkt_remaining = f.total;
+		src->pkt_skip = v == RELAY_SKIP;
+	}
+	enum relay_result fr = dst ? relay_flush(src, dst) : RELAY_DRAINED;
+	if (fr != RELAY_DRAINED)
+		return fr;
+	/* A skip that waited for a flush can proceed now that the flush finished at once. */
+	if (src->pkt_remaining && src->pkt_skip && b->done == b->parsed && b->parsed < b->recv)
+		return relay_scan(src, dst, max_len, ops, owner);
+	return stop;
+}

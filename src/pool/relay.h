@@ -1,0 +1,46 @@
+/*
+ * The relay scanner: walks the messages in a connection's read buffer, asks the owner what to do
+ * with each (send, skip, stop) and forwards the "send" ranges to the peer without copying. Large
+ * messages are streamed: only the 5-byte header must be present to decide, unless the owner asks
+ * for the whole body (allowed for short types only, which always fit in a buffer).
+ */
+#ifndef PGRELAY_POOL_RELAY_H
+#define PGRELAY_POOL_RELAY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "net/conn.h"
+#include "protocol/frame.h"
+
+enum relay_verdict {
+	RELAY_SEND, /* forward the message to the peer */
+	RELAY_SKIP, /* consume the message without forwarding it */
+	RELAY_STOP, /* leave this message unscanned and stop (the owner resumes later) */
+	RELAY_GONE, /* the owner closed the connection in the handler: stop touching it */
+};
+
+struct relay_ops {
+	enum frame_side side;
+	/* True if the handler needs the whole body of this message type to decide. */
+	bool (*needs_whole)(const void *owner, uint8_t type);
+	enum relay_verdict (*on_message)(void *owner, const struct frame *f);
+};
+
+enum relay_result {
+	RELAY_DRAINED,	   /* everything scanned was sent; waiting for more bytes */
+	RELAY_WRITING,	   /* a forward is in flight; CONN_EV_FORWARD_DONE resumes */
+	RELAY_STOPPED,	   /* the handler said stop */
+	RELAY_CLOSED,	   /* the handler closed the connection */
+	RELAY_BAD_MESSAGE, /* framing violation (bad length or type): a protocol error */
+	RELAY_WRITE_FAILED /* the peer could not be written */
+};
+
+/*
+ * Scans src's buffer and forwards to dst (which may be NULL only if the handler never says
+ * RELAY_SEND). max_len bounds every message body.
+ */
+enum relay_result relay_scan(struct conn *src, struct conn *dst, uint32_t max_len,
+			     const struct relay_ops *ops, void *owner);
+
+#endif

@@ -1,0 +1,86 @@
+/*
+ * A worker: one libuv loop in one thread that owns its listeners, its clients, its backend
+ * connections and its pools. All data-plane state lives here (no file-scope mutable globals), so
+ * running N workers is a configuration change. Nothing on a worker's loop blocks.
+ *
+ * Lists (each object is on exactly one, chosen by its state; see client.h and server.h):
+ *   login_clients     CL_LOGIN: startup and authentication, swept for authentication_timeout
+ *   active_clients    CL_ACTIVE: logged in
+ *   closing_clients   CL_CLOSING: close started, waiting for the handle to close
+ *   servers by state  SV_CONNECTING / SV_LOGIN / SV_ACTIVE / SV_CLOSING
+ */
+#ifndef PGRELAY_POOL_WORKER_H
+#define PGRELAY_POOL_WORKER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "conf/config.h"
+#include "net/iobuf.h"
+#include "net/listener.h"
+#include "pool/cancel.h"
+#include "util/list.h"
+
+#define WORKER_MAX_LISTENERS 32
+#define WORKER_FD_RESERVE 32 /* descriptors kept free for backends, logs and cancels */
+
+enum worker_shutdown { WS_RUNNING, WS_SMART, WS_FAST };
+
+struct worker {
+	uv_loop_t loop;
+	struct config *cfg;		/* owned: the config in force; replaced whole on reload */
+	struct listener listeners[WORKER_MAX_LISTENERS];
+	int n_listeners;
+	struct iobuf_pool bufs;		/* read buffers for every conn of this worker */
+	struct cancel_map cancels;	/* our BackendKeyData -> client */
+	struct sockaddr_storage node_addr[CONFIG_MAX_BACKENDS]; /* resolved at start */
+	int n_nodes;			/* backends known at start (a restart applies changes) */
+	int primary_node;		/* node that takes sessions for now */
+
+	struct list_node login_clients;
+	struct list_node active_clients;
+	struct list_node closing_clients;
+	struct list_node connecting_servers;
+	struct list_node login_servers;
+	struct list_node active_servers;
+	struct list_node closing_servers;
+	struct list_node pools;		/* struct pool, one per (database, user, options) */
+
+	int n_clients;			/* clients not yet freed, any state */
+	int n_servers;			/* servers not yet freed, any state */
+	int n_cancel_conns;		/* outgoing cancel connections in flight */
+	uint64_t fd_limit;		/* RLIMIT_NOFILE at start */
+	uint64_t next_conn_id;		/* for log lines: c1, c2, ... */
+
+	uv_timer_t janitor;		/* sweeps timeouts every JANITOR_MS */
+	enum worker_shutdown shutdown;
+	uint64_t shutdown_started_ms;
+	int exit_code;
+	bool force_debug;		/* -d: debug logging whatever the config says */
+	bool reloading;			/* a reload job is on the thread pool */
+	bool reload_again;		/* SIGHUP arrived during a reload: run another after it */
+};
+
+#define JANITOR_MS 100
+
+/* Opens listeners and timers. On error returns false with a message in err. */
+bool worker_init(struct worker *w, struct config *cfg, char *err, size_t errcap)
+	__attribute__((warn_unused_result));
+/* Runs the loop until shutdown completes. */
+int worker_run(struct worker *w);
+void worker_destroy(struct worker *w);
+
+/* Replaces the config (w takes ownership); restart-only changes are logged and not applied. */
+void worker_apply_config(struct worker *w, struct config *cfg);
+void worker_begin_shutdown(struct worker *w, enum worker_shutdown mode);
+/* Re-reads cfg->path off the loop and applies it; a broken file keeps the old config. */
+void worker_reload(struct worker *w);
+
+/* True if one more socket may be opened without nearing the descriptor limit. */
+bool worker_fd_available(const struct worker *w);
+
+/* Called by client/server code when an object is freed, to finish a shutdown in progress. */
+void worker_check_shutdown_done(struct worker *w);
+
+#endif

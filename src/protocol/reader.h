@@ -1,0 +1,38 @@
+/*
+ * Bounds-checked cursor over a message body the caller owns (a slice of an iobuf). Every getter
+ * fails on short input and leaves the cursor unusable (sticky failure); reader_end() succeeds only
+ * if the body was consumed exactly, as PostgreSQL's pq_getmsgend.
+ */
+#ifndef PGRELAY_PROTOCOL_READER_H
+#define PGRELAY_PROTOCOL_READER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct reader {
+	const uint8_t *p;   /* borrowed: next byte to read */
+	const uint8_t *end; /* borrowed: one past the body */
+	bool failed;	    /* sticky: set by the first getter that ran out of bytes */
+};
+
+static inline void reader_init(struct reader *r, const uint8_t *body, size_t len)
+{
+	r->p = body;
+	r->end = body + len;
+	r->failed = false;
+}
+
+bool reader_u8(struct reader *r, uint8_t *out) __attribute__((warn_unused_result));
+bool reader_u16(struct reader *r, uint16_t *out) __attribute__((warn_unused_result));
+bool reader_u32(struct reader *r, uint32_t *out) __attribute__((warn_unused_result));
+bool reader_i32(struct reader *r, int32_t *out) __attribute__((warn_unused_result));
+/* A NUL-terminated string inside the body; *out points into the body, *len excludes the NUL. */
+bool reader_cstr(struct reader *r, const char **out, size_t *len) __attribute__((warn_unused_result));
+/* n raw bytes; *out points into the body. */
+bool reader_bytes(struct reader *r, size_t n, const uint8_t **out) __attribute__((warn_unused_result));
+size_t reader_remaining(const struct reader *r);
+/* True if nothing failed and every byte was consumed. */
+bool reader_end(const struct reader *r) __attribute__((warn_unused_result));
+
+#endif
