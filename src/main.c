@@ -16,7 +16,7 @@
 #include "pool/worker.h"
 #include "util/log.h"
 
-#define DEFAULT_CONFIG "/etc/pgrelay/pgrelay.conf"
+#define DEFAULT_CONFIG	"/etc/pgrelay/pgrelay.conf"
 #define FALLBACK_CONFIG "conf/pgrelay.conf"
 
 static void usage(FILE *out)
@@ -130,7 +130,8 @@ int main(int argc, char **argv)
 	if (!cfg) {
 		print_problems(err);
 		if (!test_only)
-			fprintf(stderr, "pgrelay: configuration %s is invalid, not starting\n", path);
+			fprintf(stderr, "pgrelay: configuration %s is invalid, not starting\n",
+				path);
 		return 1;
 	}
 	if (test_only) {

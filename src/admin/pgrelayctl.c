@@ -11,8 +11,9 @@
 
 static void usage(FILE *out)
 {
-	fprintf(out, "Usage: pgrelayctl [-h HOST] [-p PORT] [-U USER] [-d DBNAME] COMMAND ...\n"
-		     "Sends COMMAND (e.g. \"show pool_nodes\") to pgrelay and prints the result.\n");
+	fprintf(out,
+		"Usage: pgrelayctl [-h HOST] [-p PORT] [-U USER] [-d DBNAME] COMMAND ...\n"
+		"Sends COMMAND (e.g. \"show pool_nodes\") to pgrelay and prints the result.\n");
 }
 
 static int print_result(PGresult *res)
@@ -32,7 +33,8 @@ static int print_result(PGresult *res)
 	printf("\n");
 	for (int t = 0; t < nt; t++) {
 		for (int f = 0; f < nf; f++)
-			printf("%s%s", f ? " | " : "", PQgetisnull(res, t, f) ? "" : PQgetvalue(res, t, f));
+			printf("%s%s", f ? " | " : "",
+			       PQgetisnull(res, t, f) ? "" : PQgetvalue(res, t, f));
 		printf("\n");
 	}
 	return 0;

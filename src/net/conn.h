@@ -28,39 +28,39 @@
 struct conn;
 
 enum conn_event {
-	CONN_EV_EOF,		 /* peer closed its side */
-	CONN_EV_READ_ERROR,	 /* status holds the libuv error */
-	CONN_EV_WRITE_ERROR,	 /* a write to this conn failed */
-	CONN_EV_CONNECTED,	 /* outgoing connect finished */
-	CONN_EV_CONNECT_FAILED,	 /* status holds the libuv error */
-	CONN_EV_FORWARD_DONE,	 /* a forward out of this conn's buffer completed; rescan */
-	CONN_EV_FORWARD_FAILED,	 /* a forward out of this conn's buffer could not be written */
+	CONN_EV_EOF,		/* peer closed its side */
+	CONN_EV_READ_ERROR,	/* status holds the libuv error */
+	CONN_EV_WRITE_ERROR,	/* a write to this conn failed */
+	CONN_EV_CONNECTED,	/* outgoing connect finished */
+	CONN_EV_CONNECT_FAILED, /* status holds the libuv error */
+	CONN_EV_FORWARD_DONE,	/* a forward out of this conn's buffer completed; rescan */
+	CONN_EV_FORWARD_FAILED, /* a forward out of this conn's buffer could not be written */
 };
 
 struct conn_ops {
-	void (*on_data)(struct conn *c);					/* new bytes */
+	void (*on_data)(struct conn *c);				  /* new bytes */
 	void (*on_event)(struct conn *c, enum conn_event ev, int status); /* see enum */
 	void (*on_closed)(struct conn *c); /* handle closed and no write references it */
 };
 
 struct conn {
-	uv_tcp_t tcp;			/* the handle; tcp.data points at this conn */
-	uv_connect_t connect_req;	/* outgoing connect */
-	uv_write_t fwd_req;		/* the forward in flight out of rbuf, if fwd_len != 0 */
-	uv_shutdown_t shutdown_req;	/* graceful close */
-	const struct conn_ops *ops;	/* borrowed, static */
-	void *owner;			/* borrowed: the object this conn is embedded in */
-	struct iobuf_pool *bufs;	/* borrowed: the worker's buffer pool */
-	struct iobuf *rbuf;		/* owned; NULL while nothing is buffered */
-	uint32_t fwd_len;		/* bytes of rbuf in the forward in flight */
-	uint32_t queued;		/* injected bytes waiting in write requests */
-	uint32_t pkt_remaining;		/* bytes of the current message not yet scanned */
-	int refs;			/* handle + forwards in flight; on_closed at 0 */
-	bool want_read;			/* the owner wants bytes */
-	bool reading;			/* uv_read_start is active */
-	bool pkt_skip;			/* the current message is skipped, not sent */
-	bool closing;			/* uv_close or shutdown started; no more callbacks but on_closed */
-	bool open;			/* the handle was initialised */
+	uv_tcp_t tcp;		    /* the handle; tcp.data points at this conn */
+	uv_connect_t connect_req;   /* outgoing connect */
+	uv_write_t fwd_req;	    /* the forward in flight out of rbuf, if fwd_len != 0 */
+	uv_shutdown_t shutdown_req; /* graceful close */
+	const struct conn_ops *ops; /* borrowed, static */
+	void *owner;		    /* borrowed: the object this conn is embedded in */
+	struct iobuf_pool *bufs;    /* borrowed: the worker's buffer pool */
+	struct iobuf *rbuf;	    /* owned; NULL while nothing is buffered */
+	uint32_t fwd_len;	    /* bytes of rbuf in the forward in flight */
+	uint32_t queued;	    /* injected bytes waiting in write requests */
+	uint32_t pkt_remaining;	    /* bytes of the current message not yet scanned */
+	int refs;		    /* handle + forwards in flight; on_closed at 0 */
+	bool want_read;		    /* the owner wants bytes */
+	bool reading;		    /* uv_read_start is active */
+	bool pkt_skip;		    /* the current message is skipped, not sent */
+	bool closing; /* uv_close or shutdown started; no more callbacks but on_closed */
+	bool open;    /* the handle was initialised */
 };
 
 /* Initialises c and its handle on loop. Returns a libuv error code. */

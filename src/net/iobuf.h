@@ -13,8 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define IOBUF_SIZE (32u * 1024u) /* must exceed FRAME_SHORT_MAX + 5: whole short messages fit */
-#define IOBUF_POOL_KEEP 1024	 /* free buffers kept for reuse; more are returned to malloc */
+#define IOBUF_SIZE	(32u * 1024u) /* must exceed FRAME_SHORT_MAX + 5: whole short messages fit */
+#define IOBUF_POOL_KEEP 1024	      /* free buffers kept for reuse; more are returned to malloc */
 
 struct iobuf {
 	uint32_t done;

@@ -14,11 +14,11 @@ struct listener;
 typedef void (*listener_cb)(struct listener *l, int status);
 
 struct listener {
-	uv_tcp_t tcp;	  /* the handle; tcp.data points here */
-	listener_cb cb;	  /* borrowed */
-	void *owner;	  /* borrowed: the worker */
-	char name[80];	  /* "addr:port", for logs */
-	bool open;	  /* handle initialised, not yet closed */
+	uv_tcp_t tcp;	/* the handle; tcp.data points here */
+	listener_cb cb; /* borrowed */
+	void *owner;	/* borrowed: the worker */
+	char name[80];	/* "addr:port", for logs */
+	bool open;	/* handle initialised, not yet closed */
 };
 
 /*

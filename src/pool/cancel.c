@@ -12,7 +12,7 @@
 #include "pool/worker.h"
 #include "util/log.h"
 
-#define CANCEL_TIMEOUT_MS 5000
+#define CANCEL_TIMEOUT_MS  5000
 #define CANCEL_MAP_INITIAL 1024
 
 bool cancel_map_init(struct cancel_map *m)

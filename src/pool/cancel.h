@@ -16,9 +16,9 @@ struct client;
 struct worker;
 
 struct cancel_slot {
-	uint32_t pid;		/* 0 = empty; tombstones use pid with client NULL */
+	uint32_t pid; /* 0 = empty; tombstones use pid with client NULL */
 	uint32_t key;
-	struct client *client;	/* borrowed */
+	struct client *client; /* borrowed */
 };
 
 struct cancel_map {

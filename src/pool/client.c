@@ -135,13 +135,15 @@ static bool client_refuse_if_over_limit(struct client *c)
 		return true;
 	}
 	if (w->n_clients > w->cfg->pool.max_client_conn) {
-		client_disconnect(c, "53300", "sorry, too many clients already (max_client_conn %d)",
+		client_disconnect(c, "53300",
+				  "sorry, too many clients already (max_client_conn %d)",
 				  w->cfg->pool.max_client_conn);
 		return true;
 	}
 	if (!worker_fd_available(w)) {
-		client_disconnect(c, "53300",
-				  "sorry, too many clients already (file descriptor limit reached)");
+		client_disconnect(
+			c, "53300",
+			"sorry, too many clients already (file descriptor limit reached)");
 		return true;
 	}
 	return false;
@@ -230,7 +232,8 @@ static bool client_parse_startup_params(struct client *c, const struct frame *f,
 		if (nlen == 0)
 			break;
 		if (!reader_cstr(&r, &value, NULL)) {
-			snprintf(err, errcap, "invalid startup packet layout: missing value for \"%.60s\"",
+			snprintf(err, errcap,
+				 "invalid startup packet layout: missing value for \"%.60s\"",
 				 name);
 			return false;
 		}
@@ -242,12 +245,14 @@ static bool client_parse_startup_params(struct client *c, const struct frame *f,
 			c->application_name = value;
 		else if (strcmp(name, "replication") == 0 && strcmp(value, "false") != 0 &&
 			 strcmp(value, "0") != 0 && strcmp(value, "off") != 0) {
-			snprintf(err, errcap, "replication connections are not supported by pgrelay");
+			snprintf(err, errcap,
+				 "replication connections are not supported by pgrelay");
 			return false;
 		}
 	}
 	if (!reader_end(&r)) {
-		snprintf(err, errcap, "invalid startup packet layout: expected terminator as last byte");
+		snprintf(err, errcap,
+			 "invalid startup packet layout: expected terminator as last byte");
 		return false;
 	}
 	if (!c->user || !c->user[0]) {
@@ -342,8 +347,7 @@ static void client_startup_packet(struct client *c, const struct frame *f)
 		}
 		/* Bytes sent before our answer would be read as if they came over TLS/GSS. */
 		if (b->recv > b->parsed) {
-			client_disconnect(c, "08P01",
-					  "received unencrypted data after %s request",
+			client_disconnect(c, "08P01", "received unencrypted data after %s request",
 					  ssl ? "SSL" : "GSSAPI encryption");
 			return;
 		}
@@ -387,7 +391,8 @@ static void client_login_scan(struct client *c)
 			}
 		} else {
 			st = frame_parse(p, avail, FRAME_FROM_CLIENT, CLIENT_AUTH_MSG_MAX, &f);
-			if (st == FRAME_BAD || (st == FRAME_OK && f.type != PqMsg_PasswordMessage)) {
+			if (st == FRAME_BAD ||
+			    (st == FRAME_OK && f.type != PqMsg_PasswordMessage)) {
 				client_disconnect(c, "08P01",
 						  "expected password response, got message type %d",
 						  p[0]);
@@ -501,9 +506,10 @@ static void client_on_event(struct conn *conn, enum conn_event ev, int status)
 	struct client *c = conn->owner;
 	switch (ev) {
 	case CONN_EV_EOF:
-		client_disconnect(c, NULL, c->txn_status == TXN_IDLE
-						   ? "client closed the connection"
-						   : "client closed the connection inside a transaction");
+		client_disconnect(c, NULL,
+				  c->txn_status == TXN_IDLE
+					  ? "client closed the connection"
+					  : "client closed the connection inside a transaction");
 		return;
 	case CONN_EV_READ_ERROR:
 	case CONN_EV_WRITE_ERROR:
@@ -539,4 +545,3 @@ void client_on_server_lost(struct client *c, const char *sqlstate, const char *r
 {
 	client_disconnect(c, sqlstate, "%s", reason);
 }
-

@@ -40,39 +40,39 @@ enum cred_kind { CRED_NONE, CRED_PLAIN, CRED_MD5, CRED_SCRAM_KEY };
 
 struct client_creds {
 	enum cred_kind kind;
-	char *secret;			  /* owned: plain password or md5 hash, else NULL */
-	struct scram_secret scram;	  /* CRED_SCRAM_KEY: the verifier pgrelay checked */
+	char *secret;			   /* owned: plain password or md5 hash, else NULL */
+	struct scram_secret scram;	   /* CRED_SCRAM_KEY: the verifier pgrelay checked */
 	uint8_t client_key[SCRAM_KEY_LEN]; /* CRED_SCRAM_KEY: recovered from the client's proof */
 };
 
 struct client {
-	struct conn conn;		/* embedded; conn.owner == this */
-	struct worker *w;		/* borrowed */
-	struct list_node node;		/* in the worker list of its state */
+	struct conn conn;      /* embedded; conn.owner == this */
+	struct worker *w;      /* borrowed */
+	struct list_node node; /* in the worker list of its state */
 	enum client_state state;
 	enum client_login_step login;
-	uint64_t id;			/* for log lines */
-	uint64_t since_ms;		/* loop time of the last state change */
+	uint64_t id;	   /* for log lines */
+	uint64_t since_ms; /* loop time of the last state change */
 
-	uint8_t *startup;		/* owned: startup packet body (name\0value\0...\0) */
+	uint8_t *startup; /* owned: startup packet body (name\0value\0...\0) */
 	uint32_t startup_len;
-	const char *user;		/* points into startup */
-	const char *database;		/* points into startup */
-	const char *application_name;	/* points into startup, or "" */
-	struct pool *pool;		/* borrowed: the pool for (database, user, options) */
-	struct server *server;		/* borrowed link; the server links back */
+	const char *user;	      /* points into startup */
+	const char *database;	      /* points into startup */
+	const char *application_name; /* points into startup, or "" */
+	struct pool *pool;	      /* borrowed: the pool for (database, user, options) */
+	struct server *server;	      /* borrowed link; the server links back */
 
-	uint32_t cancel_pid;		/* pgrelay's BackendKeyData for this client */
+	uint32_t cancel_pid; /* pgrelay's BackendKeyData for this client */
 	uint32_t cancel_key;
 	struct client_creds creds;
-	struct scram_server *scram;	/* owned during SASL, freed after */
+	struct scram_server *scram; /* owned during SASL, freed after */
 	uint8_t md5_salt[4];
-	int auth_method;		/* enum hba_method chosen at client_auth_start */
-	bool auth_mock;			/* unknown user or unusable secret: the exchange must fail */
-	char txn_status;		/* from the last ReadyForQuery: I, T or E */
-	bool ssl_answered;		/* answered one SSLRequest already */
-	bool gss_answered;		/* answered one GSSENCRequest already */
-	bool terminating;		/* saw Terminate; closes once earlier bytes are sent */
+	int auth_method;   /* enum hba_method chosen at client_auth_start */
+	bool auth_mock;	   /* unknown user or unusable secret: the exchange must fail */
+	char txn_status;   /* from the last ReadyForQuery: I, T or E */
+	bool ssl_answered; /* answered one SSLRequest already */
+	bool gss_answered; /* answered one GSSENCRequest already */
+	bool terminating;  /* saw Terminate; closes once earlier bytes are sent */
 };
 
 /* Accepts a pending connection on the listener's handle. */
@@ -91,7 +91,8 @@ void client_on_server_ready(struct client *c);
 void client_on_server_lost(struct client *c, const char *sqlstate, const char *reason);
 
 /* Sends a copy of a synthesised packet; on failure starts disconnect and returns false. */
-bool client_send(struct client *c, const void *data, size_t len) __attribute__((warn_unused_result));
+bool client_send(struct client *c, const void *data, size_t len)
+	__attribute__((warn_unused_result));
 
 /* The login steps (client_auth.c). */
 void client_auth_start(struct client *c);

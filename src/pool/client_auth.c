@@ -104,7 +104,8 @@ static enum hba_method client_pick_method(struct client *c, const struct user_en
 			return HBA_NOMATCH;
 		m = hba_match(cfg->hba, c->database, c->user, (struct sockaddr *)&ss, false);
 		enum hba_method picked = users_pick_method(e, m);
-		/* An md5-only secret under a scram rule fails like a wrong password, as PostgreSQL. */
+		/* An md5-only secret under a scram rule fails like a wrong password, as PostgreSQL.
+		 */
 		if (picked == HBA_REJECT && m != HBA_REJECT)
 			picked = HBA_SCRAM;
 		return picked;

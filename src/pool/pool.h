@@ -21,13 +21,13 @@ struct pool_param {
 };
 
 struct pool {
-	struct list_node node;	      /* in worker->pools */
-	char *key;		      /* owned: database \0 user \0 options (see pool_key_build) */
+	struct list_node node; /* in worker->pools */
+	char *key;	       /* owned: database \0 user \0 options (see pool_key_build) */
 	size_t key_len;
 	struct pool_param params[POOL_MAX_PARAMS]; /* the backend's ParameterStatus values */
 	int n_params;
-	bool have_welcome;	      /* params come from a completed backend login */
-	int n_servers;		      /* backend connections of this pool */
+	bool have_welcome; /* params come from a completed backend login */
+	int n_servers;	   /* backend connections of this pool */
 };
 
 /* Finds or creates the pool for key (copied). NULL when out of memory. */

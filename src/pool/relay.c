@@ -53,8 +53,8 @@ enum relay_result relay_scan(struct conn *src, struct conn *dst, uint32_t max_le
 			continue;
 		}
 		struct frame f;
-		enum frame_status st =
-			frame_parse(b->data + b->parsed, b->recv - b->parsed, ops->side, max_len, &f);
+		enum frame_status st = frame_parse(b->data + b->parsed, b->recv - b->parsed,
+						   ops->side, max_len, &f);
 		if (st == FRAME_NEED_MORE)
 			break;
 		if (st == FRAME_BAD)

@@ -247,11 +247,11 @@ static bool server_auth_sasl_continue(struct server *s, const uint8_t *data, siz
 	const struct client_creds *cr = &s->client->creds;
 	char out[SCRAM_MAX_MSG];
 	size_t outlen;
-	bool ok = s->scram &&
-		  scram_client_final(s->scram, cr->kind == CRED_PLAIN ? cr->secret : NULL,
-				     cr->kind == CRED_SCRAM_KEY ? cr->client_key : NULL,
-				     cr->kind == CRED_SCRAM_KEY ? &cr->scram : NULL,
-				     (const char *)data, len, out, sizeof(out), &outlen);
+	bool ok =
+		s->scram && scram_client_final(s->scram, cr->kind == CRED_PLAIN ? cr->secret : NULL,
+					       cr->kind == CRED_SCRAM_KEY ? cr->client_key : NULL,
+					       cr->kind == CRED_SCRAM_KEY ? &cr->scram : NULL,
+					       (const char *)data, len, out, sizeof(out), &outlen);
 	if (!ok) {
 		server_fail(s, "28000",
 			    "SCRAM exchange with the server failed (the stored verifier must match "
@@ -318,8 +318,9 @@ static bool server_handle_auth(struct server *s, const uint8_t *body, uint32_t l
 		s->scram = NULL;
 		return true;
 	default:
-		server_fail(s, "28000", "server requested an authentication method pgrelay does not "
-					"support");
+		server_fail(s, "28000",
+			    "server requested an authentication method pgrelay does not "
+			    "support");
 		return false;
 	}
 }
@@ -499,8 +500,9 @@ static void server_on_event(struct conn *conn, enum conn_event ev, int status)
 	case CONN_EV_EOF:
 	case CONN_EV_READ_ERROR:
 	case CONN_EV_WRITE_ERROR:
-		snprintf(msg, sizeof(msg), "server closed the connection unexpectedly (backend %d%s%s)",
-			 s->node_id, ev == CONN_EV_EOF ? "" : ": ",
+		snprintf(msg, sizeof(msg),
+			 "server closed the connection unexpectedly (backend %d%s%s)", s->node_id,
+			 ev == CONN_EV_EOF ? "" : ": ",
 			 ev == CONN_EV_EOF ? "" : uv_strerror(status));
 		server_fail(s, "08006", msg);
 		return;

@@ -27,20 +27,20 @@ struct pool;
 enum server_state { SV_CONNECTING, SV_LOGIN, SV_ACTIVE, SV_CLOSING };
 
 struct server {
-	struct conn conn;		/* embedded; conn.owner == this */
-	struct worker *w;		/* borrowed */
-	struct list_node node;		/* in the worker list of its state */
+	struct conn conn;      /* embedded; conn.owner == this */
+	struct worker *w;      /* borrowed */
+	struct list_node node; /* in the worker list of its state */
 	enum server_state state;
 	uint64_t id;
-	uint64_t since_ms;		/* loop time of the last state change */
-	int node_id;			/* index into cfg->backends */
-	struct sockaddr_storage addr;	/* the backend's address */
-	struct pool *pool;		/* borrowed */
-	struct client *client;		/* borrowed link, NULL once unlinked */
-	uint32_t be_pid;		/* the backend's real BackendKeyData */
+	uint64_t since_ms;	      /* loop time of the last state change */
+	int node_id;		      /* index into cfg->backends */
+	struct sockaddr_storage addr; /* the backend's address */
+	struct pool *pool;	      /* borrowed */
+	struct client *client;	      /* borrowed link, NULL once unlinked */
+	uint32_t be_pid;	      /* the backend's real BackendKeyData */
 	uint32_t be_key;
-	struct scram_client *scram;	/* owned during SASL login */
-	char txn_status;		/* from the last ReadyForQuery */
+	struct scram_client *scram; /* owned during SASL login */
+	char txn_status;	    /* from the last ReadyForQuery */
 };
 
 /*

@@ -101,7 +101,8 @@ static void worker_janitor_cb(uv_timer_t *t)
 	uint64_t now = uv_now(&w->loop);
 	worker_sweep_clients(w, now);
 	worker_sweep_servers(w, now);
-	if (w->shutdown == WS_SMART && now - w->shutdown_started_ms >= w->cfg->shutdown_timeout_ms) {
+	if (w->shutdown == WS_SMART &&
+	    now - w->shutdown_started_ms >= w->cfg->shutdown_timeout_ms) {
 		log_info("main", 0, "shutdown_timeout reached with %d clients: closing them",
 			 w->n_clients);
 		worker_begin_shutdown(w, WS_FAST);
@@ -136,7 +137,8 @@ void worker_begin_shutdown(struct worker *w, enum worker_shutdown mode)
 	}
 	w->shutdown = mode;
 	if (mode == WS_SMART) {
-		log_info("main", 0, "smart shutdown: not accepting clients, waiting for %d to leave",
+		log_info("main", 0,
+			 "smart shutdown: not accepting clients, waiting for %d to leave",
 			 w->n_clients);
 	} else {
 		log_info("main", 0, "fast shutdown: closing %d clients", w->n_clients);
@@ -256,7 +258,8 @@ void worker_apply_config(struct worker *w, struct config *cfg)
 	char restart[512];
 	config_diff_restart_keys(w->cfg, cfg, restart, sizeof(restart));
 	if (restart[0])
-		log_warning("main", 0, "reload: changes to %s need a restart and are not applied yet",
+		log_warning("main", 0,
+			    "reload: changes to %s need a restart and are not applied yet",
 			    restart);
 	config_free(w->cfg);
 	w->cfg = cfg;
@@ -266,9 +269,9 @@ void worker_apply_config(struct worker *w, struct config *cfg)
 
 struct reload_job {
 	uv_work_t req;
-	struct worker *w;	/* borrowed */
-	char *path;		/* owned copy: the running config may be freed meanwhile */
-	struct config *cfg;	/* owned until applied */
+	struct worker *w;   /* borrowed */
+	char *path;	    /* owned copy: the running config may be freed meanwhile */
+	struct config *cfg; /* owned until applied */
 	char err[4096];
 };
 

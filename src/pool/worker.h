@@ -23,20 +23,20 @@
 #include "util/list.h"
 
 #define WORKER_MAX_LISTENERS 32
-#define WORKER_FD_RESERVE 32 /* descriptors kept free for backends, logs and cancels */
+#define WORKER_FD_RESERVE    32 /* descriptors kept free for backends, logs and cancels */
 
 enum worker_shutdown { WS_RUNNING, WS_SMART, WS_FAST };
 
 struct worker {
 	uv_loop_t loop;
-	struct config *cfg;		/* owned: the config in force; replaced whole on reload */
+	struct config *cfg; /* owned: the config in force; replaced whole on reload */
 	struct listener listeners[WORKER_MAX_LISTENERS];
 	int n_listeners;
-	struct iobuf_pool bufs;		/* read buffers for every conn of this worker */
-	struct cancel_map cancels;	/* our BackendKeyData -> client */
+	struct iobuf_pool bufs;	   /* read buffers for every conn of this worker */
+	struct cancel_map cancels; /* our BackendKeyData -> client */
 	struct sockaddr_storage node_addr[CONFIG_MAX_BACKENDS]; /* resolved at start */
-	int n_nodes;			/* backends known at start (a restart applies changes) */
-	int primary_node;		/* node that takes sessions for now */
+	int n_nodes;	  /* backends known at start (a restart applies changes) */
+	int primary_node; /* node that takes sessions for now */
 
 	struct list_node login_clients;
 	struct list_node active_clients;
@@ -45,21 +45,21 @@ struct worker {
 	struct list_node login_servers;
 	struct list_node active_servers;
 	struct list_node closing_servers;
-	struct list_node pools;		/* struct pool, one per (database, user, options) */
+	struct list_node pools; /* struct pool, one per (database, user, options) */
 
-	int n_clients;			/* clients not yet freed, any state */
-	int n_servers;			/* servers not yet freed, any state */
-	int n_cancel_conns;		/* outgoing cancel connections in flight */
-	uint64_t fd_limit;		/* RLIMIT_NOFILE at start */
-	uint64_t next_conn_id;		/* for log lines: c1, c2, ... */
+	int n_clients;	       /* clients not yet freed, any state */
+	int n_servers;	       /* servers not yet freed, any state */
+	int n_cancel_conns;    /* outgoing cancel connections in flight */
+	uint64_t fd_limit;     /* RLIMIT_NOFILE at start */
+	uint64_t next_conn_id; /* for log lines: c1, c2, ... */
 
-	uv_timer_t janitor;		/* sweeps timeouts every JANITOR_MS */
+	uv_timer_t janitor; /* sweeps timeouts every JANITOR_MS */
 	enum worker_shutdown shutdown;
 	uint64_t shutdown_started_ms;
 	int exit_code;
-	bool force_debug;		/* -d: debug logging whatever the config says */
-	bool reloading;			/* a reload job is on the thread pool */
-	bool reload_again;		/* SIGHUP arrived during a reload: run another after it */
+	bool force_debug;  /* -d: debug logging whatever the config says */
+	bool reloading;	   /* a reload job is on the thread pool */
+	bool reload_again; /* SIGHUP arrived during a reload: run another after it */
 };
 
 #define JANITOR_MS 100

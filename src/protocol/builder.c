@@ -135,7 +135,8 @@ bool builder_ok(const struct builder *b)
 	return !b->failed;
 }
 
-void builder_error(struct builder *b, const char *severity, const char *sqlstate, const char *message)
+void builder_error(struct builder *b, const char *severity, const char *sqlstate,
+		   const char *message)
 {
 	builder_start(b, PqMsg_ErrorResponse);
 	builder_put_u8(b, 'S');

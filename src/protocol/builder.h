@@ -14,13 +14,13 @@
 #define BUILDER_MAX (1u << 20)
 
 struct builder {
-	uint8_t *data;	   /* owned (heap) or the caller's inline storage, see builder_init */
-	size_t len;	   /* bytes written */
-	size_t cap;	   /* bytes available in data */
-	size_t msg_start;  /* offset of the message being built (its type byte), or SIZE_MAX */
-	bool msg_typed;	   /* the message being built has a type byte before its length */
-	bool heap;	   /* data was malloc'ed by the builder */
-	bool failed;	   /* sticky: an allocation or bound failed */
+	uint8_t *data;	  /* owned (heap) or the caller's inline storage, see builder_init */
+	size_t len;	  /* bytes written */
+	size_t cap;	  /* bytes available in data */
+	size_t msg_start; /* offset of the message being built (its type byte), or SIZE_MAX */
+	bool msg_typed;	  /* the message being built has a type byte before its length */
+	bool heap;	  /* data was malloc'ed by the builder */
+	bool failed;	  /* sticky: an allocation or bound failed */
 };
 
 /* Starts with caller storage (may be NULL/0); grows onto the heap when needed. */
@@ -41,7 +41,8 @@ bool builder_ok(const struct builder *b);
 
 /* One helper per synthesised message. */
 /* severity "ERROR"/"FATAL"; sqlstate 5 chars; message text. */
-void builder_error(struct builder *b, const char *severity, const char *sqlstate, const char *message);
+void builder_error(struct builder *b, const char *severity, const char *sqlstate,
+		   const char *message);
 void builder_notice(struct builder *b, const char *sqlstate, const char *message);
 void builder_ready(struct builder *b, char txn_status);
 void builder_auth_request(struct builder *b, uint32_t code, const void *extra, size_t extra_len);

@@ -13,19 +13,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define FRAME_HEADER_LEN 5
+#define FRAME_HEADER_LEN  5
 #define FRAME_STARTUP_MAX 10000 /* PostgreSQL's MAX_STARTUP_PACKET_LENGTH */
-#define FRAME_SHORT_MAX 30000	/* ceiling for types that never carry user data */
+#define FRAME_SHORT_MAX	  30000 /* ceiling for types that never carry user data */
 
 enum frame_status { FRAME_OK, FRAME_NEED_MORE, FRAME_BAD };
 
 enum frame_side { FRAME_FROM_CLIENT, FRAME_FROM_SERVER };
 
 struct frame {
-	uint8_t type;	   /* type byte; 0 for startup-style packets */
-	uint32_t len;	   /* body length (excluding type and length fields) */
-	uint32_t total;	   /* bytes of the whole packet on the wire */
-	uint32_t code;	   /* startup-style packets: the 4-byte code after the length */
+	uint8_t type;	     /* type byte; 0 for startup-style packets */
+	uint32_t len;	     /* body length (excluding type and length fields) */
+	uint32_t total;	     /* bytes of the whole packet on the wire */
+	uint32_t code;	     /* startup-style packets: the 4-byte code after the length */
 	const uint8_t *body; /* points into the caller's bytes; only len_avail bytes are present */
 	uint32_t body_avail; /* body bytes present in the input (<= len) */
 };
@@ -36,7 +36,8 @@ struct frame {
  * length is invalid for the type or above max_len, or the type is not one that side may send.
  */
 enum frame_status frame_parse(const uint8_t *bytes, size_t avail, enum frame_side side,
-			      uint32_t max_len, struct frame *out) __attribute__((warn_unused_result));
+			      uint32_t max_len, struct frame *out)
+	__attribute__((warn_unused_result));
 
 /* Parses a length-first startup-style packet; FRAME_OK only when it is complete. */
 enum frame_status frame_parse_startup(const uint8_t *bytes, size_t avail, struct frame *out)

@@ -28,9 +28,11 @@ bool reader_u16(struct reader *r, uint16_t *out) __attribute__((warn_unused_resu
 bool reader_u32(struct reader *r, uint32_t *out) __attribute__((warn_unused_result));
 bool reader_i32(struct reader *r, int32_t *out) __attribute__((warn_unused_result));
 /* A NUL-terminated string inside the body; *out points into the body, *len excludes the NUL. */
-bool reader_cstr(struct reader *r, const char **out, size_t *len) __attribute__((warn_unused_result));
+bool reader_cstr(struct reader *r, const char **out, size_t *len)
+	__attribute__((warn_unused_result));
 /* n raw bytes; *out points into the body. */
-bool reader_bytes(struct reader *r, size_t n, const uint8_t **out) __attribute__((warn_unused_result));
+bool reader_bytes(struct reader *r, size_t n, const uint8_t **out)
+	__attribute__((warn_unused_result));
 size_t reader_remaining(const struct reader *r);
 /* True if nothing failed and every byte was consumed. */
 bool reader_end(const struct reader *r) __attribute__((warn_unused_result));

@@ -14,7 +14,7 @@ struct list_node {
 };
 
 #define list_entry(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
-#define list_for_each_safe(pos, tmp, head) \
+#define list_for_each_safe(pos, tmp, head)                                                         \
 	for (pos = (head)->next, tmp = pos->next; pos != (head); pos = tmp, tmp = pos->next)
 
 static inline void list_init(struct list_node *n)

@@ -27,15 +27,15 @@ void log_write(enum log_level level, const char *component, uint64_t conn_id, co
 	__attribute__((format(printf, 4, 5)));
 
 #define log_enabled(lvl) ((int)(lvl) <= log_current_level)
-#define LOGF(lvl, comp, id, ...)                                 \
-	do {                                                     \
-		if (log_enabled(lvl))                            \
-			log_write((lvl), (comp), (id), __VA_ARGS__); \
+#define LOGF(lvl, comp, id, ...)                                                                   \
+	do {                                                                                       \
+		if (log_enabled(lvl))                                                              \
+			log_write((lvl), (comp), (id), __VA_ARGS__);                               \
 	} while (0)
-#define log_error(comp, id, ...) LOGF(LOG_LVL_ERROR, comp, id, __VA_ARGS__)
+#define log_error(comp, id, ...)   LOGF(LOG_LVL_ERROR, comp, id, __VA_ARGS__)
 #define log_warning(comp, id, ...) LOGF(LOG_LVL_WARNING, comp, id, __VA_ARGS__)
-#define log_info(comp, id, ...) LOGF(LOG_LVL_LOG, comp, id, __VA_ARGS__)
-#define log_debug(comp, id, ...) LOGF(LOG_LVL_DEBUG, comp, id, __VA_ARGS__)
-#define log_noise(comp, id, ...) LOGF(LOG_LVL_NOISE, comp, id, __VA_ARGS__)
+#define log_info(comp, id, ...)	   LOGF(LOG_LVL_LOG, comp, id, __VA_ARGS__)
+#define log_debug(comp, id, ...)   LOGF(LOG_LVL_DEBUG, comp, id, __VA_ARGS__)
+#define log_noise(comp, id, ...)   LOGF(LOG_LVL_NOISE, comp, id, __VA_ARGS__)
 
 #endif
