@@ -51,7 +51,7 @@ static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 
 static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
-static void conn_update_reading(struct conn *c)
+void conn_update_reading(struct conn *c)
 {
 	bool room = !c->rbuf || c->rbuf->recv < c->rbuf->cap;
 	bool want = c->want_read && !c->fwd_len && !c->closing && room;
@@ -76,10 +76,7 @@ static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	if (nread > 0) {
 		c->rbuf->recv += (uint32_t)nread;
 		c->ops->on_data(c);
-		if (!c->closing) {
-			conn_tidy_buffer(c);
-			conn_update_reading(c);
-		}
+		conn_settle(c);
 		return;
 	}
 	if (nread == 0) /* EAGAIN: not EOF */
@@ -193,10 +190,7 @@ static void conn_forward_cb(uv_write_t *req, int status)
 			src->ops->on_event(src, CONN_EV_FORWARD_FAILED, status);
 		} else {
 			src->ops->on_event(src, CONN_EV_FORWARD_DONE, 0);
-			if (!src->closing) {
-				conn_tidy_buffer(src);
-				conn_update_reading(src);
-			}
+			conn_settle(src);
 		}
 	}
 	conn_release(src);
@@ -248,6 +242,14 @@ void conn_tidy_buffer(struct conn *c)
 	/* Compact only when the free tail is small: a message straddles the end of the buffer. */
 	if (b->done > 0 && b->cap - b->recv < b->cap / 4)
 		iobuf_compact(b);
+}
+
+void conn_settle(struct conn *c)
+{
+	if (c->closing)
+		return;
+	conn_tidy_buffer(c);
+	conn_update_reading(c);
 }
 
 void conn_close(struct conn *c)

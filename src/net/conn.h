@@ -84,6 +84,13 @@ static inline bool conn_forward_busy(const struct conn *c)
 }
 /* Makes room for more bytes after a scan: resets or compacts rbuf, returns it when empty. */
 void conn_tidy_buffer(struct conn *c);
+/* Starts or stops reading to match want_read, forwards in flight and buffer room. */
+void conn_update_reading(struct conn *c);
+/*
+ * Tidy + update reading: call after consuming bytes outside the read callback (which does it
+ * itself), or a connection whose buffer was full when it was scanned never reads again.
+ */
+void conn_settle(struct conn *c);
 
 /* Closes now; pending writes are cancelled. */
 void conn_close(struct conn *c);

@@ -403,14 +403,17 @@ static void client_login_scan(struct client *c)
 		}
 		if (st == FRAME_NEED_MORE)
 			return;
+		/*
+		 * Consumed before the handler runs, so that a login finished inside it sees only the
+		 * bytes pipelined behind this packet. The bytes stay in place until the read callback
+		 * tidies the buffer, after the handler returned; handlers copy what they keep.
+		 */
 		b->parsed += f.total;
+		b->done = b->parsed;
 		if (c->login == CLS_STARTUP)
 			client_startup_packet(c, &f);
 		else
 			client_auth_message(c, f.type, f.body, f.len);
-		/* The packet's bytes stay valid until here; the handlers copied what they keep. */
-		if (c->state != CL_CLOSING && c->conn.rbuf)
-			c->conn.rbuf->done = c->conn.rbuf->parsed;
 	}
 }
 

@@ -33,8 +33,8 @@ static enum relay_result relay_flush(struct conn *src, struct conn *dst)
 	return rc == 1 ? RELAY_WRITING : RELAY_DRAINED;
 }
 
-enum relay_result relay_scan(struct conn *src, struct conn *dst, uint32_t max_len,
-			     const struct relay_ops *ops, void *owner)
+static enum relay_result relay_scan_once(struct conn *src, struct conn *dst, uint32_t max_len,
+					 const struct relay_ops *ops, void *owner)
 {
 	if (conn_forward_busy(src))
 		return RELAY_WRITING;
@@ -81,6 +81,15 @@ enum relay_result relay_scan(struct conn *src, struct conn *dst, uint32_t max_le
 		return fr;
 	/* A skip that waited for a flush can proceed now that the flush finished at once. */
 	if (src->pkt_remaining && src->pkt_skip && b->done == b->parsed && b->parsed < b->recv)
-		return relay_scan(src, dst, max_len, ops, owner);
+		return relay_scan_once(src, dst, max_len, ops, owner);
 	return stop;
+}
+
+enum relay_result relay_scan(struct conn *src, struct conn *dst, uint32_t max_len,
+			     const struct relay_ops *ops, void *owner)
+{
+	enum relay_result r = relay_scan_once(src, dst, max_len, ops, owner);
+	if (r != RELAY_CLOSED)
+		conn_settle(src);
+	return r;
 }

@@ -34,7 +34,8 @@ uint8_t *builder_steal(struct builder *b, size_t *len)
 		out = malloc(b->len ? b->len : 1);
 		if (!out)
 			return NULL;
-		memcpy(out, b->data, b->len);
+		if (b->len)
+			memcpy(out, b->data, b->len);
 	}
 	*len = b->len;
 	b->data = NULL;
