@@ -39,7 +39,7 @@ READY_DEADLINE=${PGRELAY_CLUSTER_DEADLINE:-30}
 
 # PostgreSQL server binaries: $PGBIN, else the newest /usr/lib/postgresql/*/bin.
 if [[ -z "${PGBIN:-}" ]]; then
-  PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+  PGBIN=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 fi
 if [[ -z "${PGBIN:-}" || ! -x "$PGBIN/initdb" ]]; then
   echo "cluster.sh: PostgreSQL server binaries not found (set PGBIN or run scripts/deps.sh)" >&2
@@ -133,6 +133,9 @@ start_node() {
   if is_running "$n"; then
     log "node$n already running"
   else
+    if (exec 3<>"/dev/tcp/127.0.0.1/$(node_port "$n")") 2>/dev/null; then
+      die "port $(node_port "$n") (node$n) is already in use by another program; choose another BASEPORT"
+    fi
     write_node_conf "$n"
     pg pg_ctl -D "$(node_dir "$n")" -l "$(node_log "$n")" -w -t "$READY_DEADLINE" start >/dev/null ||
       {
@@ -233,10 +236,12 @@ cmd_start() {
     create_standby 2
     echo "$BASEPORT" | "${AS_PG[@]}" tee "$DIR/baseport" >/dev/null
     "${AS_PG[@]}" touch "$DIR/initialized"
+    NODES=(1 2)
   else
     echo "$BASEPORT" | "${AS_PG[@]}" tee "$DIR/baseport" >/dev/null
   fi
   for n in "${NODES[@]}"; do start_node "$n"; done
+  NODES=(0 1 2)
   log "cluster up: primary 127.0.0.1:$(node_port 0), standbys :$(node_port 1) :$(node_port 2)"
 }
 

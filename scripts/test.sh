@@ -64,7 +64,7 @@ integration_tests() {
 step "dependencies (scripts/deps.sh)" bash scripts/deps.sh || exit 1
 
 built=0
-step "build with gcc, ASan+UBSan, -Werror (build-test)" build_test && built=1 || true
+if step "build with gcc, ASan+UBSan, -Werror (build-test)" build_test; then built=1; fi
 
 if [[ -z "${PGRELAY_SKIP_CLANG:-}" ]]; then
   step "build with clang -Werror (build-clang, compile only)" build_clang || true
