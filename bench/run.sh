@@ -17,6 +17,7 @@
 #                            127.0.0.1:PORT (standbys PORT+1, PORT+2 are used when they answer);
 #                            it must have the roles of scripts/cluster.sh. Default: start our own.
 #   BENCH_BUILD_DIR=DIR      pgrelay release build dir (default: build-bench in the repository)
+#   BENCH_PGRELAY_BIN=FILE   use this pgrelay binary as it is instead of building one
 #   BENCH_KEEP_TMP=1         keep the temporary folder (configs, logs, cluster data)
 #   PGBIN=DIR                PostgreSQL binaries (default /usr/lib/postgresql/15/bin, else the newest)
 #
@@ -124,6 +125,7 @@ CLK_TCK=$(getconf CLK_TCK)
 
 TMP=""
 CLUSTER_DIR=""
+SERVER_LOG="" # the primary's log when we started the cluster: scanned for problems per run
 OWN_CLUSTER=0
 POLICY_RC_CREATED=0
 declare -a STARTED_PIDS=() # every long-running process we started
@@ -132,12 +134,32 @@ declare -A PROC_PORT=()    # instance name -> port
 declare -A PROC_LOG=()     # instance name -> log file
 declare -A PROC_CMD=()     # instance name -> start command (for restarts), NUL-free, eval-safe
 declare -A PROC_NOTE=()    # instance name -> what happened to it (crashes, restarts)
+declare -A PROC_SIG=()     # instance name -> its shutdown signal
+declare -A PROC_GONE=()    # instance name -> 1 when a restart failed (no more attempts)
+declare -a EXTRA_NOTES=()  # lines for the notes under the table
 declare -A USED_PORTS=()
 
+# Pids of the descendants of PID (pgpool-II's children), one per line.
+descendants() {
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v root="$1" '
+    { pid = $1; rest = $0; sub(/^.*\) /, "", rest); split(rest, f, " "); ppid[pid] = f[2] }
+    END {
+      for (p in ppid) {
+        q = ppid[p]; depth = 0
+        while (q != "" && q != 0 && q != root && depth < 64) { q = ppid[q]; depth++ }
+        if (q == root && p != root) print p
+      }
+    }'
+}
+
+# Stops one of our processes: its shutdown signal (PID_SIG, default TERM), up to T_STOP seconds,
+# then SIGKILL; descendants it leaves behind are killed by pid.
+declare -A PID_SIG=()
 stop_pid() {
-  local pid=$1 i
+  local pid=$1 i kids
   kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
+  kids=$(descendants "$pid")
+  kill -"${PID_SIG[$pid]:-TERM}" "$pid" 2>/dev/null || true
   for ((i = 0; i < T_STOP * 10; i++)); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
@@ -146,7 +168,10 @@ stop_pid() {
     warn "pid $pid did not stop within ${T_STOP}s; killing it"
     kill -KILL "$pid" 2>/dev/null || true
   fi
-  wait "$pid" 2>/dev/null || true
+  exit_description "$pid"
+  for i in $kids; do
+    if kill -0 "$i" 2>/dev/null; then kill -KILL "$i" 2>/dev/null || true; fi
+  done
 }
 
 # shellcheck disable=SC2317 # invoked by the EXIT trap
@@ -349,27 +374,33 @@ else
   AS_PG=()
 fi
 
-# 3a. Build pgrelay (release).
-log "building pgrelay (release) in $BUILD_DIR"
-if [[ ! -f "$BUILD_DIR/build.ninja" ]]; then
-  timeout "$T_BUILD" meson setup "$BUILD_DIR" "$REPO" -Dbuildtype=release -Dunit_tests=disabled \
-    >"$TMP/build.log" 2>&1 || {
-    tail -n 30 "$TMP/build.log" >&2
-    die "meson setup failed"
-  }
+# 3a. Build pgrelay (release), unless BENCH_PGRELAY_BIN names a binary to use as it is.
+if [[ -n "${BENCH_PGRELAY_BIN:-}" ]]; then
+  PGRELAY_BIN=$(realpath -- "$BENCH_PGRELAY_BIN")
+  [[ -x "$PGRELAY_BIN" ]] || die "BENCH_PGRELAY_BIN=$BENCH_PGRELAY_BIN is not an executable"
+  log "using $PGRELAY_BIN as it is (no build)"
 else
-  timeout "$T_BUILD" meson configure "$BUILD_DIR" -Dbuildtype=release -Dunit_tests=disabled \
-    >"$TMP/build.log" 2>&1 || {
+  log "building pgrelay (release) in $BUILD_DIR"
+  if [[ ! -f "$BUILD_DIR/build.ninja" ]]; then
+    timeout "$T_BUILD" meson setup "$BUILD_DIR" "$REPO" -Dbuildtype=release -Dunit_tests=disabled \
+      >"$TMP/build.log" 2>&1 || {
+      tail -n 30 "$TMP/build.log" >&2
+      die "meson setup failed"
+    }
+  else
+    timeout "$T_BUILD" meson configure "$BUILD_DIR" -Dbuildtype=release -Dunit_tests=disabled \
+      >"$TMP/build.log" 2>&1 || {
+      tail -n 30 "$TMP/build.log" >&2
+      die "meson configure failed"
+    }
+  fi
+  timeout "$T_BUILD" ninja -C "$BUILD_DIR" pgrelay >>"$TMP/build.log" 2>&1 || {
     tail -n 30 "$TMP/build.log" >&2
-    die "meson configure failed"
+    die "building pgrelay failed"
   }
+  PGRELAY_BIN=$BUILD_DIR/pgrelay
+  [[ -x "$PGRELAY_BIN" ]] || die "$PGRELAY_BIN missing after the build"
 fi
-timeout "$T_BUILD" ninja -C "$BUILD_DIR" pgrelay >>"$TMP/build.log" 2>&1 || {
-  tail -n 30 "$TMP/build.log" >&2
-  die "building pgrelay failed"
-}
-PGRELAY_BIN=$BUILD_DIR/pgrelay
-[[ -x "$PGRELAY_BIN" ]] || die "$PGRELAY_BIN missing after the build"
 
 # 2. The cluster.
 if [[ -n "$BENCH_PGPORT" ]]; then
@@ -394,6 +425,7 @@ else
   }
   PRIMARY_PORT=$base
   BACKEND_PORTS=("$base" $((base + 1)) $((base + 2)))
+  SERVER_LOG=$CLUSTER_DIR/node0.log
 fi
 
 psql_as() { # USER PASSWORD SQL...
@@ -428,11 +460,13 @@ psql_as postgres postgres -c 'CHECKPOINT' >/dev/null 2>&1 || true
 
 # Starts instance NAME with COMMAND (a bash string) logging to LOG, waits for PORT.
 start_instance() {
-  local name=$1 port=$2 logf=$3 cmd=$4 pid
+  local name=$1 port=$2 logf=$3 cmd=$4 sig=${5:-TERM} pid
   # The process is a child of this shell so that its exit status can be collected.
   bash -c "exec $cmd" >>"$logf" 2>&1 </dev/null &
   pid=$!
   STARTED_PIDS+=("$pid")
+  PID_SIG[$pid]=$sig
+  PROC_SIG[$name]=$sig
   PROC_PID[$name]=$pid
   PROC_PORT[$name]=$port
   PROC_LOG[$name]=$logf
@@ -451,14 +485,16 @@ start_instance() {
 ensure_running() {
   local name=$1 pid=${PROC_PID[$1]}
   kill -0 "$pid" 2>/dev/null && return 0
+  [[ -z "${PROC_GONE[$name]:-}" ]] || return 1
   exit_description "$pid"
   local how=$EXIT_DESC
   warn "$name (pid $pid) $how; restarting it. Last log lines:"
   tail -n 15 "${PROC_LOG[$name]}" >&2 || true
   PROC_NOTE[$name]="${PROC_NOTE[$name]:-}${PROC_NOTE[$name]:+; }pid $pid $how"
   echo "---- restart after: $how ----" >>"${PROC_LOG[$name]}"
-  start_instance "$name" "${PROC_PORT[$name]}" "${PROC_LOG[$name]}" "${PROC_CMD[$name]}" || {
+  start_instance "$name" "${PROC_PORT[$name]}" "${PROC_LOG[$name]}" "${PROC_CMD[$name]}" "${PROC_SIG[$name]}" || {
     PROC_NOTE[$name]+="; restart failed"
+    PROC_GONE[$name]=1
     return 1
   }
 }
@@ -602,7 +638,7 @@ for mode in $MODES; do
         echo "$out" >&2
         die "pgrelay rejects its session-mode configuration"
       fi
-      RELAY_MODE_NOTE[$mode]="pgrelay rejects pool mode '$mode': $(echo "$out" | head -n 3 | tr '\n' ' ')"
+      RELAY_MODE_NOTE[$mode]="pgrelay rejects pool mode '$mode': $(echo "${out//"$TMP/pgrelay/"/}" | head -n 3 | tr '\n' ' ')"
       warn "${RELAY_MODE_NOTE[$mode]}; skipping pgrelay in this mode"
     elif start_instance "$name" "$port" "$TMP/logs/$name.log" "'$PGRELAY_BIN' -f '$conf'"; then
       RELAY_MODE_OK[$mode]=1
@@ -644,12 +680,13 @@ if ((WITH_PGPOOL)); then
   pcp=$PORT_PICKED
   write_pgpool_conf "$TMP/pgpool" "$port" "$pcp"
   if start_instance "$name" "$port" "$TMP/logs/$name.log" \
-    "${AS_PG[*]} pgpool -n -f '$TMP/pgpool/pgpool.conf' -F '$TMP/pgpool/pcp.conf' -a '$TMP/pgpool/pool_hba.conf'"; then
+    "${AS_PG[*]} pgpool -n -f '$TMP/pgpool/pgpool.conf' -F '$TMP/pgpool/pcp.conf' -a '$TMP/pgpool/pool_hba.conf'" INT; then
     smoke "$name" app app || PROC_NOTE[$name]="smoke test (app) failed"
     smoke "$name" trustuser "" || PROC_NOTE[$name]="${PROC_NOTE[$name]:-}${PROC_NOTE[$name]:+; }smoke test (trustuser) failed"
   else
-    warn "pgpool-II did not start; its columns will say fail"
-    PROC_NOTE[$name]="did not start"
+    warn "pgpool-II did not start; its columns will say skipped"
+    EXTRA_NOTES+=("- pgpool-II did not start (logs/$name.log); its runs were skipped")
+    unset 'PROC_PID[$name]'
   fi
 fi
 
@@ -676,7 +713,11 @@ TARGETS=(direct pgrelay pgbouncer)
 
 declare -A TPS=() FAILED=() CPU=() STATUS=()
 RUNS_TSV=$TMP/runs.tsv
-printf 'workload\tmode\ttarget\tstatus\ttps\ttransactions\tfailed\tcpu_us_per_txn\tproxy_log_lines\n' >"$RUNS_TSV"
+printf 'workload\tmode\ttarget\tstatus\ttps\ttransactions\tfailed\tcpu_us_per_txn\tproxy_log_lines\tserver_log_problems\n' >"$RUNS_TSV"
+# Lines of the primary's log that point at trouble; the "LOG:"-style level and message are kept,
+# without the timestamp/pid prefix, so that equal messages can be counted.
+SERVER_PROBLEMS='(ERROR|FATAL|PANIC|WARNING):|unexpected EOF|could not (receive|send)|terminating connection|incomplete startup packet'
+
 
 instance_for() { # TARGET MODE WORKLOAD -> instance name ("" for direct, "-" skipped, "n/a" not applicable)
   local target=$1 mode=$2 wl=$3 auth=scram
@@ -701,7 +742,7 @@ instance_for() { # TARGET MODE WORKLOAD -> instance name ("" for direct, "-" ski
 RUN_NO=0
 run_one() { # WORKLOAD MODE TARGET
   local wl=$1 mode=$2 target=$3 key="$1|$2|$3"
-  local clients user pw opts label inst port out rc=0 t0="" t1="" lines0=0 lines1=0
+  local clients user pw opts label inst port out rc=0 t0="" t1="" lines0=0 lines1=0 slog0="" problems=n/a
   IFS='|' read -r clients user pw opts label <<<"${WL[$wl]}"
   inst=$(instance_for "$target" "$mode" "$wl")
   RUN_NO=$((RUN_NO + 1))
@@ -709,7 +750,7 @@ run_one() { # WORKLOAD MODE TARGET
     local why=skipped
     [[ "$inst" == "n/a" ]] && why=n/a
     STATUS[$key]=$why
-    printf '%s\t%s\t%s\t%s\t\t\t\t\t\n' "$wl" "$mode" "$target" "$why" >>"$RUNS_TSV"
+    printf '%s\t%s\t%s\t%s\t\t\t\t\t\t\n' "$wl" "$mode" "$target" "$why" >>"$RUNS_TSV"
     log "[$RUN_NO/$TOTAL_RUNS] $label [$mode] $target: $why"
     return 0
   fi
@@ -718,7 +759,7 @@ run_one() { # WORKLOAD MODE TARGET
   else
     if ! ensure_running "$inst"; then
       STATUS[$key]=fail
-      printf '%s\t%s\t%s\tfail\t\t\t\t\t\n' "$wl" "$mode" "$target" >>"$RUNS_TSV"
+      printf '%s\t%s\t%s\tfail\t\t\t\t\t\t\n' "$wl" "$mode" "$target" >>"$RUNS_TSV"
       log "[$RUN_NO/$TOTAL_RUNS] $label [$mode] $target: fail ($inst is down)"
       return 0
     fi
@@ -727,12 +768,19 @@ run_one() { # WORKLOAD MODE TARGET
     t0=$(proc_ticks "${PROC_PID[$inst]}")
   fi
   out=$TMP/logs/run-$RUN_NO-$wl-$mode-$target.out
+  [[ -z "$SERVER_LOG" || ! -f "$SERVER_LOG" ]] || slog0=$(stat -c %s "$SERVER_LOG")
   # shellcheck disable=SC2086
   PGPASSWORD=$pw timeout -k 10 $((DURATION + T_RUN_EXTRA)) "$PGBIN/pgbench" -h 127.0.0.1 -p "$port" -U "$user" \
     -n -c "$clients" -j "$JOBS" -T "$DURATION" $opts app >"$out" 2>&1 || rc=$?
   if [[ -n "$inst" ]]; then
     t1=$(proc_ticks "${PROC_PID[$inst]}")
     lines1=$(wc -l <"${PROC_LOG[$inst]}")
+  fi
+  if [[ -n "$slog0" ]]; then
+    { tail -c +$((slog0 + 1)) "$SERVER_LOG" | grep -E "$SERVER_PROBLEMS" || true; } |
+      sed -E 's/^.*[[:space:]](LOG|ERROR|FATAL|PANIC|WARNING|DETAIL|STATEMENT):/\1:/' >"$out.server"
+    problems=$(wc -l <"$out.server")
+    cat "$out.server" >>"$TMP/server-problems-$target.txt"
   fi
   local tps txn failed cpu="n/a" st=ok
   tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$out" | head -n 1)
@@ -759,8 +807,8 @@ run_one() { # WORKLOAD MODE TARGET
   TPS[$key]=$tps
   FAILED[$key]=$failed
   CPU[$key]=$cpu
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$wl" "$mode" "$target" "$st" "${tps:-}" "${txn:-}" "$failed" \
-    "$cpu" "$([[ -n "$inst" ]] && echo $((lines1 - lines0)) || echo n/a)" >>"$RUNS_TSV"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$wl" "$mode" "$target" "$st" "${tps:-}" "${txn:-}" "$failed" \
+    "$cpu" "$([[ -n "$inst" ]] && echo $((lines1 - lines0)) || echo n/a)" "$problems" >>"$RUNS_TSV"
   if [[ "$st" == ok ]]; then
     log "[$RUN_NO/$TOTAL_RUNS] $label [$mode] $target: $(printf '%.0f' "$tps") tps, $failed failed, CPU/txn $cpu µs"
   else
@@ -849,6 +897,7 @@ table() {
 
 notes() {
   local name n msg mode
+  ((${#EXTRA_NOTES[@]} == 0)) || printf '%s\n' "${EXTRA_NOTES[@]}"
   for mode in $MODES; do
     [[ -z "${RELAY_MODE_NOTE[$mode]:-}" ]] || echo "- ${RELAY_MODE_NOTE[$mode]}"
   done
@@ -861,11 +910,19 @@ notes() {
     fi
     if [[ "$name" == pgrelay-* ]]; then
       n=$(grep -cvE '^---- restart' "${PROC_LOG[$name]}" || true)
-      ((n == 0)) || msg="${msg}${msg:+; }$n log lines at level warning or above (logs/$name.log)"
+      ((n == 0)) || msg="${msg}${msg:+; }$n log line(s) at level warning or above (logs/$name.log)"
     fi
     [[ -z "$msg" ]] || lines+=("- $name: $msg")
   done
   ((${#lines[@]} == 0)) || printf '%s\n' "${lines[@]}" | sort
+  local t f
+  for t in "${TARGETS[@]}"; do
+    f=$TMP/server-problems-$t.txt
+    [[ -s "$f" ]] || continue
+    echo "- PostgreSQL primary log during the $t runs: $(wc -l <"$f") problem lines; most frequent:"
+    # shellcheck disable=SC2016 # backquotes are Markdown
+    sort "$f" | uniq -c | sort -rn | head -n 3 | sed -E 's/^ *([0-9]+) (.*)$/  - \1 × `\2`/'
+  done
 }
 
 PG_VERSION=$("$PGBIN/pgbench" --version | awk '{print $3}')

@@ -13,7 +13,9 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <ctype.h>
 #include <string.h>
+#include <strings.h>
 
 #include "pool/pool.h"
 #include "pool/relay.h"
@@ -36,9 +38,12 @@ static const struct conn_ops client_conn_ops = {
 	.on_closed = client_on_closed,
 };
 
-static struct list_node *client_list_for(struct worker *w, enum client_state st)
+static struct list_node *client_list_for(struct client *c, enum client_state st)
 {
+	struct worker *w = c->w;
 	switch (st) {
+	case CL_WAITING:
+		return &c->pool->waiting_clients;
 	case CL_LOGIN:
 	case CL_CANCEL:
 		return &w->login_clients;
@@ -52,10 +57,23 @@ static struct list_node *client_list_for(struct worker *w, enum client_state st)
 
 void client_set_state(struct client *c, enum client_state st)
 {
+	if (c->state == CL_WAITING)
+		c->pool->n_waiting--;
 	list_del(&c->node);
 	c->state = st;
 	c->since_ms = uv_now(&c->w->loop);
-	list_append(client_list_for(c->w, st), &c->node);
+	list_append(client_list_for(c, st), &c->node);
+	if (st == CL_WAITING)
+		c->pool->n_waiting++;
+}
+
+const char *client_param(const struct client *c, int i)
+{
+	if (c->param[i])
+		return c->param[i];
+	if (i == TP_APPLICATION_NAME)
+		return c->application_name;
+	return c->pool ? pool_get_param(c->pool, pool_tracked_name(i)) : NULL;
 }
 
 bool client_send(struct client *c, const void *data, size_t len)
@@ -98,10 +116,10 @@ void client_disconnect(struct client *c, const char *sqlstate, const char *fmt, 
 	if (sqlstate)
 		client_send_fatal(c, sqlstate, msg);
 	if (c->server) {
-		struct server *s = c->server;
-		c->server = NULL;
-		s->client = NULL;
-		server_close(s, "client session ended");
+		/* A message forwarded only in part leaves the backend mid-message: never reuse it.
+		 */
+		bool partial = c->conn.pkt_remaining != 0 && !c->conn.pkt_skip;
+		server_client_left(c->server, partial);
 	}
 	if (c->cancel_pid) {
 		cancel_map_remove(&c->w->cancels, c->cancel_pid);
@@ -120,7 +138,10 @@ static void client_on_closed(struct conn *conn)
 	if (c->cancel_pid)
 		cancel_map_remove(&w->cancels, c->cancel_pid);
 	client_free_login_state(c);
-	free(c->creds.secret);
+	pool_creds_free(&c->creds);
+	stmt_map_free(&c->stmts);
+	for (int i = 0; i < TP_COUNT; i++)
+		free(c->param[i]);
 	free(c->startup);
 	free(c);
 	w->n_clients--;
@@ -271,7 +292,11 @@ static bool client_parse_startup_params(struct client *c, const struct frame *f,
 static bool client_find_pool(struct client *c)
 {
 	char key[2048];
-	size_t n = (size_t)snprintf(key, sizeof(key), "%s%c%s%c", c->database, 0, c->user, 0);
+	int w = snprintf(key, sizeof(key), "%s%c%s%c", c->database, 0, c->user, 0);
+	/* snprintf reports the length it wanted: a longer key would be read past the buffer. */
+	if (w < 0 || (size_t)w >= sizeof(key))
+		return false;
+	size_t n = (size_t)w;
 	struct reader r;
 	reader_init(&r, c->startup, c->startup_len);
 	const char *name, *value;
@@ -404,9 +429,10 @@ static void client_login_scan(struct client *c)
 		if (st == FRAME_NEED_MORE)
 			return;
 		/*
-		 * Consumed before the handler runs, so that a login finished inside it sees only the
-		 * bytes pipelined behind this packet. The bytes stay in place until the read callback
-		 * tidies the buffer, after the handler returned; handlers copy what they keep.
+		 * Consumed before the handler runs, so that a login finished inside it sees only
+		 * the bytes pipelined behind this packet. The bytes stay in place until the read
+		 * callback tidies the buffer, after the handler returned; handlers copy what they
+		 * keep.
 		 */
 		b->parsed += f.total;
 		b->done = b->parsed;
@@ -418,6 +444,244 @@ static void client_login_scan(struct client *c)
 }
 
 /* ---- work phase ---- */
+
+/* Body bytes a handler must see: names of statements, and the text of queries for pinning. */
+#define CLIENT_PEEK_MAX 4096
+
+static bool client_tracks_statements(const struct client *c)
+{
+	return c->w->cfg->pool.mode != POOL_MODE_SESSION;
+}
+
+static uint32_t client_needs_bytes(const void *owner, uint8_t type, uint32_t len)
+{
+	const struct client *c = owner;
+	if (!client_tracks_statements(c))
+		return 0;
+	switch (type) {
+	case PqMsg_Parse:
+		/* Whole when it can be kept for replay; else enough to see the name and query
+		 * start. */
+		if (len <= STMT_PARSE_MAX)
+			return len;
+		return CLIENT_PEEK_MAX;
+	case PqMsg_Query:
+	case PqMsg_Bind:
+		return len < CLIENT_PEEK_MAX ? len : CLIENT_PEEK_MAX;
+	case PqMsg_Describe:
+	case PqMsg_Close:
+		return len < CLIENT_PEEK_MAX ? len : CLIENT_PEEK_MAX;
+	default:
+		return 0;
+	}
+}
+
+/* Case-insensitive search of a lower-case needle in the first len bytes of hay. */
+static bool client_text_has(const char *hay, size_t len, const char *needle)
+{
+	size_t n = strlen(needle);
+	for (size_t i = 0; i + n <= len; i++)
+		if (strncasecmp(hay + i, needle, n) == 0)
+			return true;
+	return false;
+}
+
+/* Skips spaces and comments at the start of a statement. */
+static size_t client_skip_blank(const char *s, size_t len, size_t i)
+{
+	for (;;) {
+		while (i < len && strchr(" \t\r\n\f(", s[i]) && s[i])
+			i++;
+		if (i + 1 < len && s[i] == '-' && s[i + 1] == '-') {
+			while (i < len && s[i] != '\n')
+				i++;
+		} else if (i + 1 < len && s[i] == '/' && s[i + 1] == '*') {
+			size_t j = i + 2;
+			while (j + 1 < len && !(s[j] == '*' && s[j + 1] == '/'))
+				j++;
+			i = j + 2;
+		} else {
+			return i;
+		}
+	}
+}
+
+static bool client_starts_with(const char *s, size_t len, size_t i, const char *word)
+{
+	size_t n = strlen(word);
+	return i + n <= len && strncasecmp(s + i, word, n) == 0 &&
+	       (i + n == len || !isalnum((unsigned char)s[i + n]));
+}
+
+/*
+ * Does this SQL use something that lives in the session rather than the transaction (so a
+ * transaction-pooled client must keep its backend connection)? A lexical check, erring towards
+ * pinning: LISTEN, SQL-level PREPARE, cursors WITH HOLD, temporary tables, session advisory
+ * locks, and SET/RESET of settings pgrelay does not track.
+ */
+static bool client_sql_needs_session(const char *sql, size_t len)
+{
+	if (client_text_has(sql, len, "pg_advisory_lock") ||
+	    client_text_has(sql, len, "pg_try_advisory_lock") ||
+	    client_text_has(sql, len, "with hold") || client_text_has(sql, len, "temporary") ||
+	    client_text_has(sql, len, " temp ") || client_text_has(sql, len, "set_config"))
+		return true;
+	/* Statement starts: the first, and each one after a semicolon. */
+	for (size_t i = 0; i < len;) {
+		i = client_skip_blank(sql, len, i);
+		if (client_starts_with(sql, len, i, "listen") ||
+		    client_starts_with(sql, len, i, "prepare") ||
+		    client_starts_with(sql, len, i, "load"))
+			return true;
+		if (client_starts_with(sql, len, i, "set") ||
+		    client_starts_with(sql, len, i, "reset")) {
+			size_t j = client_skip_blank(sql, len,
+						     i + (sql[i] == 's' || sql[i] == 'S' ? 3 : 5));
+			if (client_starts_with(sql, len, j, "local"))
+				goto next;
+			if (client_starts_with(sql, len, j, "session"))
+				j = client_skip_blank(sql, len, j + 7);
+			char name[64];
+			size_t k = 0;
+			while (j < len && k + 1 < sizeof(name) &&
+			       (isalnum((unsigned char)sql[j]) || sql[j] == '_'))
+				name[k++] = sql[j++];
+			name[k] = 0;
+			if (pool_tracked_param(name) < 0 && strcasecmp(name, "transaction") != 0)
+				return true;
+		}
+	next:
+		while (i < len && sql[i] != ';')
+			i++;
+		i++;
+	}
+	return false;
+}
+
+static void client_pin(struct client *c, const char *why)
+{
+	if (c->pinned)
+		return;
+	c->pinned = true;
+	log_debug("client", c->id, "pinned to its server connection: %s", why);
+}
+
+/*
+ * Sends what was scanned before the current message, so that an injected message lands right
+ * before it. RELAY_STOP if a forward is still in flight (the message is handled again once it
+ * completes), RELAY_SEND to go on, RELAY_GONE on failure.
+ */
+static enum relay_verdict client_flush_before_inject(struct client *c)
+{
+	int rc = conn_forward(&c->conn, &c->server->conn);
+	if (rc == 1)
+		return RELAY_STOP;
+	if (rc < 0) {
+		client_on_server_lost(c, "08006", "could not send data to server");
+		return RELAY_GONE;
+	}
+	return RELAY_SEND;
+}
+
+/* Parse of a named statement: remember it, and make room for it on the server. */
+static enum relay_verdict client_on_parse(struct client *c, const struct frame *f)
+{
+	struct reader r;
+	const char *name, *query;
+	size_t qlen;
+	reader_init(&r, f->body, f->body_avail);
+	if (!reader_cstr(&r, &name, NULL))
+		return RELAY_SEND; /* malformed: PostgreSQL will say so */
+	const char *rest = (const char *)r.p;
+	if (reader_cstr(&r, &query, &qlen) && !c->pinned && client_sql_needs_session(query, qlen))
+		client_pin(c, "session feature in a prepared statement");
+	if (!name[0])
+		return RELAY_SEND;
+	if (f->body_avail < f->len) {
+		client_pin(c, "prepared statement too large to replay");
+		return RELAY_SEND;
+	}
+	enum relay_verdict v = RELAY_SEND;
+	if (stmt_map_find(&c->server->stmts, name)) {
+		v = client_flush_before_inject(c);
+		if (v != RELAY_SEND)
+			return v;
+	}
+	uint64_t h =
+		stmt_hash((const uint8_t *)rest, f->len - (size_t)(rest - (const char *)f->body));
+	bool ok = server_note_parse(c->server, name, h);
+	if (ok && c->stmts.count < STMT_CLIENT_MAX)
+		ok = stmt_map_put(&c->stmts, name, h, f->body - FRAME_HEADER_LEN, f->total,
+				  c->server->stmt_tick);
+	else if (ok)
+		client_pin(c, "too many prepared statements to track");
+	if (!ok) {
+		client_disconnect(c, "53200", "out of memory tracking prepared statements");
+		return RELAY_GONE;
+	}
+	return RELAY_SEND;
+}
+
+/*
+ * Bind or Describe of statement name: make sure it exists on this server as the client made it,
+ * or, if the client has no such statement, that the server does not answer with someone else's.
+ */
+static enum relay_verdict client_use_statement(struct client *c, const char *name)
+{
+	if (!name[0])
+		return RELAY_SEND;
+	struct stmt *mine = stmt_map_find(&c->stmts, name);
+	struct stmt *have = stmt_map_find(&c->server->stmts, name);
+	if (!mine && !have)
+		return RELAY_SEND;
+	if (mine && have && have->hash == mine->hash) {
+		have->used = ++c->server->stmt_tick;
+		return RELAY_SEND;
+	}
+	enum relay_verdict v = client_flush_before_inject(c);
+	if (v != RELAY_SEND)
+		return v;
+	bool ok = mine ? server_ensure_statement(c->server, c, name)
+		       : server_inject_close(c->server, name);
+	if (!ok) {
+		client_on_server_lost(c, "08006", "could not prepare a statement on the server");
+		return RELAY_GONE;
+	}
+	return RELAY_SEND;
+}
+
+/* Statement bookkeeping for transaction pooling, before the message is forwarded. */
+static enum relay_verdict client_track_statements(struct client *c, const struct frame *f)
+{
+	struct reader r;
+	const char *portal, *name;
+	uint8_t target;
+	reader_init(&r, f->body, f->body_avail);
+	switch (f->type) {
+	case PqMsg_Parse:
+		return client_on_parse(c, f);
+	case PqMsg_Bind:
+		if (!reader_cstr(&r, &portal, NULL) || !reader_cstr(&r, &name, NULL))
+			return RELAY_SEND;
+		return client_use_statement(c, name);
+	case PqMsg_Describe:
+		if (!reader_u8(&r, &target) || !reader_cstr(&r, &name, NULL) || target != 'S')
+			return RELAY_SEND;
+		return client_use_statement(c, name);
+	case PqMsg_Close:
+		if (reader_u8(&r, &target) && reader_cstr(&r, &name, NULL) && target == 'S') {
+			stmt_map_remove(&c->stmts, name);
+			stmt_map_remove(&c->server->stmts, name);
+		}
+		return RELAY_SEND;
+	case PqMsg_Query:
+		if (!c->pinned && client_sql_needs_session((const char *)f->body, f->body_avail))
+			client_pin(c, "session feature in a query");
+		return RELAY_SEND;
+	default:
+		return RELAY_SEND;
+	}
+}
 
 static enum relay_verdict client_relay_message(void *owner, const struct frame *f)
 {
@@ -431,13 +695,27 @@ static enum relay_verdict client_relay_message(void *owner, const struct frame *
 		client_disconnect(c, "08P01", "unexpected password message after authentication");
 		return RELAY_GONE;
 	default:
-		return RELAY_SEND;
+		break;
 	}
+	if (client_tracks_statements(c)) {
+		enum relay_verdict v = client_track_statements(c, f);
+		if (v != RELAY_SEND)
+			return v;
+	}
+	log_noise("client", c->id, "-> %c len %u (server c%llu)", f->type, f->len,
+		  (unsigned long long)c->server->id);
+	uint8_t target = f->type == PqMsg_Describe && f->body_avail ? f->body[0] : 'P';
+	int kind = req_kind_for_frontend(f->type, target);
+	if (kind >= 0 && !req_push(&c->server->reqs, (enum req_kind)kind, false)) {
+		client_disconnect(c, "54000", "too many pipelined requests");
+		return RELAY_GONE;
+	}
+	return RELAY_SEND;
 }
 
 static const struct relay_ops client_relay_ops = {
 	.side = FRAME_FROM_CLIENT,
-	.needs_whole = NULL,
+	.needs_bytes = client_needs_bytes,
 	.on_message = client_relay_message,
 };
 
@@ -453,17 +731,163 @@ static void client_report_bad_message(struct client *c)
 				  f.len + 4, p[0]);
 }
 
+/*
+ * Transaction mode, no backend held: a pipeline of only named Parse, Close of statements and Flush
+ * up to its Sync is answered by pgrelay itself. The statements are remembered and prepared on a
+ * backend when first used (server_ensure_statement). Without this a client blocked in a
+ * synchronous prepare (pgbench's PQprepare) could wait for a connection held by another client of
+ * the same blocked thread, forever. Errors in the text then surface at first use. Returns true
+ * if it consumed and answered a pipeline.
+ */
+static bool client_answer_locally(struct client *c)
+{
+	struct iobuf *b = c->conn.rbuf;
+	uint32_t pos = b->parsed;
+	bool synced = false;
+	/* First pass: is there a whole such pipeline in the buffer? */
+	while (!synced) {
+		struct frame f;
+		if (frame_parse(b->data + pos, b->recv - pos, FRAME_FROM_CLIENT,
+				c->w->cfg->max_message_size, &f) != FRAME_OK ||
+		    f.body_avail < f.len)
+			return false;
+		struct reader r;
+		const char *name, *query;
+		size_t qlen;
+		uint8_t target;
+		reader_init(&r, f.body, f.len);
+		switch (f.type) {
+		case PqMsg_Parse:
+			if (f.len > STMT_PARSE_MAX || !reader_cstr(&r, &name, NULL) || !name[0] ||
+			    !reader_cstr(&r, &query, &qlen) ||
+			    client_sql_needs_session(query, qlen))
+				return false;
+			break;
+		case PqMsg_Close:
+			if (!reader_u8(&r, &target) || target != 'S')
+				return false;
+			break;
+		case PqMsg_Flush:
+			break;
+		case PqMsg_Sync:
+			synced = true;
+			break;
+		default:
+			return false;
+		}
+		pos += f.total;
+	}
+	/* Second pass: apply and answer, as PostgreSQL would. */
+	struct builder out;
+	uint8_t store[512];
+	builder_init(&out, store, sizeof(store));
+	bool failed = false;
+	while (b->parsed < pos) {
+		struct frame f;
+		if (frame_parse(b->data + b->parsed, b->recv - b->parsed, FRAME_FROM_CLIENT,
+				c->w->cfg->max_message_size, &f) != FRAME_OK)
+			break;
+		struct reader r;
+		const char *name;
+		uint8_t target;
+		reader_init(&r, f.body, f.len);
+		if (f.type == PqMsg_Sync) {
+			builder_ready(&out, c->txn_status);
+			failed = false;
+		} else if (!failed && f.type == PqMsg_Parse && reader_cstr(&r, &name, NULL)) {
+			if (stmt_map_find(&c->stmts, name)) {
+				char msg[160];
+				snprintf(msg, sizeof(msg),
+					 "prepared statement \"%.63s\" already exists", name);
+				builder_error(&out, "ERROR", "42P05", msg);
+				failed = true;
+			} else {
+				const uint8_t *rest = r.p;
+				uint64_t h = stmt_hash(rest, f.len - (size_t)(rest - f.body));
+				if (c->stmts.count >= STMT_CLIENT_MAX ||
+				    !stmt_map_put(&c->stmts, name, h, b->data + b->parsed, f.total,
+						  0)) {
+					builder_free(&out);
+					client_disconnect(c, "53200",
+							  "too many prepared statements");
+					return true;
+				}
+				builder_start(&out, PqMsg_ParseComplete);
+				builder_finish(&out);
+			}
+		} else if (!failed && f.type == PqMsg_Close && reader_u8(&r, &target) &&
+			   reader_cstr(&r, &name, NULL)) {
+			stmt_map_remove(&c->stmts, name);
+			builder_start(&out, PqMsg_CloseComplete);
+			builder_finish(&out);
+		}
+		b->parsed += f.total;
+	}
+	b->done = b->parsed;
+	bool ok = builder_ok(&out) && client_send(c, out.data, out.len);
+	builder_free(&out);
+	if (ok)
+		conn_settle(&c->conn);
+	return true;
+}
+
+/*
+ * Gets c a backend connection: an idle one of its pool, a new one within the limits, or a place
+ * in the pool's wait queue. Fails fast when the node is known to be down. True if c now has a
+ * logged-in server (the relay can go on at once).
+ */
+static bool client_acquire_server(struct client *c)
+{
+	struct worker *w = c->w;
+	struct pool *p = c->pool;
+	int node = w->primary_node;
+	conn_want_read(&c->conn, false);
+	if (uv_now(&w->loop) < w->node_down_until_ms[node]) {
+		client_disconnect(c, "08006",
+				  "backend %d is down: its last connection attempt failed", node);
+		return false;
+	}
+	if (!list_empty(&p->idle_servers)) {
+		struct server *s = list_entry(p->idle_servers.prev, struct server, node);
+		server_link(s, c);
+		if (c->state != CL_ACTIVE || c->server != s)
+			return false;
+		conn_want_read(&c->conn, true);
+		return true;
+	}
+	/* A connection finishing its reset is parked within a round trip: wait for it. */
+	if (p->n_resetting == 0 && server_may_open(w, p, node)) {
+		if (!server_connect(w, p, node, c))
+			client_disconnect(c, "08006", "could not connect to server");
+		return false;
+	}
+	log_debug("client", c->id, "waiting for a server connection (%d in pool)", p->n_servers);
+	client_set_state(c, CL_WAITING);
+	return false;
+}
+
+void client_resume_with_server(struct client *c)
+{
+	if (c->state == CL_WAITING)
+		client_set_state(c, CL_ACTIVE);
+	if (c->server && c->server->state == SV_ACTIVE) {
+		conn_want_read(&c->conn, true);
+		c->conn.ops->on_data(&c->conn);
+	}
+}
+
 static void client_relay(struct client *c)
 {
 	if (!c->conn.rbuf || iobuf_empty(c->conn.rbuf))
 		return;
-	if (!c->server) {
-		/* First message of a session whose backend is opened lazily. */
-		conn_want_read(&c->conn, false);
-		if (!server_connect_for(c, c->w->primary_node))
-			client_disconnect(c, "08006", "could not connect to server");
+	while (!c->server && client_tracks_statements(c) && c->txn_status == TXN_IDLE &&
+	       c->state == CL_ACTIVE && c->conn.rbuf && !iobuf_empty(c->conn.rbuf) &&
+	       client_answer_locally(c))
+		;
+	if (c->state != CL_ACTIVE || !c->conn.rbuf || iobuf_empty(c->conn.rbuf))
 		return;
-	}
+	if (!c->server && !client_acquire_server(c))
+		return;
 	if (c->server->state != SV_ACTIVE) {
 		conn_want_read(&c->conn, false);
 		return;
@@ -496,8 +920,10 @@ static void client_on_data(struct conn *conn)
 		client_login_scan(c);
 		return;
 	case CL_ACTIVE:
+		c->last_active_ms = uv_now(&c->w->loop);
 		client_relay(c);
 		return;
+	case CL_WAITING:
 	case CL_CLOSING:
 	case CL_CANCEL:
 		return;
@@ -547,4 +973,26 @@ void client_on_server_ready(struct client *c)
 void client_on_server_lost(struct client *c, const char *sqlstate, const char *reason)
 {
 	client_disconnect(c, sqlstate, "%s", reason);
+}
+
+void client_pool_login_settled(struct worker *w, struct pool *p)
+{
+	struct list_node *pos, *tmp;
+	list_for_each_safe(pos, tmp, &w->login_clients)
+	{
+		struct client *c = list_entry(pos, struct client, node);
+		if (c->pool != p || c->state != CL_LOGIN || c->login != CLS_WAIT_SERVER ||
+		    c->server)
+			continue;
+		if (p->have_welcome) {
+			client_send_welcome(c);
+			continue;
+		}
+		/* The login that would have provided the welcome failed: the next one tries. */
+		if (p->n_servers > 0)
+			return;
+		if (!server_connect(w, p, w->primary_node, c))
+			client_disconnect(c, "08006", "could not connect to server");
+		return;
+	}
 }

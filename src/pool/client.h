@@ -6,6 +6,9 @@
  *               backend welcome; on worker->login_clients, swept for authentication_timeout.
  *   CL_ACTIVE   logged in; messages are relayed to the linked server, which is connected lazily
  *               at the first message when the welcome is already known; on active_clients.
+ *   CL_WAITING  logged in, has a message to send, but its pool has no backend connection free
+ *               and may not open one: on pool->waiting_clients (arrival order), reading paused,
+ *               swept for pool.query_wait_timeout.
  *   CL_CLOSING  close started (error sent or peer gone); waits for the handle to close;
  *               on closing_clients, swept so a peer that never reads cannot hold it open.
  *   CL_CANCEL   a connection that carried a CancelRequest; closed right after (login list).
@@ -18,13 +21,15 @@
 
 #include "auth/scram.h"
 #include "net/conn.h"
+#include "pool/pool.h"
+#include "pool/prepared.h"
 #include "util/list.h"
 
 struct worker;
 struct server;
 struct pool;
 
-enum client_state { CL_LOGIN, CL_ACTIVE, CL_CLOSING, CL_CANCEL };
+enum client_state { CL_LOGIN, CL_ACTIVE, CL_WAITING, CL_CLOSING, CL_CANCEL };
 
 /* Where a client in CL_LOGIN is. */
 enum client_login_step {
@@ -33,16 +38,6 @@ enum client_login_step {
 	CLS_SASL_INITIAL, /* sent the SASL mechanisms; waiting for SASLInitialResponse */
 	CLS_SASL_FINAL,	  /* sent server-first; waiting for client-final */
 	CLS_WAIT_SERVER,  /* authenticated; waiting for the first backend login (the welcome) */
-};
-
-/* What pgrelay uses to log into backends as this client's user (owned copies). */
-enum cred_kind { CRED_NONE, CRED_PLAIN, CRED_MD5, CRED_SCRAM_KEY };
-
-struct client_creds {
-	enum cred_kind kind;
-	char *secret;			   /* owned: plain password or md5 hash, else NULL */
-	struct scram_secret scram;	   /* CRED_SCRAM_KEY: the verifier pgrelay checked */
-	uint8_t client_key[SCRAM_KEY_LEN]; /* CRED_SCRAM_KEY: recovered from the client's proof */
 };
 
 struct client {
@@ -73,6 +68,11 @@ struct client {
 	bool ssl_answered; /* answered one SSLRequest already */
 	bool gss_answered; /* answered one GSSENCRequest already */
 	bool terminating;  /* saw Terminate; closes once earlier bytes are sent */
+	bool pinned; /* used a session feature: keeps its backend connection (transaction mode) */
+	uint64_t last_active_ms; /* loop time of the last client bytes or finished request */
+	struct stmt_map stmts;	 /* its named prepared statements (transaction mode) */
+	char *param[TP_COUNT]; /* owned: tracked parameters it changed; NULL = pool's welcome value
+				*/
 };
 
 /* Accepts a pending connection on the listener's handle. */
@@ -85,6 +85,11 @@ void client_disconnect(struct client *c, const char *sqlstate, const char *fmt, 
 	__attribute__((format(printf, 3, 4)));
 void client_set_state(struct client *c, enum client_state st);
 
+/* The value a tracked parameter should have for this client (never NULL after login). */
+const char *client_param(const struct client *c, int i);
+/* Moves a CL_WAITING client onto server s (linked by the caller) and resumes its relay. */
+void client_resume_with_server(struct client *c);
+
 /* Called by server.c when the linked server finished logging in and may carry traffic. */
 void client_on_server_ready(struct client *c);
 /* Called by server.c when the linked server failed or closed; the session cannot continue. */
@@ -93,6 +98,12 @@ void client_on_server_lost(struct client *c, const char *sqlstate, const char *r
 /* Sends a copy of a synthesised packet; on failure starts disconnect and returns false. */
 bool client_send(struct client *c, const void *data, size_t len)
 	__attribute__((warn_unused_result));
+
+/*
+ * A backend login of pool p finished (welcome known) or failed: clients that waited for the
+ * pool's first login get their welcome, or one of them tries a login of its own.
+ */
+void client_pool_login_settled(struct worker *w, struct pool *p);
 
 /* The login steps (client_auth.c). */
 void client_auth_start(struct client *c);

@@ -292,12 +292,16 @@ void client_auth_ok(struct client *c)
 	log_debug("client", c->id, "authenticated user=%s method=%s", c->user,
 		  hba_method_name(client_method(c)));
 	if (c->pool->have_welcome) {
+		pool_adopt_login(c->pool, c);
 		client_send_welcome(c);
 		return;
 	}
 	/* First client of this pool: its backend login provides the welcome. */
 	c->login = CLS_WAIT_SERVER;
-	if (!server_connect_for(c, c->w->primary_node))
+	pool_adopt_login(c->pool, c);
+	if (c->pool->n_servers > 0)
+		return; /* another client's login will provide it: client_pool_login_settled */
+	if (!server_connect(c->w, c->pool, c->w->primary_node, c))
 		client_disconnect(c, "08006", "could not connect to server");
 }
 

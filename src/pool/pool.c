@@ -1,13 +1,40 @@
 /*
  * Pools: found by key with a linear scan of the worker's list (a handful of database/user pairs
- * in practice; a hash comes with connection pooling). Pools live until the worker stops.
+ * in practice). Pools live until the worker stops; their idle lists and wait queues are managed
+ * by server.c and client.c, which own the state transitions.
  */
 #include "pool/pool.h"
 
+#include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
+#include "pool/client.h"
 #include "pool/worker.h"
+
+static const char *const tracked_names[TP_COUNT] = {
+	[TP_CLIENT_ENCODING] = "client_encoding",
+	[TP_DATESTYLE] = "DateStyle",
+	[TP_TIMEZONE] = "TimeZone",
+	[TP_INTERVALSTYLE] = "IntervalStyle",
+	[TP_STANDARD_CONFORMING_STRINGS] = "standard_conforming_strings",
+	[TP_APPLICATION_NAME] = "application_name",
+	[TP_DEFAULT_TRANSACTION_READ_ONLY] = "default_transaction_read_only",
+};
+
+int pool_tracked_param(const char *name)
+{
+	for (int i = 0; i < TP_COUNT; i++)
+		if (strcasecmp(tracked_names[i], name) == 0)
+			return i;
+	return -1;
+}
+
+const char *pool_tracked_name(int i)
+{
+	return tracked_names[i];
+}
 
 struct pool *pool_get(struct worker *w, const char *key, size_t key_len)
 {
@@ -28,6 +55,10 @@ struct pool *pool_get(struct worker *w, const char *key, size_t key_len)
 	}
 	memcpy(p->key, key, key_len);
 	p->key_len = key_len;
+	p->database = p->key;
+	p->user = p->key + strlen(p->key) + 1;
+	list_init(&p->idle_servers);
+	list_init(&p->waiting_clients);
 	list_append(&w->pools, &p->node);
 	return p;
 }
@@ -67,6 +98,52 @@ void pool_set_param(struct pool *p, const char *name, const char *value)
 	p->n_params++;
 }
 
+void pool_creds_free(struct client_creds *c)
+{
+	if (c->secret) {
+		OPENSSL_cleanse(c->secret, strlen(c->secret));
+		free(c->secret);
+	}
+	OPENSSL_cleanse(c, sizeof(*c));
+}
+
+void pool_creds_copy(struct client_creds *dst, const struct client_creds *src)
+{
+	pool_creds_free(dst);
+	*dst = *src;
+	dst->secret = src->secret ? strdup(src->secret) : NULL;
+	if (src->secret && !dst->secret)
+		dst->kind = CRED_NONE;
+}
+
+void pool_adopt_login(struct pool *p, const struct client *c)
+{
+	if (!p->startup) {
+		p->startup = malloc(c->startup_len ? c->startup_len : 1);
+		if (p->startup) {
+			memcpy(p->startup, c->startup, c->startup_len);
+			p->startup_len = c->startup_len;
+		}
+	}
+	/* A trust login carries no secret; a later password login can supply one. */
+	if (p->creds.kind == CRED_NONE && c->creds.kind != CRED_NONE)
+		pool_creds_copy(&p->creds, &c->creds);
+}
+
+int pool_count_servers(struct worker *w, const char *database, const char *user)
+{
+	int n = 0;
+	struct list_node *pos, *tmp;
+	list_for_each_safe(pos, tmp, &w->pools)
+	{
+		struct pool *p = list_entry(pos, struct pool, node);
+		if ((!database || strcmp(p->database, database) == 0) &&
+		    (!user || strcmp(p->user, user) == 0))
+			n += p->n_servers;
+	}
+	return n;
+}
+
 void pool_free_all(struct worker *w)
 {
 	struct list_node *pos, *tmp;
@@ -78,6 +155,8 @@ void pool_free_all(struct worker *w)
 			free(p->params[i].name);
 			free(p->params[i].value);
 		}
+		pool_creds_free(&p->creds);
+		free(p->startup);
 		free(p->key);
 		free(p);
 	}

@@ -1,40 +1,100 @@
 /*
- * A pool groups backend connections that are interchangeable: same node set, database, user and
- * startup options. For now it holds the "welcome" the backend sends at login (ParameterStatus
- * values), so later clients can be logged in without waiting for a backend connection.
+ * A pool groups backend connections that are interchangeable: same node, database, user and
+ * startup options (every startup parameter but application_name, which is synced per client).
+ * It holds
+ *  - the welcome the backend sends at login (ParameterStatus values), so clients can be logged in
+ *    without waiting for a backend connection;
+ *  - the login template: the startup packet and credentials new backend connections use (copied
+ *    from the first client that authenticated; the same user, so the same rights);
+ *  - the idle backend connections (SV_IDLE, most recently used last) and the clients waiting for
+ *    one (CL_WAITING, in arrival order).
  */
 #ifndef PGRELAY_POOL_POOL_H
 #define PGRELAY_POOL_POOL_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
+#include "auth/scram.h"
 #include "util/list.h"
 
 #define POOL_MAX_PARAMS 64
 
 struct worker;
+struct client;
+struct server;
 
 struct pool_param {
 	char *name;  /* owned */
 	char *value; /* owned */
 };
 
+/* What pgrelay uses to log into backends as a user (owned copies). */
+enum cred_kind { CRED_NONE, CRED_PLAIN, CRED_MD5, CRED_SCRAM_KEY };
+
+struct client_creds {
+	enum cred_kind kind;
+	char *secret;			   /* owned: plain password or md5 hash, else NULL */
+	struct scram_secret scram;	   /* CRED_SCRAM_KEY: the verifier pgrelay checked */
+	uint8_t client_key[SCRAM_KEY_LEN]; /* CRED_SCRAM_KEY: recovered from the client's proof */
+};
+
+/*
+ * Session parameters PostgreSQL reports with ParameterStatus and that a client may change with
+ * SET: tracked per client and per backend connection, and synced with SET when a client moves
+ * to another backend connection (transaction pooling).
+ */
+enum tracked_param {
+	TP_CLIENT_ENCODING,
+	TP_DATESTYLE,
+	TP_TIMEZONE,
+	TP_INTERVALSTYLE,
+	TP_STANDARD_CONFORMING_STRINGS,
+	TP_APPLICATION_NAME,
+	TP_DEFAULT_TRANSACTION_READ_ONLY,
+	TP_COUNT
+};
+
 struct pool {
 	struct list_node node; /* in worker->pools */
-	char *key;	       /* owned: database \0 user \0 options (see pool_key_build) */
+	char *key;	       /* owned: database \0 user \0 options */
 	size_t key_len;
+	const char *database;			   /* points into key */
+	const char *user;			   /* points into key */
 	struct pool_param params[POOL_MAX_PARAMS]; /* the backend's ParameterStatus values */
 	int n_params;
 	bool have_welcome; /* params come from a completed backend login */
-	int n_servers;	   /* backend connections of this pool */
+
+	uint8_t *startup; /* owned: startup packet body for new backend connections, or NULL */
+	uint32_t startup_len;
+	struct client_creds creds; /* owned: credentials for new backend connections */
+
+	struct list_node idle_servers;	  /* struct server in SV_IDLE, oldest first */
+	struct list_node waiting_clients; /* struct client in CL_WAITING, oldest first */
+	int n_servers;			  /* backend connections of this pool, any state */
+	int n_idle;
+	int n_resetting; /* in SV_RESET: parked in a moment */
+	int n_waiting;
 };
 
 /* Finds or creates the pool for key (copied). NULL when out of memory. */
 struct pool *pool_get(struct worker *w, const char *key, size_t key_len);
-/* Records a ParameterStatus value from a backend. */
+/* Records a ParameterStatus value from a backend login. */
 void pool_set_param(struct pool *p, const char *name, const char *value);
 const char *pool_get_param(const struct pool *p, const char *name);
 void pool_free_all(struct worker *w);
+
+/* Takes the login template from an authenticated client if the pool has none yet. */
+void pool_adopt_login(struct pool *p, const struct client *c);
+void pool_creds_copy(struct client_creds *dst, const struct client_creds *src);
+void pool_creds_free(struct client_creds *c);
+
+/* The index of a tracked parameter name (case-insensitive), or -1. */
+int pool_tracked_param(const char *name);
+const char *pool_tracked_name(int i);
+
+/* Backend connections of database or user across all pools on node (for the limits). */
+int pool_count_servers(struct worker *w, const char *database, const char *user);
 
 #endif

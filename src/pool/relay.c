@@ -59,10 +59,11 @@ static enum relay_result relay_scan_once(struct conn *src, struct conn *dst, uin
 			break;
 		if (st == FRAME_BAD)
 			return RELAY_BAD_MESSAGE;
-		if (f.body_avail < f.len && ops->needs_whole && ops->needs_whole(owner, f.type)) {
-			/* Short types always fit: make room if the message straddles the end. */
-			if (b->parsed + f.total > b->cap && !conn_forward_busy(src) &&
-			    b->done == b->parsed)
+		uint32_t need = ops->needs_bytes ? ops->needs_bytes(owner, f.type, f.len) : 0;
+		if (f.body_avail < need) {
+			/* The prefix always fits: make room if the message straddles the end. */
+			if (b->parsed + FRAME_HEADER_LEN + need > b->cap &&
+			    !conn_forward_busy(src) && b->done == b->parsed)
 				iobuf_compact(b);
 			break;
 		}

@@ -2,7 +2,7 @@
  * The relay scanner: walks the messages in a connection's read buffer, asks the owner what to do
  * with each (send, skip, stop) and forwards the "send" ranges to the peer without copying. Large
  * messages are streamed: only the 5-byte header must be present to decide, unless the owner asks
- * for the whole body (allowed for short types only, which always fit in a buffer).
+ * for a prefix of the body (which always fits in a buffer).
  */
 #ifndef PGRELAY_POOL_RELAY_H
 #define PGRELAY_POOL_RELAY_H
@@ -22,8 +22,12 @@ enum relay_verdict {
 
 struct relay_ops {
 	enum frame_side side;
-	/* True if the handler needs the whole body of this message type to decide. */
-	bool (*needs_whole)(const void *owner, uint8_t type);
+	/*
+	 * How many body bytes the handler must see to decide (0: the header is enough; at most
+	 * len, and at most IOBUF_SIZE - FRAME_HEADER_LEN so that they always fit in a buffer).
+	 * NULL means 0 for every message.
+	 */
+	uint32_t (*needs_bytes)(const void *owner, uint8_t type, uint32_t len);
 	enum relay_verdict (*on_message)(void *owner, const struct frame *f);
 };
 

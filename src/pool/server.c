@@ -1,11 +1,13 @@
 /*
- * Server side of a session: connect to a backend, log in as the client's user with the
- * credentials pgrelay holds, collect the welcome, then relay backend messages to the client.
+ * Server side of a session: connect to a backend, log in with the pool's login template, collect
+ * the welcome, relay backend messages to the linked client, and change hands only at a boundary.
  *
  * Invariants:
  *  - s->client, when set, links back (s->client->server == s);
- *  - a server is never reused by another client: when its session ends it is closed (pooling
- *    will only reuse one that is provably clean);
+ *  - every answer the backend sends is matched against s->reqs; answers to messages pgrelay
+ *    injected (statement re-Parse, parameter sync, reset) never reach a client;
+ *  - a server is parked only when nothing is outstanding, nothing is half-sent either way, its
+ *    transaction is idle and (session mode, or after a pinned client) the reset query succeeded;
  *  - during SV_LOGIN nothing from the backend reaches the client except a login ErrorResponse.
  */
 #include "pool/server.h"
@@ -37,8 +39,9 @@ static const struct conn_ops server_conn_ops = {
 	.on_closed = server_on_closed,
 };
 
-static struct list_node *server_list_for(struct worker *w, enum server_state st)
+static struct list_node *server_list_for(struct server *s, enum server_state st)
 {
+	struct worker *w = s->w;
 	switch (st) {
 	case SV_CONNECTING:
 		return &w->connecting_servers;
@@ -46,6 +49,10 @@ static struct list_node *server_list_for(struct worker *w, enum server_state st)
 		return &w->login_servers;
 	case SV_ACTIVE:
 		return &w->active_servers;
+	case SV_RESET:
+		return &w->reset_servers;
+	case SV_IDLE:
+		return &s->pool->idle_servers;
 	case SV_CLOSING:
 		return &w->closing_servers;
 	}
@@ -54,10 +61,18 @@ static struct list_node *server_list_for(struct worker *w, enum server_state st)
 
 void server_set_state(struct server *s, enum server_state st)
 {
+	if (s->state == SV_IDLE)
+		s->pool->n_idle--;
+	if (s->state == SV_RESET)
+		s->pool->n_resetting--;
 	list_del(&s->node);
 	s->state = st;
 	s->since_ms = uv_now(&s->w->loop);
-	list_append(server_list_for(s->w, st), &s->node);
+	list_append(server_list_for(s, st), &s->node);
+	if (st == SV_IDLE)
+		s->pool->n_idle++;
+	if (st == SV_RESET)
+		s->pool->n_resetting++;
 }
 
 bool server_resolve(const char *host, int port, struct sockaddr_storage *out)
@@ -87,18 +102,27 @@ static void server_unlink(struct server *s)
 	s->client = NULL;
 }
 
+static void server_free_state(struct server *s)
+{
+	free(s->scram);
+	s->scram = NULL;
+	req_queue_free(&s->reqs);
+	stmt_map_free(&s->stmts);
+	for (int i = 0; i < TP_COUNT; i++) {
+		free(s->param[i]);
+		s->param[i] = NULL;
+	}
+}
+
 void server_close(struct server *s, const char *reason)
 {
 	if (s->state == SV_CLOSING)
 		return;
 	log_debug("server", s->id, "closing backend connection: %s", reason);
 	server_unlink(s);
-	bool polite = s->state == SV_ACTIVE;
+	bool polite = s->state == SV_ACTIVE || s->state == SV_IDLE || s->state == SV_RESET;
 	server_set_state(s, SV_CLOSING);
-	if (s->scram) {
-		free(s->scram);
-		s->scram = NULL;
-	}
+	server_free_state(s);
 	if (polite) {
 		static const uint8_t terminate[5] = { PqMsg_Terminate, 0, 0, 0, 4 };
 		if (conn_send(&s->conn, terminate, sizeof(terminate)) == 0) {
@@ -123,19 +147,41 @@ static void server_on_closed(struct conn *conn)
 {
 	struct server *s = conn->owner;
 	struct worker *w = s->w;
+	struct pool *p = s->pool;
 	list_del(&s->node);
-	if (s->pool)
-		s->pool->n_servers--;
-	free(s->scram);
+	server_free_state(s);
 	free(s);
 	w->n_servers--;
+	p->n_servers--;
+	/* A slot came free: a waiting client may open a connection now. */
+	if (p->n_waiting)
+		server_serve_waiting(p, w);
+	if (!p->have_welcome)
+		client_pool_login_settled(w, p);
 	worker_check_shutdown_done(w);
 }
 
-bool server_connect_for(struct client *c, int node_id)
+bool server_may_open(struct worker *w, struct pool *p, int node_id)
 {
-	struct worker *w = c->w;
+	const struct pool_conf *pc = &w->cfg->pool;
 	if (node_id < 0 || node_id >= w->n_nodes || !worker_fd_available(w))
+		return false;
+	if (w->shutdown != WS_RUNNING)
+		return false;
+	if (p->n_servers >= pc->pool_size)
+		return false;
+	if (pc->max_db_connections &&
+	    pool_count_servers(w, p->database, NULL) >= pc->max_db_connections)
+		return false;
+	if (pc->max_user_connections &&
+	    pool_count_servers(w, NULL, p->user) >= pc->max_user_connections)
+		return false;
+	return true;
+}
+
+bool server_connect(struct worker *w, struct pool *p, int node_id, struct client *c)
+{
+	if (!p->startup || node_id < 0 || node_id >= w->n_nodes || !worker_fd_available(w))
 		return false;
 	struct server *s = calloc(1, sizeof(*s));
 	if (!s)
@@ -148,16 +194,21 @@ bool server_connect_for(struct client *c, int node_id)
 	s->id = ++w->next_conn_id;
 	s->node_id = node_id;
 	s->addr = w->node_addr[node_id];
-	s->pool = c->pool;
-	s->pool->n_servers++;
+	s->pool = p;
+	p->n_servers++;
 	s->txn_status = TXN_IDLE;
+	s->created_ms = uv_now(&w->loop);
+	req_queue_init(&s->reqs);
+	stmt_map_init(&s->stmts);
 	list_init(&s->node);
 	s->state = SV_CONNECTING;
-	s->since_ms = uv_now(&w->loop);
+	s->since_ms = s->created_ms;
 	list_append(&w->connecting_servers, &s->node);
 	w->n_servers++;
-	s->client = c;
-	c->server = s;
+	if (c) {
+		s->client = c;
+		c->server = s;
+	}
 	int rc = conn_connect(&s->conn, (const struct sockaddr *)&s->addr);
 	if (rc < 0) {
 		log_info("server", s->id, "connect to backend %d failed: %s", node_id,
@@ -165,21 +216,21 @@ bool server_connect_for(struct client *c, int node_id)
 		server_close(s, "connect failed");
 		return false;
 	}
-	log_debug("server", s->id, "connecting to backend %d for client c%llu", node_id,
-		  (unsigned long long)c->id);
+	log_debug("server", s->id, "connecting to backend %d%s", node_id,
+		  c ? "" : " (min_pool_size)");
 	return true;
 }
 
 static void server_send_startup(struct server *s)
 {
-	struct client *c = s->client;
+	const struct pool *p = s->pool;
 	struct builder b;
 	uint8_t store[1024];
 	builder_init(&b, store, sizeof(store));
 	builder_start(&b, 0);
 	builder_put_u32(&b, PG_PROTOCOL_3_0);
-	/* The client's own parameters, already validated and terminated. */
-	builder_put_bytes(&b, c->startup, c->startup_len);
+	/* The first client's parameters, already validated and terminated. */
+	builder_put_bytes(&b, p->startup, p->startup_len);
 	builder_finish(&b);
 	int rc = builder_ok(&b) ? conn_send(&s->conn, b.data, b.len) : UV_ENOMEM;
 	builder_free(&b);
@@ -211,7 +262,7 @@ static bool server_send_password_msg(struct server *s, const void *a, size_t ale
 
 static bool server_auth_sasl_start(struct server *s, struct reader *r)
 {
-	const struct client_creds *cr = &s->client->creds;
+	const struct client_creds *cr = &s->pool->creds;
 	bool found = false;
 	const char *mech;
 	size_t mlen;
@@ -244,7 +295,7 @@ static bool server_auth_sasl_start(struct server *s, struct reader *r)
 
 static bool server_auth_sasl_continue(struct server *s, const uint8_t *data, size_t len)
 {
-	const struct client_creds *cr = &s->client->creds;
+	const struct client_creds *cr = &s->pool->creds;
 	char out[SCRAM_MAX_MSG];
 	size_t outlen;
 	bool ok =
@@ -263,10 +314,10 @@ static bool server_auth_sasl_continue(struct server *s, const uint8_t *data, siz
 
 static bool server_auth_md5(struct server *s, const uint8_t salt[4])
 {
-	const struct client_creds *cr = &s->client->creds;
+	const struct client_creds *cr = &s->pool->creds;
 	char md5[MD5_PASSWD_LEN + 1], resp[MD5_PASSWD_LEN + 1];
 	if (cr->kind == CRED_PLAIN)
-		md5_secret_from_password(cr->secret, s->client->user, md5);
+		md5_secret_from_password(cr->secret, s->pool->user, md5);
 	else if (cr->kind == CRED_MD5)
 		memcpy(md5, cr->secret, sizeof(md5));
 	else {
@@ -286,7 +337,7 @@ static bool server_handle_auth(struct server *s, const uint8_t *body, uint32_t l
 		server_fail(s, "08P01", "invalid authentication request from server");
 		return false;
 	}
-	const struct client_creds *cr = &s->client->creds;
+	const struct client_creds *cr = &s->pool->creds;
 	switch (code) {
 	case AUTH_REQ_OK:
 		return true;
@@ -325,13 +376,37 @@ static bool server_handle_auth(struct server *s, const uint8_t *body, uint32_t l
 	}
 }
 
-static void server_record_param(struct server *s, const uint8_t *body, uint32_t len)
+/* Keeps a tracked parameter value of the backend, and of its client when it changed it. */
+static void server_set_param(struct server *s, int i, const char *value, bool for_client)
+{
+	char *v = strdup(value);
+	if (!v)
+		return;
+	free(s->param[i]);
+	s->param[i] = v;
+	struct client *c = s->client;
+	if (for_client && c) {
+		char *cv = strdup(value);
+		if (cv) {
+			free(c->param[i]);
+			c->param[i] = cv;
+		}
+	}
+}
+
+/* ParameterStatus: the pool's welcome during login, tracked values always. */
+static void server_record_param(struct server *s, const uint8_t *body, uint32_t len, bool login)
 {
 	struct reader r;
 	const char *name, *value;
 	reader_init(&r, body, len);
-	if (reader_cstr(&r, &name, NULL) && reader_cstr(&r, &value, NULL) && reader_end(&r))
+	if (!reader_cstr(&r, &name, NULL) || !reader_cstr(&r, &value, NULL) || !reader_end(&r))
+		return;
+	if (login)
 		pool_set_param(s->pool, name, value);
+	int i = pool_tracked_param(name);
+	if (i >= 0)
+		server_set_param(s, i, value, !login && s->state == SV_ACTIVE);
 }
 
 /* The backend refused the login: pass its own error on, then end the session. */
@@ -339,6 +414,7 @@ static void server_login_error(struct server *s, const uint8_t *msg, uint32_t to
 {
 	struct client *c = s->client;
 	log_info("server", s->id, "backend %d refused the login", s->node_id);
+	/* A refused login says nothing about the node's health, only about this login. */
 	if (c && conn_send(&c->conn, msg, total) < 0)
 		log_debug("server", s->id, "could not pass the login error to the client");
 	server_close(s, "login refused");
@@ -346,15 +422,107 @@ static void server_login_error(struct server *s, const uint8_t *msg, uint32_t to
 		client_on_server_lost(c, NULL, "server refused the login");
 }
 
-static void server_login_done(struct server *s)
+/* Quotes value as a SQL string literal into b (standard_conforming_strings style, E'' safe). */
+static void server_put_literal(struct builder *b, const char *value)
 {
-	server_set_state(s, SV_ACTIVE);
-	s->pool->have_welcome = true;
-	log_debug("server", s->id, "logged in to backend %d, pid %u", s->node_id, s->be_pid);
-	client_on_server_ready(s->client);
+	builder_put_bytes(b, "E'", 2);
+	for (const char *p = value; *p; p++) {
+		if (*p == '\'' || *p == '\\')
+			builder_put_u8(b, (uint8_t)*p);
+		builder_put_u8(b, (uint8_t)*p);
+	}
+	builder_put_u8(b, '\'');
 }
 
-/* Handles one whole login-phase message; false when the server was closed. */
+/*
+ * Sends one hidden Query that SETs every tracked parameter whose value on this backend differs
+ * from what the client expects; its answers are skipped. The values are taken as applied at once:
+ * the backend confirms them with ParameterStatus before anything else of the client runs.
+ */
+static bool server_sync_params(struct server *s, struct client *c)
+{
+	struct builder b;
+	uint8_t store[1024];
+	builder_init(&b, store, sizeof(store));
+	bool any = false;
+	for (int i = 0; i < TP_COUNT; i++) {
+		const char *want = client_param(c, i);
+		if (!want || (s->param[i] && strcmp(s->param[i], want) == 0))
+			continue;
+		if (!any) {
+			builder_start(&b, PqMsg_Query);
+			any = true;
+		}
+		builder_put_bytes(&b, "SET ", 4);
+		builder_put_bytes(&b, pool_tracked_name(i), strlen(pool_tracked_name(i)));
+		builder_put_bytes(&b, " TO ", 4);
+		server_put_literal(&b, want);
+		builder_put_bytes(&b, ";", 1);
+		server_set_param(s, i, want, false);
+	}
+	if (!any)
+		return true;
+	builder_put_u8(&b, 0);
+	builder_finish(&b);
+	bool ok = builder_ok(&b) && req_push(&s->reqs, REQ_QUERY, true) &&
+		  conn_send(&s->conn, b.data, b.len) == 0;
+	builder_free(&b);
+	if (!ok)
+		server_fail(s, "08006", "could not sync session parameters with the server");
+	return ok;
+}
+
+void server_link(struct server *s, struct client *c)
+{
+	s->client = c;
+	c->server = s;
+	server_set_state(s, SV_ACTIVE);
+	log_debug("server", s->id, "serving client c%llu", (unsigned long long)c->id);
+	(void)server_sync_params(s, c);
+}
+
+/* Parks a clean server on its pool's idle list and hands it on if a client waits. */
+static void server_park(struct server *s)
+{
+	struct worker *w = s->w;
+	uint64_t lifetime = w->cfg->pool.server_lifetime_ms;
+	if (s->dirty || s->txn_status != TXN_IDLE || !req_queue_empty(&s->reqs)) {
+		server_close(s, "not clean");
+		return;
+	}
+	if (lifetime && uv_now(&w->loop) - s->created_ms >= lifetime) {
+		server_close(s, "server_lifetime reached");
+		return;
+	}
+	if (w->shutdown != WS_RUNNING) {
+		server_close(s, "shutting down");
+		return;
+	}
+	server_set_state(s, SV_IDLE);
+	if (s->pool->n_waiting)
+		server_serve_waiting(s->pool, w);
+}
+
+static void server_login_done(struct server *s)
+{
+	struct client *c = s->client;
+	bool first = !s->pool->have_welcome;
+	s->pool->have_welcome = true;
+	if (first)
+		client_pool_login_settled(s->w, s->pool);
+	s->w->node_down_until_ms[s->node_id] = 0;
+	log_debug("server", s->id, "logged in to backend %d, pid %u", s->node_id, s->be_pid);
+	if (!c) {
+		server_park(s);
+		return;
+	}
+	server_set_state(s, SV_ACTIVE);
+	if (!server_sync_params(s, c))
+		return;
+	client_on_server_ready(c);
+}
+
+/* Handles one whole login-phase message; false when the server was closed or is done. */
 static bool server_login_message(struct server *s, const struct frame *f, const uint8_t *raw)
 {
 	switch (f->type) {
@@ -364,7 +532,7 @@ static bool server_login_message(struct server *s, const struct frame *f, const 
 		server_login_error(s, raw, f->total);
 		return false;
 	case PqMsg_ParameterStatus:
-		server_record_param(s, f->body, f->len);
+		server_record_param(s, f->body, f->len, true);
 		return true;
 	case PqMsg_BackendKeyData: {
 		struct reader r;
@@ -389,7 +557,7 @@ static bool server_login_message(struct server *s, const struct frame *f, const 
 
 static void server_login_scan(struct server *s)
 {
-	while (s->state == SV_LOGIN && s->client && s->conn.rbuf) {
+	while (s->state == SV_LOGIN && s->conn.rbuf) {
 		struct iobuf *b = s->conn.rbuf;
 		struct frame f;
 		const uint8_t *raw = b->data + b->parsed;
@@ -412,55 +580,281 @@ static void server_login_scan(struct server *s)
 		if (!more)
 			break;
 	}
-	if (s->state == SV_LOGIN && !s->client)
-		server_close(s, "client left during login");
+}
+
+/* ---- prepared statements on pooled backends ---- */
+
+/* Sends a Close of a statement whose answer is hidden. */
+bool server_inject_close(struct server *s, const char *name)
+{
+	struct builder b;
+	uint8_t store[256];
+	builder_init(&b, store, sizeof(store));
+	builder_start(&b, PqMsg_Close);
+	builder_put_u8(&b, 'S');
+	builder_put_cstr(&b, name);
+	builder_finish(&b);
+	bool ok = builder_ok(&b) && req_push(&s->reqs, REQ_CLOSE, true) &&
+		  conn_send(&s->conn, b.data, b.len) == 0;
+	builder_free(&b);
+	if (ok)
+		stmt_map_remove(&s->stmts, name);
+	return ok;
+}
+
+/* Keeps the per-backend statement cache bounded: the least recently used one is closed. */
+static bool server_make_room_for_statement(struct server *s)
+{
+	if (s->stmts.count < STMT_SERVER_MAX)
+		return true;
+	struct stmt *old = stmt_map_oldest(&s->stmts);
+	if (!old)
+		return true;
+	char name[256];
+	snprintf(name, sizeof(name), "%s", old->name);
+	return server_inject_close(s, name);
+}
+
+bool server_note_parse(struct server *s, const char *name, uint64_t hash)
+{
+	if (stmt_map_find(&s->stmts, name) && !server_inject_close(s, name))
+		return false;
+	if (!server_make_room_for_statement(s))
+		return false;
+	return stmt_map_put(&s->stmts, name, hash, NULL, 0, ++s->stmt_tick);
+}
+
+bool server_ensure_statement(struct server *s, struct client *c, const char *name)
+{
+	struct stmt *mine = stmt_map_find(&c->stmts, name);
+	if (!mine)
+		return true; /* not one of the client's: the server answers as PostgreSQL would */
+	struct stmt *have = stmt_map_find(&s->stmts, name);
+	if (have && have->hash == mine->hash) {
+		have->used = ++s->stmt_tick;
+		return true;
+	}
+	if (have && !server_inject_close(s, name))
+		return false;
+	if (!server_make_room_for_statement(s))
+		return false;
+	/* Replays the client's own Parse; its ParseComplete is hidden. */
+	if (!req_push(&s->reqs, REQ_PARSE, true) ||
+	    conn_send(&s->conn, mine->msg, mine->msg_len) != 0)
+		return false;
+	log_noise("server", s->id, "prepared statement \"%s\" for client c%llu", name,
+		  (unsigned long long)c->id);
+	return stmt_map_put(&s->stmts, name, mine->hash, NULL, 0, ++s->stmt_tick);
 }
 
 /* ---- work phase ---- */
 
-static bool server_needs_whole(const void *owner, uint8_t type)
+static uint32_t server_needs_bytes(const void *owner, uint8_t type, uint32_t len)
 {
 	(void)owner;
-	return type == PqMsg_ReadyForQuery;
+	/* ReadyForQuery's status byte; ParameterStatus for tracking (short types, they fit). */
+	if (type == PqMsg_ReadyForQuery || type == PqMsg_ParameterStatus)
+		return len;
+	return 0;
 }
 
 static enum relay_verdict server_relay_message(void *owner, const struct frame *f)
 {
 	struct server *s = owner;
-	if (f->type == PqMsg_ReadyForQuery && f->len == 1) {
-		s->txn_status = (char)f->body[0];
-		if (s->client)
-			s->client->txn_status = s->txn_status;
+	enum req_verdict v = req_on_backend_message(&s->reqs, f->type);
+	log_noise("server", s->id, "<- %c %s (client c%llu, %u outstanding)", f->type,
+		  v == REQ_SKIP ? "hidden" : "",
+		  s->client ? (unsigned long long)s->client->id : 0ull, s->reqs.count);
+	if (v == REQ_VIOLATION) {
+		char msg[96];
+		snprintf(msg, sizeof(msg), "server sent an unexpected message \"%c\"", f->type);
+		server_fail(s, "08P01", msg);
+		return RELAY_GONE;
 	}
-	return RELAY_SEND;
+	switch (f->type) {
+	case PqMsg_ReadyForQuery:
+		if (f->len == 1)
+			s->txn_status = (char)f->body[0];
+		if (s->client) {
+			s->client->txn_status = s->txn_status;
+			s->client->last_active_ms = uv_now(&s->w->loop);
+		}
+		break;
+	case PqMsg_ParameterStatus:
+		server_record_param(s, f->body, f->len, false);
+		break;
+	case PqMsg_ErrorResponse:
+		if (s->state == SV_RESET) {
+			s->dirty = true; /* a reset that fails leaves unknown state behind */
+			log_warning("server", s->id, "reset query failed on backend %d",
+				    s->node_id);
+		}
+		break;
+	default:
+		break;
+	}
+	/* Answers to injected requests, and anything while no client is linked, are dropped. */
+	return v == REQ_SKIP || !s->client ? RELAY_SKIP : RELAY_SEND;
 }
 
 static const struct relay_ops server_relay_ops = {
 	.side = FRAME_FROM_SERVER,
-	.needs_whole = server_needs_whole,
+	.needs_bytes = server_needs_bytes,
 	.on_message = server_relay_message,
 };
+
+/* Nothing outstanding and nothing half-sent from the server side. */
+static bool server_at_boundary(const struct server *s)
+{
+	const struct iobuf *b = s->conn.rbuf;
+	return req_queue_empty(&s->reqs) && !conn_forward_busy(&s->conn) &&
+	       s->conn.pkt_remaining == 0 && (!b || b->parsed == b->recv);
+}
+
+/* Transaction pooling: give the server back once the client's transaction is over. */
+static void server_maybe_release(struct server *s)
+{
+	struct client *c = s->client;
+	if (!c || c->pinned || s->w->cfg->pool.mode == POOL_MODE_SESSION)
+		return;
+	if (s->txn_status != TXN_IDLE || !server_at_boundary(s))
+		return;
+	/* The client's side must not be in the middle of sending a message either. */
+	if (c->conn.pkt_remaining != 0 || conn_forward_busy(&c->conn))
+		return;
+	server_unlink(s);
+	log_noise("server", s->id, "released by client c%llu", (unsigned long long)c->id);
+	server_park(s);
+}
+
+static void server_reset_done(struct server *s)
+{
+	/* DISCARD ALL (or the end of a pinned session) drops every prepared statement. */
+	stmt_map_clear(&s->stmts);
+	server_park(s);
+}
 
 static void server_relay(struct server *s)
 {
 	struct client *c = s->client;
-	if (!c) {
+	if (s->state == SV_ACTIVE && !c) {
 		server_close(s, "no client");
 		return;
 	}
-	enum relay_result r = relay_scan(&s->conn, &c->conn, 0x3fffffffu, &server_relay_ops, s);
+	enum relay_result r =
+		relay_scan(&s->conn, c ? &c->conn : NULL, 0x3fffffffu, &server_relay_ops, s);
 	switch (r) {
 	case RELAY_DRAINED:
-	case RELAY_WRITING:
 	case RELAY_STOPPED:
+		break;
+	case RELAY_WRITING:
 	case RELAY_CLOSED:
 		return;
 	case RELAY_BAD_MESSAGE:
 		server_fail(s, "08P01", "server sent an invalid message");
 		return;
 	case RELAY_WRITE_FAILED:
-		client_disconnect(c, NULL, "could not write to client");
+		if (c)
+			client_disconnect(c, NULL, "could not write to client");
 		return;
+	}
+	if (s->state == SV_RESET) {
+		if (s->dirty)
+			server_close(s, "reset query failed");
+		else if (server_at_boundary(s))
+			server_reset_done(s);
+		return;
+	}
+	if (s->state == SV_ACTIVE)
+		server_maybe_release(s);
+}
+
+/*
+ * Runs the statements of sql (separated by ';', as pgpool-II's reset_query_list) as hidden
+ * queries before parking, one Query each: sent together in one string they would run as one
+ * implicit transaction, where DISCARD ALL is refused. Their answers are skipped (SV_RESET).
+ */
+static void server_start_reset(struct server *s, const char *sql)
+{
+	struct builder b;
+	uint8_t store[512];
+	builder_init(&b, store, sizeof(store));
+	bool ok = true;
+	for (const char *p = sql; *p && ok;) {
+		const char *end = strchr(p, ';');
+		size_t n = end ? (size_t)(end - p) : strlen(p);
+		const char *q = p;
+		p = end ? end + 1 : p + n;
+		while (n && (*q == ' ' || *q == '\t' || *q == '\n')) {
+			q++;
+			n--;
+		}
+		if (!n)
+			continue;
+		builder_start(&b, PqMsg_Query);
+		builder_put_bytes(&b, q, n);
+		builder_put_u8(&b, 0);
+		builder_finish(&b);
+		ok = req_push(&s->reqs, REQ_QUERY, true);
+	}
+	ok = ok && builder_ok(&b) && (b.len == 0 || conn_send(&s->conn, b.data, b.len) == 0);
+	builder_free(&b);
+	if (!ok) {
+		server_close(s, "could not send the reset query");
+		return;
+	}
+	server_set_state(s, SV_RESET);
+	conn_want_read(&s->conn, true);
+	if (req_queue_empty(&s->reqs))
+		server_reset_done(s);
+}
+
+void server_client_left(struct server *s, bool partial)
+{
+	struct client *c = s->client;
+	bool pinned = c && c->pinned;
+	server_unlink(s);
+	if (s->state != SV_ACTIVE || partial || s->dirty || !server_at_boundary(s)) {
+		server_close(s, "client left in the middle of a request");
+		return;
+	}
+	const struct pool_conf *pc = &s->w->cfg->pool;
+	if (pc->mode == POOL_MODE_SESSION || pinned) {
+		if (pc->reset_query_list && pc->reset_query_list[0])
+			server_start_reset(s, pc->reset_query_list);
+		else if (s->txn_status != TXN_IDLE)
+			server_start_reset(s, "ROLLBACK");
+		else
+			server_park(s);
+		return;
+	}
+	if (s->txn_status != TXN_IDLE)
+		server_start_reset(s, "ROLLBACK");
+	else
+		server_park(s);
+}
+
+void server_serve_waiting(struct pool *p, struct worker *w)
+{
+	while (p->n_waiting) {
+		struct client *c = list_entry(list_first(&p->waiting_clients), struct client, node);
+		struct list_node *idle = list_first(&p->idle_servers);
+		if (idle) {
+			/* Most recently used first: warm caches, and the oldest time out. */
+			struct server *s = list_entry(p->idle_servers.prev, struct server, node);
+			server_link(s, c);
+			if (s->state != SV_ACTIVE)
+				continue;
+			client_resume_with_server(c);
+			continue;
+		}
+		if (!server_may_open(w, p, w->primary_node))
+			return;
+		if (!server_connect(w, p, w->primary_node, c)) {
+			client_disconnect(c, "08006", "could not connect to server");
+			continue;
+		}
+		client_resume_with_server(c);
 	}
 }
 
@@ -472,7 +866,14 @@ static void server_on_data(struct conn *conn)
 		server_login_scan(s);
 		return;
 	case SV_ACTIVE:
+	case SV_RESET:
 		server_relay(s);
+		return;
+	case SV_IDLE:
+		/* Only asynchronous messages may come now; anything else makes it unusable. */
+		server_relay(s);
+		if (s->state == SV_IDLE && !req_queue_empty(&s->reqs))
+			server_close(s, "unexpected data while idle");
 		return;
 	case SV_CONNECTING:
 	case SV_CLOSING:
@@ -486,13 +887,10 @@ static void server_on_event(struct conn *conn, enum conn_event ev, int status)
 	char msg[160];
 	switch (ev) {
 	case CONN_EV_CONNECTED:
-		if (!s->client) {
-			server_close(s, "client left while connecting");
-			return;
-		}
 		server_send_startup(s);
 		return;
 	case CONN_EV_CONNECT_FAILED:
+		s->w->node_down_until_ms[s->node_id] = uv_now(&s->w->loop) + NODE_DOWN_HOLD_MS;
 		snprintf(msg, sizeof(msg), "could not connect to server (backend %d): %s",
 			 s->node_id, uv_strerror(status));
 		server_fail(s, "08006", msg);
@@ -507,7 +905,7 @@ static void server_on_event(struct conn *conn, enum conn_event ev, int status)
 		server_fail(s, "08006", msg);
 		return;
 	case CONN_EV_FORWARD_DONE:
-		if (s->state == SV_ACTIVE)
+		if (s->state == SV_ACTIVE || s->state == SV_RESET || s->state == SV_IDLE)
 			server_relay(s);
 		return;
 	case CONN_EV_FORWARD_FAILED:

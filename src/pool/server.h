@@ -6,8 +6,13 @@
  *   SV_LOGIN       startup sent; authenticating as the client's user and collecting the welcome
  *                  (ParameterStatus, BackendKeyData) until ReadyForQuery; also swept.
  *   SV_ACTIVE      linked to a client; messages are relayed.
+ *   SV_RESET       unlinked, running a hidden reset (reset_query_list, or ROLLBACK) before it
+ *                  may be parked; any error closes it.
+ *   SV_IDLE        parked on its pool's idle list, clean and outside a transaction.
  *   SV_CLOSING     close started; waits for the handle.
- * A server is never handed to another client: on any doubt about its state it is closed.
+ * A server changes hands only at a boundary: nothing outstanding (outstanding.h), nothing
+ * half-sent in either direction, transaction idle, and (session mode) after the reset query. On
+ * any doubt it is closed instead.
  */
 #ifndef PGRELAY_POOL_SERVER_H
 #define PGRELAY_POOL_SERVER_H
@@ -18,13 +23,16 @@
 
 #include "auth/scram.h"
 #include "net/conn.h"
+#include "pool/outstanding.h"
+#include "pool/pool.h"
+#include "pool/prepared.h"
 #include "util/list.h"
 
 struct worker;
 struct client;
 struct pool;
 
-enum server_state { SV_CONNECTING, SV_LOGIN, SV_ACTIVE, SV_CLOSING };
+enum server_state { SV_CONNECTING, SV_LOGIN, SV_ACTIVE, SV_RESET, SV_IDLE, SV_CLOSING };
 
 struct server {
 	struct conn conn;      /* embedded; conn.owner == this */
@@ -41,16 +49,42 @@ struct server {
 	uint32_t be_key;
 	struct scram_client *scram; /* owned during SASL login */
 	char txn_status;	    /* from the last ReadyForQuery */
+	struct req_queue reqs;	    /* requests sent and not yet fully answered */
+	struct stmt_map stmts;	    /* named statements prepared on this backend */
+	char *param[TP_COUNT];	    /* owned: the backend's current tracked parameter values */
+	uint64_t created_ms;	    /* loop time the connection was opened (server_lifetime) */
+	uint64_t stmt_tick;	    /* LRU clock of stmts */
+	bool dirty;		    /* must never be reused (error in a reset, partial message) */
 };
 
 /*
- * Opens a backend connection for client c to node_id and links them. Progress is reported to
- * the client via client_on_server_ready / client_on_server_lost. False if it could not even start
- * (the caller tells the client).
+ * Opens a backend connection of pool p to node_id with the pool's login template; if c is not
+ * NULL they are linked and progress is reported via client_on_server_ready / _lost, else the
+ * connection is parked when logged in (min_pool_size). False if it could not even start.
  */
-bool server_connect_for(struct client *c, int node_id) __attribute__((warn_unused_result));
+bool server_connect(struct worker *w, struct pool *p, int node_id, struct client *c)
+	__attribute__((warn_unused_result));
 /* Unlinks the client and closes the connection (Terminate first when it is logged in). */
 void server_close(struct server *s, const char *reason);
+/* Links an idle server to c, syncing c's tracked parameters with a hidden SET when needed. */
+void server_link(struct server *s, struct client *c);
+/*
+ * The linked client is gone. partial: a message from it reached the server only in part. The
+ * server is reset and parked when that is provably safe, else closed.
+ */
+void server_client_left(struct server *s, bool partial);
+/* Makes sure statement name of client c exists on s as c prepared it (injects Close/Parse). */
+bool server_ensure_statement(struct server *s, struct client *c, const char *name)
+	__attribute__((warn_unused_result));
+/* Closes statement name on s with a hidden Close (it belongs to no one who may use it). */
+bool server_inject_close(struct server *s, const char *name) __attribute__((warn_unused_result));
+/* Records that the client's Parse of name (hash) goes to s; closes what was there. */
+bool server_note_parse(struct server *s, const char *name, uint64_t hash)
+	__attribute__((warn_unused_result));
+/* True if a pool may open one more backend connection to node_id now. */
+bool server_may_open(struct worker *w, struct pool *p, int node_id);
+/* Gives idle servers to waiting clients, or opens connections for them within the limits. */
+void server_serve_waiting(struct pool *p, struct worker *w);
 void server_set_state(struct server *s, enum server_state st);
 
 /* Resolves a backend's host once (numeric or via getaddrinfo at config load time). */

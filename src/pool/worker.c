@@ -12,6 +12,8 @@
 #include <sys/resource.h>
 
 #include "pool/client.h"
+#include "pool/outstanding.h"
+#include "protocol/pqmsg.h"
 #include "pool/pool.h"
 #include "pool/server.h"
 #include "util/log.h"
@@ -58,16 +60,19 @@ static void worker_sweep_servers(struct worker *w, uint64_t now)
 {
 	struct list_node *pos, *tmp;
 	uint64_t connect_timeout = w->cfg->pool.server_connect_timeout_ms;
-	struct list_node *lists[2] = { &w->connecting_servers, &w->login_servers };
-	for (int i = 0; i < 2; i++) {
+	struct list_node *lists[3] = { &w->connecting_servers, &w->login_servers,
+				       &w->reset_servers };
+	for (int i = 0; i < 3; i++) {
 		list_for_each_safe(pos, tmp, lists[i])
 		{
 			struct server *s = list_entry(pos, struct server, node);
 			if (!connect_timeout || now - s->since_ms < connect_timeout)
 				continue;
 			struct client *c = s->client;
-			log_info("server", s->id, "backend %d: connection or login timed out",
-				 s->node_id);
+			log_info("server", s->id, "backend %d: %s timed out", s->node_id,
+				 i == 2 ? "reset query" : "connection or login");
+			if (i < 2)
+				w->node_down_until_ms[s->node_id] = now + NODE_DOWN_HOLD_MS;
 			server_close(s, "connect timeout");
 			if (c)
 				client_on_server_lost(c, "08006", "server connection timed out");
@@ -78,6 +83,102 @@ static void worker_sweep_servers(struct worker *w, uint64_t now)
 		struct server *s = list_entry(pos, struct server, node);
 		if (now - s->since_ms >= CLOSING_GRACE_MS)
 			conn_close(&s->conn);
+	}
+}
+
+/* Timeouts of logged-in clients: waiting for a server, idle, idle inside a transaction. */
+static void worker_sweep_pool_clients(struct worker *w, struct pool *p, uint64_t now)
+{
+	uint64_t wait = w->cfg->pool.query_wait_timeout_ms;
+	struct list_node *pos, *tmp;
+	list_for_each_safe(pos, tmp, &p->waiting_clients)
+	{
+		struct client *c = list_entry(pos, struct client, node);
+		if (wait && now - c->since_ms >= wait)
+			client_disconnect(c, "53300",
+					  "query_wait_timeout: no server connection became free "
+					  "within %llu ms",
+					  (unsigned long long)wait);
+	}
+}
+
+static void worker_sweep_idle_clients(struct worker *w, uint64_t now)
+{
+	uint64_t idle = w->cfg->pool.client_idle_timeout_ms;
+	uint64_t in_txn = w->cfg->pool.idle_transaction_timeout_ms;
+	if (!idle && !in_txn)
+		return;
+	struct list_node *pos, *tmp;
+	list_for_each_safe(pos, tmp, &w->active_clients)
+	{
+		struct client *c = list_entry(pos, struct client, node);
+		/* Only a client the server waits for is idle: a running query is not. */
+		if (c->server && !req_queue_empty(&c->server->reqs))
+			continue;
+		uint64_t quiet = now - c->last_active_ms;
+		if (c->txn_status == TXN_IDLE) {
+			if (idle && quiet >= idle)
+				client_disconnect(
+					c, "57P05",
+					"terminating connection due to client_idle_timeout");
+		} else if (in_txn && quiet >= in_txn) {
+			client_disconnect(c, "25P03",
+					  "terminating connection due to idle_transaction_timeout");
+		}
+	}
+}
+
+/* Idle backend connections: server_idle_timeout and server_lifetime, keeping min_pool_size. */
+static void worker_sweep_idle_servers(struct worker *w, struct pool *p, uint64_t now)
+{
+	const struct pool_conf *pc = &w->cfg->pool;
+	struct list_node *pos, *tmp;
+	list_for_each_safe(pos, tmp, &p->idle_servers)
+	{
+		struct server *s = list_entry(pos, struct server, node);
+		bool too_old =
+			pc->server_lifetime_ms && now - s->created_ms >= pc->server_lifetime_ms;
+		bool too_idle = pc->server_idle_timeout_ms &&
+				now - s->since_ms >= pc->server_idle_timeout_ms &&
+				p->n_servers > pc->min_pool_size;
+		if (too_old || too_idle)
+			server_close(s,
+				     too_old ? "server_lifetime reached" : "server_idle_timeout");
+	}
+	/* min_pool_size: open connections ahead of demand once the pool can log in. */
+	int want = pc->min_pool_size < pc->pool_size ? pc->min_pool_size : pc->pool_size;
+	int connecting = 0;
+	while (p->have_welcome && p->startup && p->n_servers < want && connecting < 4 &&
+	       now >= w->node_down_until_ms[w->primary_node] &&
+	       server_may_open(w, p, w->primary_node)) {
+		if (!server_connect(w, p, w->primary_node, NULL))
+			break;
+		connecting++;
+	}
+}
+
+static void worker_sweep_pools(struct worker *w, uint64_t now)
+{
+	struct list_node *pos, *tmp;
+	list_for_each_safe(pos, tmp, &w->pools)
+	{
+		struct pool *p = list_entry(pos, struct pool, node);
+		worker_sweep_pool_clients(w, p, now);
+		worker_sweep_idle_servers(w, p, now);
+	}
+}
+
+static void worker_close_idle_servers(struct worker *w)
+{
+	struct list_node *pos, *tmp;
+	list_for_each_safe(pos, tmp, &w->pools)
+	{
+		struct pool *p = list_entry(pos, struct pool, node);
+		struct list_node *spos, *stmp;
+		list_for_each_safe(spos, stmp, &p->idle_servers)
+		{
+			server_close(list_entry(spos, struct server, node), "shutting down");
+		}
 	}
 }
 
@@ -93,6 +194,16 @@ static void worker_close_all_clients(struct worker *w)
 					  "terminating connection due to administrator command");
 		}
 	}
+	struct list_node *pos, *tmp;
+	list_for_each_safe(pos, tmp, &w->pools)
+	{
+		struct pool *p = list_entry(pos, struct pool, node);
+		while (p->n_waiting)
+			client_disconnect(
+				list_entry(list_first(&p->waiting_clients), struct client, node),
+				"57P01", "terminating connection due to administrator command");
+	}
+	worker_close_idle_servers(w);
 }
 
 static void worker_janitor_cb(uv_timer_t *t)
@@ -101,6 +212,12 @@ static void worker_janitor_cb(uv_timer_t *t)
 	uint64_t now = uv_now(&w->loop);
 	worker_sweep_clients(w, now);
 	worker_sweep_servers(w, now);
+	worker_sweep_pools(w, now);
+	/* Idle-client timeouts are in whole seconds or more: once every ten rounds is plenty. */
+	if (++w->janitor_rounds % 10 == 0)
+		worker_sweep_idle_clients(w, now);
+	if (w->shutdown == WS_SMART)
+		worker_close_idle_servers(w);
 	if (w->shutdown == WS_SMART &&
 	    now - w->shutdown_started_ms >= w->cfg->shutdown_timeout_ms) {
 		log_info("main", 0, "shutdown_timeout reached with %d clients: closing them",
@@ -122,6 +239,8 @@ void worker_check_shutdown_done(struct worker *w)
 		return;
 	if (w->n_clients > 0 && w->shutdown == WS_SMART)
 		return;
+	if (w->n_clients == 0)
+		worker_close_idle_servers(w);
 	if (w->n_clients > 0 || w->n_servers > 0 || w->n_cancel_conns > 0)
 		return;
 	uv_stop(&w->loop);
@@ -192,6 +311,7 @@ bool worker_init(struct worker *w, struct config *cfg, char *err, size_t errcap)
 	list_init(&w->connecting_servers);
 	list_init(&w->login_servers);
 	list_init(&w->active_servers);
+	list_init(&w->reset_servers);
 	list_init(&w->closing_servers);
 	list_init(&w->pools);
 	iobuf_pool_init(&w->bufs);

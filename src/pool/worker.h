@@ -37,6 +37,8 @@ struct worker {
 	struct sockaddr_storage node_addr[CONFIG_MAX_BACKENDS]; /* resolved at start */
 	int n_nodes;	  /* backends known at start (a restart applies changes) */
 	int primary_node; /* node that takes sessions for now */
+	/* Loop time until which a node counts as down after a failed connect (fail fast). */
+	uint64_t node_down_until_ms[CONFIG_MAX_BACKENDS];
 
 	struct list_node login_clients;
 	struct list_node active_clients;
@@ -44,6 +46,7 @@ struct worker {
 	struct list_node connecting_servers;
 	struct list_node login_servers;
 	struct list_node active_servers;
+	struct list_node reset_servers;
 	struct list_node closing_servers;
 	struct list_node pools; /* struct pool, one per (database, user, options) */
 
@@ -54,6 +57,7 @@ struct worker {
 	uint64_t next_conn_id; /* for log lines: c1, c2, ... */
 
 	uv_timer_t janitor; /* sweeps timeouts every JANITOR_MS */
+	uint64_t janitor_rounds;
 	enum worker_shutdown shutdown;
 	uint64_t shutdown_started_ms;
 	int exit_code;
@@ -62,7 +66,8 @@ struct worker {
 	bool reload_again; /* SIGHUP arrived during a reload: run another after it */
 };
 
-#define JANITOR_MS 100
+#define JANITOR_MS	  100
+#define NODE_DOWN_HOLD_MS 1000 /* how long a refused connect marks a node down */
 
 /* Opens listeners and timers. On error returns false with a message in err. */
 bool worker_init(struct worker *w, struct config *cfg, char *err, size_t errcap)

@@ -28,8 +28,7 @@ static void assert_bytes(const struct builder *b, const uint8_t *want, size_t wa
 		fail_msg("built %zu bytes, expected %zu", b->len, want_len);
 	for (size_t i = 0; i < want_len; i++)
 		if (b->data[i] != want[i])
-			fail_msg("byte %zu: built 0x%02x, expected 0x%02x", i, b->data[i],
-				 want[i]);
+			fail_msg("byte %zu: built 0x%02x, expected 0x%02x", i, b->data[i], want[i]);
 }
 
 /* ---- one test per helper ---- */
@@ -233,8 +232,7 @@ static void test_auth_requests(void **state)
 		builder_init(&b, NULL, 0);
 		builder_auth_request(&b, cases[i].code, cases[i].extra, cases[i].extra_len);
 		if (b.len != cases[i].len)
-			fail_msg("%s: %zu bytes, expected %zu", cases[i].name, b.len,
-				 cases[i].len);
+			fail_msg("%s: %zu bytes, expected %zu", cases[i].name, b.len, cases[i].len);
 		assert_bytes(&b, cases[i].bytes, cases[i].len);
 		builder_free(&b);
 	}

@@ -125,7 +125,8 @@ static void test_every_type_byte_both_sides(void **state)
 			put_header(msg, (uint8_t)t, 4);
 			struct frame f;
 			poison(&f);
-			enum frame_status st = frame_parse(msg, sizeof(msg), sides[s], UINT32_MAX, &f);
+			enum frame_status st =
+				frame_parse(msg, sizeof(msg), sides[s], UINT32_MAX, &f);
 			if (!type_known(sides[s], (uint8_t)t)) {
 				if (st != FRAME_BAD)
 					fail_msg("side %zu type 0x%02x: expected FRAME_BAD", s, t);
@@ -171,8 +172,8 @@ static void test_type_ceilings(void **state)
 			/* One byte above: rejected before the body arrives. */
 			put_header(msg, t, ceiling + 5);
 			if (frame_parse(msg, sizeof(msg), sides[s], UINT32_MAX, &f) != FRAME_BAD)
-				fail_msg("side %zu type '%c': body %u above the ceiling accepted", s,
-					 t, ceiling + 1);
+				fail_msg("side %zu type '%c': body %u above the ceiling accepted",
+					 s, t, ceiling + 1);
 		}
 	}
 }
@@ -265,7 +266,10 @@ struct packet {
 	size_t len;
 };
 
-#define PKT(name, side, lit) { name, side, (const uint8_t *)(lit), sizeof(lit) - 1 }
+#define PKT(name, side, lit)                                                                       \
+	{                                                                                          \
+		name, side, (const uint8_t *)(lit), sizeof(lit) - 1                                \
+	}
 
 static const struct packet typed_packets[] = {
 	PKT("Query", FRAME_FROM_CLIENT, "Q\x00\x00\x00\x0dSELECT 1\x00"),
@@ -285,7 +289,9 @@ static const struct packet typed_packets[] = {
 	    "7"
 	    "\x00\x00"),
 	PKT("Execute", FRAME_FROM_CLIENT, "E\x00\x00\x00\x09\x00\x00\x00\x00\x00"),
-	PKT("CopyData", FRAME_FROM_CLIENT, "d\x00\x00\x00\x07" "1\t2"),
+	PKT("CopyData", FRAME_FROM_CLIENT,
+	    "d\x00\x00\x00\x07"
+	    "1\t2"),
 	PKT("SASLInitialResponse", FRAME_FROM_CLIENT,
 	    "p\x00\x00\x00\x1a"
 	    "SCRAM-SHA-256\x00"
@@ -294,10 +300,13 @@ static const struct packet typed_packets[] = {
 	PKT("ParameterStatus", FRAME_FROM_SERVER,
 	    "S\x00\x00\x00\x19"
 	    "client_encoding\x00UTF8\x00"),
-	PKT("BackendKeyData", FRAME_FROM_SERVER, "K\x00\x00\x00\x0c\x00\x00\x30\x39\xde\xad\xbe\xef"),
+	PKT("BackendKeyData", FRAME_FROM_SERVER,
+	    "K\x00\x00\x00\x0c\x00\x00\x30\x39\xde\xad\xbe\xef"),
 	PKT("AuthenticationOk", FRAME_FROM_SERVER, "R\x00\x00\x00\x08\x00\x00\x00\x00"),
 	PKT("CommandComplete", FRAME_FROM_SERVER, "C\x00\x00\x00\x0dSELECT 1\x00"),
-	PKT("DataRow", FRAME_FROM_SERVER, "D\x00\x00\x00\x0f\x00\x02\x00\x00\x00\x01" "1\xff\xff\xff\xff"),
+	PKT("DataRow", FRAME_FROM_SERVER,
+	    "D\x00\x00\x00\x0f\x00\x02\x00\x00\x00\x01"
+	    "1\xff\xff\xff\xff"),
 	PKT("NoData", FRAME_FROM_SERVER, "n\x00\x00\x00\x04"),
 };
 
@@ -353,14 +362,15 @@ static void test_need_more_before_header(void **state)
 static void test_back_to_back_messages(void **state)
 {
 	(void)state;
-	static const uint8_t stream[] = "1\x00\x00\x00\x04"
-					"2\x00\x00\x00\x04"
-					"T\x00\x00\x00\x1a\x00\x01"
-					"a\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x19\xff\xff\xff\xff"
-					"\xff\xff\x00\x00"
-					"D\x00\x00\x00\x0b\x00\x01\x00\x00\x00\x01x"
-					"C\x00\x00\x00\x0dSELECT 1\x00"
-					"Z\x00\x00\x00\x05I";
+	static const uint8_t stream[] =
+		"1\x00\x00\x00\x04"
+		"2\x00\x00\x00\x04"
+		"T\x00\x00\x00\x1a\x00\x01"
+		"a\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x19\xff\xff\xff\xff"
+		"\xff\xff\x00\x00"
+		"D\x00\x00\x00\x0b\x00\x01\x00\x00\x00\x01x"
+		"C\x00\x00\x00\x0dSELECT 1\x00"
+		"Z\x00\x00\x00\x05I";
 	static const struct {
 		uint8_t type;
 		uint32_t len;
@@ -368,9 +378,9 @@ static void test_back_to_back_messages(void **state)
 	size_t off = 0, n = sizeof(stream) - 1;
 	for (size_t i = 0; i < ARRAY_LEN(want); i++) {
 		struct frame f;
-		assert_int_equal(frame_parse(stream + off, n - off, FRAME_FROM_SERVER, UINT32_MAX,
-					     &f),
-				 FRAME_OK);
+		assert_int_equal(
+			frame_parse(stream + off, n - off, FRAME_FROM_SERVER, UINT32_MAX, &f),
+			FRAME_OK);
 		assert_int_equal(f.type, want[i].type);
 		assert_int_equal(f.len, want[i].len);
 		assert_int_equal(f.body_avail, want[i].len);
@@ -395,9 +405,15 @@ struct startup_len_case {
 };
 
 static const struct startup_len_case startup_len_cases[] = {
-	{ 0, FRAME_BAD },	   { 4, FRAME_BAD },	     { 7, FRAME_BAD },
-	{ 8, FRAME_OK },	   { 9, FRAME_OK },	     { 9999, FRAME_OK },
-	{ 10000, FRAME_OK },	   { 10001, FRAME_BAD },     { 0x7fffffffu, FRAME_BAD },
+	{ 0, FRAME_BAD },
+	{ 4, FRAME_BAD },
+	{ 7, FRAME_BAD },
+	{ 8, FRAME_OK },
+	{ 9, FRAME_OK },
+	{ 9999, FRAME_OK },
+	{ 10000, FRAME_OK },
+	{ 10001, FRAME_BAD },
+	{ 0x7fffffffu, FRAME_BAD },
 	{ 0xffffffffu, FRAME_BAD },
 };
 
@@ -443,7 +459,10 @@ struct startup_packet {
 	uint32_t code;
 };
 
-#define SPKT(name, lit, code) { name, (const uint8_t *)(lit), sizeof(lit) - 1, code }
+#define SPKT(name, lit, code)                                                                      \
+	{                                                                                          \
+		name, (const uint8_t *)(lit), sizeof(lit) - 1, code                                \
+	}
 
 static const struct startup_packet startup_packets[] = {
 	SPKT("SSLRequest", "\x00\x00\x00\x08\x04\xd2\x16\x2f", 80877103u),
@@ -551,8 +570,8 @@ static void test_reader_values(void **state)
 static void test_reader_signed_extremes(void **state)
 {
 	(void)state;
-	static const uint8_t body[] = { 0x80, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff,
-					0x7f, 0xff, 0xff, 0xff };
+	static const uint8_t body[] = { 0x80, 0x00, 0x00, 0x00, 0xff, 0xff,
+					0xff, 0xff, 0x7f, 0xff, 0xff, 0xff };
 	struct reader r;
 	int32_t v;
 	reader_init(&r, body, sizeof(body));
@@ -601,10 +620,14 @@ struct short_case {
 };
 
 static const struct short_case short_cases[] = {
-	{ "u8 on empty", G_U8, 0, 0 },	   { "u16 on 1", G_U16, 0, 1 },
-	{ "u16 on 0", G_U16, 0, 0 },	   { "u32 on 3", G_U32, 0, 3 },
-	{ "u32 on 0", G_U32, 0, 0 },	   { "i32 on 3", G_I32, 0, 3 },
-	{ "bytes 5 on 4", G_BYTES, 5, 4 }, { "bytes 1 on 0", G_BYTES, 1, 0 },
+	{ "u8 on empty", G_U8, 0, 0 },
+	{ "u16 on 1", G_U16, 0, 1 },
+	{ "u16 on 0", G_U16, 0, 0 },
+	{ "u32 on 3", G_U32, 0, 3 },
+	{ "u32 on 0", G_U32, 0, 0 },
+	{ "i32 on 3", G_I32, 0, 3 },
+	{ "bytes 5 on 4", G_BYTES, 5, 4 },
+	{ "bytes 1 on 0", G_BYTES, 1, 0 },
 	{ "bytes SIZE_MAX on 4", G_BYTES, SIZE_MAX, 4 },
 	{ "cstr without NUL", G_CSTR, 0, 4 },
 	{ "cstr on empty", G_CSTR, 0, 0 },
@@ -717,7 +740,8 @@ static void test_reader_end_exactness(void **state)
 static void test_reader_cancel_body(void **state)
 {
 	(void)state;
-	static const uint8_t pkt[] = "\x00\x00\x00\x10\x04\xd2\x16\x2e\x00\x00\x30\x39\xde\xad\xbe\xef";
+	static const uint8_t pkt[] =
+		"\x00\x00\x00\x10\x04\xd2\x16\x2e\x00\x00\x30\x39\xde\xad\xbe\xef";
 	static const uint8_t longer[] = "\x00\x00\x00\x11\x04\xd2\x16\x2e\x00\x00\x30\x39\xde\xad"
 					"\xbe\xef\x00";
 	struct frame f;

@@ -1,0 +1,152 @@
+/* Statement maps: open addressing by name with tombstones; see prepared.h. */
+#include "pool/prepared.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void stmt_map_init(struct stmt_map *m)
+{
+	memset(m, 0, sizeof(*m));
+}
+
+static void stmt_free_slot(struct stmt *s)
+{
+	free(s->name);
+	free(s->msg);
+	memset(s, 0, sizeof(*s));
+}
+
+void stmt_map_clear(struct stmt_map *m)
+{
+	for (uint32_t i = 0; i < m->cap; i++)
+		stmt_free_slot(&m->slots[i]);
+	m->count = m->used = 0;
+}
+
+void stmt_map_free(struct stmt_map *m)
+{
+	stmt_map_clear(m);
+	free(m->slots);
+	memset(m, 0, sizeof(*m));
+}
+
+uint64_t stmt_hash(const uint8_t *p, size_t len)
+{
+	uint64_t h = 1469598103934665603ull;
+	for (size_t i = 0; i < len; i++) {
+		h ^= p[i];
+		h *= 1099511628211ull;
+	}
+	return h;
+}
+
+static uint32_t stmt_name_slot(const char *name, uint32_t cap)
+{
+	return (uint32_t)stmt_hash((const uint8_t *)name, strlen(name)) & (cap - 1);
+}
+
+struct stmt *stmt_map_find(const struct stmt_map *m, const char *name)
+{
+	if (!m->cap)
+		return NULL;
+	for (uint32_t i = stmt_name_slot(name, m->cap), n = 0; n < m->cap;
+	     i = (i + 1) & (m->cap - 1), n++) {
+		struct stmt *s = &m->slots[i];
+		if (!s->name && !s->tomb)
+			return NULL;
+		if (s->name && strcmp(s->name, name) == 0)
+			return s;
+	}
+	return NULL;
+}
+
+static bool stmt_map_rehash(struct stmt_map *m, uint32_t ncap)
+{
+	struct stmt *ns = calloc(ncap, sizeof(*ns));
+	if (!ns)
+		return false;
+	for (uint32_t i = 0; i < m->cap; i++) {
+		struct stmt *s = &m->slots[i];
+		if (!s->name)
+			continue;
+		uint32_t j = stmt_name_slot(s->name, ncap);
+		while (ns[j].name)
+			j = (j + 1) & (ncap - 1);
+		ns[j] = *s;
+	}
+	free(m->slots);
+	m->slots = ns;
+	m->cap = ncap;
+	m->used = m->count;
+	return true;
+}
+
+bool stmt_map_put(struct stmt_map *m, const char *name, uint64_t hash, const uint8_t *msg,
+		  uint32_t msg_len, uint64_t tick)
+{
+	uint8_t *copy = NULL;
+	if (msg) {
+		copy = malloc(msg_len);
+		if (!copy)
+			return false;
+		memcpy(copy, msg, msg_len);
+	}
+	struct stmt *s = stmt_map_find(m, name);
+	if (s) {
+		free(s->msg);
+		s->msg = copy;
+		s->msg_len = msg_len;
+		s->hash = hash;
+		s->used = tick;
+		return true;
+	}
+	if ((m->used + 1) * 2 > m->cap) {
+		uint32_t ncap = m->cap ? m->cap : 16;
+		while ((m->count + 1) * 2 > ncap)
+			ncap *= 2;
+		if (!stmt_map_rehash(m, ncap)) {
+			free(copy);
+			return false;
+		}
+	}
+	char *n = strdup(name);
+	if (!n) {
+		free(copy);
+		return false;
+	}
+	uint32_t i = stmt_name_slot(name, m->cap);
+	while (m->slots[i].name)
+		i = (i + 1) & (m->cap - 1);
+	s = &m->slots[i];
+	if (!s->tomb)
+		m->used++;
+	s->tomb = false;
+	s->name = n;
+	s->hash = hash;
+	s->msg = copy;
+	s->msg_len = msg_len;
+	s->used = tick;
+	m->count++;
+	return true;
+}
+
+void stmt_map_remove(struct stmt_map *m, const char *name)
+{
+	struct stmt *s = stmt_map_find(m, name);
+	if (!s)
+		return;
+	stmt_free_slot(s);
+	s->tomb = true;
+	m->count--;
+}
+
+struct stmt *stmt_map_oldest(const struct stmt_map *m)
+{
+	struct stmt *best = NULL;
+	for (uint32_t i = 0; i < m->cap; i++) {
+		struct stmt *s = &m->slots[i];
+		if (s->name && (!best || s->used < best->used))
+			best = s;
+	}
+	return best;
+}

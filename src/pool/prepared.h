@@ -1,0 +1,53 @@
+/*
+ * Named prepared statements across pooled backends (transaction mode).
+ *
+ * A client's protocol-level statements are kept per client: name -> the Parse message it sent
+ * (an owned copy, so it can be replayed) and a hash of what the name stands for (query text and
+ * parameter types). Each backend connection keeps name -> hash of what is prepared on it, bounded
+ * (STMT_SERVER_MAX, least recently used closed first). Before a Bind or Describe reaches a backend
+ * that lacks the statement, or has another statement under that name, pgrelay injects Close and
+ * Parse and hides their answers (see outstanding.h). Names are kept as the client chose them.
+ */
+#ifndef PGRELAY_POOL_PREPARED_H
+#define PGRELAY_POOL_PREPARED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define STMT_SERVER_MAX 256	      /* statements kept prepared per backend connection */
+#define STMT_CLIENT_MAX 10000	      /* statements a client may keep */
+#define STMT_PARSE_MAX	(30u * 1024u) /* largest Parse tracked; a larger named one pins the client \
+				       */
+
+struct stmt {
+	char *name;    /* owned; NULL for an empty slot */
+	uint64_t hash; /* of the Parse body after the name */
+	uint8_t *msg;  /* owned copy of the whole Parse message, or NULL (server maps) */
+	uint32_t msg_len;
+	uint64_t used; /* tick of last use, for LRU */
+	bool tomb;     /* removed; keeps probe chains intact */
+};
+
+struct stmt_map {
+	struct stmt *slots; /* owned */
+	uint32_t cap;	    /* power of two or 0 */
+	uint32_t count;	    /* live entries */
+	uint32_t used;	    /* live + tombstones */
+};
+
+void stmt_map_init(struct stmt_map *m);
+void stmt_map_free(struct stmt_map *m);
+void stmt_map_clear(struct stmt_map *m);
+struct stmt *stmt_map_find(const struct stmt_map *m, const char *name);
+/* Inserts or replaces name; msg (may be NULL) is copied. False when out of memory. */
+bool stmt_map_put(struct stmt_map *m, const char *name, uint64_t hash, const uint8_t *msg,
+		  uint32_t msg_len, uint64_t tick) __attribute__((warn_unused_result));
+void stmt_map_remove(struct stmt_map *m, const char *name);
+/* The least recently used entry, or NULL when empty. */
+struct stmt *stmt_map_oldest(const struct stmt_map *m);
+
+/* FNV-1a over the part of a Parse body that defines the statement (after the name). */
+uint64_t stmt_hash(const uint8_t *p, size_t len);
+
+#endif

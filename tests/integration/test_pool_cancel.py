@@ -1,0 +1,117 @@
+"""Query cancellation through the pool, in session and transaction mode: the CancelRequest carries
+pgrelay's BackendKeyData and must reach the backend currently running that client's query -- and no
+other."""
+
+import threading
+import time
+
+import psycopg
+import pytest
+
+from conftest import connect
+from pool_helpers import pool_relay
+
+
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_cancel_long_query(pgrelay, mode):
+    """Bug guarded: with pooling, a cancel of pg_sleep(10) goes nowhere (pgrelay's key not mapped to the
+    backend now serving the client, e.g. the one it got for this transaction) or to the wrong backend,
+    so the query runs for 10 s or a bystander's query is cancelled."""
+    r = pool_relay(pgrelay, mode, pool_size=2)
+    bystander_result = {}
+    with connect(r.port) as warm:  # the pool has a connection already (other than the victim's)
+        warm.execute("select 1")
+    with connect(r.port) as victim, connect(r.port) as bystander:
+        victim.execute("select 1")
+
+        def run_bystander():
+            try:
+                bystander_result["row"] = bystander.execute("select pg_sleep(1.5), 'done'").fetchone()
+            except Exception as e:  # noqa: BLE001
+                bystander_result["error"] = e
+
+        t = threading.Thread(target=run_bystander, daemon=True)
+        t.start()
+        timer = threading.Timer(0.5, victim.cancel)
+        t0 = time.monotonic()
+        timer.start()
+        try:
+            with pytest.raises(psycopg.errors.QueryCanceled) as ei:
+                victim.execute("select pg_sleep(10)")
+        finally:
+            timer.cancel()
+        elapsed = time.monotonic() - t0
+        assert ei.value.sqlstate == "57014"
+        assert elapsed < 2.0, f"cancel took {elapsed:.2f}s"
+        t.join(5)
+        assert "error" not in bystander_result, f"bystander's query was hit: {bystander_result['error']!r}"
+        assert bystander_result.get("row", (None, None))[1] == "done"
+        # The victim's session goes on, in and outside transactions.
+        assert victim.execute("select 1").fetchone() == (1,)
+        with victim.transaction():
+            assert victim.execute("select 2").fetchone() == (2,)
+
+
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_cancel_inside_transaction(pgrelay, mode):
+    """Bug guarded: a cancel inside an explicit transaction leaves pgrelay's view of the transaction
+    wrong (backend released while the client is in a failed transaction, or kept forever)."""
+    r = pool_relay(pgrelay, mode, pool_size=1, query_wait_timeout="5s")
+    with connect(r.port) as c:
+        c.execute("begin")
+        timer = threading.Timer(0.4, c.cancel)
+        timer.start()
+        try:
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                c.execute("select pg_sleep(10)")
+        finally:
+            timer.cancel()
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            c.execute("select 1")
+        c.execute("rollback")
+        assert c.execute("select 3").fetchone() == (3,)
+    with connect(r.port) as c2:  # the single pooled backend is usable by the next client
+        t0 = time.monotonic()
+        assert c2.execute("select now() = statement_timestamp()").fetchone() == (True,)
+        assert time.monotonic() - t0 < 1.0
+
+
+def _send_cancel(port, pid, key):
+    import socket
+
+    import pgwire
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(pgwire.cancel_request(pid, key))
+        s.settimeout(5)
+        try:
+            s.recv(100)
+        except (socket.timeout, ConnectionResetError):
+            pass
+
+
+@pytest.mark.pgrelay_only
+def test_stale_cancel_does_not_hit_next_user_of_backend(pgrelay):
+    """Bug guarded: in transaction mode a CancelRequest from a client that is idle (its earlier query
+    finished and its backend went back to the pool) is forwarded to the backend it used last, which
+    now runs another client's query -- that query is cancelled."""
+    import pgwire
+    r = pool_relay(pgrelay, "transaction", pool_size=1)
+    with pgwire.connect(r.port, timeout=5) as a, connect(r.port) as b:
+        pid_a = a.scalar("select pg_backend_pid()")
+        result = {}
+
+        def run_b():
+            try:
+                result["row"] = b.execute("select pg_backend_pid(), pg_sleep(1.2), 'done'").fetchone()
+            except Exception as e:  # noqa: BLE001
+                result["error"] = e
+
+        t = threading.Thread(target=run_b, daemon=True)
+        t.start()
+        time.sleep(0.4)
+        _send_cancel(r.port, *a.backend_key)
+        t.join(5)
+        assert "error" not in result, f"B's query was cancelled by idle client A's CancelRequest: {result['error']!r}"
+        assert result["row"][2] == "done"
+        assert str(result["row"][0]) == pid_a, "B did not run on A's former backend (pool_size = 1?)"
+        assert a.scalar("select 1") == "1"
