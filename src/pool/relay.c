@@ -5,6 +5,9 @@
  */
 #include "pool/relay.h"
 
+/* Internal: scan once more (a skip could proceed after a flush that finished at once). */
+#define RELAY_AGAIN ((enum relay_result)-1)
+
 static bool relay_consume_remaining(struct conn *src, bool *must_flush)
 {
 	struct iobuf *b = src->rbuf;
@@ -45,11 +48,9 @@ static enum relay_result relay_scan_once(struct conn *src, struct conn *dst, uin
 	for (;;) {
 		if (src->pkt_remaining) {
 			bool must_flush = false;
-			if (!relay_consume_remaining(src, &must_flush)) {
-				if (must_flush)
-					break;
-				break; /* the rest of the message has not arrived yet */
-			}
+			/* Stops when the rest has not arrived, or a skip waits for a flush. */
+			if (!relay_consume_remaining(src, &must_flush))
+				break;
 			continue;
 		}
 		struct frame f;
@@ -81,15 +82,19 @@ static enum relay_result relay_scan_once(struct conn *src, struct conn *dst, uin
 	if (fr != RELAY_DRAINED)
 		return fr;
 	/* A skip that waited for a flush can proceed now that the flush finished at once. */
-	if (src->pkt_remaining && src->pkt_skip && b->done == b->parsed && b->parsed < b->recv)
-		return relay_scan_once(src, dst, max_len, ops, owner);
+	if (stop == RELAY_DRAINED && src->pkt_remaining && src->pkt_skip && b->done == b->parsed &&
+	    b->parsed < b->recv)
+		return RELAY_AGAIN;
 	return stop;
 }
 
 enum relay_result relay_scan(struct conn *src, struct conn *dst, uint32_t max_len,
 			     const struct relay_ops *ops, void *owner)
 {
-	enum relay_result r = relay_scan_once(src, dst, max_len, ops, owner);
+	enum relay_result r;
+	do
+		r = relay_scan_once(src, dst, max_len, ops, owner);
+	while (r == RELAY_AGAIN);
 	if (r != RELAY_CLOSED)
 		conn_settle(src);
 	return r;

@@ -34,7 +34,8 @@ struct relay_ops {
 enum relay_result {
 	RELAY_DRAINED,	   /* everything scanned was sent; waiting for more bytes */
 	RELAY_WRITING,	   /* a forward is in flight; CONN_EV_FORWARD_DONE resumes */
-	RELAY_STOPPED,	   /* the handler said stop */
+	RELAY_STOPPED,	   /* the handler said stop (RELAY_WRITING instead when the bytes before
+			    * the stop are still being written: the handler is asked again after) */
 	RELAY_CLOSED,	   /* the handler closed the connection */
 	RELAY_BAD_MESSAGE, /* framing violation (bad length or type): a protocol error */
 	RELAY_WRITE_FAILED /* the peer could not be written */

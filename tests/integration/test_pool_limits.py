@@ -121,10 +121,49 @@ def test_wait_queue_serves_waiting_client(pgrelay):
         t.join(5)
 
 
+def _cap_holds_for_new_pool(r, cluster, mon, first, second):
+    """Deterministic part of the cap tests: two clients of pool `first` hold the 2 allowed backends in
+    open transactions; then the very first client of pool `second` logs in and queries (its pool has
+    no backend yet, so its login needs one). It must wait -- not open a third backend -- and get in once
+    the first pool's transactions end (pgrelay has to close an idle backend of the first pool)."""
+    holders = [connect(r.port, **first) for _ in range(2)]
+    try:
+        for h in holders:
+            h.execute("begin")
+            h.execute("select 1")
+        result = {}
+
+        def newcomer():
+            t0 = time.monotonic()
+            try:
+                with connect(r.port, connect_timeout=10, **second) as c:
+                    result["row"] = c.execute("select 'in'").fetchone()
+            except Exception as e:  # noqa: BLE001
+                result["error"] = e
+            result["elapsed"] = time.monotonic() - t0
+
+        t = threading.Thread(target=newcomer, daemon=True)
+        t.start()
+        time.sleep(0.8)
+        over = mon.max
+        for h in holders:
+            h.execute("commit")
+        t.join(10)
+        assert over <= 2, (f"first login of a new pool opened a backend beyond the cap while the other "
+                           f"pool held it ({mon.summary()})")
+        assert not t.is_alive(), "client of the second pool still waiting 10 s after the cap was freed"
+        assert "error" not in result, f"client of the second pool failed: {result['error']!r}"
+        assert result["row"] == ("in",)
+    finally:
+        for h in holders:
+            h.close()
+
+
 @pytest.mark.deadline(60)
 def test_max_db_connections(pgrelay, cluster):
     """Bug guarded: max_db_connections is not applied across the pools of one database (users app and
-    md5user on database app), so the database gets pool_size connections per user; or clients of the
+    md5user on database app) -- e.g. the first backend login of a new pool (the one that fetches the
+    welcome) bypasses the cap --, so the database gets more backends than allowed; or clients of the
     capped database fail / deadlock instead of waiting their turn."""
     clear_backends(cluster)
     r = pool_relay(pgrelay, "transaction", pool_size=10, max_db_connections=2, query_wait_timeout="10s")
@@ -138,6 +177,8 @@ def test_max_db_connections(pgrelay, cluster):
         return True
 
     with BackendMonitor(cluster, where="datname = 'app' and usename in ('app', 'md5user')") as mon:
+        _cap_holds_for_new_pool(r, cluster, mon, dict(user="app", password="app"),
+                                dict(user="md5user", password="md5pw"))
         run_threads(client, len(creds), timeout=40)
     assert mon.error is None, mon.error
     assert mon.max <= 2, f"database app had {mon.max} backends with max_db_connections = 2 ({mon.summary()})"
@@ -146,8 +187,9 @@ def test_max_db_connections(pgrelay, cluster):
 @pytest.mark.deadline(60)
 def test_max_user_connections(pgrelay, cluster):
     """Bug guarded: max_user_connections is not applied across the pools of one user (databases app
-    and postgres), or a user's clients deadlock when the cap is held by idle connections of the user's
-    other pool (those must be closed to make room)."""
+    and postgres) -- e.g. the first backend login of a new pool bypasses the cap --, or a user's clients
+    deadlock when the cap is held by idle connections of the user's other pool (those must be closed
+    to make room)."""
     clear_backends(cluster)
     r = pool_relay(pgrelay, "transaction", pool_size=10, max_user_connections=2, query_wait_timeout="10s")
     dbs = ["app"] * 5 + ["postgres"] * 5
@@ -159,10 +201,11 @@ def test_max_user_connections(pgrelay, cluster):
         return True
 
     with BackendMonitor(cluster, user="app") as mon:
+        _cap_holds_for_new_pool(r, cluster, mon, dict(dbname="app"), dict(dbname="postgres"))
         run_threads(client, len(dbs), timeout=40)
-        # Then only the other database: its clients must get in although idle connections of the
-        # first database may hold the cap.
-        run_threads(lambda i: client(5 + i), 3, timeout=15)
+        # Then only the first database: its clients must get in although idle connections of the
+        # other database may hold the cap.
+        run_threads(client, 3, timeout=15)
     assert mon.error is None, mon.error
     assert mon.max <= 2, f"user app had {mon.max} backends with max_user_connections = 2 ({mon.summary()})"
 
@@ -198,3 +241,19 @@ def test_node_down_fails_fast(pgrelay, cluster):
         finally:
             w.close()
         time.sleep(0.2)
+
+
+def test_session_mode_wait_for_pool(pgrelay):
+    """Bug guarded: in session mode a client that cannot get a backend (pool_size reached by connected
+    clients) waits forever, or is refused at once; after the holder leaves, its backend is not handed
+    on."""
+    r = pool_relay(pgrelay, "session", pool_size=1, query_wait_timeout="1s")
+    with pgwire.connect(r.port, timeout=5) as a:
+        assert a.scalar("select 1") == "1"  # a holds the only backend for its whole session
+        with pgwire.connect(r.port, timeout=5) as b:
+            out = raw_query(b, "select 1", timeout=5)
+            assert out.errors and out.errors[0].get("C") == "53300", out
+            assert 0.7 <= out.elapsed <= 2.2, out
+    with pgwire.connect(r.port, timeout=5) as c:
+        out = raw_query(c, "select 5", timeout=3)
+        assert not out.errors and out.rows == [["5"]], out

@@ -138,10 +138,60 @@ def test_pgbench_transaction_mode(pgrelay, pgbench_db, protocol):
     desync, aborted transactions)."""
     r = pool_relay(pgrelay, "transaction", pool_size=3)
     res = run_client(["pgbench", "-h", "127.0.0.1", "-p", str(r.port), "-U", "app", "-n", "-M", protocol,
-                      "-c", "8", "-j", "2", "-T", "5", "app"], timeout=40)
+                      "-c", "8", "-j", "2", "-T", "5", "app"], timeout=25)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out
     m = re.search(r"number of failed transactions: (\d+)", out)
     assert m and int(m.group(1)) == 0, out
     m = re.search(r"number of transactions actually processed: (\d+)", out)
     assert m and int(m.group(1)) >= 100, out
+
+
+def test_more_statements_than_a_backend_keeps(pgrelay):
+    """Bug guarded: a client with more named statements than pgrelay keeps prepared per backend
+    connection (it closes the least recently used ones) gets 'prepared statement does not exist' or
+    another statement's result when an evicted one is used again, in particular when a second client
+    shares the backend in between."""
+    r = pool_relay(pgrelay, "transaction", pool_size=1)
+    n = 300
+    with pgwire.connect(r.port, timeout=10) as a, pgwire.connect(r.port, timeout=10) as b:
+        a.send(b"".join(pgwire.parse(f"q{i}", f"select {i} as v{i}") for i in range(n)) + pgwire.sync())
+        cyc = a.read_cycle(timeout=10)
+        assert not cyc.errors, cyc.errors[:3]
+        assert ext_value(b, "q0", "select 'b0'") == "b0"
+        for rnd in range(2):
+            order = list(range(n)) if rnd == 0 else list(reversed(range(n)))
+            a.send(b"".join(pgwire.bind("", f"q{i}") + pgwire.execute() for i in order) + pgwire.sync())
+            cyc = a.read_cycle(timeout=10)
+            assert not cyc.errors, f"round {rnd}: {cyc.errors[:3]}"
+            got = [res.text_rows()[0][0] for res in cyc.results]
+            assert got == [str(i) for i in order], f"round {rnd}: first mismatches " + str(
+                [(i, g) for i, g in zip(order, got) if str(i) != g][:5])
+            assert ext_value(b, "q0") == "b0"
+        # one at a time, each in its own transaction, interleaved with b
+        for i in (0, 299, 1, 150, 298):
+            assert ext_value(a, f"q{i}") == str(i)
+            assert ext_value(b, "q0") == "b0"
+
+
+def test_pipelined_error_then_next_batch(pgrelay):
+    """Bug guarded: after an error inside a pipelined extended-protocol batch (the server skips to Sync),
+    pgrelay's request tracking gets out of step: the next batch's answers are dropped, duplicated or
+    attributed to the wrong request, or the backend is released too early / never."""
+    r = pool_relay(pgrelay, "transaction", pool_size=1)
+    with pgwire.connect(r.port, timeout=5) as w, pgwire.connect(r.port, timeout=5) as other:
+        assert ext_value(w, "good", "select 'good'") == "good"
+        for rnd in range(5):
+            data = (pgwire.parse("", "select 1/0") + pgwire.bind("", "") + pgwire.execute()
+                    + pgwire.bind("", "good") + pgwire.execute() + pgwire.sync()  # skipped after the error
+                    + pgwire.bind("", "good") + pgwire.execute() + pgwire.sync()
+                    + pgwire.bind("", "nonexistent") + pgwire.execute() + pgwire.sync()
+                    + pgwire.parse("", f"select {rnd}") + pgwire.bind("", "") + pgwire.execute() + pgwire.sync())
+            w.send(data)
+            cyc = w.read_cycle(timeout=5, until_ready=4)
+            codes = [e["C"] for e in cyc.errors]
+            assert codes == ["22012", "26000"], f"round {rnd}: errors {codes}"
+            rows = [res.text_rows()[0][0] for res in cyc.results if res.error is None and res.rows]
+            assert rows == ["good", str(rnd)], f"round {rnd}: rows {rows}"
+            assert cyc.status == "I"
+            assert other.scalar("select 'other'") == "other"

@@ -221,3 +221,38 @@ def test_client_gone_mid_query(pgrelay):
         assert c.execute("select 'fresh'").fetchone() == ("fresh",)
         assert c.info.transaction_status == TransactionStatus.IDLE
     assert time.monotonic() - t0 < 2.0, "next client waited for the departed client's query"
+
+
+def test_copy_in_transaction_mode(pgrelay):
+    """Bug guarded: during COPY FROM STDIN / TO STDOUT (no ReadyForQuery until the end) the backend is
+    released or shared with another client, so the COPY stream is cut or mixed with another client's
+    traffic."""
+    r = pool_relay(pgrelay, "transaction", pool_size=2)
+    table = "pool_copy_" + uuid.uuid4().hex[:8]
+    with connect(r.port) as c, connect(r.port) as noise:
+        c.execute(f"create table {table} (i int, t text)")
+        stop = threading.Event()
+
+        def make_noise():
+            while not stop.is_set():
+                noise.execute("select pg_sleep(0.002)")
+
+        t = threading.Thread(target=make_noise, daemon=True)
+        t.start()
+        try:
+            for rnd in range(3):
+                with c.cursor() as cur:
+                    with cur.copy(f"copy {table} from stdin") as cp:
+                        for i in range(5000):
+                            cp.write_row((rnd * 5000 + i, f"row {i}"))
+                with c.cursor() as cur:
+                    n = 0
+                    with cur.copy(f"copy (select i from {table} order by i) to stdout") as cp:
+                        for _ in cp.rows():
+                            n += 1
+                assert n == (rnd + 1) * 5000
+            assert c.execute(f"select count(*), sum(i) from {table}").fetchone() == (15000, sum(range(15000)))
+        finally:
+            stop.set()
+            t.join(5)
+            c.execute(f"drop table if exists {table}")
