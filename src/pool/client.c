@@ -886,6 +886,12 @@ static void client_relay(struct client *c)
 		;
 	if (c->state != CL_ACTIVE || !c->conn.rbuf || iobuf_empty(c->conn.rbuf))
 		return;
+	if (!c->server && c->conn.rbuf->data[c->conn.rbuf->parsed] == PqMsg_Terminate &&
+	    c->conn.pkt_remaining == 0) {
+		/* No backend held: nothing to flush, no reason to take one just to say goodbye. */
+		client_disconnect(c, NULL, "client sent Terminate");
+		return;
+	}
 	if (!c->server && !client_acquire_server(c))
 		return;
 	if (c->server->state != SV_ACTIVE) {

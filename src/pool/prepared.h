@@ -15,10 +15,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define STMT_SERVER_MAX 256	      /* statements kept prepared per backend connection */
-#define STMT_CLIENT_MAX 10000	      /* statements a client may keep */
-#define STMT_PARSE_MAX	(30u * 1024u) /* largest Parse tracked; a larger named one pins the client \
-				       */
+#define STMT_SERVER_MAX 256   /* statements kept prepared per backend connection */
+#define STMT_CLIENT_MAX 10000 /* statements a client may keep */
+#define STMT_PARSE_MAX                                                                             \
+	(30u * 1024u) /* largest Parse tracked; a larger named one pins the client                 \
+		       */
 
 struct stmt {
 	char *name;    /* owned; NULL for an empty slot */

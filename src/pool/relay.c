@@ -6,7 +6,7 @@
 #include "pool/relay.h"
 
 /* Internal: scan once more (a skip could proceed after a flush that finished at once). */
-#define RELAY_AGAIN ((enum relay_result)-1)
+#define RELAY_AGAIN ((enum relay_result) - 1)
 
 static bool relay_consume_remaining(struct conn *src, bool *must_flush)
 {

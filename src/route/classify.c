@@ -1,0 +1,2 @@
+/* Placeholder: replaced by the module implementation. */
+typedef int pgrelay_placeholder_t;
