@@ -558,6 +558,44 @@ static bool client_sql_needs_session(const char *sql, size_t len)
 	return false;
 }
 
+/*
+ * DISCARD ALL / DEALLOCATE in SQL drop prepared statements on the backend behind pgrelay's back:
+ * forget everything the backend had (it is re-prepared on use) and, as PostgreSQL would, the
+ * client's own statements (all of them, or the one named).
+ */
+static void client_note_deallocate(struct client *c, const char *sql, size_t len)
+{
+	for (size_t i = 0; i < len;) {
+		i = client_skip_blank(sql, len, i);
+		bool discard = client_starts_with(sql, len, i, "discard");
+		if (discard || client_starts_with(sql, len, i, "deallocate")) {
+			stmt_map_clear(&c->server->stmts);
+			size_t j = client_skip_blank(sql, len, i + (discard ? 7 : 10));
+			if (!discard && client_starts_with(sql, len, j, "prepare"))
+				j = client_skip_blank(sql, len, j + 7);
+			if (client_starts_with(sql, len, j, "all") ||
+			    (discard && !client_starts_with(sql, len, j, "temp") &&
+			     !client_starts_with(sql, len, j, "plans") &&
+			     !client_starts_with(sql, len, j, "sequences"))) {
+				stmt_map_clear(&c->stmts);
+			} else if (!discard) {
+				char name[128];
+				size_t k = 0;
+				bool quoted = j < len && sql[j] == '"';
+				j += quoted;
+				while (j < len && k + 1 < sizeof(name) && sql[j] != ';' &&
+				       (quoted ? sql[j] != '"' : !isspace((unsigned char)sql[j])))
+					name[k++] = sql[j++];
+				name[k] = 0;
+				stmt_map_remove(&c->stmts, name);
+			}
+		}
+		while (i < len && sql[i] != ';')
+			i++;
+		i++;
+	}
+}
+
 static void client_pin(struct client *c, const char *why)
 {
 	if (c->pinned)
@@ -675,6 +713,7 @@ static enum relay_verdict client_track_statements(struct client *c, const struct
 		}
 		return RELAY_SEND;
 	case PqMsg_Query:
+		client_note_deallocate(c, (const char *)f->body, f->body_avail);
 		if (!c->pinned && client_sql_needs_session((const char *)f->body, f->body_avail))
 			client_pin(c, "session feature in a query");
 		return RELAY_SEND;
