@@ -9,6 +9,7 @@ PACKAGES=(
   libuv1-dev libconfig-dev libssl-dev libpq-dev libcmocka-dev libpg-query-dev
   postgresql postgresql-contrib
   python3-psycopg python3-pytest
+  python3-asyncpg libpostgresql-jdbc-java openjdk-17-jdk-headless
   clang libclang-rt-14-dev
 )
 

@@ -73,6 +73,8 @@ const char *client_param(const struct client *c, int i)
 		return c->param[i];
 	if (i == TP_APPLICATION_NAME)
 		return c->application_name;
+	if (i >= TP_FIRST_UNREPORTED)
+		return NULL; /* the server default */
 	return c->pool ? pool_get_param(c->pool, pool_tracked_name(i)) : NULL;
 }
 
@@ -513,30 +515,68 @@ static bool client_starts_with(const char *s, size_t len, size_t i, const char *
 	       (i + n == len || !isalnum((unsigned char)s[i + n]));
 }
 
-/*
- * Does this SQL use something that lives in the session rather than the transaction (so a
- * transaction-pooled client must keep its backend connection)? A lexical check, erring towards
- * pinning: LISTEN, SQL-level PREPARE, cursors WITH HOLD, temporary tables, session advisory
- * locks, and SET/RESET of settings pgrelay does not track.
- */
-static bool client_sql_needs_session(const char *sql, size_t len)
+/* What a scan of SQL text found. */
+#define SQL_NEEDS_SESSION 0x1 /* something that lives in the session: pin the client */
+#define SQL_SETS_TRACKED  0x2 /* SET or RESET of a setting pgrelay follows */
+
+/* Copies the value of "SET name TO|= value" starting at j, up to the end of the statement. */
+static char *client_set_value(const char *sql, size_t len, size_t j)
 {
+	if (client_starts_with(sql, len, j, "to"))
+		j += 2;
+	else if (j < len && sql[j] == '=')
+		j++;
+	j = client_skip_blank(sql, len, j);
+	size_t start = j;
+	bool quoted = false;
+	while (j < len && sql[j] && (quoted || sql[j] != ';')) {
+		if (sql[j] == '\'')
+			quoted = !quoted;
+		j++;
+	}
+	while (j > start && isspace((unsigned char)sql[j - 1]))
+		j--;
+	if (j == start || client_starts_with(sql, j, start, "default"))
+		return NULL;
+	return strndup(sql + start, j - start);
+}
+
+/* Follows the client's SET/RESET of an unreported setting on it and on the server it runs on. */
+static void client_follow_set(struct client *c, int i, char *value)
+{
+	free(c->param[i]);
+	c->param[i] = value;
+	if (c->server) {
+		free(c->server->param[i]);
+		c->server->param[i] = value ? strdup(value) : NULL;
+	}
+}
+
+/*
+ * Scans SQL text for what transaction pooling must know (SQL_* flags). Session features pin:
+ * LISTEN, SQL-level PREPARE, cursors WITH HOLD, temporary tables, session advisory locks, LOAD,
+ * set_config(), and SET/RESET of settings pgrelay does not follow. SET/RESET of the settings it
+ * follows are recorded when apply is true (the text is about to run on c->server). Lexical and
+ * erring towards pinning; a SET rolled back with its transaction is still followed.
+ */
+static unsigned client_sql_scan(struct client *c, const char *sql, size_t len, bool apply)
+{
+	unsigned found = 0;
 	if (client_text_has(sql, len, "pg_advisory_lock") ||
 	    client_text_has(sql, len, "pg_try_advisory_lock") ||
 	    client_text_has(sql, len, "with hold") || client_text_has(sql, len, "temporary") ||
 	    client_text_has(sql, len, " temp ") || client_text_has(sql, len, "set_config"))
-		return true;
+		found |= SQL_NEEDS_SESSION;
 	/* Statement starts: the first, and each one after a semicolon. */
 	for (size_t i = 0; i < len;) {
 		i = client_skip_blank(sql, len, i);
 		if (client_starts_with(sql, len, i, "listen") ||
 		    client_starts_with(sql, len, i, "prepare") ||
 		    client_starts_with(sql, len, i, "load"))
-			return true;
-		if (client_starts_with(sql, len, i, "set") ||
-		    client_starts_with(sql, len, i, "reset")) {
-			size_t j = client_skip_blank(sql, len,
-						     i + (sql[i] == 's' || sql[i] == 'S' ? 3 : 5));
+			found |= SQL_NEEDS_SESSION;
+		bool set = client_starts_with(sql, len, i, "set");
+		if (set || client_starts_with(sql, len, i, "reset")) {
+			size_t j = client_skip_blank(sql, len, i + (set ? 3 : 5));
 			if (client_starts_with(sql, len, j, "local"))
 				goto next;
 			if (client_starts_with(sql, len, j, "session"))
@@ -547,15 +587,24 @@ static bool client_sql_needs_session(const char *sql, size_t len)
 			       (isalnum((unsigned char)sql[j]) || sql[j] == '_'))
 				name[k++] = sql[j++];
 			name[k] = 0;
-			if (pool_tracked_param(name) < 0 && strcasecmp(name, "transaction") != 0)
-				return true;
+			int t = pool_tracked_param(name);
+			if (t < 0 && strcasecmp(name, "transaction") != 0) {
+				found |= SQL_NEEDS_SESSION;
+			} else if (t >= TP_FIRST_UNREPORTED) {
+				found |= SQL_SETS_TRACKED;
+				if (apply) {
+					size_t v = client_skip_blank(sql, len, j);
+					client_follow_set(
+						c, t, set ? client_set_value(sql, len, v) : NULL);
+				}
+			}
 		}
 	next:
 		while (i < len && sql[i] != ';')
 			i++;
 		i++;
 	}
-	return false;
+	return found;
 }
 
 /*
@@ -631,7 +680,8 @@ static enum relay_verdict client_on_parse(struct client *c, const struct frame *
 	if (!reader_cstr(&r, &name, NULL))
 		return RELAY_SEND; /* malformed: PostgreSQL will say so */
 	const char *rest = (const char *)r.p;
-	if (reader_cstr(&r, &query, &qlen) && !c->pinned && client_sql_needs_session(query, qlen))
+	if (reader_cstr(&r, &query, &qlen) &&
+	    (client_sql_scan(c, query, qlen, true) & SQL_NEEDS_SESSION))
 		client_pin(c, "session feature in a prepared statement");
 	if (!name[0])
 		return RELAY_SEND;
@@ -714,7 +764,8 @@ static enum relay_verdict client_track_statements(struct client *c, const struct
 		return RELAY_SEND;
 	case PqMsg_Query:
 		client_note_deallocate(c, (const char *)f->body, f->body_avail);
-		if (!c->pinned && client_sql_needs_session((const char *)f->body, f->body_avail))
+		if (client_sql_scan(c, (const char *)f->body, f->body_avail, true) &
+		    SQL_NEEDS_SESSION)
 			client_pin(c, "session feature in a query");
 		return RELAY_SEND;
 	default:
@@ -799,7 +850,7 @@ static bool client_answer_locally(struct client *c)
 		case PqMsg_Parse:
 			if (f.len > STMT_PARSE_MAX || !reader_cstr(&r, &name, NULL) || !name[0] ||
 			    !reader_cstr(&r, &query, &qlen) ||
-			    client_sql_needs_session(query, qlen))
+			    client_sql_scan(c, query, qlen, false))
 				return false;
 			break;
 		case PqMsg_Close:

@@ -21,6 +21,11 @@ static const char *const tracked_names[TP_COUNT] = {
 	[TP_STANDARD_CONFORMING_STRINGS] = "standard_conforming_strings",
 	[TP_APPLICATION_NAME] = "application_name",
 	[TP_DEFAULT_TRANSACTION_READ_ONLY] = "default_transaction_read_only",
+	[TP_EXTRA_FLOAT_DIGITS] = "extra_float_digits",
+	[TP_SEARCH_PATH] = "search_path",
+	[TP_STATEMENT_TIMEOUT] = "statement_timeout",
+	[TP_LOCK_TIMEOUT] = "lock_timeout",
+	[TP_IDLE_IN_TRANSACTION_SESSION_TIMEOUT] = "idle_in_transaction_session_timeout",
 };
 
 int pool_tracked_param(const char *name)

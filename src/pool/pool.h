@@ -53,8 +53,15 @@ enum tracked_param {
 	TP_STANDARD_CONFORMING_STRINGS,
 	TP_APPLICATION_NAME,
 	TP_DEFAULT_TRANSACTION_READ_ONLY,
+	/* Not reported by PostgreSQL 15: pgrelay follows the client's own SET and RESET of them. */
+	TP_EXTRA_FLOAT_DIGITS,
+	TP_SEARCH_PATH,
+	TP_STATEMENT_TIMEOUT,
+	TP_LOCK_TIMEOUT,
+	TP_IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
 	TP_COUNT
 };
+#define TP_FIRST_UNREPORTED TP_EXTRA_FLOAT_DIGITS
 
 struct pool {
 	struct list_node node; /* in worker->pools */

@@ -447,16 +447,33 @@ static bool server_sync_params(struct server *s, struct client *c)
 	bool any = false;
 	for (int i = 0; i < TP_COUNT; i++) {
 		const char *want = client_param(c, i);
-		if (!want || (s->param[i] && strcmp(s->param[i], want) == 0))
+		bool unreported = i >= TP_FIRST_UNREPORTED;
+		if (!want && (!unreported || !s->param[i]))
+			continue; /* reported: unknown yet; unreported: both at the default */
+		if (want && s->param[i] && strcmp(s->param[i], want) == 0)
 			continue;
 		if (!any) {
 			builder_start(&b, PqMsg_Query);
 			any = true;
 		}
+		const char *name = pool_tracked_name(i);
+		if (!want) {
+			builder_put_bytes(&b, "RESET ", 6);
+			builder_put_bytes(&b, name, strlen(name));
+			builder_put_bytes(&b, ";", 1);
+			free(s->param[i]);
+			s->param[i] = NULL;
+			continue;
+		}
 		builder_put_bytes(&b, "SET ", 4);
-		builder_put_bytes(&b, pool_tracked_name(i), strlen(pool_tracked_name(i)));
+		builder_put_bytes(&b, name, strlen(name));
 		builder_put_bytes(&b, " TO ", 4);
-		server_put_literal(&b, want);
+		/* Unreported values are the client's own SQL text; reported ones are plain values.
+		 */
+		if (unreported)
+			builder_put_bytes(&b, want, strlen(want));
+		else
+			server_put_literal(&b, want);
 		builder_put_bytes(&b, ";", 1);
 		server_set_param(s, i, want, false);
 	}
