@@ -6,7 +6,7 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential meson ninja-build pkg-config
-  libuv1-dev libconfig-dev libssl-dev libpq-dev libcmocka-dev libpg-query-dev
+  libuv1-dev libconfig-dev libssl-dev libpq-dev libcmocka-dev libpg-query-dev libprotobuf-c-dev
   postgresql postgresql-contrib
   python3-psycopg python3-pytest
   python3-asyncpg libpostgresql-jdbc-java openjdk-17-jdk-headless
