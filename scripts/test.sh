@@ -72,6 +72,7 @@ fi
 
 if ((built)); then
   step "unit tests (meson test --suite unit)" unit_tests || true
+  step "fuzz corpus replay (tests/fuzz/run.sh --replay)" bash tests/fuzz/run.sh --replay || true
   if [[ -z "${PGRELAY_SKIP_INTEGRATION:-}" ]]; then
     step "integration tests (pytest tests/integration)" integration_tests "$@" || true
   fi

@@ -24,6 +24,7 @@
 #include "protocol/builder.h"
 #include "protocol/pqmsg.h"
 #include "protocol/reader.h"
+#include "protocol/startup.h"
 #include "util/log.h"
 
 #define CLIENT_AUTH_MSG_MAX 8192 /* bound on a password / SASL message during login */
@@ -231,89 +232,32 @@ static void client_handle_cancel(struct client *c, const struct frame *f)
 	client_disconnect(c, NULL, "cancel request handled");
 }
 
-/* Keeps the startup parameters pgrelay forwards to backends; returns false with a message. */
-static bool client_parse_startup_params(struct client *c, const struct frame *f, char *err,
-					size_t errcap)
+/* Keeps the startup parameters pgrelay forwards to backends (an owned copy of the body). */
+static enum startup_status client_parse_startup_params(struct client *c, const struct frame *f,
+						       char *err, size_t errcap)
 {
 	c->startup = malloc(f->len ? f->len : 1);
 	if (!c->startup) {
 		snprintf(err, errcap, "out of memory");
-		return false;
+		return STARTUP_BAD_LAYOUT;
 	}
 	memcpy(c->startup, f->body, f->len);
 	c->startup_len = f->len;
-	c->application_name = "";
-	struct reader r;
-	reader_init(&r, c->startup, c->startup_len);
-	for (;;) {
-		const char *name, *value;
-		size_t nlen;
-		if (!reader_cstr(&r, &name, &nlen)) {
-			snprintf(err, errcap, "invalid startup packet layout: expected terminator");
-			return false;
-		}
-		if (nlen == 0)
-			break;
-		if (!reader_cstr(&r, &value, NULL)) {
-			snprintf(err, errcap,
-				 "invalid startup packet layout: missing value for \"%.60s\"",
-				 name);
-			return false;
-		}
-		if (strcmp(name, "user") == 0)
-			c->user = value;
-		else if (strcmp(name, "database") == 0)
-			c->database = value;
-		else if (strcmp(name, "application_name") == 0)
-			c->application_name = value;
-		else if (strcmp(name, "replication") == 0 && strcmp(value, "false") != 0 &&
-			 strcmp(value, "0") != 0 && strcmp(value, "off") != 0) {
-			snprintf(err, errcap,
-				 "replication connections are not supported by pgrelay");
-			return false;
-		}
-	}
-	if (!reader_end(&r)) {
-		snprintf(err, errcap,
-			 "invalid startup packet layout: expected terminator as last byte");
-		return false;
-	}
-	if (!c->user || !c->user[0]) {
-		snprintf(err, errcap, "no PostgreSQL user name specified in startup packet");
-		return false;
-	}
-	if (!c->database || !c->database[0])
-		c->database = c->user;
-	return true;
+	struct startup_params sp;
+	enum startup_status st = startup_parse(c->startup, c->startup_len, &sp, err, errcap);
+	c->user = sp.user;
+	c->database = sp.database;
+	c->application_name = sp.application_name;
+	return st;
 }
 
-/*
- * The pool key: database, user, then every other startup parameter except application_name
- * (which does not change what a backend connection is) in the order the client sent them.
- */
 static bool client_find_pool(struct client *c)
 {
 	char key[2048];
-	int w = snprintf(key, sizeof(key), "%s%c%s%c", c->database, 0, c->user, 0);
-	/* snprintf reports the length it wanted: a longer key would be read past the buffer. */
-	if (w < 0 || (size_t)w >= sizeof(key))
+	size_t n;
+	struct startup_params sp = { c->user, c->database, c->application_name };
+	if (!startup_pool_key(c->startup, c->startup_len, &sp, key, sizeof(key), &n))
 		return false;
-	size_t n = (size_t)w;
-	struct reader r;
-	reader_init(&r, c->startup, c->startup_len);
-	const char *name, *value;
-	size_t nlen, vlen;
-	while (reader_cstr(&r, &name, &nlen) && nlen && reader_cstr(&r, &value, &vlen)) {
-		if (!strcmp(name, "user") || !strcmp(name, "database") ||
-		    !strcmp(name, "application_name"))
-			continue;
-		if (n + nlen + vlen + 2 >= sizeof(key))
-			return false;
-		memcpy(key + n, name, nlen + 1);
-		n += nlen + 1;
-		memcpy(key + n, value, vlen + 1);
-		n += vlen + 1;
-	}
 	c->pool = pool_get(c->w, key, n);
 	return c->pool != NULL;
 }
@@ -330,10 +274,15 @@ static void client_handle_startup(struct client *c, const struct frame *f)
 		return;
 	}
 	char err[160];
-	if (!client_parse_startup_params(c, f, err, sizeof(err))) {
-		bool unsupported = strstr(err, "replication") != NULL;
-		bool nouser = strstr(err, "user name") != NULL;
-		client_disconnect(c, unsupported ? "0A000" : nouser ? "28000" : "08P01", "%s", err);
+	static const char *const sqlstates[] = {
+		[STARTUP_OK] = "00000",
+		[STARTUP_BAD_LAYOUT] = "08P01",
+		[STARTUP_NO_USER] = "28000",
+		[STARTUP_REPLICATION] = "0A000",
+	};
+	enum startup_status st = client_parse_startup_params(c, f, err, sizeof(err));
+	if (st != STARTUP_OK) {
+		client_disconnect(c, sqlstates[st], "%s", err);
 		return;
 	}
 	if (!client_find_pool(c)) {

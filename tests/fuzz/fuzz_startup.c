@@ -3,10 +3,9 @@
  * first (SSLRequest / GSSENCRequest answered with 'N', then a StartupMessage or CancelRequest), and
  * then the body of a StartupMessage given a correct header.
  *
- * client.c's functions for this are static, so the walk below mirrors them step by step:
- * client_login_scan (CLS_STARTUP), client_startup_packet, client_handle_cancel,
- * client_parse_startup_params and client_find_pool (the pool key, copied as pool_get does).
- * Keep it in step with src/pool/client.c.
+ * The parameters and the pool key go through the real code (src/protocol/startup.c); the
+ * packet sequence around them mirrors client_login_scan (CLS_STARTUP), client_startup_packet and
+ * client_handle_cancel, which need a connection.
  */
 #include <stdbool.h>
 #include <stddef.h>
@@ -18,6 +17,7 @@
 #include "protocol/frame.h"
 #include "protocol/pqmsg.h"
 #include "protocol/reader.h"
+#include "protocol/startup.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -31,86 +31,29 @@ struct login {
 	bool ssl_answered, gss_answered;
 	uint8_t *startup; /* owned copy of the StartupMessage body */
 	uint32_t startup_len;
-	const char *user, *database, *application_name; /* into startup */
+	struct startup_params params; /* into startup */
 };
 
-/* client_parse_startup_params */
+/* client_parse_startup_params: the real parser, on an owned copy as client.c keeps it */
 static bool parse_startup_params(struct login *c, const struct frame *f, char *err, size_t errcap)
 {
 	c->startup = malloc(f->len ? f->len : 1);
 	CHECK(c->startup != NULL);
 	memcpy(c->startup, f->body, f->len);
 	c->startup_len = f->len;
-	c->application_name = "";
-	struct reader r;
-	reader_init(&r, c->startup, c->startup_len);
-	for (;;) {
-		const char *name, *value;
-		size_t nlen;
-		if (!reader_cstr(&r, &name, &nlen)) {
-			snprintf(err, errcap, "invalid startup packet layout: expected terminator");
-			return false;
-		}
-		CHECK(strlen(name) == nlen);
-		CHECK((const uint8_t *)name + nlen < c->startup + c->startup_len);
-		if (nlen == 0)
-			break;
-		if (!reader_cstr(&r, &value, NULL)) {
-			snprintf(err, errcap,
-				 "invalid startup packet layout: missing value for \"%.60s\"",
-				 name);
-			return false;
-		}
-		if (strcmp(name, "user") == 0)
-			c->user = value;
-		else if (strcmp(name, "database") == 0)
-			c->database = value;
-		else if (strcmp(name, "application_name") == 0)
-			c->application_name = value;
-		else if (strcmp(name, "replication") == 0 && strcmp(value, "false") != 0 &&
-			 strcmp(value, "0") != 0 && strcmp(value, "off") != 0) {
-			snprintf(err, errcap,
-				 "replication connections are not supported by pgrelay");
-			return false;
-		}
-	}
-	if (!reader_end(&r)) {
-		snprintf(err, errcap,
-			 "invalid startup packet layout: expected terminator as last byte");
-		return false;
-	}
-	if (!c->user || !c->user[0]) {
-		snprintf(err, errcap, "no PostgreSQL user name specified in startup packet");
-		return false;
-	}
-	if (!c->database || !c->database[0])
-		c->database = c->user;
-	return true;
+	return startup_parse(c->startup, c->startup_len, &c->params, err, errcap) == STARTUP_OK;
 }
 
 static volatile unsigned key_sink;
 
-/* client_find_pool, with pool_get's copy of the key */
+/* client_find_pool: the real key builder, then pool_get's copy of the key */
 static bool find_pool(struct login *c)
 {
 	char key[2048];
-	size_t n = (size_t)snprintf(key, sizeof(key), "%s%c%s%c", c->database, 0, c->user, 0);
-	struct reader r;
-	reader_init(&r, c->startup, c->startup_len);
-	const char *name, *value;
-	size_t nlen, vlen;
-	while (reader_cstr(&r, &name, &nlen) && nlen && reader_cstr(&r, &value, &vlen)) {
-		if (!strcmp(name, "user") || !strcmp(name, "database") ||
-		    !strcmp(name, "application_name"))
-			continue;
-		if (n + nlen + vlen + 2 >= sizeof(key))
-			return false;
-		memcpy(key + n, name, nlen + 1);
-		n += nlen + 1;
-		memcpy(key + n, value, vlen + 1);
-		n += vlen + 1;
-	}
-	/* pool_get(w, key, n): malloc(n) and memcpy(p->key, key, n); then memcmp on lookups. */
+	size_t n;
+	if (!startup_pool_key(c->startup, c->startup_len, &c->params, key, sizeof(key), &n))
+		return false;
+	CHECK(n <= sizeof(key));
 	char *copy = malloc(n ? n : 1);
 	CHECK(copy != NULL);
 	memcpy(copy, key, n);
@@ -133,7 +76,8 @@ static bool handle_startup(struct login *c, const struct frame *f)
 		CHECK(strlen(err) < sizeof(err));
 		return false;
 	}
-	CHECK(c->user && c->user[0] && c->database && c->database[0] && c->application_name);
+	CHECK(c->params.user && c->params.user[0] && c->params.database && c->params.database[0] &&
+	      c->params.application_name);
 	return find_pool(c);
 }
 

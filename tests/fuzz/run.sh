@@ -17,7 +17,7 @@ HERE=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd -- "$HERE/../.." && pwd)
 ALL_HARNESSES=(fuzz_frame fuzz_startup)
 SOURCES=("$ROOT"/src/protocol/frame.c "$ROOT"/src/protocol/reader.c
-	"$ROOT"/src/protocol/builder.c "$ROOT"/src/util/log.c)
+	"$ROOT"/src/protocol/builder.c "$ROOT"/src/protocol/startup.c "$ROOT"/src/util/log.c)
 WARN=(-std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes
 	-Wstrict-prototypes -Wvla -Wformat=2 -Wimplicit-fallthrough -Wno-format-nonliteral)
 # shellcheck disable=SC2054 # the commas belong to one compiler flag
