@@ -1,2 +1,702 @@
-/* Placeholder: replaced by the module implementation. */
-typedef int pgrelay_placeholder_t;
+/*
+ * The health thread (see health.h for the contract).
+ *
+ * Ownership: struct health is shared between the caller's threads and the health thread. Fields
+ * marked "mu" are read and written only under h->mu; fields marked "thread" belong to the health
+ * thread alone after health_start returned (health_start fills them before pthread_create, and
+ * health_stop reads them only after pthread_join). The wake pipe turns any request into a poll()
+ * wake-up; requests themselves travel in the "mu" fields.
+ *
+ * Per node the thread cycles IDLE -> PROBING -> (RETRY_WAIT -> PROBING)* -> IDLE; next_due is
+ * when the node leaves IDLE or RETRY_WAIT. One poll() waits on the wake pipe and every probing
+ * node's socket, for at most the nearest deadline or due time.
+ */
+#include "health/health.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "conf/config.h"
+#include "util/log.h"
+
+_Static_assert(HEALTH_MAX_NODES >= CONFIG_MAX_BACKENDS, "a snapshot must hold every backend");
+
+#define COMPONENT "health"
+
+enum node_phase {
+	NODE_IDLE,	 /* between sessions; next_due = next session start */
+	NODE_PROBING,	 /* an attempt runs in probe */
+	NODE_RETRY_WAIT, /* a failed attempt waits for its retry at next_due */
+};
+
+/* Owned copy of the settings. */
+struct health_settings {
+	uint32_t period_ms;
+	uint32_t timeout_ms;
+	int max_retries;
+	uint32_t retry_delay_ms;
+	char *user;	/* owned, never NULL */
+	char *password; /* owned, never NULL */
+	char *database; /* owned, never NULL */
+};
+
+struct health_node {
+	char *host;		    /* owned, never NULL */
+	int port;		    /* 1..65535 */
+	char *user;		    /* owned override or NULL (then settings.user) */
+	char *password;		    /* owned override or NULL */
+	char *dbname;		    /* owned override or NULL */
+	char *eff_user;		    /* owned: the credentials target uses (override or settings) */
+	char *eff_password;	    /* owned */
+	char *eff_dbname;	    /* owned */
+	struct probe_target target; /* borrows host and eff_* (all owned by this node) */
+	uint64_t target_gen;	    /* settings generation target was built from */
+	struct probe probe;	    /* keeps the node's connection between attempts */
+	enum node_phase phase;
+	uint64_t next_due;	     /* monotonic ms */
+	struct health_node_state st; /* what gets published */
+};
+
+struct health {
+	pthread_t thread;
+	pthread_mutex_t mu;
+	int wake_rd; /* nonblocking pipe read end, polled by the thread */
+	int wake_wr; /* nonblocking pipe write end, written by anyone */
+	void (*notify)(void *arg);
+	void *notify_arg;
+	int n;
+
+	/* mu */
+	bool stop;
+	struct health_settings *pending; /* owned; new settings not yet taken by the thread */
+	bool requested[HEALTH_MAX_NODES];
+	bool skip[HEALTH_MAX_NODES];
+	struct health_snapshot *published; /* owned */
+
+	/* thread */
+	struct health_settings cur;
+	uint64_t gen; /* bumped when credentials change */
+	uint64_t seq;
+	struct health_node *nodes; /* owned; n entries (about 14 kB each) */
+};
+
+/* ----------------------------------------------------------------------------------------------
+ * Pure state machine and statistics.
+ */
+
+double health_stats_average_retry_count(const struct health_stats *s)
+{
+	uint64_t done = s->success_count + s->fail_count;
+
+	return done == 0 ? 0.0 : (double)s->retry_count / (double)done;
+}
+
+double health_stats_average_duration_ms(const struct health_stats *s)
+{
+	uint64_t done = s->success_count + s->fail_count;
+
+	return done == 0 ? 0.0 : (double)s->duration_sum_ms / (double)done;
+}
+
+void health_fsm_session_begin(struct health_node_state *s, int64_t wall_ms, uint64_t mono_ms)
+{
+	(void)wall_ms;
+	s->in_session = true;
+	s->session_retries = 0;
+	s->session_started_at = mono_ms;
+	s->stats.total_count++;
+}
+
+static void session_end(struct health_node_state *s, uint64_t mono_ms)
+{
+	struct health_stats *st = &s->stats;
+	uint64_t d64 = mono_ms > s->session_started_at ? mono_ms - s->session_started_at : 0;
+	uint32_t d = d64 > UINT32_MAX ? UINT32_MAX : (uint32_t)d64;
+	bool first = st->success_count + st->fail_count == 0;
+
+	s->in_session = false;
+	if (d > st->max_duration_ms)
+		st->max_duration_ms = d;
+	if (first || d < st->min_duration_ms)
+		st->min_duration_ms = d;
+	st->duration_sum_ms += d;
+	if ((uint32_t)s->session_retries > st->max_retry_count)
+		st->max_retry_count = (uint32_t)s->session_retries;
+}
+
+enum health_next health_fsm_record(struct health_node_state *s, bool ok, int max_retries,
+				   int64_t wall_ms, uint64_t mono_ms)
+{
+	struct health_stats *st = &s->stats;
+
+	st->last_health_check = wall_ms;
+	if (ok) {
+		s->consecutive_failures = 0;
+		s->consecutive_successes++;
+		s->failed = false;
+		st->last_successful_health_check = wall_ms;
+		session_end(s, mono_ms);
+		st->success_count++; /* after session_end: it tells the first completed session */
+		return HEALTH_NEXT_PERIOD;
+	}
+	s->consecutive_successes = 0;
+	s->consecutive_failures++;
+	if (!s->failed && s->consecutive_failures < 1 + (max_retries < 0 ? 0 : max_retries)) {
+		s->session_retries++;
+		st->retry_count++;
+		return HEALTH_NEXT_RETRY;
+	}
+	s->failed = true;
+	st->last_failed_health_check = wall_ms;
+	session_end(s, mono_ms);
+	st->fail_count++;
+	return HEALTH_NEXT_PERIOD;
+}
+
+void health_fsm_skip(struct health_node_state *s, int64_t wall_ms)
+{
+	s->stats.total_count++;
+	s->stats.skip_count++;
+	s->stats.last_skip_health_check = wall_ms;
+}
+
+/* ----------------------------------------------------------------------------------------------
+ * Settings.
+ */
+
+static void free_secret(char *s)
+{
+	if (s != NULL)
+		explicit_bzero(s, strlen(s));
+	free(s);
+}
+
+static void settings_free(struct health_settings *s)
+{
+	if (s == NULL)
+		return;
+	free(s->user);
+	free_secret(s->password);
+	free(s->database);
+	memset(s, 0, sizeof(*s));
+}
+
+static char *dup_or_empty(const char *s)
+{
+	return strdup(s != NULL ? s : "");
+}
+
+static bool settings_valid(const struct health_config_copy *c)
+{
+	return c != NULL && c->timeout_ms >= 1 && c->max_retries >= 0;
+}
+
+static bool settings_copy(struct health_settings *dst, const struct health_config_copy *c)
+{
+	memset(dst, 0, sizeof(*dst));
+	dst->period_ms = c->period_ms;
+	dst->timeout_ms = c->timeout_ms;
+	dst->max_retries = c->max_retries;
+	dst->retry_delay_ms = c->retry_delay_ms;
+	dst->user = dup_or_empty(c->user);
+	dst->password = dup_or_empty(c->password);
+	dst->database = dup_or_empty(c->database);
+	if (dst->user == NULL || dst->password == NULL || dst->database == NULL) {
+		settings_free(dst);
+		return false;
+	}
+	return true;
+}
+
+void health_config_from_conf(const struct health_check_conf *hc, struct health_config_copy *out)
+{
+	out->period_ms = hc->period_ms;
+	out->timeout_ms = hc->timeout_ms;
+	out->max_retries = hc->max_retries;
+	out->retry_delay_ms = hc->retry_delay_ms;
+	out->user = hc->user;
+	out->password = hc->password;
+	out->database = hc->database;
+}
+
+/* ----------------------------------------------------------------------------------------------
+ * The thread.
+ */
+
+static int64_t wall_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void wake(struct health *h)
+{
+	char b = 1;
+
+	/* A full pipe already guarantees a wake-up: EAGAIN is fine. */
+	while (write(h->wake_wr, &b, 1) < 0 && errno == EINTR) {
+	}
+}
+
+static void drain_wake(struct health *h)
+{
+	char buf[64];
+
+	while (read(h->wake_rd, buf, sizeof(buf)) > 0) {
+	}
+}
+
+/* Copies the thread's view into the mailbox; notify only from the health thread. */
+static void publish_locked(struct health *h, uint64_t now)
+{
+	struct health_snapshot *s = h->published;
+
+	s->seq = ++h->seq;
+	s->published_at = now;
+	s->enabled = h->cur.period_ms > 0;
+	s->n_nodes = h->n;
+	for (int i = 0; i < h->n; i++) {
+		s->nodes[i] = h->nodes[i].st;
+		s->nodes[i].skipped = h->skip[i];
+	}
+}
+
+static void publish(struct health *h, uint64_t now)
+{
+
+	pthread_mutex_lock(&h->mu);
+	publish_locked(h, now);
+	pthread_mutex_unlock(&h->mu);
+	if (h->notify != NULL)
+		h->notify(h->notify_arg);
+}
+
+/*
+ * Rebuilds a node's target from the current settings when they changed, and reopens its
+ * connection. Called only between attempts; the node owns the strings its target points at, so a
+ * running attempt never loses them. On out of memory the old target stays (tried again later).
+ */
+static void node_refresh_target(struct health *h, struct health_node *nd)
+{
+	char *u, *pw, *db;
+
+	if (nd->target_gen == h->gen)
+		return;
+	u = strdup(nd->user != NULL ? nd->user : h->cur.user);
+	pw = strdup(nd->password != NULL ? nd->password : h->cur.password);
+	db = strdup(nd->dbname != NULL ? nd->dbname : h->cur.database);
+	if (u == NULL || pw == NULL || db == NULL) {
+		free(u);
+		free_secret(pw);
+		free(db);
+		return;
+	}
+	probe_close(&nd->probe);
+	free(nd->eff_user);
+	free_secret(nd->eff_password);
+	free(nd->eff_dbname);
+	nd->eff_user = u;
+	nd->eff_password = pw;
+	nd->eff_dbname = db;
+	nd->target.host = nd->host;
+	nd->target.port = nd->port;
+	nd->target.user = u;
+	nd->target.password = pw;
+	nd->target.dbname = db;
+	nd->target_gen = h->gen;
+}
+
+/* Takes new settings from the mailbox. Called with the settings already moved out of h->mu. */
+static void apply_settings(struct health *h, struct health_settings *ns, uint64_t now)
+{
+	bool creds = strcmp(ns->user, h->cur.user) != 0 ||
+		     strcmp(ns->password, h->cur.password) != 0 ||
+		     strcmp(ns->database, h->cur.database) != 0;
+
+	if (creds)
+		h->gen++;
+	/* Nodes own copies of their credentials: each picks the new ones at its next attempt. */
+	for (int i = 0; i < h->n; i++) {
+		struct health_node *nd = &h->nodes[i];
+
+		if (nd->phase == NODE_IDLE && ns->period_ms > 0) {
+			uint64_t due = nd->st.session_started_at + ns->period_ms;
+
+			if (!nd->st.has_observation && nd->st.stats.total_count == 0)
+				due = now;
+			if (h->cur.period_ms == 0 || due < nd->next_due)
+				nd->next_due = due < now ? now : due;
+		}
+	}
+	settings_free(&h->cur);
+	h->cur = *ns;
+	log_info(COMPONENT, 0,
+		 "health check settings applied: period %ums, timeout %ums, %d retries every %ums",
+		 h->cur.period_ms, h->cur.timeout_ms, h->cur.max_retries, h->cur.retry_delay_ms);
+}
+
+/* An attempt ended: record it and schedule what comes next. */
+static void node_attempt_done(struct health *h, int i, uint64_t now)
+{
+	struct health_node *nd = &h->nodes[i];
+	const struct node_observation *o = &nd->probe.obs;
+	bool was_failed = nd->st.failed;
+	enum health_next next;
+
+	nd->st.obs = *o;
+	nd->st.has_observation = true;
+	next = health_fsm_record(&nd->st, o->reachable, h->cur.max_retries, wall_now_ms(), now);
+	if (nd->st.failed && !was_failed)
+		log_info(COMPONENT, 0, "node %d (%s:%d) failed %d consecutive health checks: %s", i,
+			 nd->host, nd->port, nd->st.consecutive_failures, o->error);
+	else if (!nd->st.failed && was_failed)
+		log_info(COMPONENT, 0, "node %d (%s:%d) answers health checks again", i, nd->host,
+			 nd->port);
+	else if (!o->reachable)
+		log_debug(COMPONENT, 0, "node %d (%s:%d) health check failed (%s): %s", i, nd->host,
+			  nd->port, probe_status_name(o->status), o->error);
+	if (next == HEALTH_NEXT_RETRY) {
+		nd->phase = NODE_RETRY_WAIT;
+		nd->next_due = now + h->cur.retry_delay_ms;
+	} else {
+		nd->phase = NODE_IDLE;
+		nd->next_due = nd->st.session_started_at + h->cur.period_ms;
+		if (nd->next_due < now)
+			nd->next_due = now;
+	}
+}
+
+/* Starts every due attempt; returns true if something worth publishing happened. */
+static bool start_due(struct health *h, const bool *skip, uint64_t now)
+{
+	bool changed = false;
+
+	for (int i = 0; i < h->n; i++) {
+		struct health_node *nd = &h->nodes[i];
+
+		if (nd->phase == NODE_PROBING || nd->next_due > now)
+			continue;
+		if (nd->phase == NODE_IDLE) {
+			if (h->cur.period_ms == 0)
+				continue;
+			if (skip[i]) {
+				health_fsm_skip(&nd->st, wall_now_ms());
+				probe_close(&nd->probe);
+				nd->next_due = now + h->cur.period_ms;
+				changed = true;
+				continue;
+			}
+			health_fsm_session_begin(&nd->st, wall_now_ms(), now);
+		}
+		node_refresh_target(h, nd);
+		nd->phase = NODE_PROBING;
+		if (!probe_start(&nd->probe, &nd->target, h->cur.timeout_ms, now)) {
+			node_attempt_done(h, i, now);
+			changed = true;
+		}
+	}
+	return changed;
+}
+
+/* Milliseconds until the nearest deadline or due time, -1 for none. */
+static int next_timeout(const struct health *h, uint64_t now)
+{
+	uint64_t next = UINT64_MAX;
+
+	for (int i = 0; i < h->n; i++) {
+		const struct health_node *nd = &h->nodes[i];
+		uint64_t t;
+
+		if (nd->phase == NODE_PROBING)
+			t = nd->probe.deadline;
+		else if (nd->phase == NODE_RETRY_WAIT || h->cur.period_ms > 0)
+			t = nd->next_due;
+		else
+			continue;
+		if (t < next)
+			next = t;
+	}
+	if (next == UINT64_MAX)
+		return -1;
+	if (next <= now)
+		return 0;
+	return next - now > 60000 ? 60000 : (int)(next - now);
+}
+
+static void *health_main(void *arg)
+{
+	struct health *h = arg;
+	struct pollfd pfds[1 + HEALTH_MAX_NODES];
+	int owner[1 + HEALTH_MAX_NODES];
+	bool skip[HEALTH_MAX_NODES];
+	bool changed;
+
+	for (;;) {
+		struct health_settings *ns;
+		bool req[HEALTH_MAX_NODES];
+		uint64_t now;
+		int npfd = 1, n;
+
+		pthread_mutex_lock(&h->mu);
+		if (h->stop) {
+			pthread_mutex_unlock(&h->mu);
+			break;
+		}
+		ns = h->pending;
+		h->pending = NULL;
+		memcpy(req, h->requested, sizeof(req));
+		memset(h->requested, 0, sizeof(h->requested));
+		memcpy(skip, h->skip, sizeof(skip));
+		pthread_mutex_unlock(&h->mu);
+
+		now = probe_now_ms();
+		changed = false;
+		if (ns != NULL) {
+			apply_settings(h, ns, now);
+			free(ns);
+			changed = true;
+		}
+		for (int i = 0; i < h->n; i++) {
+			if (req[i] && h->nodes[i].phase == NODE_IDLE && !skip[i])
+				h->nodes[i].next_due = now;
+		}
+		changed |= start_due(h, skip, now);
+		if (changed)
+			publish(h, now);
+
+		pfds[0].fd = h->wake_rd;
+		pfds[0].events = POLLIN;
+		pfds[0].revents = 0;
+		for (int i = 0; i < h->n; i++) {
+			if (h->nodes[i].phase == NODE_PROBING &&
+			    probe_pollfd(&h->nodes[i].probe, &pfds[npfd]))
+				owner[npfd++] = i;
+		}
+		n = poll(pfds, (nfds_t)npfd, next_timeout(h, now));
+		if (n < 0 && errno != EINTR) {
+			log_error(COMPONENT, 0, "poll: %s", strerror(errno));
+			(void)poll(NULL, 0, 100); /* do not spin */
+		}
+		if (pfds[0].revents != 0)
+			drain_wake(h);
+
+		/*
+		 * Step a probe only when its socket is ready or its deadline passed: PQconnectPoll
+		 * must not be called before the socket is ready (it would take an unfinished
+		 * connect() for a finished one).
+		 */
+		now = probe_now_ms();
+		changed = false;
+		bool ready[HEALTH_MAX_NODES] = { false };
+		for (int k = 1; k < npfd; k++) {
+			if (pfds[k].revents != 0)
+				ready[owner[k]] = true;
+		}
+		for (int i = 0; i < h->n; i++) {
+			struct health_node *nd = &h->nodes[i];
+
+			if (nd->phase != NODE_PROBING)
+				continue;
+			if (!ready[i] && now < nd->probe.deadline)
+				continue;
+			if (probe_step(&nd->probe, now)) {
+				node_attempt_done(h, i, now);
+				changed = true;
+			}
+		}
+		if (changed)
+			publish(h, now);
+	}
+	for (int i = 0; i < h->n; i++)
+		probe_close(&h->nodes[i].probe);
+	return NULL;
+}
+
+/* ----------------------------------------------------------------------------------------------
+ * API.
+ */
+
+static char *dup_override(const char *s)
+{
+	return s != NULL && s[0] != '\0' ? strdup(s) : NULL;
+}
+
+static void free_handle(struct health *h)
+{
+	for (int i = 0; i < h->n; i++) {
+		struct health_node *nd = &h->nodes[i];
+
+		probe_close(&nd->probe);
+		free(nd->host);
+		free(nd->user);
+		free_secret(nd->password);
+		free(nd->dbname);
+		free(nd->eff_user);
+		free_secret(nd->eff_password);
+		free(nd->eff_dbname);
+	}
+	if (h->pending != NULL) {
+		settings_free(h->pending);
+		free(h->pending);
+	}
+	settings_free(&h->cur);
+	free(h->nodes);
+	free(h->published);
+	if (h->wake_rd >= 0)
+		close(h->wake_rd);
+	if (h->wake_wr >= 0)
+		close(h->wake_wr);
+	pthread_mutex_destroy(&h->mu);
+	free(h);
+}
+
+health_t *health_start(const struct health_config_copy *cfg, const struct probe_target *targets,
+		       int n, void (*notify)(void *arg), void *arg)
+{
+	struct health *h;
+	int fds[2];
+	sigset_t all, old;
+	int rc;
+
+	if (!settings_valid(cfg) || targets == NULL || n < 1 || n > HEALTH_MAX_NODES) {
+		log_error(COMPONENT, 0, "health_start: invalid arguments");
+		return NULL;
+	}
+	h = calloc(1, sizeof(*h));
+	if (h == NULL)
+		return NULL;
+	h->wake_rd = h->wake_wr = -1;
+	pthread_mutex_init(&h->mu, NULL);
+	h->n = n;
+	h->notify = notify;
+	h->notify_arg = arg;
+	h->gen = 1;
+	h->published = calloc(1, sizeof(*h->published));
+	h->nodes = calloc((size_t)n, sizeof(*h->nodes));
+	if (h->published == NULL || h->nodes == NULL || !settings_copy(&h->cur, cfg)) {
+		h->n = h->nodes == NULL ? 0 : n;
+		goto fail;
+	}
+	for (int i = 0; i < n; i++) {
+		struct health_node *nd = &h->nodes[i];
+		const struct probe_target *t = &targets[i];
+
+		probe_init(&nd->probe);
+		nd->port = t->port;
+		nd->host = dup_or_empty(t->host);
+		nd->user = dup_override(t->user);
+		nd->password = dup_override(t->password);
+		nd->dbname = dup_override(t->dbname);
+		if (nd->host == NULL || (t->user != NULL && t->user[0] && nd->user == NULL) ||
+		    (t->password != NULL && t->password[0] && nd->password == NULL) ||
+		    (t->dbname != NULL && t->dbname[0] && nd->dbname == NULL))
+			goto fail;
+		if (t->port < 1 || t->port > 65535) {
+			log_error(COMPONENT, 0, "health_start: node %d: bad port %d", i, t->port);
+			goto fail;
+		}
+		nd->phase = NODE_IDLE;
+		nd->next_due = 0; /* first session at once */
+	}
+	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) {
+		log_error(COMPONENT, 0, "pipe2: %s", strerror(errno));
+		goto fail;
+	}
+	h->wake_rd = fds[0];
+	h->wake_wr = fds[1];
+	/* The initial snapshot (seq 1, nothing observed yet) exists before anyone can read. */
+	publish_locked(h, probe_now_ms());
+	/* Signals belong to the main loop: the thread starts with all of them blocked. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(&h->thread, NULL, health_main, h);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0) {
+		log_error(COMPONENT, 0, "pthread_create: %s", strerror(rc));
+		goto fail;
+	}
+	return h;
+fail:
+	free_handle(h);
+	return NULL;
+}
+
+void health_snapshot_copy(health_t *h, struct health_snapshot *out)
+{
+	pthread_mutex_lock(&h->mu);
+	const struct health_snapshot *s = h->published;
+	out->seq = s->seq;
+	out->published_at = s->published_at;
+	out->enabled = s->enabled;
+	out->n_nodes = s->n_nodes;
+	memcpy(out->nodes, s->nodes, (size_t)s->n_nodes * sizeof(s->nodes[0]));
+	pthread_mutex_unlock(&h->mu);
+}
+
+void health_request_probe_now(health_t *h, int node)
+{
+	if (node >= h->n)
+		return;
+	pthread_mutex_lock(&h->mu);
+	for (int i = 0; i < h->n; i++) {
+		if (node < 0 || node == i)
+			h->requested[i] = true;
+	}
+	pthread_mutex_unlock(&h->mu);
+	wake(h);
+}
+
+void health_set_skip(health_t *h, int node, bool skip)
+{
+	if (node < 0 || node >= h->n)
+		return;
+	pthread_mutex_lock(&h->mu);
+	h->skip[node] = skip;
+	pthread_mutex_unlock(&h->mu);
+	wake(h);
+}
+
+bool health_update_config(health_t *h, const struct health_config_copy *cfg)
+{
+	struct health_settings *ns, *old;
+
+	if (!settings_valid(cfg))
+		return false;
+	ns = malloc(sizeof(*ns));
+	if (ns == NULL)
+		return false;
+	if (!settings_copy(ns, cfg)) {
+		free(ns);
+		return false;
+	}
+	pthread_mutex_lock(&h->mu);
+	old = h->pending; /* two reloads before the thread looked: the later one wins */
+	h->pending = ns;
+	pthread_mutex_unlock(&h->mu);
+	if (old != NULL) {
+		settings_free(old);
+		free(old);
+	}
+	wake(h);
+	return true;
+}
+
+void health_stop(health_t *h)
+{
+	if (h == NULL)
+		return;
+	pthread_mutex_lock(&h->mu);
+	h->stop = true;
+	pthread_mutex_unlock(&h->mu);
+	wake(h);
+	pthread_join(h->thread, NULL);
+	free_handle(h);
+}

@@ -1,0 +1,160 @@
+/*
+ * Health thread: probes every backend node on its own schedule and publishes what it saw.
+ *
+ * One pthread runs all probes concurrently in one poll() loop (struct probe from probe.h), so a
+ * dead or frozen node costs at most one timeout_ms of its own and never delays the others. Each
+ * node runs "sessions" every period_ms: a first attempt, then up to max_retries retries spaced by
+ * retry_delay_ms while attempts fail. A node is reported failed after 1 + max_retries consecutive
+ * failed attempts and stays failed (probed once a period, without retries) until an attempt
+ * succeeds. The thread never touches pool or worker objects: after any change it copies a whole
+ * snapshot into a mailbox under a mutex and calls notify(arg) (the worker passes a function that
+ * does uv_async_send; sends coalesce, hence whole snapshots, never deltas). The worker reads the
+ * mailbox with health_snapshot_copy().
+ *
+ * Thread safety: every health_* function except health_start/health_stop may be called from any
+ * thread while the health thread runs. notify is called from the health thread without any lock
+ * held and never after health_stop() returned.
+ */
+#ifndef PGRELAY_HEALTH_HEALTH_H
+#define PGRELAY_HEALTH_HEALTH_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "health/probe.h"
+
+#define HEALTH_MAX_NODES 64 /* == CONFIG_MAX_BACKENDS (checked in health.c) */
+
+struct health_check_conf;
+
+/*
+ * The health-check settings handed to health_start/health_update_config. Strings are borrowed
+ * only for the duration of that call: the thread keeps its own copies (a reload frees the config).
+ */
+struct health_config_copy {
+	uint32_t period_ms;	 /* time between session starts per node; 0 disables probing */
+	uint32_t timeout_ms;	 /* bound on one attempt (connect + query); >= 1 */
+	int max_retries;	 /* retries after a failed first attempt; >= 0 */
+	uint32_t retry_delay_ms; /* pause between a failed attempt and its retry */
+	const char *user;	 /* borrowed; NULL or "" means libpq's default */
+	const char *password;	 /* borrowed; never logged or published */
+	const char *database;	 /* borrowed */
+};
+
+/* Fills out from the loaded config; out borrows hc's strings. */
+void health_config_from_conf(const struct health_check_conf *hc, struct health_config_copy *out);
+
+/*
+ * Per-node counters with the meaning of pgpool's SHOW pool_health_check_stats columns. A session
+ * is one first attempt plus its retries. Times are wall clock (CLOCK_REALTIME) milliseconds since
+ * the epoch, 0 meaning never; durations cover the whole session, retry delays included.
+ */
+struct health_stats {
+	uint64_t total_count;		      /* sessions started, skipped ones included */
+	uint64_t success_count;		      /* sessions that ended with a successful attempt */
+	uint64_t fail_count;		      /* sessions that ended with every attempt failed */
+	uint64_t skip_count;		      /* periods not probed because of health_set_skip */
+	uint64_t retry_count;		      /* retries over all sessions */
+	uint32_t max_retry_count;	      /* most retries in one session */
+	uint32_t max_duration_ms;	      /* longest completed session */
+	uint32_t min_duration_ms;	      /* shortest completed session (0 before the first) */
+	uint64_t duration_sum_ms;	      /* over completed sessions, for the average */
+	int64_t last_health_check;	      /* last attempt (a retry counts) */
+	int64_t last_successful_health_check; /* last successful attempt */
+	int64_t last_skip_health_check;	      /* last skipped period */
+	int64_t last_failed_health_check;     /* last failed session's final attempt */
+};
+
+/* retry_count / completed sessions; 0 before the first. */
+double health_stats_average_retry_count(const struct health_stats *s);
+/* duration_sum_ms / completed sessions; 0 before the first. */
+double health_stats_average_duration_ms(const struct health_stats *s);
+
+/* The published state of one node. */
+struct health_node_state {
+	bool has_observation;	     /* obs holds a completed attempt */
+	struct node_observation obs; /* the latest completed attempt (failed ones included) */
+	bool failed;		     /* 1 + max_retries consecutive failures and no success since */
+	bool skipped;		     /* health_set_skip(node, true) is in effect */
+	bool in_session;	     /* a session is running (attempt or retry pending) */
+	int consecutive_failures;    /* failed attempts since the last success */
+	int consecutive_successes;   /* successful attempts since the last failure */
+	int session_retries;	     /* retries so far in the running (or last) session */
+	uint64_t session_started_at; /* monotonic ms of the running (or last) session's start */
+	struct health_stats stats;
+};
+
+/* A whole, self-consistent view. Only nodes[0 .. n_nodes-1] are meaningful (and copied). */
+struct health_snapshot {
+	uint64_t seq;	       /* increases with every publication; 1 is the initial empty one */
+	uint64_t published_at; /* monotonic ms */
+	bool enabled;	       /* period_ms > 0 */
+	int n_nodes;
+	struct health_node_state nodes[HEALTH_MAX_NODES];
+};
+
+typedef struct health health_t; /* opaque handle */
+
+/*
+ * Copies cfg and targets (host, port; a non-empty user/password/dbname in a target overrides
+ * cfg's for that node) and starts the thread, which publishes an initial snapshot (seq 1) and
+ * probes every node at once. 1 <= n <= HEALTH_MAX_NODES. notify may be NULL. Returns NULL (and
+ * logs why) if the arguments are invalid or a resource could not be had.
+ */
+health_t *health_start(const struct health_config_copy *cfg, const struct probe_target *targets,
+		       int n, void (*notify)(void *arg), void *arg)
+	__attribute__((warn_unused_result));
+
+/* Copies the latest published snapshot (header and n_nodes entries) into out. */
+void health_snapshot_copy(health_t *h, struct health_snapshot *out);
+
+/*
+ * Asks for a session now on node (or every node if node < 0), e.g. after the data plane saw a
+ * backend socket error. A node already in a session (probing or waiting to retry) is left alone:
+ * that session answers the question. Ignored while probing is disabled.
+ */
+void health_request_probe_now(health_t *h, int node);
+
+/*
+ * Skips (skip = true) or resumes probing of node, e.g. while the failover module holds it down.
+ * Each period of a skipped node counts in skip_count; a running session finishes first.
+ */
+void health_set_skip(health_t *h, int node, bool skip);
+
+/*
+ * Applies new settings (reload): timing at once (a shorter period brings the next session
+ * forward), credentials from each node's next attempt on (kept connections are reopened).
+ * Returns false, changing nothing, on invalid values or out of memory.
+ */
+bool health_update_config(health_t *h, const struct health_config_copy *cfg)
+	__attribute__((warn_unused_result));
+
+/*
+ * Stops and joins the thread and frees h. Returns within one poll() wake-up: probes in flight are
+ * abandoned (closed, not waited for). NULL is accepted.
+ */
+void health_stop(health_t *h);
+
+/* ----------------------------------------------------------------------------------------------
+ * The per-node state machine, as pure functions (used by the thread, exposed for tests).
+ */
+
+enum health_next {
+	HEALTH_NEXT_PERIOD, /* the session is over: next session at session start + period */
+	HEALTH_NEXT_RETRY,  /* retry after retry_delay_ms */
+};
+
+/* A session starts (its first attempt is about to run). */
+void health_fsm_session_begin(struct health_node_state *s, int64_t wall_ms, uint64_t mono_ms);
+/*
+ * Records one attempt's outcome (ok or not) at wall_ms/mono_ms and says what comes next. A failed
+ * attempt is retried while the node is not failed and it had fewer than 1 + max_retries
+ * consecutive failures; the failure that reaches that count marks the node failed and ends the
+ * session. A node already failed is not retried. Success clears failed.
+ */
+enum health_next health_fsm_record(struct health_node_state *s, bool ok, int max_retries,
+				   int64_t wall_ms, uint64_t mono_ms);
+/* A period passed without a session because the node is skipped. */
+void health_fsm_skip(struct health_node_state *s, int64_t wall_ms);
+
+#endif
