@@ -11,8 +11,14 @@
 #   MODES="session transaction"   pool modes to try; a mode pgrelay rejects is skipped for pgrelay
 #   POOL_SIZE=40             pool size of every proxy (pgrelay pool_size, PgBouncer default_pool_size,
 #                            pgpool-II num_init_children); must be >= 32 or session-mode clients queue
+#   MANY_CLIENTS=1000        clients of the many-clients rows (transaction mode only)
+#   MANY_POOL_SIZE=20        pool size of the proxies of the many-clients rows and of idle-memory
+#   MANY_CONNECT_S=40        seconds added to -T of the many-clients runs for pgbench's connection phase
+#   IDLE_CLIENTS=1000        idle logged-in clients opened by idle-memory
+#   PG_MAX_CONNECTIONS=1200  max_connections of our own cluster (direct many-clients needs > MANY_CLIENTS)
 #   WORKLOADS="..."          subset of: select-simple select-extended select-prepared tpcb
-#                            connect-scram connect-trust (default: all, in that order)
+#                            connect-scram connect-trust many-clients many-clients-prepared idle-memory
+#                            (default: all; the many-clients runs go first, idle-memory comes last)
 #   BENCH_PGPORT=PORT        reuse a running scripts/cluster.sh cluster whose primary listens on
 #                            127.0.0.1:PORT (standbys PORT+1, PORT+2 are used when they answer);
 #                            it must have the roles of scripts/cluster.sh. Default: start our own.
@@ -57,13 +63,18 @@ DURATION=${DURATION:-10}
 SCALE=${SCALE:-10}
 MODES=${MODES:-session transaction}
 POOL_SIZE=${POOL_SIZE:-40}
-ALL_WORKLOADS="select-simple select-extended select-prepared tpcb connect-scram connect-trust"
+MANY_CLIENTS=${MANY_CLIENTS:-1000}
+MANY_POOL_SIZE=${MANY_POOL_SIZE:-20}
+IDLE_CLIENTS=${IDLE_CLIENTS:-1000}
+PG_MAX_CONNECTIONS=${PG_MAX_CONNECTIONS:-1200}
+MANY_CONNECT_S=${MANY_CONNECT_S:-40}
+ALL_WORKLOADS="select-simple select-extended select-prepared tpcb connect-scram connect-trust many-clients many-clients-prepared idle-memory"
 WORKLOADS=${WORKLOADS:-$ALL_WORKLOADS}
 BENCH_PGPORT=${BENCH_PGPORT:-}
 BUILD_DIR=${BENCH_BUILD_DIR:-$REPO/build-bench}
 JOBS=2
 
-for v in DURATION SCALE POOL_SIZE; do
+for v in DURATION SCALE POOL_SIZE MANY_CLIENTS MANY_POOL_SIZE MANY_CONNECT_S IDLE_CLIENTS PG_MAX_CONNECTIONS; do
   [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || {
     echo "run.sh: $v must be a positive integer, got '${!v}'" >&2
     exit 2
@@ -122,6 +133,39 @@ export PGSSLMODE=disable PGGSSENCMODE=disable PGCONNECT_TIMEOUT=10
 unset PGHOST PGPORT PGUSER PGDATABASE PGPASSWORD PGSERVICE PGOPTIONS 2>/dev/null || true
 
 CLK_TCK=$(getconf CLK_TCK)
+
+# Open files: MANY_CLIENTS clients need as many descriptors in pgbench and in each proxy. pgrelay
+# raises its own soft limit to the hard one; pgbench, PgBouncer and the idle-memory helper inherit ours.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+NOFILE=$(ulimit -n)
+if [[ "$NOFILE" =~ ^[0-9]+$ ]] && ((NOFILE < MANY_CLIENTS + 200 || NOFILE < IDLE_CLIENTS + 200)); then
+  warn "the open-files limit is $NOFILE (could not raise it to 65536); the 1,000-client runs may fail"
+fi
+
+# The pgbench workloads in table order (as given) and in run order: the many-clients runs first,
+# because their direct run needs MANY_CLIENTS backends while the other proxies' pools are still
+# small. They exist in transaction mode only. idle-memory is not a pgbench run; it comes last.
+HAS_MANY=0 HAS_IDLE=0 PGBENCH_WORKLOADS="" RUN_ORDER=""
+run_later=""
+for w in $WORKLOADS; do
+  case "$w" in
+    idle-memory) HAS_IDLE=1 ;;
+    many-clients*)
+      if [[ " $MODES " == *" transaction "* ]]; then
+        HAS_MANY=1
+        PGBENCH_WORKLOADS+="$w "
+        RUN_ORDER+="$w "
+      else
+        warn "$w needs MODES to include 'transaction'; leaving it out"
+      fi
+      ;;
+    *)
+      PGBENCH_WORKLOADS+="$w "
+      run_later+="$w "
+      ;;
+  esac
+done
+RUN_ORDER+=$run_later
 
 TMP=""
 CLUSTER_DIR=""
@@ -418,7 +462,8 @@ else
   CLUSTER_DIR=$TMP/cluster
   OWN_CLUSTER=1
   log "starting a cluster in $CLUSTER_DIR on ports $base-$((base + 2))"
-  PGBIN=$PGBIN timeout -k 10 "$T_CLUSTER" bash "$REPO/scripts/cluster.sh" start "$CLUSTER_DIR" "$base" \
+  PGBIN=$PGBIN PG_MAX_CONNECTIONS=$PG_MAX_CONNECTIONS timeout -k 10 "$T_CLUSTER" \
+    bash "$REPO/scripts/cluster.sh" start "$CLUSTER_DIR" "$base" \
     >"$TMP/cluster.log" 2>&1 || {
     tail -n 30 "$TMP/cluster.log" >&2
     die "scripts/cluster.sh start failed"
@@ -523,8 +568,8 @@ pgrelay_backends() {
   done
   printf ' );\n'
 }
-write_pgrelay_conf() { # FILE PORT MODE AUTH
-  local f=$1 port=$2 mode=$3 auth=$4 hba=""
+write_pgrelay_conf() { # FILE PORT MODE AUTH [POOL_SIZE]
+  local f=$1 port=$2 mode=$3 auth=$4 size=${5:-$POOL_SIZE} hba=""
   [[ "$auth" == trust ]] && hba=' hba_file = "hba.conf";'
   {
     echo "# written by bench/run.sh"
@@ -533,15 +578,15 @@ write_pgrelay_conf() { # FILE PORT MODE AUTH
     pgrelay_backends
     echo "auth = { users_file = \"users.txt\";$hba };"
     echo 'logging = { level = "warning"; };'
-    echo "pool = { mode = \"$mode\"; pool_size = $POOL_SIZE; max_client_conn = 20000; };"
+    echo "pool = { mode = \"$mode\"; pool_size = $size; max_client_conn = 20000; };"
     echo 'health_check = { user = "postgres"; password = "postgres"; database = "postgres"; };'
   } >"$f"
 }
 
 # PgBouncer: plain-text userlist; auth_type scram-sha-256, or trust for the trust variant.
 printf '"app" "app"\n"trustuser" ""\n' >"$TMP/pgbouncer/userlist.txt"
-write_pgbouncer_conf() { # FILE PORT MODE AUTH
-  local f=$1 port=$2 mode=$3 auth=$4 dir
+write_pgbouncer_conf() { # FILE PORT MODE AUTH [POOL_SIZE]
+  local f=$1 port=$2 mode=$3 auth=$4 size=${5:-$POOL_SIZE} dir
   dir=$(dirname "$f")
   local authtype=scram-sha-256
   [[ "$auth" == trust ]] && authtype=trust
@@ -557,7 +602,7 @@ unix_socket_dir =
 auth_type = $authtype
 auth_file = $dir/userlist.txt
 pool_mode = $mode
-default_pool_size = $POOL_SIZE
+default_pool_size = $size
 max_client_conn = 20000
 logfile =
 pidfile =
@@ -690,9 +735,45 @@ if ((WITH_PGPOOL)); then
   fi
 fi
 
+# The many-clients instances: transaction mode, SCRAM, pool MANY_POOL_SIZE.
+RELAY_MANY_OK=0
+if ((HAS_MANY)); then
+  name=pgrelay-transaction-many
+  if [[ -n "${RELAY_MODE_OK[transaction]:-}" ]]; then
+    pick_ports 1
+    port=$PORT_PICKED
+    conf=$TMP/pgrelay/$name.conf
+    write_pgrelay_conf "$conf" "$port" transaction scram "$MANY_POOL_SIZE"
+    if start_instance "$name" "$port" "$TMP/logs/$name.log" "'$PGRELAY_BIN' -f '$conf'"; then
+      RELAY_MANY_OK=1
+      smoke "$name" app app || PROC_NOTE[$name]="smoke test failed"
+    else
+      warn "$name did not start; its many-clients runs are skipped"
+      EXTRA_NOTES+=("- $name did not start (logs/$name.log); its many-clients runs were skipped")
+      unset 'PROC_PID[$name]'
+    fi
+  fi
+  name=pgbouncer-transaction-many
+  pick_ports 1
+  port=$PORT_PICKED
+  conf=$TMP/pgbouncer/$name.ini
+  write_pgbouncer_conf "$conf" "$port" transaction scram "$MANY_POOL_SIZE"
+  [[ ${#AS_PG[@]} -eq 0 ]] || chown postgres: "$conf"
+  touch "$TMP/logs/$name.log"
+  start_instance "$name" "$port" "$TMP/logs/$name.log" "${AS_PG[*]} pgbouncer '$conf'" ||
+    die "PgBouncer ($name) did not start"
+  smoke "$name" app app || die "PgBouncer ($name) does not serve queries; see $TMP/logs/$name.log"
+fi
+
+# Backends the primary must allow: idle proxy pools (each proxy keeps what a run opened) plus a
+# direct run; the direct many-clients run comes first, while the pools are nearly empty.
 need=$((32 + 2 * POOL_SIZE + POOL_SIZE * WITH_PGPOOL))
 if [[ "$max_conn" =~ ^[0-9]+$ ]] && ((max_conn < need)); then
   warn "the primary's max_connections is $max_conn; idle proxy pools plus a direct run may need ~$need"
+fi
+need=$((MANY_CLIENTS + 40))
+if ((HAS_MANY)) && [[ "$max_conn" =~ ^[0-9]+$ ]] && ((max_conn < need)); then
+  warn "the primary's max_connections is $max_conn; the direct many-clients runs need ~$need (they will fail)"
 fi
 
 # ------------------------------------------------------------------------------------------------
@@ -706,14 +787,41 @@ declare -A WL=(
   [tpcb]="16|app|app|-b tpcb-like -M simple|tpcb-like"
   [connect-scram]="16|app|app|-S -C -M simple|select-only -C (SCRAM)"
   [connect-trust]="16|trustuser||-S -C -M simple|select-only -C (trust)"
+  [many-clients]="$MANY_CLIENTS|app|app|-S -M simple|select-only -M simple, $MANY_CLIENTS clients, pool $MANY_POOL_SIZE"
+  [many-clients-prepared]="$MANY_CLIENTS|app|app|-S -M prepared|select-only -M prepared, $MANY_CLIENTS clients, pool $MANY_POOL_SIZE"
 )
+wl_modes() { # WORKLOAD -> the pool modes it runs in
+  case "$1" in
+    many-clients*) echo transaction ;;
+    *) echo "$MODES" ;;
+  esac
+}
 
 TARGETS=(direct pgrelay pgbouncer)
 ((WITH_PGPOOL)) && TARGETS+=(pgpool)
 
-declare -A TPS=() FAILED=() CPU=() STATUS=()
+declare -A TPS=() FAILED=() CPU=() STATUS=() TXN=() LOGINS=() SCONNS=() CONNECT_S=()
 RUNS_TSV=$TMP/runs.tsv
-printf 'workload\tmode\ttarget\tstatus\ttps\ttransactions\tfailed\tcpu_us_per_txn\tproxy_log_lines\tserver_log_problems\n' >"$RUNS_TSV"
+printf 'workload\tmode\ttarget\tstatus\ttps\ttransactions\tfailed\tcpu_us_per_txn\tproxy_log_lines\tserver_log_problems\tbackend_logins\tserver_conns_after\tconnect_s\n' >"$RUNS_TSV"
+
+# Backend logins to database app so far (pg_stat_database.sessions, read from database postgres so
+# that the reading itself does not count); "" when unreadable. PostgreSQL flushes the counter
+# within about a second of a login, so a run's difference is approximate (a few logins).
+app_sessions() {
+  PGPASSWORD=postgres timeout "$T_SMOKE" "$PGBIN/psql" -X -q -At -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres \
+    -d postgres -c "SELECT sessions FROM pg_stat_database WHERE datname = 'app'" 2>/dev/null || true
+}
+# Established TCP connections from PID (or its descendants: pgpool-II) to the primary.
+server_conns() {
+  local pids
+  pids=$( (
+    echo "$1"
+    descendants "$1"
+  ) | tr '\n' ' ')
+  { ss -Htnp state established "( dport = :$PRIMARY_PORT )" 2>/dev/null || true; } |
+    awk -v pids="$pids" 'BEGIN { n = split(pids, a, " "); for (i = 1; i <= n; i++) want["pid=" a[i] ","] = 1 }
+      { for (k in want) if (index($0, k)) { c++; break } } END { print c + 0 }'
+}
 # Lines of the primary's log that point at trouble; the "LOG:"-style level and message are kept,
 # without the timestamp/pid prefix, so that equal messages can be counted.
 SERVER_PROBLEMS='(ERROR|FATAL|PANIC|WARNING):|unexpected EOF|could not (receive|send)|terminating connection|incomplete startup packet'
@@ -722,6 +830,15 @@ SERVER_PROBLEMS='(ERROR|FATAL|PANIC|WARNING):|unexpected EOF|could not (receive|
 instance_for() { # TARGET MODE WORKLOAD -> instance name ("" for direct, "-" skipped, "n/a" not applicable)
   local target=$1 mode=$2 wl=$3 auth=scram
   [[ "$wl" == connect-trust ]] && auth=trust
+  if [[ "$wl" == many-clients* ]]; then
+    case "$target" in
+      direct) echo "" ;;
+      pgrelay) if ((RELAY_MANY_OK)); then echo pgrelay-transaction-many; else echo "-"; fi ;;
+      pgbouncer) echo pgbouncer-transaction-many ;;
+      pgpool) echo "n/a" ;;
+    esac
+    return 0
+  fi
   case "$target" in
     direct) echo "" ;;
     pgrelay) if [[ -n "${RELAY_MODE_OK[$mode]:-}" ]]; then echo "pgrelay-$mode-$auth"; else echo "-"; fi ;;
@@ -739,10 +856,33 @@ instance_for() { # TARGET MODE WORKLOAD -> instance name ("" for direct, "-" ski
   esac
 }
 
+# Waits until the pgbench under `timeout` pid TPID has CLIENTS connections open (counted as its open
+# descriptors: stdin/out/err plus one socket per client; pgbench opens them one after the other,
+# each fully logged in before the next), at most LIMIT seconds. Sets CONNECTED_S.
+CONNECTED_S=""
+wait_connected() { # TPID CLIENTS LIMIT
+  local tp=$1 fds=$(($2 + 3)) limit=$3 start=$EPOCHREALTIME pb="" n
+  CONNECTED_S=""
+  while kill -0 "$tp" 2>/dev/null; do
+    [[ -n "$pb" ]] || pb=$(awk '{ print $1 }' "/proc/$tp/task/$tp/children" 2>/dev/null || true)
+    if [[ -n "$pb" ]]; then
+      n=$(find "/proc/$pb/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
+      if ((n >= fds)); then
+        CONNECTED_S=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
+        return 0
+      fi
+    fi
+    awk -v a="$start" -v b="$EPOCHREALTIME" -v l="$limit" 'BEGIN { exit !(b - a > l) }' && return 1
+    sleep 0.2
+  done
+  return 1
+}
+
 RUN_NO=0
 run_one() { # WORKLOAD MODE TARGET
   local wl=$1 mode=$2 target=$3 key="$1|$2|$3"
   local clients user pw opts label inst port out rc=0 t0="" t1="" lines0=0 lines1=0 slog0="" problems=n/a
+  local sess0 sess1 logins="" sconns=n/a
   IFS='|' read -r clients user pw opts label <<<"${WL[$wl]}"
   inst=$(instance_for "$target" "$mode" "$wl")
   RUN_NO=$((RUN_NO + 1))
@@ -769,13 +909,32 @@ run_one() { # WORKLOAD MODE TARGET
   fi
   out=$TMP/logs/run-$RUN_NO-$wl-$mode-$target.out
   [[ -z "$SERVER_LOG" || ! -f "$SERVER_LOG" ]] || slog0=$(stat -c %s "$SERVER_LOG")
+  sess0=$(app_sessions)
+  # pgbench's -T clock starts before its connections: the many-clients runs get MANY_CONNECT_S more
+  # seconds, and their CPU window starts once every client is connected (pgbench's tps and
+  # transaction count exclude the connection phase too).
+  local secs=$DURATION connect_s="" bpid
+  [[ "$wl" == many-clients* ]] && secs=$((DURATION + MANY_CONNECT_S))
   # shellcheck disable=SC2086
-  PGPASSWORD=$pw timeout -k 10 $((DURATION + T_RUN_EXTRA)) "$PGBIN/pgbench" -h 127.0.0.1 -p "$port" -U "$user" \
-    -n -c "$clients" -j "$JOBS" -T "$DURATION" $opts app >"$out" 2>&1 || rc=$?
+  PGPASSWORD=$pw timeout -k 10 $((secs + T_RUN_EXTRA)) "$PGBIN/pgbench" -h 127.0.0.1 -p "$port" -U "$user" \
+    -n -c "$clients" -j "$JOBS" -T "$secs" $opts app >"$out" 2>&1 &
+  bpid=$!
+  if [[ "$wl" == many-clients* ]]; then
+    if wait_connected "$bpid" "$clients" "$secs"; then
+      connect_s=$CONNECTED_S
+    else
+      warn "$label [$mode] via $target: not all $clients clients connected within ${secs}s"
+    fi
+    [[ -z "$inst" ]] || t0=$(proc_ticks "${PROC_PID[$inst]}")
+  fi
+  wait "$bpid" || rc=$?
   if [[ -n "$inst" ]]; then
     t1=$(proc_ticks "${PROC_PID[$inst]}")
     lines1=$(wc -l <"${PROC_LOG[$inst]}")
+    sconns=$(server_conns "${PROC_PID[$inst]}")
   fi
+  sess1=$(app_sessions)
+  [[ "$sess0" =~ ^[0-9]+$ && "$sess1" =~ ^[0-9]+$ ]] && logins=$((sess1 - sess0))
   if [[ -n "$slog0" ]]; then
     { tail -c +$((slog0 + 1)) "$SERVER_LOG" | grep -E "$SERVER_PROBLEMS" || true; } |
       sed -E 's/^.*[[:space:]](LOG|ERROR|FATAL|PANIC|WARNING|DETAIL|STATEMENT):/\1:/' >"$out.server"
@@ -807,31 +966,98 @@ run_one() { # WORKLOAD MODE TARGET
   TPS[$key]=$tps
   FAILED[$key]=$failed
   CPU[$key]=$cpu
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$wl" "$mode" "$target" "$st" "${tps:-}" "${txn:-}" "$failed" \
-    "$cpu" "$([[ -n "$inst" ]] && echo $((lines1 - lines0)) || echo n/a)" "$problems" >>"$RUNS_TSV"
+  TXN[$key]=${txn:-}
+  LOGINS[$key]=$logins
+  SCONNS[$key]=$sconns
+  CONNECT_S[$key]=$connect_s
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$wl" "$mode" "$target" "$st" "${tps:-}" "${txn:-}" "$failed" \
+    "$cpu" "$([[ -n "$inst" ]] && echo $((lines1 - lines0)) || echo n/a)" "$problems" "$logins" "$sconns" "$connect_s" >>"$RUNS_TSV"
   if [[ "$st" == ok ]]; then
-    log "[$RUN_NO/$TOTAL_RUNS] $label [$mode] $target: $(printf '%.0f' "$tps") tps, $failed failed, CPU/txn $cpu µs"
+    log "[$RUN_NO/$TOTAL_RUNS] $label [$mode] $target: $(printf '%.0f' "$tps") tps, $failed failed, CPU/txn $cpu µs, ${logins:-?} backend logins, server conns $sconns${connect_s:+, all connected after ${connect_s}s}"
   else
     log "[$RUN_NO/$TOTAL_RUNS] $label [$mode] $target: fail"
   fi
 }
 
-n_wl=$(wc -w <<<"$WORKLOADS")
 n_modes=$(wc -w <<<"$MODES")
-TOTAL_RUNS=$((n_wl * n_modes * ${#TARGETS[@]}))
+TOTAL_RUNS=0
+for wl in $RUN_ORDER; do
+  TOTAL_RUNS=$((TOTAL_RUNS + $(wc -w <<<"$(wl_modes "$wl")") * ${#TARGETS[@]}))
+done
 log "warming up (direct select-only, $((DURATION < 5 ? DURATION : 5))s)"
 PGPASSWORD=app timeout -k 10 $((DURATION + T_RUN_EXTRA)) "$PGBIN/pgbench" -h 127.0.0.1 -p "$PRIMARY_PORT" -U app \
   -n -S -c 8 -j "$JOBS" -T $((DURATION < 5 ? DURATION : 5)) app >"$TMP/logs/warmup.out" 2>&1 ||
   warn "warm-up run failed: $(tail -n 2 "$TMP/logs/warmup.out" | tr '\n' ' ')"
 
-log "$TOTAL_RUNS runs of ${DURATION}s: workloads [$WORKLOADS], modes [$MODES], targets [${TARGETS[*]}]"
-for wl in $WORKLOADS; do
-  for mode in $MODES; do
+log "$TOTAL_RUNS runs of ${DURATION}s: workloads [$RUN_ORDER], modes [$MODES], targets [${TARGETS[*]}]"
+for wl in $RUN_ORDER; do
+  for mode in $(wl_modes "$wl"); do
     for target in "${TARGETS[@]}"; do
       run_one "$wl" "$mode" "$target"
     done
   done
 done
+
+# ------------------------------------------------------------------------------------------------
+# 5b. Memory per idle client: a fresh proxy (transaction mode, trust, pool MANY_POOL_SIZE), its VmRSS
+# before and after IDLE_CLIENTS idle logged-in connections (bench/idle_clients.py).
+
+declare -A IDLE_KB=() IDLE_DESC=() STOPPED=()
+idle_memory() { # TARGET (pgrelay | pgbouncer)
+  local target=$1 name=$1-idle-memory port conf out rc=0 before after ok
+  pick_ports 1
+  port=$PORT_PICKED
+  if [[ "$target" == pgrelay ]]; then
+    if [[ -z "${RELAY_MODE_OK[transaction]:-}" ]]; then
+      IDLE_DESC[$target]="skipped (pgrelay does not run in transaction mode)"
+      return 0
+    fi
+    conf=$TMP/pgrelay/$name.conf
+    write_pgrelay_conf "$conf" "$port" transaction trust "$MANY_POOL_SIZE"
+    start_instance "$name" "$port" "$TMP/logs/$name.log" "'$PGRELAY_BIN' -f '$conf'" || {
+      IDLE_DESC[$target]="fail (did not start)"
+      return 0
+    }
+  else
+    conf=$TMP/pgbouncer/$name.ini
+    write_pgbouncer_conf "$conf" "$port" transaction trust "$MANY_POOL_SIZE"
+    [[ ${#AS_PG[@]} -eq 0 ]] || chown postgres: "$conf"
+    touch "$TMP/logs/$name.log"
+    start_instance "$name" "$port" "$TMP/logs/$name.log" "${AS_PG[*]} pgbouncer '$conf'" || {
+      IDLE_DESC[$target]="fail (did not start)"
+      return 0
+    }
+  fi
+  # The first login of trustuser creates the pool and its welcome (a backend login); then idle.
+  smoke "$name" trustuser "" || PROC_NOTE[$name]="smoke test failed"
+  out=$(timeout -k 5 $((T_RUN_EXTRA + 60)) /usr/bin/python3 "$REPO/bench/idle_clients.py" --port "$port" \
+    --pid "${PROC_PID[$name]}" --clients "$IDLE_CLIENTS" --deadline 60 2>&1) || rc=$?
+  echo "$out" >"$TMP/logs/$name.out"
+  before=$(sed -n 's/.*before_kb=\([0-9]*\).*/\1/p' <<<"$out" | tail -n 1)
+  after=$(sed -n 's/.*after_kb=\([0-9]*\).*/\1/p' <<<"$out" | tail -n 1)
+  ok=$(sed -n 's/.* ok=\([0-9]*\).*/\1/p' <<<"$out" | tail -n 1)
+  if ((rc == 0)) && [[ -n "$before" && -n "$after" ]]; then
+    IDLE_KB[$target]=$(((after - before) * 1000 / IDLE_CLIENTS))
+    IDLE_DESC[$target]="${IDLE_KB[$target]} KB (VmRSS $before → $after KB with $IDLE_CLIENTS idle clients)"
+  else
+    IDLE_DESC[$target]="fail (${ok:-?} of $IDLE_CLIENTS logged in; $(tail -n 2 <<<"$out" | tr '\n' ' '))"
+    warn "idle-memory $target: ${IDLE_DESC[$target]}"
+  fi
+  log "idle-memory $target: ${IDLE_DESC[$target]}"
+  if ! kill -0 "${PROC_PID[$name]}" 2>/dev/null; then
+    exit_description "${PROC_PID[$name]}"
+    warn "$name died during the idle-memory check ($EXIT_DESC)"
+    return 0
+  fi
+  STOPPED[$name]=1
+  stop_pid "${PROC_PID[$name]}"
+}
+
+if ((HAS_IDLE)); then
+  log "idle-memory: $IDLE_CLIENTS idle clients on a fresh pgrelay and PgBouncer (transaction mode, trust)"
+  idle_memory pgrelay
+  idle_memory pgbouncer
+fi
 
 # ------------------------------------------------------------------------------------------------
 # 6. The table.
@@ -879,9 +1105,9 @@ table() {
   echo "$hdr"
   echo "$sep"
   local wl mode label d r b p row
-  for wl in $WORKLOADS; do
+  for wl in $PGBENCH_WORKLOADS; do
     IFS='|' read -r _ _ _ _ label <<<"${WL[$wl]}"
-    for mode in $MODES; do
+    for mode in $(wl_modes "$wl"); do
       d="$wl|$mode|direct" r="$wl|$mode|pgrelay" b="$wl|$mode|pgbouncer" p="$wl|$mode|pgpool"
       row="| $label"
       ((mode_label)) && row+=" [$mode]"
@@ -895,6 +1121,114 @@ table() {
   done
 }
 
+# The issue's targets, each with the measured value and met / not met.
+# tgt_ratio KEY_RELAY KEY_REF MIN REF_NAME -> "measured | verdict" cells for pgrelay tps >= MIN x ref tps.
+tgt_ratio() {
+  local r=$1 b=$2 min=$3 refname=$4 rs=${STATUS[$1]:-} bs=${STATUS[$2]:-}
+  if [[ "$rs" != ok ]]; then
+    printf 'pgrelay: %s | not met' "${rs:-n/a}"
+    return 0
+  fi
+  if [[ "$bs" != ok ]]; then
+    if [[ "$refname" == PgBouncer ]]; then
+      printf '%.0f tps, %s: %s | met (%s failed)' "${TPS[$r]}" "$refname" "${bs:-n/a}" "$refname"
+    else
+      printf '%.0f tps, %s: %s | — (no reference)' "${TPS[$r]}" "$refname" "${bs:-n/a}"
+    fi
+    return 0
+  fi
+  awk -v a="${TPS[$r]}" -v b="${TPS[$2]}" -v m="$min" -v n="$refname" -v fr="${FAILED[$r]:-0}" 'BEGIN {
+    x = (b > 0) ? a / b : 0
+    printf "%.2f× %s (%.0f vs %.0f tps)", x, n, a, b
+    if (fr > 0) printf ", %d failed transactions | not met (failed transactions)", fr
+    else printf " | %s", (x >= m) ? "met" : "not met"
+  }'
+}
+
+targets() {
+  local wl mode label r b d m
+  echo "| target | run | measured | verdict |"
+  echo "|---|---|---|---|"
+  for wl in $PGBENCH_WORKLOADS; do
+    IFS='|' read -r _ _ _ _ label <<<"${WL[$wl]}"
+    for mode in $(wl_modes "$wl"); do
+      echo "| pgrelay ≥ PgBouncer | $label [$mode] | $(tgt_ratio "$wl|$mode|pgrelay" "$wl|$mode|pgbouncer" 1 PgBouncer) |"
+    done
+  done
+  for wl in select-simple select-extended select-prepared; do
+    [[ " $PGBENCH_WORKLOADS " == *" $wl "* ]] || continue
+    IFS='|' read -r _ _ _ _ label <<<"${WL[$wl]}"
+    for mode in $MODES; do
+      echo "| pgrelay ≥ 0.8× direct (select-only) | $label [$mode] | $(tgt_ratio "$wl|$mode|pgrelay" "$wl|$mode|direct" 0.8 direct) |"
+    done
+  done
+  if [[ " $PGBENCH_WORKLOADS " == *" connect-scram "* ]]; then
+    for mode in $MODES; do
+      echo "| -C under SCRAM: pgrelay ≥ PgBouncer | select-only -C (SCRAM) [$mode] | $(tgt_ratio "connect-scram|$mode|pgrelay" "connect-scram|$mode|pgbouncer" 1 PgBouncer) |"
+    done
+  fi
+  if [[ " $PGBENCH_WORKLOADS " == *" connect-trust "* ]]; then
+    for mode in $MODES; do
+      echo "| -C under trust: pgrelay ≥ 10× direct | select-only -C (trust) [$mode] | $(tgt_ratio "connect-trust|$mode|pgrelay" "connect-trust|$mode|direct" 10 direct) |"
+    done
+  fi
+  for wl in many-clients many-clients-prepared; do
+    [[ " $PGBENCH_WORKLOADS " == *" $wl "* ]] || continue
+    IFS='|' read -r _ _ _ _ label <<<"${WL[$wl]}"
+    echo "| $MANY_CLIENTS clients, transaction mode: pgrelay ≥ direct | $label [transaction] | $(tgt_ratio "$wl|transaction|pgrelay" "$wl|transaction|direct" 1 direct) |"
+  done
+  if ((HAS_IDLE)); then
+    local v="not met" kb=${IDLE_KB[pgrelay]:-}
+    if [[ -n "$kb" ]]; then
+      ((kb <= 2048)) && v=met
+    fi
+    echo "| ≤ 2 MB (2048 KB) RSS per 1,000 idle clients | pgrelay, transaction mode, trust | ${IDLE_DESC[pgrelay]:-n/a}; PgBouncer: ${IDLE_DESC[pgbouncer]:-n/a} | $v |"
+  fi
+  # CPU per transaction: reported against PgBouncer's (no threshold given); per row in the table.
+  local n=0 lower=0 ratios=""
+  for wl in $PGBENCH_WORKLOADS; do
+    for mode in $(wl_modes "$wl"); do
+      r="$wl|$mode|pgrelay" b="$wl|$mode|pgbouncer"
+      [[ "${STATUS[$r]:-}" == ok && "${STATUS[$b]:-}" == ok ]] || continue
+      [[ "${CPU[$r]}" != n/a && "${CPU[$b]}" != n/a ]] || continue
+      n=$((n + 1))
+      ratios+="${CPU[$r]} ${CPU[$b]}"$'\n'
+    done
+  done
+  if ((n > 0)); then
+    m=$(awk 'NF == 2 && $2 > 0 { x = $1 / $2; s += log(x); c++; if ($1 <= $2) l++; if (min == "" || x < min) min = x; if (x > max) max = x }
+      END { printf "%d|%.2f|%.2f|%.2f", l, exp(s / c), min, max }' <<<"$ratios")
+    IFS='|' read -r lower d r b <<<"$m"
+    echo "| CPU per transaction vs PgBouncer (reported) | the $n rows where both ran | pgrelay/PgBouncer µs CPU per txn: geometric mean ${d}×, range ${r}×–${b}×; pgrelay lower or equal in $lower of $n rows (per row: table above) | $( ((lower == n)) && echo "lower everywhere" || echo "higher in $((n - lower)) rows") |"
+  fi
+}
+
+# Pooling check: backend logins during each run (pg_stat_database.sessions of database app) and
+# the proxy's server connections to the primary right after it.
+pooling_check() {
+  local wl mode label r b
+  echo "| run | transactions (pgrelay) | pgrelay backend logins | pgrelay server conns | transactions (PgBouncer) | PgBouncer backend logins | PgBouncer server conns |"
+  echo "|---|---:|---:|---:|---:|---:|---:|"
+  for wl in $PGBENCH_WORKLOADS; do
+    IFS='|' read -r _ _ _ _ label <<<"${WL[$wl]}"
+    for mode in $(wl_modes "$wl"); do
+      r="$wl|$mode|pgrelay" b="$wl|$mode|pgbouncer"
+      echo "| $label [$mode] | ${TXN[$r]:-—} | ${LOGINS[$r]:-—} | ${SCONNS[$r]:-—} | ${TXN[$b]:-—} | ${LOGINS[$b]:-—} | ${SCONNS[$b]:-—} |"
+    done
+  done
+  local t line
+  for wl in $PGBENCH_WORKLOADS; do
+    [[ "$wl" == many-clients* ]] || continue
+    IFS='|' read -r _ _ _ _ label <<<"${WL[$wl]}"
+    line=""
+    for t in direct pgrelay pgbouncer; do
+      line+="${line:+, }$t ${CONNECT_S[$wl|transaction|$t]:-?} s"
+    done
+    echo
+    echo "$label: all $MANY_CLIENTS clients connected after $line (pgbench -T includes this phase; tps and CPU/txn exclude it)."
+  done
+}
+
 notes() {
   local name n msg mode
   ((${#EXTRA_NOTES[@]} == 0)) || printf '%s\n' "${EXTRA_NOTES[@]}"
@@ -904,7 +1238,7 @@ notes() {
   local lines=()
   for name in "${!PROC_PID[@]}"; do
     msg="${PROC_NOTE[$name]:-}"
-    if ! kill -0 "${PROC_PID[$name]}" 2>/dev/null; then
+    if [[ -z "${STOPPED[$name]:-}" ]] && ! kill -0 "${PROC_PID[$name]}" 2>/dev/null; then
       exit_description "${PROC_PID[$name]}"
       msg="${msg}${msg:+; }$EXIT_DESC before the end"
     fi
@@ -938,32 +1272,43 @@ for name in "${!PROC_LOG[@]}"; do cp -f "${PROC_LOG[$name]}" "$RESULTS_DIR/logs/
 cp -f "$RUNS_TSV" "$RESULTS_DIR/latest-runs.tsv"
 
 TABLE=$(table)
+TARGETS_MD=$(targets)
+POOLING_MD=$(pooling_check)
 notes >"$TMP/notes.txt"
 NOTES=$(cat "$TMP/notes.txt")
-{
-  echo "# pgrelay benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
-  echo
-  echo "pgrelay $GIT_REV (release build), PostgreSQL $PG_VERSION, PgBouncer $BOUNCER_VERSION${POOL_VERSION:+, pgpool-II $POOL_VERSION};"
-  echo "$(nproc) cores, $(uname -r); pgbench -s $SCALE, ${DURATION}s per run, -j $JOBS, pool size $POOL_SIZE;"
-  echo "targets interleaved per workload and mode. Compare ratios within this run only (bench/README.md)."
-  echo
+report() {
   echo "$TABLE"
+  echo
+  echo "Targets (from the issue; verdicts are for this one run, see the caveats in bench/README.md):"
+  echo
+  echo "$TARGETS_MD"
+  echo
+  echo "Pooling check (backend logins during the run, from pg_stat_database.sessions, approximate; the proxy's"
+  echo "connections to the primary right after the run):"
+  echo
+  echo "$POOLING_MD"
   if [[ -n "$NOTES" ]]; then
     echo
     echo "Notes:"
     echo "$NOTES"
   fi
+}
+many_desc=""
+((HAS_MANY)) && many_desc=" ($MANY_POOL_SIZE in the $MANY_CLIENTS-client rows)"
+{
+  echo "# pgrelay benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo
+  echo "pgrelay $GIT_REV (release build), PostgreSQL $PG_VERSION, PgBouncer $BOUNCER_VERSION${POOL_VERSION:+, pgpool-II $POOL_VERSION};"
+  echo "$(nproc) cores, $(uname -r); pgbench -s $SCALE, ${DURATION}s per run, -j $JOBS, pool size $POOL_SIZE$many_desc;"
+  echo "direct, pgrelay and PgBouncer runs interleaved per workload and mode. Compare ratios within this run only (bench/README.md)."
+  echo
+  report
   echo
   echo "Raw numbers per run: latest-runs.tsv; proxy logs: logs/."
 } >"$RESULTS_DIR/latest.md"
 
 echo
-echo "$TABLE"
-if [[ -n "$NOTES" ]]; then
-  echo
-  echo "Notes:"
-  echo "$NOTES"
-fi
+report
 echo
 log "written to bench/results/latest.md (raw runs: bench/results/latest-runs.tsv)"
 exit 0

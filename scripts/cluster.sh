@@ -11,6 +11,8 @@
 #   postgres  password 'postgres' (superuser)      app      password 'app' (SCRAM), owns database app
 #   md5user   password 'md5pw' stored as md5       trustuser no password, trusted from 127.0.0.1
 # When run as root every PostgreSQL binary runs as the 'postgres' user, so DIR must be reachable by it.
+# Environment: PG_MAX_CONNECTIONS (default 200) sets max_connections on every node; like the ports it
+# is rewritten at every start (a standby needs at least the primary's value: restart all nodes).
 set -euo pipefail
 umask 022
 
@@ -30,6 +32,12 @@ case "$CMD" in
 esac
 if [[ -n "$BASEPORT" ]] && ! [[ "$BASEPORT" =~ ^[0-9]+$ ]]; then
   echo "cluster.sh: BASEPORT must be a number, got '$BASEPORT'" >&2
+  exit 2
+fi
+
+PG_MAX_CONNECTIONS=${PG_MAX_CONNECTIONS:-200}
+if ! [[ "$PG_MAX_CONNECTIONS" =~ ^[1-9][0-9]*$ ]]; then
+  echo "cluster.sh: PG_MAX_CONNECTIONS must be a positive number, got '$PG_MAX_CONNECTIONS'" >&2
   exit 2
 fi
 
@@ -97,13 +105,15 @@ prepare_dir() {
   "${AS_PG[@]}" test -w "$DIR" || die "the 'postgres' user cannot write to '$DIR'; choose another DIR"
 }
 
-# Per-node settings that depend on the ports; rewritten at every start so BASEPORT may change.
+# Per-node settings that depend on the ports (and PG_MAX_CONNECTIONS); rewritten at every start so
+# BASEPORT may change.
 write_node_conf() {
   local n=$1 d
   d=$(node_dir "$n")
   {
     echo "# written by scripts/cluster.sh at every start"
     echo "port = $(node_port "$n")"
+    echo "max_connections = $PG_MAX_CONNECTIONS"
     if ((n > 0)); then
       echo "primary_conninfo = 'host=127.0.0.1 port=$(node_port 0) user=postgres application_name=node$n'"
       echo "primary_slot_name = 'node$n'"

@@ -431,8 +431,9 @@ static uint32_t client_needs_bytes(const void *owner, uint8_t type, uint32_t len
 static bool client_text_has(const char *hay, size_t len, const char *needle)
 {
 	size_t n = strlen(needle);
+	/* The first letter (needles are lower case) filters almost every position cheaply. */
 	for (size_t i = 0; i + n <= len; i++)
-		if (strncasecmp(hay + i, needle, n) == 0)
+		if ((hay[i] | 0x20) == needle[0] && strncasecmp(hay + i, needle, n) == 0)
 			return true;
 	return false;
 }

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "auth/md5.h"
 #include "pool/client.h"
@@ -807,6 +808,11 @@ static void server_start_reset(struct server *s, const char *sql)
 			n--;
 		}
 		if (!n)
+			continue;
+		/* ABORT/ROLLBACK of an idle backend only makes PostgreSQL log a WARNING: skip it.
+		 */
+		if (s->txn_status == TXN_IDLE && ((n == 5 && strncasecmp(q, "abort", 5) == 0) ||
+						  (n == 8 && strncasecmp(q, "rollback", 8) == 0)))
 			continue;
 		builder_start(&b, PqMsg_Query);
 		builder_put_bytes(&b, q, n);
