@@ -640,7 +640,9 @@ static enum relay_verdict client_on_parse(struct client *c, const struct frame *
 		return RELAY_SEND;
 	}
 	enum relay_verdict v = RELAY_SEND;
-	if (stmt_map_find(&c->server->stmts, name)) {
+	/* Anything injected (Close of the old one, or of the least recently used) goes first. */
+	if (stmt_map_find(&c->server->stmts, name) || c->server->stmts.count >= STMT_SERVER_MAX ||
+	    c->server->stmts_unsure) {
 		v = client_flush_before_inject(c);
 		if (v != RELAY_SEND)
 			return v;
@@ -670,7 +672,7 @@ static enum relay_verdict client_use_statement(struct client *c, const char *nam
 		return RELAY_SEND;
 	struct stmt *mine = stmt_map_find(&c->stmts, name);
 	struct stmt *have = stmt_map_find(&c->server->stmts, name);
-	if (!mine && !have)
+	if (!mine && !have && !c->server->stmts_unsure)
 		return RELAY_SEND;
 	if (mine && have && have->hash == mine->hash) {
 		have->used = ++c->server->stmt_tick;
@@ -744,6 +746,8 @@ static enum relay_verdict client_relay_message(void *owner, const struct frame *
 	}
 	log_noise("client", c->id, "-> %c len %u (server c%llu)", f->type, f->len,
 		  (unsigned long long)c->server->id);
+	c->server->ready =
+		false; /* whatever it is, the backend's state now belongs to this client */
 	uint8_t target = f->type == PqMsg_Describe && f->body_avail ? f->body[0] : 'P';
 	int kind = req_kind_for_frontend(f->type, target);
 	if (kind >= 0 && !req_push(&c->server->reqs, (enum req_kind)kind, false)) {
@@ -901,6 +905,8 @@ static bool client_acquire_server(struct client *c)
 			client_disconnect(c, "08006", "could not connect to server");
 		return false;
 	}
+	if (p->n_resetting == 0 && p->n_servers < w->cfg->pool.pool_size)
+		(void)server_evict_idle_for(w, p);
 	log_debug("client", c->id, "waiting for a server connection (%d in pool)", p->n_servers);
 	client_set_state(c, CL_WAITING);
 	return false;
@@ -1037,6 +1043,10 @@ void client_pool_login_settled(struct worker *w, struct pool *p)
 		/* The login that would have provided the welcome failed: the next one tries. */
 		if (p->n_servers > 0)
 			return;
+		if (!server_may_open(w, p, w->primary_node)) {
+			(void)server_evict_idle_for(w, p);
+			return;
+		}
 		if (!server_connect(w, p, w->primary_node, c))
 			client_disconnect(c, "08006", "could not connect to server");
 		return;

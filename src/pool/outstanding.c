@@ -96,8 +96,11 @@ static bool req_ends_with_ready(uint8_t kind)
 /* After an error in the extended protocol the server ignores everything up to the next Sync. */
 static void req_drop_until_sync(struct req_queue *q)
 {
-	while (q->count && req_head(q)->kind != REQ_SYNC)
+	while (q->count && req_head(q)->kind != REQ_SYNC) {
+		if (req_head(q)->skip)
+			q->dropped_injected = true;
 		req_pop(q); /* a Query or FunctionCall behind the error is skipped too */
+	}
 	if (q->count == 0)
 		q->discarding = true;
 }
@@ -166,6 +169,8 @@ enum req_verdict req_on_backend_message(struct req_queue *q, uint8_t type)
 			return REQ_FORWARD; /* e.g. FATAL on termination: the client must see it */
 		/* Errors are the client's business even when an injected request failed. */
 		if (!req_ends_with_ready(h->kind)) {
+			if (h->skip)
+				q->dropped_injected = true;
 			req_pop(q);
 			req_drop_until_sync(q);
 			return REQ_FORWARD;

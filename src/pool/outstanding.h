@@ -41,6 +41,7 @@ struct req_queue {
 	uint32_t count;	  /* entries in use */
 	uint32_t cap;	  /* power of two, 0 before the first push */
 	bool discarding;  /* an extended-protocol error with no Sync queued: ignore all but Sync */
+	bool dropped_injected; /* an error made the server skip an injected request (sticky) */
 };
 
 enum req_verdict {

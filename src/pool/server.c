@@ -154,11 +154,9 @@ static void server_on_closed(struct conn *conn)
 	free(s);
 	w->n_servers--;
 	p->n_servers--;
-	/* A slot came free: a waiting client may open a connection now. */
-	if (p->n_waiting)
-		server_serve_waiting(p, w);
-	if (!p->have_welcome)
-		client_pool_login_settled(w, p);
+	/* A slot came free (for this pool, or under a shared cap): waiting clients may use it. */
+	(void)p;
+	server_kick_pools(w);
 	worker_check_shutdown_done(w);
 }
 
@@ -178,6 +176,45 @@ bool server_may_open(struct worker *w, struct pool *p, int node_id)
 	    pool_count_servers(w, NULL, p->user) >= pc->max_user_connections)
 		return false;
 	return true;
+}
+
+bool server_evict_idle_for(struct worker *w, struct pool *p)
+{
+	const struct pool_conf *pc = &w->cfg->pool;
+	bool db_cap = pc->max_db_connections &&
+		      pool_count_servers(w, p->database, NULL) >= pc->max_db_connections;
+	bool user_cap = pc->max_user_connections &&
+			pool_count_servers(w, NULL, p->user) >= pc->max_user_connections;
+	if (!db_cap && !user_cap)
+		return false;
+	struct list_node *pos, *tmp;
+	list_for_each_safe(pos, tmp, &w->pools)
+	{
+		struct pool *q = list_entry(pos, struct pool, node);
+		if (q == p || list_empty(&q->idle_servers))
+			continue;
+		if ((db_cap && strcmp(q->database, p->database) == 0) ||
+		    (user_cap && strcmp(q->user, p->user) == 0)) {
+			/* The least recently used: the one least likely to be wanted back soon. */
+			server_close(list_entry(q->idle_servers.next, struct server, node),
+				     "evicted for a pool waiting under max_db/user_connections");
+			return true;
+		}
+	}
+	return false;
+}
+
+void server_kick_pools(struct worker *w)
+{
+	struct list_node *pos, *tmp;
+	list_for_each_safe(pos, tmp, &w->pools)
+	{
+		struct pool *q = list_entry(pos, struct pool, node);
+		if (q->n_waiting)
+			server_serve_waiting(q, w);
+		if (!q->have_welcome)
+			client_pool_login_settled(w, q);
+	}
 }
 
 bool server_connect(struct worker *w, struct pool *p, int node_id, struct client *c)
@@ -519,12 +556,17 @@ static void server_park(struct server *s)
 	server_set_state(s, SV_IDLE);
 	if (s->pool->n_waiting)
 		server_serve_waiting(s->pool, w);
+	/* Under a shared cap, clients of other pools may be waiting for exactly this slot. */
+	if (s->state == SV_IDLE &&
+	    (w->cfg->pool.max_db_connections || w->cfg->pool.max_user_connections))
+		server_kick_pools(w);
 }
 
 static void server_login_done(struct server *s)
 {
 	struct client *c = s->client;
 	bool first = !s->pool->have_welcome;
+	s->ready = true;
 	s->pool->have_welcome = true;
 	if (first)
 		client_pool_login_settled(s->w, s->pool);
@@ -635,7 +677,7 @@ static bool server_make_room_for_statement(struct server *s)
 
 bool server_note_parse(struct server *s, const char *name, uint64_t hash)
 {
-	if (stmt_map_find(&s->stmts, name) && !server_inject_close(s, name))
+	if ((stmt_map_find(&s->stmts, name) || s->stmts_unsure) && !server_inject_close(s, name))
 		return false;
 	if (!server_make_room_for_statement(s))
 		return false;
@@ -652,7 +694,7 @@ bool server_ensure_statement(struct server *s, struct client *c, const char *nam
 		have->used = ++s->stmt_tick;
 		return true;
 	}
-	if (have && !server_inject_close(s, name))
+	if ((have || s->stmts_unsure) && !server_inject_close(s, name))
 		return false;
 	if (!server_make_room_for_statement(s))
 		return false;
@@ -693,6 +735,7 @@ static enum relay_verdict server_relay_message(void *owner, const struct frame *
 	case PqMsg_ReadyForQuery:
 		if (f->len == 1)
 			s->txn_status = (char)f->body[0];
+		s->ready = req_queue_empty(&s->reqs);
 		if (s->client) {
 			s->client->txn_status = s->txn_status;
 			s->client->last_active_ms = uv_now(&s->w->loop);
@@ -702,6 +745,13 @@ static enum relay_verdict server_relay_message(void *owner, const struct frame *
 		server_record_param(s, f->body, f->len, false);
 		break;
 	case PqMsg_ErrorResponse:
+		if (s->reqs.dropped_injected) {
+			/* An injected Parse or Close was skipped: what the backend holds is
+			 * unknown. */
+			s->reqs.dropped_injected = false;
+			stmt_map_clear(&s->stmts);
+			s->stmts_unsure = true;
+		}
 		if (s->state == SV_RESET) {
 			s->dirty = true; /* a reset that fails leaves unknown state behind */
 			log_warning("server", s->id, "reset query failed on backend %d",
@@ -725,7 +775,11 @@ static const struct relay_ops server_relay_ops = {
 static bool server_at_boundary(const struct server *s)
 {
 	const struct iobuf *b = s->conn.rbuf;
-	return req_queue_empty(&s->reqs) && !conn_forward_busy(&s->conn) &&
+	/*
+	 * An empty queue is not enough: after Parse + Flush nothing is outstanding, yet the unnamed
+	 * statement and the extended-protocol state belong to this client until its Sync.
+	 */
+	return s->ready && req_queue_empty(&s->reqs) && !conn_forward_busy(&s->conn) &&
 	       s->conn.pkt_remaining == 0 && (!b || b->parsed == b->recv);
 }
 
@@ -749,6 +803,7 @@ static void server_reset_done(struct server *s)
 {
 	/* DISCARD ALL (or the end of a pinned session) drops every prepared statement. */
 	stmt_map_clear(&s->stmts);
+	s->stmts_unsure = false;
 	server_park(s);
 }
 
@@ -871,8 +926,11 @@ void server_serve_waiting(struct pool *p, struct worker *w)
 			client_resume_with_server(c);
 			continue;
 		}
-		if (!server_may_open(w, p, w->primary_node))
+		if (!server_may_open(w, p, w->primary_node)) {
+			if (p->n_servers < w->cfg->pool.pool_size)
+				(void)server_evict_idle_for(w, p);
 			return;
+		}
 		if (!server_connect(w, p, w->primary_node, c)) {
 			client_disconnect(c, "08006", "could not connect to server");
 			continue;

@@ -55,6 +55,8 @@ struct server {
 	uint64_t created_ms;	    /* loop time the connection was opened (server_lifetime) */
 	uint64_t stmt_tick;	    /* LRU clock of stmts */
 	bool dirty;		    /* must never be reused (error in a reset, partial message) */
+	bool ready;	   /* its last word was ReadyForQuery, and nothing was sent since */
+	bool stmts_unsure; /* stmts may miss names the backend has: Close before Parse */
 };
 
 /*
@@ -83,6 +85,13 @@ bool server_note_parse(struct server *s, const char *name, uint64_t hash)
 	__attribute__((warn_unused_result));
 /* True if a pool may open one more backend connection to node_id now. */
 bool server_may_open(struct worker *w, struct pool *p, int node_id);
+/*
+ * Under max_db_connections / max_user_connections, closes an idle connection of another pool
+ * that counts against the cap p is blocked by. True if one was closed (its slot frees shortly).
+ */
+bool server_evict_idle_for(struct worker *w, struct pool *p);
+/* Lets every pool's waiting clients try again (a slot came free somewhere). */
+void server_kick_pools(struct worker *w);
 /* Gives idle servers to waiting clients, or opens connections for them within the limits. */
 void server_serve_waiting(struct pool *p, struct worker *w);
 void server_set_state(struct server *s, enum server_state st);

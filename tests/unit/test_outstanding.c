@@ -106,6 +106,22 @@ static void test_discard_until_sync(void **state)
 	req_queue_free(&q);
 }
 
+/* An error that makes the server skip an injected request is reported (stmt maps go unsure). */
+static void test_error_drops_injected(void **state)
+{
+	(void)state;
+	struct req_queue q;
+	req_queue_init(&q);
+	assert_true(req_push(&q, REQ_BIND, false));
+	assert_true(req_push(&q, REQ_PARSE, true));
+	assert_true(req_push(&q, REQ_BIND, false));
+	assert_true(req_push(&q, REQ_SYNC, false));
+	assert_int_equal(req_on_backend_message(&q, 'E'), REQ_FORWARD);
+	assert_true(q.dropped_injected);
+	assert_int_equal(req_on_backend_message(&q, 'Z'), REQ_FORWARD);
+	req_queue_free(&q);
+}
+
 /* A Query behind a failed extended message is skipped by the server too. */
 static void test_query_behind_error_dropped(void **state)
 {
@@ -146,6 +162,7 @@ int main(void)
 		cmocka_unit_test(test_conversations),
 		cmocka_unit_test(test_discard_until_sync),
 		cmocka_unit_test(test_query_behind_error_dropped),
+		cmocka_unit_test(test_error_drops_injected),
 		cmocka_unit_test(test_growth_and_wrap),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
