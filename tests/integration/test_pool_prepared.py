@@ -3,11 +3,12 @@ whichever pooled backend its next transaction lands on, and clients choosing the
 queries must never see each other's statement."""
 
 import re
+import time
 
 import pytest
 
 import pgwire
-from conftest import connect, run_client
+from conftest import DIRECT, connect, run_client
 from pool_helpers import pool_relay, run_threads
 
 QUERIES = [
@@ -195,3 +196,49 @@ def test_pipelined_error_then_next_batch(pgrelay):
             assert rows == ["good", str(rnd)], f"round {rnd}: rows {rows}"
             assert cyc.status == "I"
             assert other.scalar("select 'other'") == "other"
+
+
+@pytest.mark.parametrize("how", ["session", "transaction_after_pinned_client"])
+def test_statements_after_reset(pgrelay, how):
+    """Bug guarded: when a backend is reset with DISCARD ALL (session mode after a client leaves, or
+    transaction mode after a pinned client leaves) every prepared statement on it is gone, but pgrelay
+    still believes it holds the departed client's statements: the next client with the same statement
+    name and text gets only a Bind and fails with 'prepared statement "_pg3_0" does not exist'."""
+    mode = "session" if how == "session" else "transaction"
+    r = pool_relay(pgrelay, mode, pool_size=1)
+    pids = set()
+    for k in range(3):
+        with connect(r.port, prepare_threshold=0) as c:
+            if how != "session":
+                c.execute("set work_mem = '5MB'")  # pins the client; its backend is reset after it
+            pids.add(c.execute("select pg_backend_pid()").fetchone()[0])
+            for j in range(3):
+                assert c.execute("select %s::int + 100", (j,)).fetchone() == (j + 100,), f"client {k}"
+        with pgwire.connect(r.port, timeout=5) as w:  # also the same name by hand: s1, other text each time
+            assert ext_value(w, "s1", f"select {k} + 1000") == str(k + 1000)
+        time.sleep(0.2)
+    if how == "session" and not DIRECT:
+        assert len(pids) == 1, f"backends {pids}: the parked connection was not reused (test proved nothing)"
+
+
+def test_psycopg_pipeline_mode(pgrelay):
+    """Bug guarded: libpq pipeline mode (many extended-protocol queries in flight, Syncs interleaved,
+    server-side prepared statements) from several clients over pool_size = 2 loses or misorders results,
+    or runs into 'prepared statement does not exist'."""
+    r = pool_relay(pgrelay, "transaction", pool_size=2)
+
+    def client(i):
+        with connect(r.port, prepare_threshold=0) as c:
+            for rnd in range(5):
+                with c.pipeline() as p:
+                    curs = [c.execute("select %s::int * 3, %s::text", (i * 1000 + rnd * 100 + k, f"c{i}"))
+                            for k in range(40)]
+                    p.sync()
+                    with c.transaction():
+                        tx = [c.execute("select %s::int + 1", (k,)) for k in range(10)]
+                got = [cur.fetchone() for cur in curs]
+                assert got == [((i * 1000 + rnd * 100 + k) * 3, f"c{i}") for k in range(40)], f"client {i}"
+                assert [cur.fetchone()[0] for cur in tx] == [k + 1 for k in range(10)]
+        return True
+
+    run_threads(client, 6, timeout=40)

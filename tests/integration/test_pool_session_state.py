@@ -146,3 +146,24 @@ def test_startup_options_apply_on_every_backend(pgrelay):
         assert DIRECT or len(pids) > 1, f"w always ran on backend {pids}; the test exercised nothing"
         with connect(r.port) as fresh:
             assert fresh.execute("show datestyle").fetchone()[0] != "German, DMY", "startup DateStyle leaked"
+
+
+def test_client_encoding_follows_client(pgrelay):
+    """Bug guarded: SET client_encoding by one client is not re-applied on the other pooled backends (its
+    text arrives in the wrong encoding) or leaks to other clients."""
+    r = pool_relay(pgrelay, "transaction", pool_size=2)
+    with pgwire.connect(r.port, timeout=5) as latin, pgwire.connect(r.port, timeout=5) as utf8:
+        assert not latin.simple("set client_encoding = 'LATIN1'").errors
+        assert latin.params.get("client_encoding") == "LATIN1"
+        for k in range(10):
+            if k % 2:  # hold one backend so latin has to run on the other
+                assert utf8.simple("begin").status == "T"
+            cyc = latin.simple("select chr(233), current_setting('client_encoding')")
+            if k % 2:
+                assert utf8.simple("commit").status == "I"
+            assert not cyc.errors, cyc.errors
+            assert cyc.results[0].rows[0] == [b"\xe9", b"LATIN1"], (k, cyc.results[0].rows)
+            cyc = utf8.simple("select chr(233)")
+            assert cyc.results[0].rows[0] == [b"\xc3\xa9"], (k, cyc.results[0].rows)
+        assert latin.params.get("client_encoding") == "LATIN1"
+        assert utf8.params.get("client_encoding") == "UTF8"

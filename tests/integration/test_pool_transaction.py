@@ -207,10 +207,12 @@ def test_pipelined_syncs(pgrelay):
             t.join(5)
 
 
-def test_client_gone_mid_query(pgrelay):
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_client_gone_mid_query(pgrelay, mode):
     """Bug guarded: a client that disconnects while its query runs gets its backend put back into the
-    pool still busy: the next client waits for the old query, or receives its results."""
-    r = pool_relay(pgrelay, "transaction", pool_size=1, query_wait_timeout="5s")
+    pool still busy (session mode: the reset query queued behind it): the next client waits for the
+    old query, or receives its results."""
+    r = pool_relay(pgrelay, mode, pool_size=1, query_wait_timeout="5s")
     w = pgwire.connect(r.port, timeout=5)
     w.send(pgwire.query("select pg_sleep(5), 'stale'"))
     time.sleep(0.3)
@@ -256,3 +258,107 @@ def test_copy_in_transaction_mode(pgrelay):
             stop.set()
             t.join(5)
             c.execute(f"drop table if exists {table}")
+
+
+def _noise_thread(port, stop):
+    def run():
+        with connect(port) as n:
+            while not stop.is_set():
+                n.execute("select pg_sleep(0.002)")
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def test_extended_protocol_without_sync_keeps_backend(pgrelay):
+    """Bug guarded: the backend is released (or the client's messages routed to another backend) before
+    the client's Sync: a client that sends Parse/Bind/Execute + Flush, reads the result and only later
+    sends Sync finds its unnamed statement / portal and implicit transaction on another backend."""
+    r = pool_relay(pgrelay, "transaction", pool_size=2)
+    stop = threading.Event()
+    t = _noise_thread(r.port, stop)
+    try:
+        with pgwire.connect(r.port, timeout=5) as w:
+            for rnd in range(10):
+                w.send(pgwire.parse("", "select pg_backend_pid()") + pgwire.bind("", "") + pgwire.execute()
+                       + pgwire.flush())
+                got = []
+                while True:
+                    m = w.read_msg(timeout=5)
+                    assert m.type != "E", pgwire.parse_error_fields(m.payload)
+                    if m.type == "D":
+                        got.append(pgwire.parse_data_row(m.payload)[0].decode())
+                    if m.type == "C":
+                        break
+                time.sleep(0.02)
+                # the unnamed statement is still there: bind it again before the Sync
+                w.send(pgwire.bind("", "") + pgwire.execute() + pgwire.sync())
+                cyc = w.read_cycle(timeout=5)
+                assert not cyc.errors, f"round {rnd}: {cyc.errors}"
+                assert cyc.results[0].text_rows()[0][0] == got[0], f"round {rnd}: Sync-less part ran elsewhere"
+    finally:
+        stop.set()
+        t.join(5)
+
+
+def test_portal_across_syncs_in_transaction(pgrelay):
+    """Bug guarded: the backend is released at ReadyForQuery 'T' (inside BEGIN), so a named portal
+    fetched in steps across Syncs (as JDBC's fetchSize does) disappears or continues on another
+    backend."""
+    r = pool_relay(pgrelay, "transaction", pool_size=2)
+    stop = threading.Event()
+    t = _noise_thread(r.port, stop)
+    try:
+        with pgwire.connect(r.port, timeout=5) as w:
+            for rnd in range(3):
+                assert w.simple("begin").status == "T"
+                w.send(pgwire.parse("", "select generate_series(1, 10)") + pgwire.bind("p1", "")
+                       + pgwire.execute("p1", 3) + pgwire.sync())
+                vals = []
+
+                def rows(cyc):  # DataRows (read_cycle does not close a result at PortalSuspended)
+                    return [int(pgwire.parse_data_row(m.payload)[0]) for m in cyc.messages if m.type == "D"]
+
+                for _ in range(4):
+                    cyc = w.read_cycle(timeout=5)
+                    assert not cyc.errors, f"round {rnd}: {cyc.errors}"
+                    assert cyc.status == "T"
+                    vals += rows(cyc)
+                    time.sleep(0.02)
+                    w.send(pgwire.execute("p1", 3) + pgwire.sync())
+                cyc = w.read_cycle(timeout=5)
+                assert not cyc.errors, f"round {rnd}: {cyc.errors}"
+                vals += rows(cyc)
+                assert vals == list(range(1, 11)), f"round {rnd}: {vals}"
+                assert w.simple("commit").status == "I"
+    finally:
+        stop.set()
+        t.join(5)
+
+
+@pytest.mark.pgrelay_only
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_killed_pooled_backends_are_replaced(pgrelay, cluster, mode):
+    """Bug guarded: pooled backend connections that die while parked (here pg_terminate_backend) stay in
+    the pool, and the next client (transaction mode: the next query of an idle client) gets
+    'server closed the connection' instead of a fresh backend."""
+    clear_backends(cluster)
+    r = pool_relay(pgrelay, mode, pool_size=2)
+    with connect(r.port) as c:
+        c.execute("select 1")
+        if mode == "transaction":
+            idle = c
+        else:
+            idle = None
+    time.sleep(0.3)  # parked (session) / released (transaction)
+    with cluster.connect(dbname="postgres") as d:
+        n = d.execute("select count(pg_terminate_backend(pid)) from pg_stat_activity "
+                      "where usename = 'app' and backend_type = 'client backend'").fetchone()[0]
+    assert n >= 1, "no pooled backend to kill"
+    time.sleep(0.3)
+    if idle is None:
+        with connect(r.port) as c2:
+            assert c2.execute("select 'fresh'").fetchone() == ("fresh",)
+    with connect(r.port) as c3:
+        for _ in range(3):
+            assert c3.execute("select 'fresh'").fetchone() == ("fresh",)
