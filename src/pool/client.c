@@ -75,8 +75,8 @@ const char *client_param(const struct client *c, int i)
 	if (i == TP_APPLICATION_NAME)
 		return c->application_name;
 	if (i >= TP_FIRST_UNREPORTED)
-		return NULL; /* the server default */
-	return c->pool ? pool_get_param(c->pool, pool_tracked_name(i)) : NULL;
+		return NULL;			     /* the server default */
+	return c->pool ? c->pool->tracked[i] : NULL; /* O(1): this runs at every hand-over */
 }
 
 bool client_send(struct client *c, const void *data, size_t len)
@@ -885,20 +885,19 @@ static bool client_acquire_server(struct client *c)
 	struct worker *w = c->w;
 	struct pool *p = c->pool;
 	int node = w->primary_node;
-	conn_want_read(&c->conn, false);
 	if (uv_now(&w->loop) < w->node_down_until_ms[node]) {
 		client_disconnect(c, "08006",
 				  "backend %d is down: its last connection attempt failed", node);
 		return false;
 	}
 	if (!list_empty(&p->idle_servers)) {
+		/* The common case in transaction mode: reading stays on (no epoll_ctl churn). */
 		struct server *s = list_entry(p->idle_servers.prev, struct server, node);
 		server_link(s, c);
-		if (c->state != CL_ACTIVE || c->server != s)
-			return false;
-		conn_want_read(&c->conn, true);
-		return true;
+		return c->state == CL_ACTIVE && c->server == s;
 	}
+	/* From here the client waits for a connection: its bytes stay put until then. */
+	conn_want_read(&c->conn, false);
 	/* A connection finishing its reset is parked within a round trip: wait for it. */
 	if (p->n_resetting == 0 && server_may_open(w, p, node)) {
 		if (!server_connect(w, p, node, c))

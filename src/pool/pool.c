@@ -87,6 +87,9 @@ void pool_set_param(struct pool *p, const char *name, const char *value)
 				return;
 			free(p->params[i].value);
 			p->params[i].value = v;
+			int t = pool_tracked_param(name);
+			if (t >= 0)
+				p->tracked[t] = v;
 			return;
 		}
 	}
@@ -101,6 +104,9 @@ void pool_set_param(struct pool *p, const char *name, const char *value)
 	p->params[p->n_params].name = n;
 	p->params[p->n_params].value = v;
 	p->n_params++;
+	int t = pool_tracked_param(name);
+	if (t >= 0)
+		p->tracked[t] = v;
 }
 
 void pool_creds_free(struct client_creds *c)

@@ -72,6 +72,8 @@ struct pool {
 	struct pool_param params[POOL_MAX_PARAMS]; /* the backend's ParameterStatus values */
 	int n_params;
 	bool have_welcome; /* params come from a completed backend login */
+	const char
+		*tracked[TP_COUNT]; /* points into params: the welcome value of each tracked one */
 
 	uint8_t *startup; /* owned: startup packet body for new backend connections, or NULL */
 	uint32_t startup_len;
