@@ -337,6 +337,17 @@ static void expect_cstr(struct reader *r, const char *want)
 	CHECK(n == strlen(want) && memcmp(s, want, n) == 0);
 }
 
+/* Steps past the frame f at *p, parses the next server frame, checks its type, starts r on it. */
+static void next_server_frame(const uint8_t **p, size_t *avail, uint8_t type, struct frame *f,
+			      struct reader *r)
+{
+	*p += f->total;
+	*avail -= f->total;
+	CHECK(frame_parse(*p, *avail, FRAME_FROM_SERVER, 0x3fffffffu, f) == FRAME_OK);
+	CHECK(f->type == type);
+	reader_init(r, f->body, f->len);
+}
+
 static void roundtrip(const uint8_t *data, size_t size)
 {
 	char *str[6];
@@ -377,29 +388,17 @@ static void roundtrip(const uint8_t *data, size_t size)
 		expect_cstr(&r, i < 2 ? a : i == 2 ? b : c);
 	}
 	CHECK(reader_u8(&r, &u8) && u8 == 0 && reader_end(&r));
-	p += f.total;
-	avail -= f.total;
 
-	CHECK(frame_parse(p, avail, FRAME_FROM_SERVER, 0x3fffffffu, &f) == FRAME_OK);
-	CHECK(f.type == 'S');
-	reader_init(&r, f.body, f.len);
+	next_server_frame(&p, &avail, 'S', &f, &r);
 	expect_cstr(&r, b);
 	expect_cstr(&r, c);
 	CHECK(reader_end(&r));
-	p += f.total;
-	avail -= f.total;
 
-	CHECK(frame_parse(p, avail, FRAME_FROM_SERVER, 0x3fffffffu, &f) == FRAME_OK);
-	CHECK(f.type == 'C');
-	reader_init(&r, f.body, f.len);
+	next_server_frame(&p, &avail, 'C', &f, &r);
 	expect_cstr(&r, a);
 	CHECK(reader_end(&r));
-	p += f.total;
-	avail -= f.total;
 
-	CHECK(frame_parse(p, avail, FRAME_FROM_SERVER, 0x3fffffffu, &f) == FRAME_OK);
-	CHECK(f.type == 'D');
-	reader_init(&r, f.body, f.len);
+	next_server_frame(&p, &avail, 'D', &f, &r);
 	CHECK(reader_u16(&r, &u16) && u16 == 3);
 	CHECK(reader_i32(&r, &i32) && (size_t)i32 == strlen(a));
 	CHECK(reader_bytes(&r, (size_t)i32, &raw) && memcmp(raw, a, (size_t)i32) == 0);
@@ -407,12 +406,8 @@ static void roundtrip(const uint8_t *data, size_t size)
 	CHECK(reader_i32(&r, &i32) && (size_t)i32 == strlen(c));
 	CHECK(reader_bytes(&r, (size_t)i32, &raw));
 	CHECK(reader_end(&r));
-	p += f.total;
-	avail -= f.total;
 
-	CHECK(frame_parse(p, avail, FRAME_FROM_SERVER, 0x3fffffffu, &f) == FRAME_OK);
-	CHECK(f.type == 'T');
-	reader_init(&r, f.body, f.len);
+	next_server_frame(&p, &avail, 'T', &f, &r);
 	CHECK(reader_u16(&r, &u16) && u16 == 1);
 	expect_cstr(&r, c);
 	CHECK(reader_u32(&r, &u32) && u32 == 0);
