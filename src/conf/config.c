@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define MAX_KEYS 128 /* room for config_key_count; checked at load */
 
@@ -146,6 +147,8 @@ static const char *expected_desc(const struct key_def *k, char *buf, size_t cap)
 		return "a size such as \"64MB\" (or an integer number of bytes)";
 	case KT_BACKENDS:
 		return "a list of groups ( { host = ...; }, ... )";
+	case KT_LISTENERS:
+		return "a list of groups ( { port = ...; role = ...; }, ... )";
 	}
 	return "?";
 }
@@ -236,7 +239,7 @@ static bool is_group_name(const char *name)
 /* Groups of features still to come; named in the contract, so the error says so. */
 static bool is_reserved_group(const char *name)
 {
-	static const char *const reserved[] = { "load_balance", "listeners", "http", "tls" };
+	static const char *const reserved[] = { "http", "tls" };
 	for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++)
 		if (strcmp(name, reserved[i]) == 0)
 			return true;
@@ -339,6 +342,7 @@ static void suggest(const char *group, unsigned backend_flag, const char *name, 
 }
 
 static void parse_backends(struct loader *L, const config_setting_t *list);
+static void parse_listeners(struct loader *L, const config_setting_t *list);
 
 /*
  * Walks the members of one group setting (the root, a named group or one backends entry) and
@@ -365,6 +369,8 @@ static void parse_members(struct loader *L, const config_setting_t *grp, const c
 			seen[ki] = setting_line(s);
 			if (k->type == KT_BACKENDS)
 				parse_backends(L, s);
+			else if (k->type == KT_LISTENERS)
+				parse_listeners(L, s);
 			else
 				store_setting(L, k, s, base, path);
 		} else if (!group[0] && !backend_flag && is_group_name(name)) {
@@ -457,6 +463,85 @@ static void parse_backends(struct loader *L, const config_setting_t *list)
 	}
 }
 
+/* One listeners entry: { port = N; role = "primary" | "standby" | "auto"; }. */
+static void parse_listener(struct loader *L, const config_setting_t *e, int i)
+{
+	static const char *const roles[] = { "auto", "primary", "standby" };
+	struct listener_conf *l = &L->cfg->listeners[i];
+	const char *file = setting_file(L, e);
+	l->line = setting_line(e);
+	l->role = LISTEN_ROLE_AUTO;
+	if (!config_setting_is_group(e)) {
+		errs_add(&L->errs, file, l->line,
+			 "listeners[%d]: expected a group { port = ...; role = ...; }, got %s", i,
+			 type_desc(e));
+		return;
+	}
+	int count = config_setting_length(e);
+	bool have_port = false;
+	for (int j = 0; j < count; j++) {
+		const config_setting_t *m = config_setting_get_elem(e, (unsigned)j);
+		const char *name = config_setting_name(m);
+		int line = setting_line(m);
+		if (strcmp(name, "port") == 0) {
+			int v = config_setting_get_int(m);
+			if (config_setting_type(m) != CONFIG_TYPE_INT || v < 1 || v > 65535)
+				errs_add(&L->errs, file, line,
+					 "listeners[%d].port: expected an integer 1 .. 65535", i);
+			l->port = v;
+			have_port = true;
+		} else if (strcmp(name, "role") == 0) {
+			const char *v = config_setting_get_string(m);
+			int r = -1;
+			for (int k = 0; v && k < 3; k++)
+				if (strcasecmp(v, roles[k]) == 0)
+					r = k;
+			if (r < 0)
+				errs_add(&L->errs, file, line,
+					 "listeners[%d].role: expected one of \"auto\", "
+					 "\"primary\", "
+					 "\"standby\"",
+					 i);
+			else
+				l->role = r;
+		} else {
+			errs_add(&L->errs, file, line,
+				 "listeners[%d].%s: unknown key (an entry has port and role)", i,
+				 name);
+		}
+	}
+	if (!have_port)
+		errs_add(&L->errs, file, l->line, "listeners[%d].port: required key is missing", i);
+	for (int j = 0; j < i; j++)
+		if (have_port && L->cfg->listeners[j].port == l->port)
+			errs_add(&L->errs, file, l->line,
+				 "listeners[%d].port: %d is already used by listeners[%d]", i,
+				 l->port, j);
+}
+
+static void parse_listeners(struct loader *L, const config_setting_t *list)
+{
+	int count = config_setting_length(list);
+	if (!config_setting_is_list(list) && !(config_setting_is_array(list) && count == 0)) {
+		errs_add(&L->errs, setting_file(L, list), setting_line(list),
+			 "listeners: expected a list of groups ( { port = ...; role = ...; }, ... "
+			 "), "
+			 "got %s",
+			 type_desc(list));
+		return;
+	}
+	if (count > CONFIG_MAX_LISTENERS) {
+		errs_add(&L->errs, setting_file(L, list), setting_line(list),
+			 "listeners: %d entries, at most %d are supported", count,
+			 CONFIG_MAX_LISTENERS);
+		return;
+	}
+	for (int i = 0; i < count; i++) {
+		L->cfg->n_listeners = i + 1;
+		parse_listener(L, config_setting_get_elem(list, (unsigned)i), i);
+	}
+}
+
 /* Checks that span keys; run after every key was stored. */
 static void check_cross(struct loader *L)
 {
@@ -483,6 +568,10 @@ static void check_cross(struct loader *L)
 					 i, j, o->line);
 		}
 	}
+	for (int i = 0; i < cfg->n_listeners; i++)
+		if (cfg->listeners[i].port == cfg->port)
+			errs_add(&L->errs, L->path, cfg->listeners[i].line,
+				 "listeners[%d].port: %d is already the main port", i, cfg->port);
 	if (cfg->pool.min_pool_size > cfg->pool.pool_size) {
 		int ki = find_key("pool", 0, "min_pool_size");
 		errs_add(&L->errs, L->path, ki >= 0 && L->seen[ki] ? L->seen[ki] : 1,

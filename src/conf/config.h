@@ -16,8 +16,9 @@
 #include "auth/hba.h"
 #include "auth/users.h"
 
-#define CONFIG_MAX_BACKENDS 64
-#define CONFIG_MAX_LISTEN   16
+#define CONFIG_MAX_BACKENDS  64
+#define CONFIG_MAX_LISTEN    16
+#define CONFIG_MAX_LISTENERS 8
 
 /* Per-backend flag bits (pgpool-II's backend_flag). */
 #define BACKEND_FLAG_DISALLOW_TO_FAILOVER 0x1u
@@ -41,6 +42,7 @@ struct health_check_conf {
 	char *user;		 /* owned; default "postgres" */
 	char *password;		 /* owned; default "" */
 	char *database;		 /* owned; default "postgres" */
+	int rise;		 /* successful checks before a failed node counts as healthy */
 };
 
 enum pool_mode { POOL_MODE_SESSION, POOL_MODE_TRANSACTION, POOL_MODE_STATEMENT };
@@ -59,6 +61,40 @@ struct pool_conf {
 	uint32_t client_idle_timeout_ms;      /* default 0 = off */
 	uint32_t idle_transaction_timeout_ms; /* default 0 = off */
 	char *reset_query_list;		      /* owned; default "ABORT; DISCARD ALL" */
+};
+
+/* pgpool-II's disable_load_balance_on_write. */
+enum lb_on_write {
+	LB_ON_WRITE_TRANSACTION,       /* after a write, the rest of the transaction: primary */
+	LB_ON_WRITE_OFF,	       /* keep balancing reads after writes */
+	LB_ON_WRITE_TRANS_TRANSACTION, /* also later transactions of the session: primary */
+	LB_ON_WRITE_ALWAYS,	       /* after a write, the rest of the session: primary */
+};
+
+struct load_balance_conf {
+	bool enabled;		       /* pgpool's load_balance_mode; default true */
+	bool statement_level;	       /* choose a read node per statement; default false */
+	int disable_on_write;	       /* enum lb_on_write; default transaction */
+	char *read_only_function_list; /* owned; comma-separated names, "" none */
+	char *write_function_list;     /* owned; comma-separated names, "" none */
+	char *database_redirect_preference_list;  /* owned; pgpool syntax "db:node(weight),..." */
+	char *app_name_redirect_preference_list;  /* owned; same syntax, by application_name */
+	char *user_redirect_preference_list;	  /* owned; same syntax, by user */
+	char *primary_routing_query_pattern_list; /* owned; ';'-separated POSIX regexes */
+	uint32_t delay_threshold;		  /* bytes of replay lag; 0 = no limit */
+	uint32_t delay_threshold_by_time_ms;	  /* replay delay; 0 = no limit */
+	bool prefer_lower_delay_standby;	  /* pick the least lagging standby */
+	bool read_your_writes;			  /* default true */
+	int classify_cache_size;		  /* statements kept classified per worker */
+};
+
+/* Where the sessions of a listeners entry go. */
+enum listener_role { LISTEN_ROLE_AUTO, LISTEN_ROLE_PRIMARY, LISTEN_ROLE_STANDBY };
+
+struct listener_conf {
+	int port; /* 1..65535, on every listen_addresses entry */
+	int role; /* enum listener_role */
+	int line; /* for messages */
 };
 
 struct config {
@@ -82,12 +118,19 @@ struct config {
 
 	struct pool_conf pool;
 	struct health_check_conf health_check;
+	struct load_balance_conf load_balance;
+	struct listener_conf listeners[CONFIG_MAX_LISTENERS]; /* extra role-pinned ports */
+	int n_listeners;
 
 	char *failover_command;			 /* owned or NULL */
 	char *follow_primary_command;		 /* owned or NULL */
 	char *failback_command;			 /* owned or NULL */
 	uint32_t failover_command_timeout_ms;	 /* default 60s */
 	uint32_t search_primary_node_timeout_ms; /* default 5min */
+	bool failover_on_backend_error;		 /* a broken backend socket triggers a check */
+	bool detach_false_primary;		 /* default true */
+	bool auto_failback;			 /* default false */
+	uint32_t auto_failback_interval_ms;	 /* default 1min */
 };
 
 /*

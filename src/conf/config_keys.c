@@ -33,6 +33,8 @@
 
 static const char *const pool_modes[] = { "session", "transaction", "statement", NULL };
 static const char *const log_levels[] = { "error", "warning", "log", "debug", "noise", NULL };
+static const char *const lb_on_write[] = { "transaction", "off", "trans_transaction", "always",
+					   NULL };
 static const char *const backend_flags[] = { "ALLOW_TO_FAILOVER", "DISALLOW_TO_FAILOVER",
 					     "ALWAYS_PRIMARY", NULL };
 
@@ -89,6 +91,22 @@ const struct key_def config_keys[] = {
 	TOP("search_primary_node_timeout", KT_DURATION, 0, "5min", 0, DUR_MAX,
 	    search_primary_node_timeout_ms, NULL,
 	    "How long to look for a new primary after a failover; 0 searches forever."),
+	TOP("failover_on_backend_error", KT_BOOL, 0, "true", 0, 0, failover_on_backend_error, NULL,
+	    "A backend connection that breaks or is refused triggers an immediate health check "
+	    "of its node (the check, not the error, decides the failover)."),
+	TOP("detach_false_primary", KT_BOOL, 0, "true", 0, 0, detach_false_primary, NULL,
+	    "When two nodes claim to be primary, keep the one the standbys stream from and detach "
+	    "the other."),
+	TOP("auto_failback", KT_BOOL, 0, "false", 0, 0, auto_failback, NULL,
+	    "Attach a detached standby again once it passes its checks and streams from the "
+	    "primary; a detached primary is never attached automatically."),
+	TOP("auto_failback_interval", KT_DURATION, 0, "1min", 0, DUR_MAX, auto_failback_interval_ms,
+	    NULL, "Least time between two automatic failbacks of the same node."),
+	TOP("listeners", KT_LISTENERS, KF_RESTART, NULL, 0, CONFIG_MAX_LISTENERS, listeners, NULL,
+	    "Extra ports pinned to a role, a list of groups ( { port = 5000; role = "
+	    "\"primary\"; }, ... ): role \"primary\" sends every statement to the primary, "
+	    "\"standby\" sends every session to a standby (read-only), \"auto\" splits like "
+	    "port."),
 	TOP("backends", KT_BACKENDS, KF_REQUIRED | KF_RESTART, NULL, 1, CONFIG_MAX_BACKENDS,
 	    backends, NULL,
 	    "The PostgreSQL nodes, a list of groups ( { host = ...; }, ... ); node ids count from "
@@ -174,6 +192,59 @@ const struct key_def config_keys[] = {
 	    "Password of that role; \"\" sends none."),
 	GRP("health_check", "database", KT_STRING, 0, "postgres", 0, 0, health_check.database, NULL,
 	    "Database the health check connects to."),
+	GRP("health_check", "rise", KT_INT, 0, "2", 1, 1000, health_check.rise, NULL,
+	    "Consecutive successful checks before a failed node counts as healthy again."),
+
+	GRP("load_balance", "enabled", KT_BOOL, 0, "true", 0, 0, load_balance.enabled, NULL,
+	    "Send read-only statements to standbys (pgpool-II's load_balance_mode); false sends "
+	    "everything to the primary."),
+	GRP("load_balance", "statement_level", KT_BOOL, 0, "false", 0, 0,
+	    load_balance.statement_level, NULL,
+	    "Choose the read node per statement instead of once per session "
+	    "(statement_level_load_balance)."),
+	GRP("load_balance", "disable_load_balance_on_write", KT_ENUM, 0, "transaction", 0, 0,
+	    load_balance.disable_on_write, lb_on_write,
+	    "After a write: reads of the rest of the transaction go to the primary (transaction), "
+	    "keep balancing (off), also later transactions (trans_transaction), or the rest of the "
+	    "session (always)."),
+	GRP("load_balance", "read_only_function_list", KT_STRING, 0, "", 0, 0,
+	    load_balance.read_only_function_list, NULL,
+	    "Comma-separated functions that never write, whatever their volatility (\"name\" or "
+	    "\"schema.name\")."),
+	GRP("load_balance", "write_function_list", KT_STRING, 0, "", 0, 0,
+	    load_balance.write_function_list, NULL,
+	    "Comma-separated functions that write: statements calling them go to the primary."),
+	GRP("load_balance", "database_redirect_preference_list", KT_STRING, 0, "", 0, 0,
+	    load_balance.database_redirect_preference_list, NULL,
+	    "pgpool syntax \"database:node[(weight)],...\"; node is primary, standby or a node "
+	    "id; the database is a POSIX regex matched whole."),
+	GRP("load_balance", "app_name_redirect_preference_list", KT_STRING, 0, "", 0, 0,
+	    load_balance.app_name_redirect_preference_list, NULL,
+	    "Same syntax, by application_name; takes precedence over the database list."),
+	GRP("load_balance", "user_redirect_preference_list", KT_STRING, 0, "", 0, 0,
+	    load_balance.user_redirect_preference_list, NULL,
+	    "Same syntax, by user; takes precedence over the application_name list."),
+	GRP("load_balance", "primary_routing_query_pattern_list", KT_STRING, 0, "", 0, 0,
+	    load_balance.primary_routing_query_pattern_list, NULL,
+	    "';'-separated POSIX extended regexes (case-insensitive): statements matching one go "
+	    "to the primary."),
+	GRP("load_balance", "delay_threshold", KT_SIZE, 0, "0", 0, 4 * GB - 1,
+	    load_balance.delay_threshold, NULL,
+	    "A standby whose replay lags the primary by more than this many bytes gets no reads; "
+	    "0 means no limit."),
+	GRP("load_balance", "delay_threshold_by_time", KT_DURATION, 0, "0", 0, DUR_MAX,
+	    load_balance.delay_threshold_by_time_ms, NULL,
+	    "A standby whose replay delay exceeds this gets no reads; 0 means no limit."),
+	GRP("load_balance", "prefer_lower_delay_standby", KT_BOOL, 0, "false", 0, 0,
+	    load_balance.prefer_lower_delay_standby, NULL,
+	    "Choose the standby with the least replay lag instead of by weight."),
+	GRP("load_balance", "read_your_writes", KT_BOOL, 0, "true", 0, 0,
+	    load_balance.read_your_writes, NULL,
+	    "After a session wrote, its reads go to a standby only once that standby replayed "
+	    "past the write; until then to the primary."),
+	GRP("load_balance", "classify_cache_size", KT_INT, 0, "4096", 0, 1000000,
+	    load_balance.classify_cache_size, NULL,
+	    "Statement texts whose classification is kept per worker; 0 parses every statement."),
 };
 
 const size_t config_key_count = sizeof(config_keys) / sizeof(config_keys[0]);
@@ -555,6 +626,7 @@ bool key_set_text(const struct key_def *k, void *base, const char *text, char *w
 	case KT_ADDRLIST:
 		return set_addrs(base, text, why, cap);
 	case KT_BACKENDS:
+	case KT_LISTENERS:
 		break;
 	}
 	snprintf(why, cap, "internal error: cannot set from text");
@@ -633,6 +705,16 @@ bool key_equal(const struct key_def *k, const void *a, const void *b)
 					return false;
 		return true;
 	}
+	case KT_LISTENERS: {
+		const struct config *ca = a, *cb = b;
+		if (ca->n_listeners != cb->n_listeners)
+			return false;
+		for (int i = 0; i < ca->n_listeners; i++)
+			if (ca->listeners[i].port != cb->listeners[i].port ||
+			    ca->listeners[i].role != cb->listeners[i].role)
+				return false;
+		return true;
+	}
 	}
 	return false;
 }
@@ -688,6 +770,16 @@ void key_format(const struct key_def *k, const void *base, char *buf, size_t cap
 	case KT_BACKENDS:
 		snprintf(buf, cap, "%d", ((const struct config *)base)->n_backends);
 		break;
+	case KT_LISTENERS: {
+		static const char *const roles[] = { "auto", "primary", "standby" };
+		const struct config *c = base;
+		size_t len = 0;
+		buf[0] = 0;
+		for (int i = 0; i < c->n_listeners && len < cap; i++)
+			len += (size_t)snprintf(buf + len, cap - len, "%s%d:%s", i ? "," : "",
+						c->listeners[i].port, roles[c->listeners[i].role]);
+		break;
+	}
 	}
 }
 
@@ -743,6 +835,7 @@ static const char *type_name(enum key_type t)
 	case KT_ENUM:
 		return "enum";
 	case KT_BACKENDS:
+	case KT_LISTENERS:
 		return "list";
 	}
 	return "?";
@@ -781,6 +874,7 @@ static void range_text(const struct key_def *k, char *buf, size_t cap)
 		snprintf(buf, cap, "%" PRId64 " .. %" PRId64 " addresses", k->min, k->max);
 		break;
 	case KT_BACKENDS:
+	case KT_LISTENERS:
 		snprintf(buf, cap, "%" PRId64 " .. %" PRId64 " entries", k->min, k->max);
 		break;
 	case KT_BOOL:

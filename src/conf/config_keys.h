@@ -18,16 +18,17 @@
 #include <stdint.h>
 
 enum key_type {
-	KT_INT,	     /* libconfig integer */
-	KT_DOUBLE,   /* libconfig float or integer */
-	KT_BOOL,     /* libconfig true/false */
-	KT_STRING,   /* libconfig string, copied */
-	KT_DURATION, /* "500ms", "3s", "2min", "1h", "1d", or an integer number of seconds */
-	KT_SIZE,     /* "512B", "64kB", "16MB", "1GB", or an integer number of bytes */
-	KT_ENUM,     /* string, one of choices (any case) */
-	KT_ADDRLIST, /* string "addr,addr,..." split into struct config's listen_addresses */
-	KT_FLAGS,    /* string "FLAG|FLAG" of backend flags */
-	KT_BACKENDS, /* the list of backend groups; parsed by config.c */
+	KT_INT,	      /* libconfig integer */
+	KT_DOUBLE,    /* libconfig float or integer */
+	KT_BOOL,      /* libconfig true/false */
+	KT_STRING,    /* libconfig string, copied */
+	KT_DURATION,  /* "500ms", "3s", "2min", "1h", "1d", or an integer number of seconds */
+	KT_SIZE,      /* "512B", "64kB", "16MB", "1GB", or an integer number of bytes */
+	KT_ENUM,      /* string, one of choices (any case) */
+	KT_ADDRLIST,  /* string "addr,addr,..." split into struct config's listen_addresses */
+	KT_FLAGS,     /* string "FLAG|FLAG" of backend flags */
+	KT_BACKENDS,  /* the list of backend groups; parsed by config.c */
+	KT_LISTENERS, /* the list of role-pinned listener groups; parsed by config.c */
 };
 
 #define KF_RESTART	 0x1u  /* a change needs a restart (otherwise SIGHUP applies it) */

@@ -280,8 +280,8 @@ static const struct error_case error_cases[] = {
 	    DIR "err_backend_entry.conf:5: backends[3]: same host and port as backends[2] (line "
 		"4)" } },
 	{ "err_reserved_group.conf",
-	  { DIR "err_reserved_group.conf:3: load_balance: unknown key (the load_balance group is "
-		"not supported yet)",
+	  { DIR "err_reserved_group.conf:3: http: unknown key (the http group is not supported "
+		"yet)",
 	    DIR
 	    "err_reserved_group.conf:4: tls: unknown key (the tls group is not supported yet)" } },
 	{ "err_syntax.conf", { DIR "err_syntax.conf:4: syntax error" } },
