@@ -467,9 +467,9 @@ static void admin_explain_route(struct client *c, const char *sql, size_t len, s
 		return;
 	}
 	struct classify_result res;
-	classify_sql(c->w->router.classifier, text, strlen(text), &res);
+	classify_sql(router_classifier(&c->w->router, c->route.db), text, strlen(text), &res);
 	struct route_facts f;
-	router_classify(&c->w->router, text, strlen(text), &f);
+	router_classify_in(&c->w->router, c->route.db, text, strlen(text), &f);
 	free(text);
 	const char *cls = f.route == ROUTE_PRIMARY ? "primary"
 			  : f.route == ROUTE_ANY   ? "standby"

@@ -324,6 +324,7 @@ static void client_handle_startup(struct client *c, const struct frame *f)
 		  c->database, c->application_name);
 	router_session_init(&c->w->router, &c->route, (enum route_force)c->route.listener,
 			    c->database, c->user, c->application_name);
+	worker_want_catalog(c->w, c->route.db);
 	client_auth_start(c);
 }
 

@@ -185,7 +185,7 @@ static void client_facts_of(struct client *c, const char *sql, size_t avail, boo
 		out->pattern_primary = false;
 		return;
 	}
-	router_classify(&c->w->router, sql, len, out);
+	router_classify_in(&c->w->router, c->route.db, sql, len, out);
 	if (client_sql_needs_session(c, sql, len)) {
 		/* Session state lives where it was created: the primary, from now on. */
 		c->route.primary_only = true;
@@ -465,7 +465,7 @@ static void client_log_txn_control(struct client *c, const struct frame *f,
 		size_t len = strnlen((const char *)f->body, f->body_avail);
 		if (len == f->body_avail)
 			return;
-		router_classify(&c->w->router, (const char *)f->body, len, &facts);
+		router_classify_in(&c->w->router, c->route.db, (const char *)f->body, len, &facts);
 		if (client_is_txn_control(facts.flags))
 			client_txn_log_add(c, (const char *)f->body, len);
 	} else if (f->type != PqMsg_FunctionCall) {
