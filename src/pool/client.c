@@ -601,6 +601,11 @@ static void client_note_deallocate(struct client *c, const char *sql, size_t len
 			     !client_starts_with(sql, len, j, "plans") &&
 			     !client_starts_with(sql, len, j, "sequences"))) {
 				stmt_map_clear(&c->stmts);
+				/* DISCARD ALL also resets the settings pgrelay follows itself (the
+				 * reported ones come back as ParameterStatus). */
+				if (discard)
+					for (int t = TP_FIRST_UNREPORTED; t < TP_COUNT; t++)
+						client_follow_set(c, t, NULL);
 			} else if (!discard) {
 				char name[128];
 				size_t k = 0;
