@@ -21,21 +21,7 @@
 #include "health/probe.h"
 #include "util/log.h"
 
-static void json_string(const char *s)
-{
-	putchar('"');
-	for (; *s != '\0'; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c == '"' || c == '\\')
-			printf("\\%c", c);
-		else if (c < 0x20)
-			printf("\\u%04x", c);
-		else
-			putchar(c);
-	}
-	putchar('"');
-}
+#include "driver_json.h"
 
 static void json_lsn(const char *key, uint64_t lsn)
 {
