@@ -51,15 +51,6 @@ static void on_view(void *arg)
 	}
 }
 
-static void json_lsn(const char *key, uint64_t lsn)
-{
-	printf(",\"%s\":", key);
-	if (lsn == 0)
-		printf("null");
-	else
-		printf("\"%" PRIX64 "/%" PRIX64 "\"", lsn >> 32, lsn & 0xFFFFFFFFu);
-}
-
 static void print_view(const struct cluster_view *v)
 {
 	printf("{\"type\":\"view\",\"seq\":%" PRIu64 ",\"t_ms\":%" PRIu64

@@ -23,15 +23,6 @@
 
 #include "driver_json.h"
 
-static void json_lsn(const char *key, uint64_t lsn)
-{
-	printf(",\"%s\":", key);
-	if (lsn == 0)
-		printf("null");
-	else
-		printf("\"%" PRIX64 "/%" PRIX64 "\"", lsn >> 32, lsn & 0xFFFFFFFFu);
-}
-
 static void print_observation(const struct node_observation *o)
 {
 	printf("{\"reachable\":%s,\"status\":\"%s\",\"in_recovery\":%s",
