@@ -103,8 +103,9 @@ def test_frozen_primary_fails_over_in_time(own_cluster, manager, tmp_path):
     v = m.wait_view(lambda v: v["primary"] in (1, 2), 15, "a new primary", since=mk)
     took = v["t"] - t0
     print(f"SIGSTOP to new primary in the view: {took * 1000:.0f} ms")
-    # timeout (1 s) + up to one period before the check + promotion
-    assert took < 1 + 2, f"took {took:.2f}s"
+    # timeout (1 s) + up to one period before the check + promotion (~2.4 s measured); slack for
+    # a loaded 2-core CI machine under ASan
+    assert took < 1 + 3, f"took {took:.2f}s"
     # The manager kept publishing while node0 hung (LSN samples of the new primary).
     n = len(m.views())
     m.wait(lambda m: len(m.views()) > n + 3, 5, "views keep coming")
