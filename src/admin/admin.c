@@ -558,7 +558,9 @@ static bool admin_pgrelay(struct client *c, const char *sql, size_t len, size_t 
 		     { "promote", CLUSTER_PROMOTE } };
 	size_t j = i;
 	if (admin_word(sql, len, &j, "explain") && admin_word(sql, len, &j, "route")) {
-		j = admin_skip(sql, len, j);
+		/* Blanks only: a leading comment of the statement may be a routing hint. */
+		while (j < len && isspace((unsigned char)sql[j]))
+			j++;
 		admin_explain_route(c, sql + j, strnlen(sql + j, len - j), out);
 		return true;
 	}
