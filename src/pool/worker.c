@@ -347,11 +347,11 @@ void worker_apply_view(struct worker *w, const struct cluster_view *v)
 			   (old.nodes[i].status == NODE_UP || old.nodes[i].status == NODE_WAITING);
 		bool lost =
 			!router_node_usable(&w->router, i) && v->nodes[i].status != NODE_WAITING;
-		/* A node whose role changed (a standby promoted, a primary demoted) starts over. */
+		/* A primary that became a standby (switchover, demotion) must not keep sessions
+		 * that write; a standby promoted keeps its connections: they stay valid. */
 		bool role_changed = old.n_nodes > i && old.seq &&
-				    v->nodes[i].role != NODE_ROLE_UNKNOWN &&
-				    old.nodes[i].role != NODE_ROLE_UNKNOWN &&
-				    old.nodes[i].role != v->nodes[i].role;
+				    old.nodes[i].role == NODE_ROLE_PRIMARY &&
+				    v->nodes[i].role == NODE_ROLE_STANDBY;
 		if ((was && lost) || role_changed) {
 			char why[CLUSTER_REASON_MAX + 64];
 			snprintf(why, sizeof(why), "backend node %d %s%s%s", i,
