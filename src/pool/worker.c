@@ -96,7 +96,9 @@ static void worker_sweep_waiting(struct worker *w, struct list_node *list, uint6
 	list_for_each_safe(pos, tmp, list)
 	{
 		struct client *c = list_entry(pos, struct client, node);
-		if (!wait || now - c->since_ms < wait)
+		uint64_t since =
+			for_node && c->node_wait_since_ms ? c->node_wait_since_ms : c->since_ms;
+		if (!wait || now - since < wait)
 			continue;
 		if (for_node)
 			client_disconnect(c, "08006",
