@@ -206,7 +206,8 @@ bool worker_start_cluster(struct worker *w)
 	/* Discover the primary before taking clients, bounded by one check (and a little). */
 	uint32_t wait = w->cfg->health_check.timeout_ms + 500;
 	if (!cluster_wait_discovery(w->cluster, wait))
-		log_warning("main", 0, "no primary node found within %u ms; writes wait for one",
+		log_warning("main", 0,
+			    "no primary node found within %u ms; writes fail (08006) until one is",
 			    wait);
 	worker_cluster_async_cb(&w->cluster_async);
 	return true;
