@@ -503,6 +503,18 @@ static void client_log_txn_control(struct client *c, const struct frame *f,
 	}
 }
 
+/*
+ * True when no statement can change where this session's units go, so none is classified:
+ * load balancing off (everything on the primary), or a session pinned to one role.
+ */
+static bool client_route_is_fixed(const struct client *c)
+{
+	enum route_force force = c->route.forced != ROUTE_FORCE_AUTO
+					 ? (enum route_force)c->route.forced
+					 : (enum route_force)c->route.listener;
+	return force != ROUTE_FORCE_AUTO || !c->w->cfg->load_balance.enabled;
+}
+
 /* A unit may start on the active link now: nothing of an earlier unit is in flight. */
 static bool client_at_boundary(const struct client *c)
 {
@@ -555,6 +567,12 @@ enum relay_verdict client_route_message(struct client *c, const struct frame *f)
 		d.node = router_node_usable(&c->w->router, 0) ? 0 : ROUTER_NO_NODE;
 		d.txn_node = -1;
 		d.why = "single node";
+	} else if (client_route_is_fixed(c)) {
+		/* Splitting off, or a role-pinned session: every unit goes to the same role. */
+		memset(&d, 0, sizeof(d));
+		struct route_facts none = { ROUTE_FOLLOW, 0, "fixed route", false };
+		int current = c->server ? c->server->node_id : -1;
+		router_decide(&c->w->router, &c->route, &none, current, &d);
 	} else {
 		client_decide(c, f, &d);
 	}

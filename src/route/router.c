@@ -3,6 +3,8 @@
  */
 #include "route/router.h"
 
+#include "route/normalize.h"
+
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -656,7 +658,13 @@ void router_classify_in(struct router *r, int db, const char *sql, size_t len,
 			struct route_facts *out)
 {
 	struct classify_result res;
-	classify_sql(router_classifier(r, db), sql, len, &res);
+	/* Constants do not change a class: one cache entry serves every value (normalize.h). */
+	size_t nlen;
+	if (len <= ROUTER_NORMALIZE_MAX &&
+	    normalize_sql(sql, len, r->scratch, sizeof(r->scratch), &nlen))
+		classify_sql(router_classifier(r, db), r->scratch, nlen, &res);
+	else
+		classify_sql(router_classifier(r, db), sql, len, &res);
 	out->route = res.route;
 	out->flags = res.flags;
 	out->rule = res.rule;
