@@ -961,6 +961,17 @@ void client_wait_for_node(struct client *c, int node)
 	client_set_state(c, CL_WAITING);
 }
 
+int client_login_node(struct client *c)
+{
+	/* A session pinned to standbys should not hold a primary connection for its welcome. */
+	if (c->route.listener == ROUTE_FORCE_STANDBY) {
+		int node = router_read_node(&c->w->router, &c->route);
+		if (node >= 0)
+			return node;
+	}
+	return worker_login_node(c->w);
+}
+
 void client_kick(struct client *c)
 {
 	if (c->state == CL_ACTIVE)
@@ -1116,7 +1127,7 @@ void client_pool_login_settled(struct worker *w, struct pool *p)
 		/* The login that would have provided the welcome failed: the next one tries. */
 		if (p->n_servers > 0)
 			return;
-		int node = worker_login_node(w);
+		int node = client_login_node(c);
 		if (!server_may_open(w, p, node)) {
 			(void)server_evict_idle_for(w, p, node);
 			return;

@@ -143,6 +143,8 @@ void client_route_note_parse(struct client *c, const struct frame *f);
 bool client_acquire_server(struct client *c, int node);
 /* Parks c until a cluster view offers a node for it (node -1: its primary/standby). */
 void client_wait_for_node(struct client *c, int node);
+/* The node c's first backend login goes to (its pool's welcome). */
+int client_login_node(struct client *c);
 /* Runs c's relay if it is active (bytes may be waiting in its buffer). */
 void client_kick(struct client *c);
 /* SQL that creates session state (pins in transaction mode; primary-only when split). */
