@@ -630,6 +630,11 @@ bool client_apply_switch(struct client *c)
 {
 	c->switch_pending = false;
 	int node = c->pending.node;
+	if (!router_node_usable(&c->w->router, node)) {
+		/* The node went away since the decision: decide again. */
+		c->route_pending = false;
+		return c->server == NULL || c->server->state == SV_ACTIVE;
+	}
 	if (!client_use_node(c, node)) {
 		return false;
 	}
