@@ -472,7 +472,9 @@ static bool router_lag_ok(const struct router *r, int node)
 	const struct cluster_node *n = &r->view.nodes[node];
 	if (lb->delay_threshold && n->replication_delay > lb->delay_threshold)
 		return false;
-	if (lb->delay_threshold_by_time_ms && n->has_delay_time &&
+	/* now() - last replayed commit grows on an idle primary too: a standby that replayed all
+	 * the primary wrote (no byte behind) is not late, however old its last commit is. */
+	if (lb->delay_threshold_by_time_ms && n->has_delay_time && n->replication_delay > 0 &&
 	    n->delay_s * 1000.0 > (double)lb->delay_threshold_by_time_ms)
 		return false;
 	return true;
