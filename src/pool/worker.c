@@ -379,9 +379,13 @@ void worker_apply_view(struct worker *w, const struct cluster_view *v)
 		}
 	}
 	/* Clients waiting for a primary or a standby try again. */
-	struct list_node *pos, *tmp;
-	list_for_each_safe(pos, tmp, &w->nodeless_clients)
-		client_view_changed(list_entry(pos, struct client, node));
+	/*
+	 * Each gets one try: a client that still finds no node waits again at the tail of this
+	 * very list, so walking it to its end would never end. Every try takes the head off.
+	 */
+	for (int n = w->n_nodeless; n > 0 && !list_empty(&w->nodeless_clients); n--)
+		client_view_changed(
+			list_entry(list_first(&w->nodeless_clients), struct client, node));
 	server_kick_pools(w);
 }
 
