@@ -368,7 +368,8 @@ def run_frozen(clusters, proxy, workdir):
             fails = w.failed_ops(t0)
             return {
                 "frozen": first.t1 - t0 if first else None,
-                "client_timeouts": sum(1 for o in fails if o.error == "timeout"),
+                "client_timeouts": sum(1 for o in fails if o.error == "timeout")
+                + sum(1 for t, e in w.login_errors if t >= t0 and e == "timeout"),
                 "errors": sorted({o.error.split(":")[0] for o in fails if o.error != "timeout"}),
             }
         finally:
@@ -436,7 +437,7 @@ def report(results, runs):
     row("SIGSTOP of the primary → first write accepted",
         lambda r: med_max(col(r, "frozen", "frozen"), FROZEN_CAP),
         lambda a, b: ratio(col(a, "frozen", "frozen"), col(b, "frozen", "frozen")))
-    row("writer requests that hit the client's 8 s deadline (frozen, total)",
+    row("writer logins and requests that hit the client's 8 s deadline (frozen, total)",
         lambda r: str(sum(col(r, "client_timeouts", "frozen"))))
     log()
 
@@ -469,6 +470,7 @@ def main(argv):
     tmp = Path(tempfile.mkdtemp(prefix="pgrelay-fobench-", dir="/tmp"))
     os.chmod(tmp, 0o755)
     log(f"pgrelay {binary}, {runs} runs; work folder {tmp}")
+    t_start = time.monotonic()
     clusters = Clusters()
     results = {p.name: {"kill": [], "frozen": []} for p in proxies}
     try:
@@ -483,8 +485,11 @@ def main(argv):
                 f = run_frozen(clusters, p, tmp / f"{p.name}-frozen{i}")
                 results[p.name]["frozen"].append(f)
                 log(f"run {i + 1} {p.name:9} SIGSTOP: first write {ms(f['frozen'])} ms, client deadlines hit "
+                    "(logins + requests) "
                     f"{f['client_timeouts']}, errors {f['errors']}")
         report(results, runs)
+        log(f"({time.monotonic() - t_start:.0f} s; machine: {os.cpu_count()} CPUs, load average "
+            f"{os.getloadavg()[0]:.1f} at the end)")
     finally:
         clusters.close()
         if not os.environ.get("BENCH_KEEP_TMP"):
