@@ -98,6 +98,46 @@ def ran_on(cluster, tag, nodes=(0, 1, 2)):
     return found
 
 
+class ActivityWatch:
+    """Background poll of pg_stat_activity on some nodes (direct superuser connections) while a load
+    runs: `max[node]` is the most client backends matching `condition` (an SQL boolean over
+    pg_stat_activity) seen at once. For loads whose backends are reset afterwards (the pool's
+    DISCARD ALL overwrites pg_stat_activity.query), so a look after the run would see nothing."""
+
+    def __init__(self, cluster, nodes, condition, interval=0.05):
+        self.cluster = cluster
+        self.nodes = tuple(nodes)
+        self.sql = ("select count(*) from pg_stat_activity where backend_type = 'client backend' "
+                    "and pid <> pg_backend_pid() and (" + condition + ")")
+        self.interval = interval
+        self.max = {n: 0 for n in self.nodes}
+        self.error = None
+        self._stop = threading.Event()
+        self._thread = None
+
+    def _run(self, conns):
+        try:
+            while not self._stop.is_set():
+                for n, c in conns.items():
+                    self.max[n] = max(self.max[n], c.execute(self.sql).fetchone()[0])
+                self._stop.wait(self.interval)
+        except Exception as e:  # noqa: BLE001
+            self.error = e
+        finally:
+            for c in conns.values():
+                c.close()
+
+    def __enter__(self):
+        conns = {n: self.cluster.connect(n, dbname="postgres") for n in self.nodes}
+        self._thread = threading.Thread(target=self._run, args=(conns,), daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Starting pgrelay with weights and routing groups.
 
