@@ -135,6 +135,14 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (test_only) {
+		/* What the router compiles (regular expressions, lists) is part of the config. */
+		static struct router r;
+		if (!router_init(&r, cfg, err, sizeof(err))) {
+			fprintf(stderr, "%s: %s\n", path, err);
+			config_free(cfg);
+			return 1;
+		}
+		router_free(&r);
 		printf("configuration file %s is valid\n", path);
 		config_free(cfg);
 		return 0;
@@ -147,6 +155,10 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	w.force_debug = debug;
+	if (!worker_start_cluster(&w) && cfg->health_check.period_ms > 0)
+		log_warning("main", 0,
+			    "health checks and failover are not running; routing follows the "
+			    "configuration only");
 	uv_signal_t sig[4];
 	if (!install_signals(&w, sig)) {
 		log_error("main", 0, "could not install signal handlers");

@@ -76,6 +76,9 @@ const struct key_def config_keys[] = {
 	TOP("shutdown_timeout", KT_DURATION, 0, "30s", 0, DUR_MAX, shutdown_timeout_ms, NULL,
 	    "How long a smart shutdown (SIGTERM) waits for clients to leave before closing them; 0 "
 	    "closes them at once."),
+	TOP("admin_users", KT_STRING, 0, "postgres", 0, 0, admin_users, NULL,
+	    "Comma-separated users who may run the PGRELAY ATTACH/DETACH/PROMOTE NODE commands; "
+	    "SHOW commands are open to every user."),
 	TOP("failover_command", KT_STRING, KF_EMPTY_IS_NULL, NULL, 0, 0, failover_command, NULL,
 	    "Command run when a node is detached, with pgpool-II's placeholders (%d failed node "
 	    "id, %h, %p, %D, %m, %H, %M, %P, %r, %R, %N, %S, %%); unset runs nothing."),

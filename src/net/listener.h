@@ -18,6 +18,7 @@ struct listener {
 	listener_cb cb; /* borrowed */
 	void *owner;	/* borrowed: the worker */
 	char name[80];	/* "addr:port", for logs */
+	int role;	/* owner's tag (pgrelay: enum listener_role of the port) */
 	bool open;	/* handle initialised, not yet closed */
 };
 

@@ -32,6 +32,8 @@
 static void client_on_data(struct conn *conn);
 static void client_on_event(struct conn *conn, enum conn_event ev, int status);
 static void client_on_closed(struct conn *conn);
+static void client_relay(struct client *c);
+static void client_relay_result(struct client *c, enum relay_result r);
 
 static const struct conn_ops client_conn_ops = {
 	.on_data = client_on_data,
@@ -44,7 +46,8 @@ static struct list_node *client_list_for(struct client *c, enum client_state st)
 	struct worker *w = c->w;
 	switch (st) {
 	case CL_WAITING:
-		return &c->pool->waiting_clients;
+		return c->want_node >= 0 ? &c->pool->nodes[c->want_node].waiting_clients
+					 : &w->nodeless_clients;
 	case CL_LOGIN:
 	case CL_CANCEL:
 		return &w->login_clients;
@@ -58,14 +61,24 @@ static struct list_node *client_list_for(struct client *c, enum client_state st)
 
 void client_set_state(struct client *c, enum client_state st)
 {
-	if (c->state == CL_WAITING)
+	if (c->state == CL_WAITING) {
 		c->pool->n_waiting--;
+		if (c->want_node >= 0)
+			c->pool->nodes[c->want_node].n_waiting--;
+		else
+			c->w->n_nodeless--;
+	}
 	list_del(&c->node);
 	c->state = st;
 	c->since_ms = uv_now(&c->w->loop);
 	list_append(client_list_for(c, st), &c->node);
-	if (st == CL_WAITING)
+	if (st == CL_WAITING) {
 		c->pool->n_waiting++;
+		if (c->want_node >= 0)
+			c->pool->nodes[c->want_node].n_waiting++;
+		else
+			c->w->n_nodeless++;
+	}
 }
 
 const char *client_param(const struct client *c, int i)
@@ -118,11 +131,11 @@ void client_disconnect(struct client *c, const char *sqlstate, const char *fmt, 
 		log_debug("client", c->id, "closing: %s", msg);
 	if (sqlstate)
 		client_send_fatal(c, sqlstate, msg);
-	if (c->server) {
-		/* A message forwarded only in part leaves the backend mid-message: never reuse it.
-		 */
-		bool partial = c->conn.pkt_remaining != 0 && !c->conn.pkt_skip;
-		server_client_left(c->server, partial);
+	/* A message forwarded only in part leaves the backend mid-message: never reuse it. */
+	bool partial = c->conn.pkt_remaining != 0 && !c->conn.pkt_skip;
+	while (c->n_links > 0) {
+		struct server *s = c->links[c->n_links - 1];
+		server_client_left(s, partial && s == c->server);
 	}
 	if (c->cancel_pid) {
 		cancel_map_remove(&c->w->cancels, c->cancel_pid);
@@ -145,6 +158,7 @@ static void client_on_closed(struct conn *conn)
 	stmt_map_free(&c->stmts);
 	for (int i = 0; i < TP_COUNT; i++)
 		free(c->param[i]);
+	free(c->txn_log);
 	free(c->startup);
 	free(c);
 	w->n_clients--;
@@ -173,7 +187,7 @@ static bool client_refuse_if_over_limit(struct client *c)
 	return false;
 }
 
-void client_accept(struct worker *w, uv_stream_t *listener)
+void client_accept(struct worker *w, uv_stream_t *listener, int role)
 {
 	struct client *c = calloc(1, sizeof(*c));
 	if (!c) {
@@ -187,6 +201,9 @@ void client_accept(struct worker *w, uv_stream_t *listener)
 	c->w = w;
 	c->id = ++w->next_conn_id;
 	c->txn_status = TXN_IDLE;
+	c->want_node = -1;
+	c->unit_node = -1;
+	c->route.listener = (uint8_t)role;
 	list_init(&c->node);
 	c->state = CL_LOGIN;
 	c->since_ms = uv_now(&w->loop);
@@ -305,6 +322,8 @@ static void client_handle_startup(struct client *c, const struct frame *f)
 	}
 	log_debug("client", c->id, "login user=%s database=%s application_name=%s", c->user,
 		  c->database, c->application_name);
+	router_session_init(&c->w->router, &c->route, (enum route_force)c->route.listener,
+			    c->database, c->user, c->application_name);
 	client_auth_start(c);
 }
 
@@ -398,15 +417,20 @@ static void client_login_scan(struct client *c)
 
 /* Body bytes a handler must see: names of statements, and the text of queries for pinning. */
 #define CLIENT_PEEK_MAX 4096
+/* Query text classified for routing; a longer statement goes to the primary. */
+#define CLIENT_ROUTE_PEEK_MAX 16384
 
-static bool client_tracks_statements(const struct client *c)
+/* Statements are followed across backend connections: pooled, or split over nodes. */
+bool client_tracks_statements(const struct client *c)
 {
-	return c->w->cfg->pool.mode != POOL_MODE_SESSION;
+	return c->w->cfg->pool.mode != POOL_MODE_SESSION || c->w->n_nodes > 1;
 }
 
 static uint32_t client_needs_bytes(const void *owner, uint8_t type, uint32_t len)
 {
 	const struct client *c = owner;
+	if (type == PqMsg_Query)
+		return len < CLIENT_ROUTE_PEEK_MAX ? len : CLIENT_ROUTE_PEEK_MAX;
 	if (!client_tracks_statements(c))
 		return 0;
 	switch (type) {
@@ -416,7 +440,6 @@ static uint32_t client_needs_bytes(const void *owner, uint8_t type, uint32_t len
 		if (len <= STMT_PARSE_MAX)
 			return len;
 		return CLIENT_PEEK_MAX;
-	case PqMsg_Query:
 	case PqMsg_Bind:
 		return len < CLIENT_PEEK_MAX ? len : CLIENT_PEEK_MAX;
 	case PqMsg_Describe:
@@ -600,6 +623,7 @@ static void client_pin(struct client *c, const char *why)
 	if (c->pinned)
 		return;
 	c->pinned = true;
+	c->route.primary_only = true;
 	log_debug("client", c->id, "pinned to its server connection: %s", why);
 }
 
@@ -666,7 +690,7 @@ static enum relay_verdict client_on_parse(struct client *c, const struct frame *
  * Bind or Describe of statement name: make sure it exists on this server as the client made it,
  * or, if the client has no such statement, that the server does not answer with someone else's.
  */
-static enum relay_verdict client_use_statement(struct client *c, const char *name)
+enum relay_verdict client_use_statement(struct client *c, const char *name)
 {
 	if (!name[0])
 		return RELAY_SEND;
@@ -739,10 +763,15 @@ static enum relay_verdict client_relay_message(void *owner, const struct frame *
 	default:
 		break;
 	}
+	enum relay_verdict v = client_route_message(c, f);
+	if (v != RELAY_SEND)
+		return v;
 	if (client_tracks_statements(c)) {
-		enum relay_verdict v = client_track_statements(c, f);
+		v = client_track_statements(c, f);
 		if (v != RELAY_SEND)
 			return v;
+		if (f->type == PqMsg_Parse)
+			client_route_note_parse(c, f);
 	}
 	log_noise("client", c->id, "-> %c len %u (server c%llu)", f->type, f->len,
 		  (unsigned long long)c->server->id);
@@ -856,6 +885,7 @@ static bool client_answer_locally(struct client *c)
 							  "too many prepared statements");
 					return true;
 				}
+				client_route_note_parse(c, &f);
 				builder_start(&out, PqMsg_ParseComplete);
 				builder_finish(&out);
 			}
@@ -876,39 +906,61 @@ static bool client_answer_locally(struct client *c)
 }
 
 /*
- * Gets c a backend connection: an idle one of its pool, a new one within the limits, or a place
- * in the pool's wait queue. Fails fast when the node is known to be down. True if c now has a
- * logged-in server (the relay can go on at once).
+ * Gets c a backend connection to node: an idle one of its pool, a new one within the limits, or
+ * a place in the pool's wait queue for that node. Fails fast when the node is known to be down.
+ * True if c now has a logged-in server (the relay can go on at once).
  */
-static bool client_acquire_server(struct client *c)
+bool client_acquire_server(struct client *c, int node)
 {
 	struct worker *w = c->w;
 	struct pool *p = c->pool;
-	int node = w->primary_node;
+	struct pool_node *pn = &p->nodes[node];
 	if (uv_now(&w->loop) < w->node_down_until_ms[node]) {
 		client_disconnect(c, "08006",
 				  "backend %d is down: its last connection attempt failed", node);
 		return false;
 	}
-	if (!list_empty(&p->idle_servers)) {
+	if (!list_empty(&pn->idle_servers)) {
 		/* The common case in transaction mode: reading stays on (no epoll_ctl churn). */
-		struct server *s = list_entry(p->idle_servers.prev, struct server, node);
+		struct server *s = list_entry(pn->idle_servers.prev, struct server, node);
 		server_link(s, c);
 		return c->state == CL_ACTIVE && c->server == s;
 	}
 	/* From here the client waits for a connection: its bytes stay put until then. */
 	conn_want_read(&c->conn, false);
 	/* A connection finishing its reset is parked within a round trip: wait for it. */
-	if (p->n_resetting == 0 && server_may_open(w, p, node)) {
+	if (pn->n_resetting == 0 && server_may_open(w, p, node)) {
 		if (!server_connect(w, p, node, c))
 			client_disconnect(c, "08006", "could not connect to server");
 		return false;
 	}
-	if (p->n_resetting == 0 && p->n_servers < w->cfg->pool.pool_size)
-		(void)server_evict_idle_for(w, p);
-	log_debug("client", c->id, "waiting for a server connection (%d in pool)", p->n_servers);
+	if (pn->n_resetting == 0 && pn->n_servers < w->cfg->pool.pool_size)
+		(void)server_evict_idle_for(w, p, node);
+	log_debug("client", c->id, "waiting for a connection to backend %d (%d in pool)", node,
+		  pn->n_servers);
+	c->want_node = node;
 	client_set_state(c, CL_WAITING);
 	return false;
+}
+
+void client_wait_for_node(struct client *c, int node)
+{
+	conn_want_read(&c->conn, false);
+	log_debug("client", c->id, "waiting for a %s node",
+		  c->route.listener == ROUTE_FORCE_STANDBY ? "standby" : "primary");
+	c->want_node = node;
+	client_set_state(c, CL_WAITING);
+}
+
+void client_kick(struct client *c)
+{
+	if (c->state == CL_ACTIVE)
+		client_relay(c);
+}
+
+bool client_sql_needs_session(struct client *c, const char *sql, size_t len)
+{
+	return client_sql_scan(c, sql, len, false) & SQL_NEEDS_SESSION;
 }
 
 void client_resume_with_server(struct client *c)
@@ -923,6 +975,7 @@ void client_resume_with_server(struct client *c)
 
 static void client_relay(struct client *c)
 {
+	c->wait_boundary = false;
 	if (!c->conn.rbuf || iobuf_empty(c->conn.rbuf))
 		return;
 	while (!c->server && client_tracks_statements(c) && c->txn_status == TXN_IDLE &&
@@ -937,14 +990,26 @@ static void client_relay(struct client *c)
 		client_disconnect(c, NULL, "client sent Terminate");
 		return;
 	}
-	if (!c->server && !client_acquire_server(c))
-		return;
-	if (c->server->state != SV_ACTIVE) {
-		conn_want_read(&c->conn, false);
+	for (int round = 0; round < 4; round++) {
+		if (c->server && c->server->state != SV_ACTIVE) {
+			conn_want_read(&c->conn, false);
+			return;
+		}
+		/* Without an active link the first message only decides where to go (STOP). */
+		enum relay_result r = relay_scan(&c->conn, c->server ? &c->server->conn : NULL,
+						 c->w->cfg->max_message_size, &client_relay_ops, c);
+		if (r == RELAY_STOPPED && c->switch_pending) {
+			if (!client_apply_switch(c))
+				return; /* waiting for a connection, or gone */
+			continue;	/* present the message again, now to its node */
+		}
+		client_relay_result(c, r);
 		return;
 	}
-	enum relay_result r = relay_scan(&c->conn, &c->server->conn, c->w->cfg->max_message_size,
-					 &client_relay_ops, c);
+}
+
+static void client_relay_result(struct client *c, enum relay_result r)
+{
 	switch (r) {
 	case RELAY_STOPPED:
 		if (c->terminating && !conn_forward_busy(&c->conn))
@@ -1042,11 +1107,12 @@ void client_pool_login_settled(struct worker *w, struct pool *p)
 		/* The login that would have provided the welcome failed: the next one tries. */
 		if (p->n_servers > 0)
 			return;
-		if (!server_may_open(w, p, w->primary_node)) {
-			(void)server_evict_idle_for(w, p);
+		int node = worker_login_node(w);
+		if (!server_may_open(w, p, node)) {
+			(void)server_evict_idle_for(w, p, node);
 			return;
 		}
-		if (!server_connect(w, p, w->primary_node, c))
+		if (!server_connect(w, p, node, c))
 			client_disconnect(c, "08006", "could not connect to server");
 		return;
 	}

@@ -23,7 +23,12 @@
 #include "net/conn.h"
 #include "pool/pool.h"
 #include "pool/prepared.h"
+#include "pool/relay.h"
+#include "route/router.h"
 #include "util/list.h"
+
+#define CLIENT_MAX_LINKS   4	/* backend connections one session holds at once (one per node) */
+#define CLIENT_TXN_LOG_MAX 2048 /* transaction-control text kept for replay on the primary */
 
 struct worker;
 struct server;
@@ -55,7 +60,22 @@ struct client {
 	const char *database;	      /* points into startup */
 	const char *application_name; /* points into startup, or "" */
 	struct pool *pool;	      /* borrowed: the pool for (database, user, options) */
-	struct server *server;	      /* borrowed link; the server links back */
+	struct server *server;	      /* borrowed: the active link, where messages go now */
+	struct server *links[CLIENT_MAX_LINKS]; /* borrowed: every server linked to it (server
+						   included); each links back (s->client) */
+	int n_links;
+	struct route_session route; /* where its statements go (router.h) */
+	int want_node;		    /* CL_WAITING: the node it waits for; -1 for any primary */
+	int unit_node;		    /* the node of the unit being sent, -1 between units */
+	bool in_unit;		    /* an extended-protocol unit is open (until its Sync) */
+	uint8_t unnamed_route;	    /* 1 + route of the unnamed statement, 0 unknown */
+	char *txn_log;		    /* owned: BEGIN/SAVEPOINT/SET LOCAL text of the open
+				       transaction, replayed when the primary joins it */
+	uint32_t txn_log_len;
+	bool wait_boundary;  /* its next unit waits for the active link's boundary */
+	bool switch_pending; /* the relay stopped to move to pending.node */
+	bool route_pending;  /* pending holds the decision for the message at the cursor */
+	struct route_decision pending;
 
 	uint32_t cancel_pid; /* pgrelay's BackendKeyData for this client */
 	uint32_t cancel_key;
@@ -76,7 +96,8 @@ struct client {
 };
 
 /* Accepts a pending connection on the listener's handle. */
-void client_accept(struct worker *w, uv_stream_t *listener);
+/* role: enum listener_role of the port it came in on. */
+void client_accept(struct worker *w, uv_stream_t *listener, int role);
 /*
  * Ends the session: logs reason once, sends a FATAL ErrorResponse with sqlstate when sqlstate
  * is not NULL, closes after flushing, and releases the linked server (closed, never reused dirty).
@@ -89,6 +110,43 @@ void client_set_state(struct client *c, enum client_state st);
 const char *client_param(const struct client *c, int i);
 /* Moves a CL_WAITING client onto server s (linked by the caller) and resumes its relay. */
 void client_resume_with_server(struct client *c);
+
+/* Link bookkeeping, called by server.c when s->client is set to c or cleared. */
+void client_link_add(struct client *c, struct server *s);
+void client_link_remove(struct client *c, struct server *s);
+/*
+ * A linked server to node failed and is closed. idle: it was at a boundary outside a
+ * transaction. The session goes on when it can do without it, else it ends with sqlstate.
+ */
+void client_link_lost(struct client *c, int node, bool idle, const char *sqlstate,
+		      const char *reason);
+/* A ReadyForQuery of the active link s reached the client (routing bookkeeping). */
+void client_on_ready(struct client *c, struct server *s);
+/* Routing (client_route.c): decides the node of a unit starting with f; see there. */
+enum relay_verdict client_route_message(struct client *c, const struct frame *f);
+/* Sends c on to node now: switches its active link or gets one. True if it may relay now. */
+bool client_use_node(struct client *c, int node);
+/* Carries out a switch the relay stopped for; true if the relay may go on now. */
+bool client_apply_switch(struct client *c);
+/*
+ * Bind/Describe of statement name is about to reach c->server: makes sure it exists there as c
+ * prepared it (hidden Close/Parse). RELAY_STOP: call again once a forward finished.
+ */
+enum relay_verdict client_use_statement(struct client *c, const char *name);
+/* True if c's statements are followed across backend connections (pooled or split). */
+bool client_tracks_statements(const struct client *c);
+/* Records where a Parse's statement may run, for the Binds that use it later. */
+void client_route_note_parse(struct client *c, const struct frame *f);
+/* Gets c a backend connection to node (idle, new, or a place in the queue); true if ready. */
+bool client_acquire_server(struct client *c, int node);
+/* Parks c until a cluster view offers a node for it (node -1: its primary/standby). */
+void client_wait_for_node(struct client *c, int node);
+/* Runs c's relay if it is active (bytes may be waiting in its buffer). */
+void client_kick(struct client *c);
+/* SQL that creates session state (pins in transaction mode; primary-only when split). */
+bool client_sql_needs_session(struct client *c, const char *sql, size_t len);
+/* The worker's cluster view changed: waiting clients may go on, lost nodes are dropped. */
+void client_view_changed(struct client *c);
 
 /* Called by server.c when the linked server finished logging in and may carry traffic. */
 void client_on_server_ready(struct client *c);

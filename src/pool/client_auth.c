@@ -301,13 +301,14 @@ void client_auth_ok(struct client *c)
 	pool_adopt_login(c->pool, c);
 	if (c->pool->n_servers > 0)
 		return; /* another client's login will provide it: client_pool_login_settled */
-	if (!server_may_open(c->w, c->pool, c->w->primary_node)) {
+	int node = worker_login_node(c->w);
+	if (!server_may_open(c->w, c->pool, node)) {
 		/* A shared cap is full: wait for a slot, freeing an idle one elsewhere if possible.
 		 */
-		(void)server_evict_idle_for(c->w, c->pool);
+		(void)server_evict_idle_for(c->w, c->pool, node);
 		return;
 	}
-	if (!server_connect(c->w, c->pool, c->w->primary_node, c))
+	if (!server_connect(c->w, c->pool, node, c))
 		client_disconnect(c, "08006", "could not connect to server");
 }
 

@@ -62,8 +62,10 @@ struct pool *pool_get(struct worker *w, const char *key, size_t key_len)
 	p->key_len = key_len;
 	p->database = p->key;
 	p->user = p->key + strlen(p->key) + 1;
-	list_init(&p->idle_servers);
-	list_init(&p->waiting_clients);
+	for (int i = 0; i < CONFIG_MAX_BACKENDS; i++) {
+		list_init(&p->nodes[i].idle_servers);
+		list_init(&p->nodes[i].waiting_clients);
+	}
 	list_append(&w->pools, &p->node);
 	return p;
 }
@@ -141,7 +143,7 @@ void pool_adopt_login(struct pool *p, const struct client *c)
 		pool_creds_copy(&p->creds, &c->creds);
 }
 
-int pool_count_servers(struct worker *w, const char *database, const char *user)
+int pool_count_servers(struct worker *w, const char *database, const char *user, int node)
 {
 	int n = 0;
 	struct list_node *pos, *tmp;
@@ -150,7 +152,7 @@ int pool_count_servers(struct worker *w, const char *database, const char *user)
 		struct pool *p = list_entry(pos, struct pool, node);
 		if ((!database || strcmp(p->database, database) == 0) &&
 		    (!user || strcmp(p->user, user) == 0))
-			n += p->n_servers;
+			n += p->nodes[node].n_servers;
 	}
 	return n;
 }

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "auth/scram.h"
+#include "conf/config.h"
 #include "util/list.h"
 
 #define POOL_MAX_PARAMS 64
@@ -63,6 +64,16 @@ enum tracked_param {
 };
 #define TP_FIRST_UNREPORTED TP_EXTRA_FLOAT_DIGITS
 
+/* The part of a pool on one node. */
+struct pool_node {
+	struct list_node idle_servers;	  /* struct server in SV_IDLE, oldest first */
+	struct list_node waiting_clients; /* struct client in CL_WAITING for this node */
+	int n_servers;			  /* backend connections to the node, any state */
+	int n_idle;
+	int n_resetting; /* in SV_RESET: parked in a moment */
+	int n_waiting;
+};
+
 struct pool {
 	struct list_node node; /* in worker->pools */
 	char *key;	       /* owned: database \0 user \0 options */
@@ -79,12 +90,9 @@ struct pool {
 	uint32_t startup_len;
 	struct client_creds creds; /* owned: credentials for new backend connections */
 
-	struct list_node idle_servers;	  /* struct server in SV_IDLE, oldest first */
-	struct list_node waiting_clients; /* struct client in CL_WAITING, oldest first */
-	int n_servers;			  /* backend connections of this pool, any state */
-	int n_idle;
-	int n_resetting; /* in SV_RESET: parked in a moment */
-	int n_waiting;
+	int n_servers; /* backend connections of this pool, all nodes, any state */
+	int n_waiting; /* clients waiting, all nodes */
+	struct pool_node nodes[CONFIG_MAX_BACKENDS];
 };
 
 /* Finds or creates the pool for key (copied). NULL when out of memory. */
@@ -104,6 +112,6 @@ int pool_tracked_param(const char *name);
 const char *pool_tracked_name(int i);
 
 /* Backend connections of database or user across all pools on node (for the limits). */
-int pool_count_servers(struct worker *w, const char *database, const char *user);
+int pool_count_servers(struct worker *w, const char *database, const char *user, int node);
 
 #endif

@@ -96,6 +96,8 @@ bool stmt_map_put(struct stmt_map *m, const char *name, uint64_t hash, const uin
 		free(s->msg);
 		s->msg = copy;
 		s->msg_len = msg_len;
+		if (s->hash != hash)
+			s->route = 0;
 		s->hash = hash;
 		s->used = tick;
 		return true;
@@ -122,6 +124,7 @@ bool stmt_map_put(struct stmt_map *m, const char *name, uint64_t hash, const uin
 		m->used++;
 	s->tomb = false;
 	s->name = n;
+	s->route = 0;
 	s->hash = hash;
 	s->msg = copy;
 	s->msg_len = msg_len;

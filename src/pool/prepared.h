@@ -28,6 +28,7 @@ struct stmt {
 	uint32_t msg_len;
 	uint64_t used; /* tick of last use, for LRU */
 	bool tomb;     /* removed; keeps probe chains intact */
+	uint8_t route; /* client maps: 1 + enum classify_route of its query, 0 unknown */
 };
 
 struct stmt_map {

@@ -53,7 +53,7 @@ static struct list_node *server_list_for(struct server *s, enum server_state st)
 	case SV_RESET:
 		return &w->reset_servers;
 	case SV_IDLE:
-		return &s->pool->idle_servers;
+		return &s->pool->nodes[s->node_id].idle_servers;
 	case SV_CLOSING:
 		return &w->closing_servers;
 	}
@@ -62,18 +62,19 @@ static struct list_node *server_list_for(struct server *s, enum server_state st)
 
 void server_set_state(struct server *s, enum server_state st)
 {
+	struct pool_node *pn = &s->pool->nodes[s->node_id];
 	if (s->state == SV_IDLE)
-		s->pool->n_idle--;
+		pn->n_idle--;
 	if (s->state == SV_RESET)
-		s->pool->n_resetting--;
+		pn->n_resetting--;
 	list_del(&s->node);
 	s->state = st;
 	s->since_ms = uv_now(&s->w->loop);
 	list_append(server_list_for(s, st), &s->node);
 	if (st == SV_IDLE)
-		s->pool->n_idle++;
+		pn->n_idle++;
 	if (st == SV_RESET)
-		s->pool->n_resetting++;
+		pn->n_resetting++;
 }
 
 bool server_resolve(const char *host, int port, struct sockaddr_storage *out)
@@ -98,8 +99,8 @@ bool server_resolve(const char *host, int port, struct sockaddr_storage *out)
 
 static void server_unlink(struct server *s)
 {
-	if (s->client && s->client->server == s)
-		s->client->server = NULL;
+	if (s->client)
+		client_link_remove(s->client, s);
 	s->client = NULL;
 }
 
@@ -139,9 +140,11 @@ static void server_fail(struct server *s, const char *sqlstate, const char *reas
 {
 	struct client *c = s->client;
 	log_info("server", s->id, "backend %d: %s", s->node_id, reason);
+	/* An idle link the session can do without (client_link_lost says) is just dropped. */
+	bool idle = s->state == SV_ACTIVE && server_at_boundary(s) && s->txn_status == TXN_IDLE;
 	server_close(s, reason);
 	if (c)
-		client_on_server_lost(c, sqlstate, reason);
+		client_link_lost(c, s->node_id, idle, sqlstate, reason);
 }
 
 static void server_on_closed(struct conn *conn)
@@ -149,13 +152,14 @@ static void server_on_closed(struct conn *conn)
 	struct server *s = conn->owner;
 	struct worker *w = s->w;
 	struct pool *p = s->pool;
+	int node = s->node_id;
 	list_del(&s->node);
 	server_free_state(s);
 	free(s);
 	w->n_servers--;
 	p->n_servers--;
+	p->nodes[node].n_servers--;
 	/* A slot came free (for this pool, or under a shared cap): waiting clients may use it. */
-	(void)p;
 	server_kick_pools(w);
 	worker_check_shutdown_done(w);
 }
@@ -165,38 +169,40 @@ bool server_may_open(struct worker *w, struct pool *p, int node_id)
 	const struct pool_conf *pc = &w->cfg->pool;
 	if (node_id < 0 || node_id >= w->n_nodes || !worker_fd_available(w))
 		return false;
-	if (w->shutdown != WS_RUNNING)
+	/* A smart shutdown still serves the sessions it has, on any node they need. */
+	if (w->shutdown == WS_FAST)
 		return false;
-	if (p->n_servers >= pc->pool_size)
+	if (p->nodes[node_id].n_servers >= pc->pool_size)
 		return false;
 	if (pc->max_db_connections &&
-	    pool_count_servers(w, p->database, NULL) >= pc->max_db_connections)
+	    pool_count_servers(w, p->database, NULL, node_id) >= pc->max_db_connections)
 		return false;
 	if (pc->max_user_connections &&
-	    pool_count_servers(w, NULL, p->user) >= pc->max_user_connections)
+	    pool_count_servers(w, NULL, p->user, node_id) >= pc->max_user_connections)
 		return false;
 	return true;
 }
 
-bool server_evict_idle_for(struct worker *w, struct pool *p)
+bool server_evict_idle_for(struct worker *w, struct pool *p, int node)
 {
 	const struct pool_conf *pc = &w->cfg->pool;
 	bool db_cap = pc->max_db_connections &&
-		      pool_count_servers(w, p->database, NULL) >= pc->max_db_connections;
+		      pool_count_servers(w, p->database, NULL, node) >= pc->max_db_connections;
 	bool user_cap = pc->max_user_connections &&
-			pool_count_servers(w, NULL, p->user) >= pc->max_user_connections;
+			pool_count_servers(w, NULL, p->user, node) >= pc->max_user_connections;
 	if (!db_cap && !user_cap)
 		return false;
 	struct list_node *pos, *tmp;
 	list_for_each_safe(pos, tmp, &w->pools)
 	{
 		struct pool *q = list_entry(pos, struct pool, node);
-		if (q == p || list_empty(&q->idle_servers))
+		struct list_node *idle = &q->nodes[node].idle_servers;
+		if (q == p || list_empty(idle))
 			continue;
 		if ((db_cap && strcmp(q->database, p->database) == 0) ||
 		    (user_cap && strcmp(q->user, p->user) == 0)) {
 			/* The least recently used: the one least likely to be wanted back soon. */
-			server_close(list_entry(q->idle_servers.next, struct server, node),
+			server_close(list_entry(idle->next, struct server, node),
 				     "evicted for a pool waiting under max_db/user_connections");
 			return true;
 		}
@@ -234,6 +240,7 @@ bool server_connect(struct worker *w, struct pool *p, int node_id, struct client
 	s->addr = w->node_addr[node_id];
 	s->pool = p;
 	p->n_servers++;
+	p->nodes[node_id].n_servers++;
 	s->txn_status = TXN_IDLE;
 	s->created_ms = uv_now(&w->loop);
 	req_queue_init(&s->reqs);
@@ -245,7 +252,7 @@ bool server_connect(struct worker *w, struct pool *p, int node_id, struct client
 	w->n_servers++;
 	if (c) {
 		s->client = c;
-		c->server = s;
+		client_link_add(c, s);
 	}
 	int rc = conn_connect(&s->conn, (const struct sockaddr *)&s->addr);
 	if (rc < 0) {
@@ -477,7 +484,7 @@ static void server_put_literal(struct builder *b, const char *value)
  * from what the client expects; its answers are skipped. The values are taken as applied at once:
  * the backend confirms them with ParameterStatus before anything else of the client runs.
  */
-static bool server_sync_params(struct server *s, struct client *c)
+bool server_sync_params(struct server *s, struct client *c)
 {
 	struct builder b;
 	uint8_t store[1024];
@@ -530,10 +537,11 @@ static bool server_sync_params(struct server *s, struct client *c)
 void server_link(struct server *s, struct client *c)
 {
 	s->client = c;
-	c->server = s;
+	client_link_add(c, s);
 	server_set_state(s, SV_ACTIVE);
 	log_debug("server", s->id, "serving client c%llu", (unsigned long long)c->id);
-	(void)server_sync_params(s, c);
+	bool synced = server_sync_params(s, c); /* on failure the client was told */
+	(void)synced;
 }
 
 /* Parks a clean server on its pool's idle list and hands it on if a client waits. */
@@ -554,7 +562,7 @@ static void server_park(struct server *s)
 		return;
 	}
 	server_set_state(s, SV_IDLE);
-	if (s->pool->n_waiting)
+	if (s->pool->nodes[s->node_id].n_waiting)
 		server_serve_waiting(s->pool, w);
 	/* Under a shared cap, clients of other pools may be waiting for exactly this slot. */
 	if (s->state == SV_IDLE &&
@@ -662,6 +670,23 @@ bool server_inject_close(struct server *s, const char *name)
 	return ok;
 }
 
+bool server_inject_query(struct server *s, const char *sql, size_t len)
+{
+	struct builder b;
+	uint8_t store[512];
+	builder_init(&b, store, sizeof(store));
+	builder_start(&b, PqMsg_Query);
+	builder_put_bytes(&b, sql, len);
+	builder_put_u8(&b, 0);
+	builder_finish(&b);
+	bool ok = builder_ok(&b) && req_push(&s->reqs, REQ_QUERY, true) &&
+		  conn_send(&s->conn, b.data, b.len) == 0;
+	builder_free(&b);
+	if (ok)
+		s->ready = false;
+	return ok;
+}
+
 /* Keeps the per-backend statement cache bounded: the least recently used one is closed. */
 static bool server_make_room_for_statement(struct server *s)
 {
@@ -731,14 +756,17 @@ static enum relay_verdict server_relay_message(void *owner, const struct frame *
 		server_fail(s, "08P01", msg);
 		return RELAY_GONE;
 	}
+	/* Only the client's active link speaks to it; the others only answer hidden requests. */
+	bool visible = v != REQ_SKIP && s->client && s->client->server == s;
 	switch (f->type) {
 	case PqMsg_ReadyForQuery:
 		if (f->len == 1)
 			s->txn_status = (char)f->body[0];
 		s->ready = req_queue_empty(&s->reqs);
-		if (s->client) {
+		if (visible) {
 			s->client->txn_status = s->txn_status;
 			s->client->last_active_ms = uv_now(&s->w->loop);
+			client_on_ready(s->client, s);
 		}
 		break;
 	case PqMsg_ParameterStatus:
@@ -762,7 +790,7 @@ static enum relay_verdict server_relay_message(void *owner, const struct frame *
 		break;
 	}
 	/* Answers to injected requests, and anything while no client is linked, are dropped. */
-	return v == REQ_SKIP || !s->client ? RELAY_SKIP : RELAY_SEND;
+	return visible ? RELAY_SEND : RELAY_SKIP;
 }
 
 static const struct relay_ops server_relay_ops = {
@@ -772,7 +800,7 @@ static const struct relay_ops server_relay_ops = {
 };
 
 /* Nothing outstanding and nothing half-sent from the server side. */
-static bool server_at_boundary(const struct server *s)
+bool server_at_boundary(const struct server *s)
 {
 	const struct iobuf *b = s->conn.rbuf;
 	/*
@@ -791,8 +819,11 @@ static void server_maybe_release(struct server *s)
 		return;
 	if (s->txn_status != TXN_IDLE || !server_at_boundary(s))
 		return;
-	/* The client's side must not be in the middle of sending a message either. */
-	if (c->conn.pkt_remaining != 0 || conn_forward_busy(&c->conn))
+	/* The active link: the client must not be in the middle of sending a message either. */
+	if (c->server == s && (c->conn.pkt_remaining != 0 || conn_forward_busy(&c->conn)))
+		return;
+	/* Other links of the client follow its transaction: not while it is still open. */
+	if (c->server != s && c->txn_status != TXN_IDLE)
 		return;
 	server_unlink(s);
 	log_noise("server", s->id, "released by client c%llu", (unsigned long long)c->id);
@@ -840,6 +871,10 @@ static void server_relay(struct server *s)
 	}
 	if (s->state == SV_ACTIVE)
 		server_maybe_release(s);
+	/* The client's next unit waited for this link to finish: it may go now. */
+	if (c && c->wait_boundary && c->state == CL_ACTIVE &&
+	    (!c->server || (c->server->state == SV_ACTIVE && server_at_boundary(c->server))))
+		client_kick(c);
 }
 
 /*
@@ -912,31 +947,41 @@ void server_client_left(struct server *s, bool partial)
 		server_park(s);
 }
 
-void server_serve_waiting(struct pool *p, struct worker *w)
+/* Serves the clients waiting for node; false if some still wait for a slot. */
+static bool server_serve_node(struct pool *p, struct worker *w, int node)
 {
-	while (p->n_waiting) {
-		struct client *c = list_entry(list_first(&p->waiting_clients), struct client, node);
-		struct list_node *idle = list_first(&p->idle_servers);
-		if (idle) {
+	struct pool_node *pn = &p->nodes[node];
+	while (pn->n_waiting) {
+		struct client *c =
+			list_entry(list_first(&pn->waiting_clients), struct client, node);
+		if (!list_empty(&pn->idle_servers)) {
 			/* Most recently used first: warm caches, and the oldest time out. */
-			struct server *s = list_entry(p->idle_servers.prev, struct server, node);
+			struct server *s = list_entry(pn->idle_servers.prev, struct server, node);
 			server_link(s, c);
 			if (s->state != SV_ACTIVE)
 				continue;
 			client_resume_with_server(c);
 			continue;
 		}
-		if (!server_may_open(w, p, w->primary_node)) {
-			if (p->n_servers < w->cfg->pool.pool_size)
-				(void)server_evict_idle_for(w, p);
-			return;
+		if (!server_may_open(w, p, node)) {
+			if (pn->n_servers < w->cfg->pool.pool_size)
+				(void)server_evict_idle_for(w, p, node);
+			return false;
 		}
-		if (!server_connect(w, p, w->primary_node, c)) {
+		if (!server_connect(w, p, node, c)) {
 			client_disconnect(c, "08006", "could not connect to server");
 			continue;
 		}
 		client_resume_with_server(c);
 	}
+	return true;
+}
+
+void server_serve_waiting(struct pool *p, struct worker *w)
+{
+	for (int i = 0; i < w->n_nodes && p->n_waiting; i++)
+		if (p->nodes[i].n_waiting)
+			(void)server_serve_node(p, w, i);
 }
 
 static void server_on_data(struct conn *conn)
@@ -972,6 +1017,7 @@ static void server_on_event(struct conn *conn, enum conn_event ev, int status)
 		return;
 	case CONN_EV_CONNECT_FAILED:
 		s->w->node_down_until_ms[s->node_id] = uv_now(&s->w->loop) + NODE_DOWN_HOLD_MS;
+		worker_report_backend_error(s->w, s->node_id);
 		snprintf(msg, sizeof(msg), "could not connect to server (backend %d): %s",
 			 s->node_id, uv_strerror(status));
 		server_fail(s, "08006", msg);
@@ -979,6 +1025,7 @@ static void server_on_event(struct conn *conn, enum conn_event ev, int status)
 	case CONN_EV_EOF:
 	case CONN_EV_READ_ERROR:
 	case CONN_EV_WRITE_ERROR:
+		worker_report_backend_error(s->w, s->node_id);
 		snprintf(msg, sizeof(msg),
 			 "server closed the connection unexpectedly (backend %d%s%s)", s->node_id,
 			 ev == CONN_EV_EOF ? "" : ": ",

@@ -68,6 +68,13 @@ bool server_connect(struct worker *w, struct pool *p, int node_id, struct client
 	__attribute__((warn_unused_result));
 /* Unlinks the client and closes the connection (Terminate first when it is logged in). */
 void server_close(struct server *s, const char *reason);
+/*
+ * Sends one hidden SET of the tracked parameters whose value on s differs from what c expects
+ * (nothing when they agree). False if the server failed (the client was told).
+ */
+bool server_sync_params(struct server *s, struct client *c) __attribute__((warn_unused_result));
+/* Nothing outstanding and nothing half-sent from the server side: it may change hands. */
+bool server_at_boundary(const struct server *s);
 /* Links an idle server to c, syncing c's tracked parameters with a hidden SET when needed. */
 void server_link(struct server *s, struct client *c);
 /*
@@ -80,6 +87,9 @@ bool server_ensure_statement(struct server *s, struct client *c, const char *nam
 	__attribute__((warn_unused_result));
 /* Closes statement name on s with a hidden Close (it belongs to no one who may use it). */
 bool server_inject_close(struct server *s, const char *name) __attribute__((warn_unused_result));
+/* Sends sql (len bytes) as one hidden Query; its answers never reach a client. */
+bool server_inject_query(struct server *s, const char *sql, size_t len)
+	__attribute__((warn_unused_result));
 /* Records that the client's Parse of name (hash) goes to s; closes what was there. */
 bool server_note_parse(struct server *s, const char *name, uint64_t hash)
 	__attribute__((warn_unused_result));
@@ -89,7 +99,7 @@ bool server_may_open(struct worker *w, struct pool *p, int node_id);
  * Under max_db_connections / max_user_connections, closes an idle connection of another pool
  * that counts against the cap p is blocked by. True if one was closed (its slot frees shortly).
  */
-bool server_evict_idle_for(struct worker *w, struct pool *p);
+bool server_evict_idle_for(struct worker *w, struct pool *p, int node);
 /* Lets every pool's waiting clients try again (a slot came free somewhere). */
 void server_kick_pools(struct worker *w);
 /* Gives idle servers to waiting clients, or opens connections for them within the limits. */

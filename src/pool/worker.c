@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #include "pool/client.h"
 #include "pool/outstanding.h"
@@ -28,7 +29,7 @@ static void worker_on_connection(struct listener *l, int status)
 		log_warning("listener", 0, "accept on %s failed: %s", l->name, uv_strerror(status));
 		return;
 	}
-	client_accept(w, (uv_stream_t *)&l->tcp);
+	client_accept(w, (uv_stream_t *)&l->tcp, l->role);
 }
 
 bool worker_fd_available(const struct worker *w)
@@ -87,14 +88,24 @@ static void worker_sweep_servers(struct worker *w, uint64_t now)
 }
 
 /* Timeouts of logged-in clients: waiting for a server, idle, idle inside a transaction. */
-static void worker_sweep_pool_clients(struct worker *w, struct pool *p, uint64_t now)
+static void worker_sweep_waiting(struct worker *w, struct list_node *list, uint64_t now,
+				 bool for_node)
 {
 	uint64_t wait = w->cfg->pool.query_wait_timeout_ms;
 	struct list_node *pos, *tmp;
-	list_for_each_safe(pos, tmp, &p->waiting_clients)
+	list_for_each_safe(pos, tmp, list)
 	{
 		struct client *c = list_entry(pos, struct client, node);
-		if (wait && now - c->since_ms >= wait)
+		if (!wait || now - c->since_ms < wait)
+			continue;
+		if (for_node)
+			client_disconnect(c, "08006",
+					  "query_wait_timeout: no %s node became available within "
+					  "%llu ms",
+					  c->route.listener == ROUTE_FORCE_STANDBY ? "standby"
+										   : "primary",
+					  (unsigned long long)wait);
+		else
 			client_disconnect(c, "53300",
 					  "query_wait_timeout: no server connection became free "
 					  "within %llu ms",
@@ -133,37 +144,159 @@ static void worker_sweep_idle_servers(struct worker *w, struct pool *p, uint64_t
 {
 	const struct pool_conf *pc = &w->cfg->pool;
 	struct list_node *pos, *tmp;
-	list_for_each_safe(pos, tmp, &p->idle_servers)
-	{
-		struct server *s = list_entry(pos, struct server, node);
-		bool too_old =
-			pc->server_lifetime_ms && now - s->created_ms >= pc->server_lifetime_ms;
-		bool too_idle = pc->server_idle_timeout_ms &&
-				now - s->since_ms >= pc->server_idle_timeout_ms &&
-				p->n_servers > pc->min_pool_size;
-		if (too_old || too_idle)
-			server_close(s,
-				     too_old ? "server_lifetime reached" : "server_idle_timeout");
-	}
-	/* min_pool_size: open connections ahead of demand once the pool can log in. */
-	int want = pc->min_pool_size < pc->pool_size ? pc->min_pool_size : pc->pool_size;
-	int connecting = 0;
-	while (p->have_welcome && p->startup && p->n_servers < want && connecting < 4 &&
-	       now >= w->node_down_until_ms[w->primary_node] &&
-	       server_may_open(w, p, w->primary_node)) {
-		if (!server_connect(w, p, w->primary_node, NULL))
-			break;
-		connecting++;
+	for (int n = 0; n < w->n_nodes; n++) {
+		struct pool_node *pn = &p->nodes[n];
+		list_for_each_safe(pos, tmp, &pn->idle_servers)
+		{
+			struct server *s = list_entry(pos, struct server, node);
+			bool too_old = pc->server_lifetime_ms &&
+				       now - s->created_ms >= pc->server_lifetime_ms;
+			bool too_idle = pc->server_idle_timeout_ms &&
+					now - s->since_ms >= pc->server_idle_timeout_ms &&
+					pn->n_servers > pc->min_pool_size;
+			if (too_old || too_idle)
+				server_close(s, too_old ? "server_lifetime reached"
+							: "server_idle_timeout");
+		}
+		/* min_pool_size: open connections ahead of demand once the pool can log in. */
+		int want = pc->min_pool_size < pc->pool_size ? pc->min_pool_size : pc->pool_size;
+		int connecting = 0;
+		while (w->shutdown == WS_RUNNING && p->have_welcome && p->startup &&
+		       pn->n_servers < want && connecting < 4 && now >= w->node_down_until_ms[n] &&
+		       router_node_usable(&w->router, n) && server_may_open(w, p, n)) {
+			if (!server_connect(w, p, n, NULL))
+				break;
+			connecting++;
+		}
 	}
 }
 
-static void worker_sweep_pools(struct worker *w, uint64_t now)
+static void worker_cluster_async_cb(uv_async_t *a)
 {
+	struct worker *w = a->data;
+	struct cluster_view *v = malloc(sizeof(*v));
+	if (!v) {
+		log_error("main", 0, "out of memory reading a cluster view");
+		return;
+	}
+	cluster_view_copy(w->cluster, v);
+	if (v->seq != w->router.view.seq)
+		worker_apply_view(w, v);
+	free(v);
+}
+
+/* Called on the cluster manager's thread: only uv_async_send is allowed here. */
+static void worker_cluster_notify(void *arg)
+{
+	struct worker *w = arg;
+	uv_async_send(&w->cluster_async);
+}
+
+bool worker_start_cluster(struct worker *w)
+{
+	if (uv_async_init(&w->loop, &w->cluster_async, worker_cluster_async_cb) < 0)
+		return false;
+	w->cluster_async.data = w;
+	w->cluster_async_open = true;
+	w->cluster = cluster_start(w->cfg, worker_cluster_notify, w);
+	if (!w->cluster)
+		return false;
+	/* Discover the primary before taking clients, bounded by one check (and a little). */
+	uint32_t wait = w->cfg->health_check.timeout_ms + 500;
+	if (!cluster_wait_discovery(w->cluster, wait))
+		log_warning("main", 0, "no primary node found within %u ms; writes wait for one",
+			    wait);
+	worker_cluster_async_cb(&w->cluster_async);
+	return true;
+}
+
+void worker_report_backend_error(struct worker *w, int node)
+{
+	if (w->cluster && w->cfg->failover_on_backend_error)
+		cluster_report_backend_error(w->cluster, node);
+}
+
+int worker_login_node(struct worker *w)
+{
+	int p = router_primary(&w->router);
+	if (p >= 0)
+		return p;
+	for (int i = 0; i < w->n_nodes; i++)
+		if (router_node_usable(&w->router, i))
+			return i;
+	return 0;
+}
+
+/* Closes the backend connections of a node that is no longer usable (or no longer what it was). */
+static void worker_drop_node(struct worker *w, int node, const char *why)
+{
+	struct list_node *lists[] = { &w->connecting_servers, &w->login_servers, &w->active_servers,
+				      &w->reset_servers };
+	for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+		struct list_node *pos, *tmp;
+		list_for_each_safe(pos, tmp, lists[i])
+		{
+			struct server *s = list_entry(pos, struct server, node);
+			if (s->node_id != node)
+				continue;
+			struct client *c = s->client;
+			bool idle = s->state == SV_ACTIVE && server_at_boundary(s) &&
+				    s->txn_status == TXN_IDLE;
+			server_close(s, why);
+			if (c)
+				client_link_lost(c, node, idle, "57P01", why);
+		}
+	}
 	struct list_node *pos, *tmp;
 	list_for_each_safe(pos, tmp, &w->pools)
 	{
 		struct pool *p = list_entry(pos, struct pool, node);
-		worker_sweep_pool_clients(w, p, now);
+		struct list_node *spos, *stmp;
+		list_for_each_safe(spos, stmp, &p->nodes[node].idle_servers)
+			server_close(list_entry(spos, struct server, node), why);
+	}
+}
+
+void worker_apply_view(struct worker *w, const struct cluster_view *v)
+{
+	struct cluster_view old = w->router.view;
+	router_set_view(&w->router, v);
+	for (int i = 0; i < w->n_nodes && i < v->n_nodes; i++) {
+		bool was = old.n_nodes > i &&
+			   (old.nodes[i].status == NODE_UP || old.nodes[i].status == NODE_WAITING);
+		bool lost =
+			!router_node_usable(&w->router, i) && v->nodes[i].status != NODE_WAITING;
+		/* A node whose role changed (a standby promoted, a primary demoted) starts over. */
+		bool role_changed = old.n_nodes > i && old.seq &&
+				    v->nodes[i].role != NODE_ROLE_UNKNOWN &&
+				    old.nodes[i].role != NODE_ROLE_UNKNOWN &&
+				    old.nodes[i].role != v->nodes[i].role;
+		if ((was && lost) || role_changed) {
+			char why[CLUSTER_REASON_MAX + 64];
+			snprintf(why, sizeof(why), "backend node %d %s%s%s", i,
+				 role_changed ? "changed role" : "was detached",
+				 v->nodes[i].reason[0] ? ": " : "", v->nodes[i].reason);
+			log_info("main", 0, "%s; closing its connections", why);
+			worker_drop_node(w, i, why);
+		}
+	}
+	/* Clients waiting for a primary or a standby try again. */
+	struct list_node *pos, *tmp;
+	list_for_each_safe(pos, tmp, &w->nodeless_clients)
+		client_view_changed(list_entry(pos, struct client, node));
+	server_kick_pools(w);
+}
+
+static void worker_sweep_pools(struct worker *w, uint64_t now)
+{
+	worker_sweep_waiting(w, &w->nodeless_clients, now, true);
+	struct list_node *pos, *tmp;
+	list_for_each_safe(pos, tmp, &w->pools)
+	{
+		struct pool *p = list_entry(pos, struct pool, node);
+		for (int n = 0; n < w->n_nodes; n++)
+			if (p->nodes[n].n_waiting)
+				worker_sweep_waiting(w, &p->nodes[n].waiting_clients, now, false);
 		worker_sweep_idle_servers(w, p, now);
 	}
 }
@@ -174,10 +307,10 @@ static void worker_close_idle_servers(struct worker *w)
 	list_for_each_safe(pos, tmp, &w->pools)
 	{
 		struct pool *p = list_entry(pos, struct pool, node);
-		struct list_node *spos, *stmp;
-		list_for_each_safe(spos, stmp, &p->idle_servers)
-		{
-			server_close(list_entry(spos, struct server, node), "shutting down");
+		for (int n = 0; n < w->n_nodes; n++) {
+			struct list_node *spos, *stmp;
+			list_for_each_safe(spos, stmp, &p->nodes[n].idle_servers) server_close(
+				list_entry(spos, struct server, node), "shutting down");
 		}
 	}
 }
@@ -198,11 +331,17 @@ static void worker_close_all_clients(struct worker *w)
 	list_for_each_safe(pos, tmp, &w->pools)
 	{
 		struct pool *p = list_entry(pos, struct pool, node);
-		while (p->n_waiting)
-			client_disconnect(
-				list_entry(list_first(&p->waiting_clients), struct client, node),
-				"57P01", "terminating connection due to administrator command");
+		for (int n = 0; n < w->n_nodes; n++)
+			while (p->nodes[n].n_waiting)
+				client_disconnect(
+					list_entry(list_first(&p->nodes[n].waiting_clients),
+						   struct client, node),
+					"57P01",
+					"terminating connection due to administrator command");
 	}
+	while (!list_empty(&w->nodeless_clients))
+		client_disconnect(list_entry(list_first(&w->nodeless_clients), struct client, node),
+				  "57P01", "terminating connection due to administrator command");
 	worker_close_idle_servers(w);
 }
 
@@ -278,7 +417,6 @@ static bool worker_resolve_nodes(struct worker *w, const struct config *cfg, cha
 		}
 	}
 	w->n_nodes = cfg->n_backends;
-	w->primary_node = config_primary_backend(cfg);
 	return true;
 }
 
@@ -305,6 +443,9 @@ bool worker_init(struct worker *w, struct config *cfg, char *err, size_t errcap)
 {
 	memset(w, 0, sizeof(*w));
 	w->cfg = cfg;
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	w->started_wall_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 	list_init(&w->login_clients);
 	list_init(&w->active_clients);
 	list_init(&w->closing_clients);
@@ -314,6 +455,7 @@ bool worker_init(struct worker *w, struct config *cfg, char *err, size_t errcap)
 	list_init(&w->reset_servers);
 	list_init(&w->closing_servers);
 	list_init(&w->pools);
+	list_init(&w->nodeless_clients);
 	iobuf_pool_init(&w->bufs);
 	worker_raise_fd_limit(w);
 	if (!cancel_map_init(&w->cancels)) {
@@ -327,15 +469,24 @@ bool worker_init(struct worker *w, struct config *cfg, char *err, size_t errcap)
 	}
 	if (!worker_resolve_nodes(w, cfg, err, errcap))
 		return false;
-	for (int i = 0; i < cfg->n_listen; i++) {
-		int n = 0;
-		rc = listener_open_all(&w->listeners[w->n_listeners],
-				       WORKER_MAX_LISTENERS - w->n_listeners, &n, &w->loop,
-				       cfg->listen_addresses[i], cfg->port, worker_on_connection, w,
-				       err, errcap);
-		if (rc < 0)
-			return false;
-		w->n_listeners += n;
+	if (!router_init(&w->router, cfg, err, errcap))
+		return false;
+	/* The main port splits; each listeners entry is pinned to its role. */
+	for (int l = -1; l < cfg->n_listeners; l++) {
+		int port = l < 0 ? cfg->port : cfg->listeners[l].port;
+		int role = l < 0 ? LISTEN_ROLE_AUTO : cfg->listeners[l].role;
+		for (int i = 0; i < cfg->n_listen; i++) {
+			int n = 0;
+			rc = listener_open_all(&w->listeners[w->n_listeners],
+					       WORKER_MAX_LISTENERS - w->n_listeners, &n, &w->loop,
+					       cfg->listen_addresses[i], port, worker_on_connection,
+					       w, err, errcap);
+			if (rc < 0)
+				return false;
+			for (int k = 0; k < n; k++)
+				w->listeners[w->n_listeners + k].role = role;
+			w->n_listeners += n;
+		}
 	}
 	uv_timer_init(&w->loop, &w->janitor);
 	w->janitor.data = w;
@@ -355,6 +506,9 @@ static void worker_close_walk_cb(uv_handle_t *h, void *arg)
 int worker_run(struct worker *w)
 {
 	uv_run(&w->loop, UV_RUN_DEFAULT);
+	/* No view may arrive once its handle is closed: stop the manager's thread first. */
+	cluster_stop(w->cluster);
+	w->cluster = NULL;
 	/* Stopped: close what is left (listeners, timers, signal handles) and let callbacks run. */
 	uv_walk(&w->loop, worker_close_walk_cb, NULL);
 	uv_run(&w->loop, UV_RUN_DEFAULT);
@@ -366,7 +520,10 @@ void worker_destroy(struct worker *w)
 	int rc = uv_loop_close(&w->loop);
 	if (rc < 0)
 		log_warning("main", 0, "event loop closed with handles open: %s", uv_strerror(rc));
+	cluster_stop(w->cluster);
+	w->cluster = NULL;
 	pool_free_all(w);
+	router_free(&w->router);
 	cancel_map_destroy(&w->cancels);
 	iobuf_pool_destroy(&w->bufs);
 	config_free(w->cfg);
@@ -381,6 +538,13 @@ void worker_apply_config(struct worker *w, struct config *cfg)
 		log_warning("main", 0,
 			    "reload: changes to %s need a restart and are not applied yet",
 			    restart);
+	char err[512];
+	if (!router_reconfigure(&w->router, cfg, err, sizeof(err))) {
+		log_error("config", 0, "reload: %s; routing keeps its previous lists", err);
+		w->router.cfg = cfg;
+	}
+	if (w->cluster && !cluster_update_config(w->cluster, cfg))
+		log_error("config", 0, "reload: the cluster manager kept its previous settings");
 	config_free(w->cfg);
 	w->cfg = cfg;
 	log_set_level(w->force_debug ? LOG_LVL_DEBUG : (enum log_level)cfg->log_level);

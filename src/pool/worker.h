@@ -20,6 +20,7 @@
 #include "net/iobuf.h"
 #include "net/listener.h"
 #include "pool/cancel.h"
+#include "route/router.h"
 #include "util/list.h"
 
 #define WORKER_MAX_LISTENERS 32
@@ -35,8 +36,15 @@ struct worker {
 	struct iobuf_pool bufs;	   /* read buffers for every conn of this worker */
 	struct cancel_map cancels; /* our BackendKeyData -> client */
 	struct sockaddr_storage node_addr[CONFIG_MAX_BACKENDS]; /* resolved at start */
-	int n_nodes;	  /* backends known at start (a restart applies changes) */
-	int primary_node; /* node that takes sessions for now */
+	int n_nodes;		  /* backends known at start (a restart applies changes) */
+	struct router router;	  /* routing decisions and the cluster view (route/router.h) */
+	cluster_t *cluster;	  /* owned: the cluster manager thread, or NULL */
+	uv_async_t cluster_async; /* the manager's "new view" wake-up */
+	bool cluster_async_open;
+	struct list_node nodeless_clients; /* CL_WAITING for a node to exist (no primary) */
+	int n_nodeless;
+	uint64_t error_cnt[CONFIG_MAX_BACKENDS]; /* ErrorResponses relayed per node */
+	int64_t started_wall_ms;		 /* CLOCK_REALTIME ms at start */
 	/* Loop time until which a node counts as down after a failed connect (fail fast). */
 	uint64_t node_down_until_ms[CONFIG_MAX_BACKENDS];
 
@@ -81,6 +89,19 @@ void worker_apply_config(struct worker *w, struct config *cfg);
 void worker_begin_shutdown(struct worker *w, enum worker_shutdown mode);
 /* Re-reads cfg->path off the loop and applies it; a broken file keeps the old config. */
 void worker_reload(struct worker *w);
+
+/*
+ * Starts the cluster manager (health checks, failover) and waits briefly for the primary's
+ * discovery. False if it could not start: the worker then routes by the config alone.
+ */
+bool worker_start_cluster(struct worker *w);
+/* A backend connection to node broke or was refused (failover_on_backend_error). */
+void worker_report_backend_error(struct worker *w, int node);
+
+/* The node a first backend login (the pool's welcome) goes to: the primary, else any usable. */
+int worker_login_node(struct worker *w);
+/* Installs a new cluster view: drops connections to nodes no longer usable, wakes waiters. */
+void worker_apply_view(struct worker *w, const struct cluster_view *v);
 
 /* True if one more socket may be opened without nearing the descriptor limit. */
 bool worker_fd_available(const struct worker *w);

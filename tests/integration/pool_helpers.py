@@ -26,11 +26,19 @@ APP_BACKENDS_SQL = ("select count(*) from pg_stat_activity "
                     "where usename = %s and backend_type = 'client backend'")
 
 
+# Pooling tests watch backends on the primary: they run with read/write splitting off, so that every
+# statement of a session lands there (routing has its own tests, test_routing*.py).
+PRIMARY_ONLY = {"enabled": False}
+
+
 def pool_relay(pgrelay, mode="transaction", *, relay_kw=None, **pool_keys):
-    """pgrelay with pool.mode = mode and the given pool.* keys (other overrides via relay_kw)."""
+    """pgrelay with pool.mode = mode and the given pool.* keys (other overrides via relay_kw), all
+    statements on the primary (load_balance.enabled = false) unless relay_kw says otherwise."""
     pool = {"mode": mode}
     pool.update(pool_keys)
-    return pgrelay(pool=pool, **(relay_kw or {}))
+    kw = {"load_balance": PRIMARY_ONLY}
+    kw.update(relay_kw or {})
+    return pgrelay(pool=pool, **kw)
 
 
 def backend_count(cluster, user="app", database=None):

@@ -14,8 +14,10 @@ def test_psql_select_one(relay):
     assert r.stdout.strip() == "1"
 
 
-def test_psycopg_reaches_primary(relay, cluster):
-    """Bug guarded: a session is routed to a standby (or nowhere) instead of the primary."""
+def test_psycopg_reaches_primary(pgrelay, cluster):
+    """Bug guarded: with load balancing off, a session is routed to a standby (or nowhere) instead of
+    the primary."""
+    relay = pgrelay(load_balance={"enabled": False})
     with connect(relay.port) as c:
         assert c.execute("select 1").fetchone() == (1,)
         assert c.execute("select inet_server_port()").fetchone()[0] == cluster.primary_port
@@ -74,9 +76,10 @@ def test_parameter_status_reaches_client(relay, cluster):
         assert c.info.parameter_status("application_name") == "changed-by-set"
 
 
-def test_application_name_reaches_backend(relay, cluster):
+def test_application_name_reaches_backend(pgrelay, cluster):
     """Bug guarded: startup parameters from the client (application_name) are not passed to the
-    backend, so pg_stat_activity shows the wrong name."""
+    backend, so pg_stat_activity shows the wrong name (checked on the primary: splitting off)."""
+    relay = pgrelay(load_balance={"enabled": False})
     with connect(relay.port, application_name="it-appname-4711") as c:
         pid = c.execute("select pg_backend_pid()").fetchone()[0]
         with cluster.connect() as direct:

@@ -11,7 +11,7 @@ from psycopg.pq import TransactionStatus
 
 import pgwire
 from conftest import DIRECT, connect
-from pool_helpers import clear_backends
+from pool_helpers import PRIMARY_ONLY, clear_backends
 
 # pgrelay resets a released connection asynchronously; give it this long before the next client comes.
 PARK_DELAY = 0.3
@@ -38,7 +38,7 @@ def test_session_backend_reused(pgrelay, cluster):
     the released connection is closed instead of parked), so two sequential clients get different
     backends."""
     clear_backends(cluster)
-    r = pgrelay(pool={"mode": "session"})
+    r = pgrelay(pool={"mode": "session"}, load_balance=PRIMARY_ONLY)
     with connect(r.port) as c1:
         pid1 = backend_pid(c1)
     time.sleep(PARK_DELAY)
@@ -56,7 +56,7 @@ def test_session_backend_reused(pgrelay, cluster):
 @pytest.mark.pgrelay_only
 def test_session_default_mode_is_session(pgrelay):
     """Bug guarded: with no pool group at all, pgrelay does not pool (or pools per transaction)."""
-    r = pgrelay()
+    r = pgrelay(load_balance=PRIMARY_ONLY)
     with connect(r.port) as c1:
         pid1 = backend_pid(c1)
         c1.execute("set work_mem = '5MB'")
@@ -72,7 +72,7 @@ def test_session_default_mode_is_session(pgrelay):
 def test_session_startup_options_are_part_of_pool_key(pgrelay, cluster):
     """Bug guarded: a client with different startup options (here -c statement_timeout) gets a backend
     that was logged in with other options, so it silently runs with someone else's settings."""
-    r = pgrelay(pool={"mode": "session"})
+    r = pgrelay(pool={"mode": "session"}, load_balance=PRIMARY_ONLY)
     with connect(r.port, options="-c statement_timeout=4321") as c1:
         pid1 = backend_pid(c1)
         assert c1.execute("show statement_timeout").fetchone()[0] == "4321ms"
@@ -92,7 +92,7 @@ def test_session_state_discarded_between_clients(pgrelay, cluster):
     """Bug guarded: the reset query is not run (or not completely) before a parked connection is
     handed to the next client: a temp table, SET work_mem, a SQL prepared statement, LISTEN and a
     session advisory lock of the first client leak into the second client's session."""
-    r = pgrelay(pool={"mode": "session"})
+    r = pgrelay(pool={"mode": "session"}, load_balance=PRIMARY_ONLY)
     with cluster.connect(dbname="postgres") as d:
         default_work_mem = d.execute("show work_mem").fetchone()[0]
     with connect(r.port) as c1:
@@ -123,7 +123,7 @@ def test_session_disconnect_in_open_transaction(pgrelay, cluster, lock_table, ho
     """Bug guarded: a client that disconnects inside an open transaction (holding a row lock) leaves the
     transaction open on the parked backend: the lock stays held, and the next client that gets the
     connection finds itself inside the old transaction (ABORT missing from the reset)."""
-    r = pgrelay(pool={"mode": "session"})
+    r = pgrelay(pool={"mode": "session"}, load_balance=PRIMARY_ONLY)
     w = pgwire.connect(r.port)
     try:
         cyc = w.simple("begin")

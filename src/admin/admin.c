@@ -1,0 +1,620 @@
+/*
+ * SQL admin interface; see admin.h and doc/admin.md. Parsing is a small word scanner (the
+ * commands are few and fixed); results are built as text columns with builder.h.
+ */
+#include "admin/admin.h"
+
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "failover/cluster.h"
+#include "pool/client.h"
+#include "pool/pool.h"
+#include "pool/server.h"
+#include "pool/worker.h"
+#include "protocol/pqmsg.h"
+#include "util/log.h"
+
+#define ADMIN_MAX_COLS 24
+
+/* ---- scanning ----------------------------------------------------------------------------- */
+
+/* Skips blanks and comments. */
+static size_t admin_skip(const char *s, size_t len, size_t i)
+{
+	for (;;) {
+		while (i < len && isspace((unsigned char)s[i]))
+			i++;
+		if (i + 1 < len && s[i] == '-' && s[i + 1] == '-') {
+			while (i < len && s[i] != '\n')
+				i++;
+		} else if (i + 1 < len && s[i] == '/' && s[i + 1] == '*') {
+			size_t j = i + 2;
+			while (j + 1 < len && !(s[j] == '*' && s[j + 1] == '/'))
+				j++;
+			i = j + 2 < len ? j + 2 : len;
+		} else {
+			return i;
+		}
+	}
+}
+
+/* Matches word (case-insensitive, then a non-identifier character) at i; advances past it. */
+static bool admin_word(const char *s, size_t len, size_t *i, const char *word)
+{
+	size_t j = admin_skip(s, len, *i), n = strlen(word);
+	if (j + n > len || strncasecmp(s + j, word, n) != 0)
+		return false;
+	if (j + n < len && (isalnum((unsigned char)s[j + n]) || s[j + n] == '_'))
+		return false;
+	*i = j + n;
+	return true;
+}
+
+/* True if only blanks, comments and semicolons remain. */
+static bool admin_end(const char *s, size_t len, size_t i)
+{
+	for (;;) {
+		i = admin_skip(s, len, i);
+		if (i < len && s[i] == ';') {
+			i++;
+			continue;
+		}
+		return i >= len || s[i] == 0;
+	}
+}
+
+bool admin_looks_like_admin(const char *sql, size_t len)
+{
+	size_t i = admin_skip(sql, len, 0);
+	if (i >= len)
+		return false;
+	char c = (char)(sql[i] | 0x20);
+	if (c != 's' && c != 'p' && c != 'r')
+		return false;
+	size_t j = i;
+	if (admin_word(sql, len, &j, "pgrelay"))
+		return true;
+	j = i;
+	if (admin_word(sql, len, &j, "show")) {
+		j = admin_skip(sql, len, j);
+		return j + 5 <= len && strncasecmp(sql + j, "pool_", 5) == 0;
+	}
+	j = i;
+	if (admin_word(sql, len, &j, "set") || admin_word(sql, len, &j, "reset")) {
+		j = admin_skip(sql, len, j);
+		return j + 8 <= len && strncasecmp(sql + j, "pgrelay.", 8) == 0;
+	}
+	return false;
+}
+
+int admin_match_route_setting(const char *sql, size_t len, enum route_force *out)
+{
+	size_t i = 0;
+	bool reset = false;
+	if (admin_word(sql, len, &i, "reset"))
+		reset = true;
+	else if (!admin_word(sql, len, &i, "set"))
+		return 0;
+	(void)admin_word(sql, len, &i, "session");
+	i = admin_skip(sql, len, i);
+	if (i + 13 > len || strncasecmp(sql + i, "pgrelay.route", 13) != 0)
+		return 0;
+	i += 13;
+	if (reset) {
+		*out = ROUTE_FORCE_AUTO;
+		return admin_end(sql, len, i) ? 2 : -1;
+	}
+	i = admin_skip(sql, len, i);
+	if (i < len && sql[i] == '=')
+		i++;
+	else if (!admin_word(sql, len, &i, "to"))
+		return -1;
+	i = admin_skip(sql, len, i);
+	bool quoted = i < len && sql[i] == '\'';
+	i += quoted;
+	static const struct {
+		const char *name;
+		enum route_force force;
+	} values[] = { { "primary", ROUTE_FORCE_PRIMARY },
+		       { "standby", ROUTE_FORCE_STANDBY },
+		       { "auto", ROUTE_FORCE_AUTO },
+		       { "default", ROUTE_FORCE_AUTO } };
+	for (size_t k = 0; k < sizeof(values) / sizeof(values[0]); k++) {
+		size_t n = strlen(values[k].name);
+		if (i + n <= len && strncasecmp(sql + i, values[k].name, n) == 0) {
+			size_t j = i + n;
+			if (quoted && (j >= len || sql[j] != '\''))
+				continue;
+			j += quoted;
+			if (!admin_end(sql, len, j))
+				continue;
+			*out = values[k].force;
+			return 1;
+		}
+	}
+	return -1;
+}
+
+/* ---- result sets -------------------------------------------------------------------------- */
+
+struct admin_table {
+	struct builder *out;
+	int ncols;
+	int nrows;
+};
+
+static void admin_begin(struct admin_table *t, struct builder *out, const char *const *cols,
+			int ncols)
+{
+	t->out = out;
+	t->ncols = ncols;
+	t->nrows = 0;
+	builder_row_description(out, cols, ncols);
+}
+
+static void admin_row(struct admin_table *t, const char *const *values)
+{
+	builder_data_row(t->out, values, t->ncols);
+	t->nrows++;
+}
+
+static void admin_finish(struct admin_table *t, char txn_status)
+{
+	char tag[32];
+	snprintf(tag, sizeof(tag), "SELECT %d", t->nrows);
+	builder_command_complete(t->out, tag);
+	builder_ready(t->out, txn_status);
+}
+
+static void admin_error(struct builder *out, char txn_status, const char *sqlstate, const char *msg)
+{
+	builder_error(out, "ERROR", sqlstate, msg);
+	builder_ready(out, txn_status);
+}
+
+static void admin_format_time(int64_t wall_ms, char *buf, size_t cap)
+{
+	if (wall_ms <= 0) {
+		snprintf(buf, cap, "%s", "");
+		return;
+	}
+	time_t t = (time_t)(wall_ms / 1000);
+	struct tm tm;
+	localtime_r(&t, &tm);
+	strftime(buf, cap, "%Y-%m-%d %H:%M:%S", &tm);
+}
+
+static const char *admin_status_name(enum node_status s)
+{
+	static const char *const names[] = { "up", "down", "waiting", "unused", "quarantine" };
+	return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "unknown";
+}
+
+static const char *admin_role_name(enum node_role r)
+{
+	return r == NODE_ROLE_PRIMARY ? "primary" : r == NODE_ROLE_STANDBY ? "standby" : "unknown";
+}
+
+/* ---- SHOW commands ------------------------------------------------------------------------ */
+
+static void admin_show_nodes(struct client *c, struct builder *out)
+{
+	static const char *const cols[] = { "node_id",
+					    "hostname",
+					    "port",
+					    "status",
+					    "pg_status",
+					    "lb_weight",
+					    "role",
+					    "pg_role",
+					    "select_cnt",
+					    "load_balance_node",
+					    "replication_delay",
+					    "replication_state",
+					    "replication_sync_state",
+					    "last_status_change" };
+	struct worker *w = c->w;
+	struct router *r = &w->router;
+	const struct cluster_view *v = &r->view;
+	if (c->route.read_node < 0 && w->cfg->load_balance.enabled)
+		(void)router_read_node(r, &c->route);
+	struct admin_table t;
+	admin_begin(&t, out, cols, 14);
+	for (int i = 0; i < w->n_nodes && i < v->n_nodes; i++) {
+		const struct cluster_node *n = &v->nodes[i];
+		char id[16], port[16], weight[32], cnt[32], delay[32], changed[32];
+		snprintf(id, sizeof(id), "%d", i);
+		snprintf(port, sizeof(port), "%d", w->cfg->backends[i].port);
+		snprintf(weight, sizeof(weight), "%f", router_lb_weight(r, i));
+		snprintf(cnt, sizeof(cnt), "%" PRIu64, r->select_cnt[i]);
+		snprintf(delay, sizeof(delay), "%" PRIu64, n->replication_delay);
+		admin_format_time(n->last_status_change ? n->last_status_change
+							: w->started_wall_ms,
+				  changed, sizeof(changed));
+		const char *pg_status = !v->checks_enabled ? "unknown" : n->pg_up ? "up" : "down";
+		const char *vals[] = { id,
+				       w->cfg->backends[i].host,
+				       port,
+				       admin_status_name(n->status),
+				       pg_status,
+				       weight,
+				       admin_role_name(n->role),
+				       admin_role_name(n->pg_role),
+				       cnt,
+				       c->route.read_node == i ? "true" : "false",
+				       delay,
+				       n->replication_state,
+				       n->sync_state,
+				       changed };
+		admin_row(&t, vals);
+	}
+	admin_finish(&t, c->txn_status);
+}
+
+static void admin_show_version(struct client *c, struct builder *out)
+{
+	static const char *const cols[] = { "pool_version" };
+	const char *vals[] = { "pgrelay " PGRELAY_VERSION };
+	struct admin_table t;
+	admin_begin(&t, out, cols, 1);
+	admin_row(&t, vals);
+	admin_finish(&t, c->txn_status);
+}
+
+static void admin_show_health_stats(struct client *c, struct builder *out)
+{
+	static const char *const cols[] = { "node_id",
+					    "hostname",
+					    "port",
+					    "status",
+					    "role",
+					    "last_status_change",
+					    "total_count",
+					    "success_count",
+					    "fail_count",
+					    "skip_count",
+					    "retry_count",
+					    "average_retry_count",
+					    "max_retry_count",
+					    "max_duration",
+					    "min_duration",
+					    "average_duration",
+					    "last_health_check",
+					    "last_successful_health_check",
+					    "last_skip_health_check",
+					    "last_failed_health_check" };
+	struct worker *w = c->w;
+	const struct cluster_view *v = &w->router.view;
+	struct admin_table t;
+	admin_begin(&t, out, cols, 20);
+	for (int i = 0; i < w->n_nodes && i < v->n_nodes; i++) {
+		const struct cluster_node *n = &v->nodes[i];
+		const struct health_stats *st = &v->stats[i];
+		char f[20][40];
+		snprintf(f[0], 40, "%d", i);
+		snprintf(f[2], 40, "%d", w->cfg->backends[i].port);
+		admin_format_time(n->last_status_change ? n->last_status_change
+							: w->started_wall_ms,
+				  f[5], 40);
+		snprintf(f[6], 40, "%" PRIu64, st->total_count);
+		snprintf(f[7], 40, "%" PRIu64, st->success_count);
+		snprintf(f[8], 40, "%" PRIu64, st->fail_count);
+		snprintf(f[9], 40, "%" PRIu64, st->skip_count);
+		snprintf(f[10], 40, "%" PRIu64, st->retry_count);
+		snprintf(f[11], 40, "%f", health_stats_average_retry_count(st));
+		snprintf(f[12], 40, "%u", st->max_retry_count);
+		snprintf(f[13], 40, "%u", st->max_duration_ms);
+		snprintf(f[14], 40, "%u", st->min_duration_ms);
+		snprintf(f[15], 40, "%f", health_stats_average_duration_ms(st));
+		admin_format_time(st->last_health_check, f[16], 40);
+		admin_format_time(st->last_successful_health_check, f[17], 40);
+		admin_format_time(st->last_skip_health_check, f[18], 40);
+		admin_format_time(st->last_failed_health_check, f[19], 40);
+		const char *vals[20];
+		for (int k = 0; k < 20; k++)
+			vals[k] = f[k];
+		vals[1] = w->cfg->backends[i].host;
+		vals[3] = admin_status_name(n->status);
+		vals[4] = admin_role_name(n->role);
+		admin_row(&t, vals);
+	}
+	admin_finish(&t, c->txn_status);
+}
+
+static void admin_show_history(struct client *c, struct builder *out)
+{
+	static const char *const cols[] = { "time",	   "event",	  "node_id", "command",
+					    "exit_status", "duration_ms", "detail" };
+	struct worker *w = c->w;
+	struct admin_table t;
+	admin_begin(&t, out, cols, 7);
+	int n = 0;
+	struct cluster_event *ev = NULL;
+	if (w->cluster) {
+		ev = calloc(CLUSTER_HISTORY_MAX, sizeof(*ev));
+		if (ev)
+			n = cluster_history_copy(w->cluster, ev, CLUSTER_HISTORY_MAX);
+	}
+	for (int i = 0; i < n; i++) {
+		char when[32], node[16], status[16], dur[16];
+		admin_format_time(ev[i].at_ms, when, sizeof(when));
+		snprintf(node, sizeof(node), "%d", ev[i].node);
+		if (ev[i].exit_status < 0)
+			status[0] = 0;
+		else
+			snprintf(status, sizeof(status), "%d", ev[i].exit_status);
+		snprintf(dur, sizeof(dur), "%u", ev[i].duration_ms);
+		const char *vals[] = { when,	      ev[i].event, ev[i].node >= 0 ? node : "",
+				       ev[i].command, status,	   dur,
+				       ev[i].detail };
+		admin_row(&t, vals);
+	}
+	free(ev);
+	admin_finish(&t, c->txn_status);
+}
+
+/* pgpool's per-process pool rows, one per (pool, node) here: pgrelay has one process. */
+static void admin_show_pools(struct client *c, struct builder *out)
+{
+	static const char *const cols[] = { "pool_pid",	      "start_time",	"pool_id",
+					    "backend_id",     "database",	"username",
+					    "pool_size",      "pool_connected", "idle",
+					    "waiting_clients" };
+	struct worker *w = c->w;
+	struct admin_table t;
+	admin_begin(&t, out, cols, 10);
+	char pid[16], start[32];
+	snprintf(pid, sizeof(pid), "%d", (int)getpid());
+	admin_format_time(w->started_wall_ms, start, sizeof(start));
+	int pool_id = 0;
+	struct list_node *pos, *tmp;
+	list_for_each_safe(pos, tmp, &w->pools)
+	{
+		struct pool *p = list_entry(pos, struct pool, node);
+		for (int i = 0; i < w->n_nodes; i++) {
+			const struct pool_node *pn = &p->nodes[i];
+			if (!pn->n_servers && !pn->n_waiting)
+				continue;
+			char id[16], node[16], size[16], conn[16], idle[16], wait[16];
+			snprintf(id, sizeof(id), "%d", pool_id);
+			snprintf(node, sizeof(node), "%d", i);
+			snprintf(size, sizeof(size), "%d", w->cfg->pool.pool_size);
+			snprintf(conn, sizeof(conn), "%d", pn->n_servers);
+			snprintf(idle, sizeof(idle), "%d", pn->n_idle);
+			snprintf(wait, sizeof(wait), "%d", pn->n_waiting);
+			const char *vals[] = { pid,	start, id,   node, p->database,
+					       p->user, size,  conn, idle, wait };
+			admin_row(&t, vals);
+		}
+		pool_id++;
+	}
+	admin_finish(&t, c->txn_status);
+}
+
+/* pgpool's process rows: one per client session here. */
+static void admin_show_processes(struct client *c, struct builder *out)
+{
+	static const char *const cols[] = { "pool_pid", "start_time",  "client_id", "database",
+					    "username", "backend_ids", "status" };
+	struct worker *w = c->w;
+	struct admin_table t;
+	admin_begin(&t, out, cols, 7);
+	char pid[16];
+	snprintf(pid, sizeof(pid), "%d", (int)getpid());
+	struct list_node *pos, *tmp;
+	int rows = 0;
+	list_for_each_safe(pos, tmp, &w->active_clients)
+	{
+		if (++rows > 10000)
+			break;
+		struct client *o = list_entry(pos, struct client, node);
+		char id[24], nodes[64] = "";
+		snprintf(id, sizeof(id), "c%" PRIu64, o->id);
+		size_t len = 0;
+		for (int i = 0; i < o->n_links && len < sizeof(nodes); i++)
+			len += (size_t)snprintf(nodes + len, sizeof(nodes) - len, "%s%d",
+						i ? "," : "", o->links[i]->node_id);
+		const char *status = o->txn_status == TXN_IDLE ? "idle" : "in transaction";
+		const char *vals[] = { pid, "", id, o->database, o->user, nodes, status };
+		admin_row(&t, vals);
+	}
+	admin_finish(&t, c->txn_status);
+}
+
+static void admin_show_backend_stats(struct client *c, struct builder *out)
+{
+	static const char *const cols[] = { "node_id", "hostname",   "port",	  "status",
+					    "role",    "select_cnt", "write_cnt", "error_cnt" };
+	struct worker *w = c->w;
+	const struct router *r = &w->router;
+	struct admin_table t;
+	admin_begin(&t, out, cols, 8);
+	for (int i = 0; i < w->n_nodes && i < r->view.n_nodes; i++) {
+		char id[16], port[16], sel[32], wr[32], err[32];
+		snprintf(id, sizeof(id), "%d", i);
+		snprintf(port, sizeof(port), "%d", w->cfg->backends[i].port);
+		snprintf(sel, sizeof(sel), "%" PRIu64, r->select_cnt[i]);
+		snprintf(wr, sizeof(wr), "%" PRIu64, r->write_cnt[i]);
+		snprintf(err, sizeof(err), "%" PRIu64, w->error_cnt[i]);
+		const char *vals[] = { id,
+				       w->cfg->backends[i].host,
+				       port,
+				       admin_status_name(r->view.nodes[i].status),
+				       admin_role_name(r->view.nodes[i].role),
+				       sel,
+				       wr,
+				       err };
+		admin_row(&t, vals);
+	}
+	admin_finish(&t, c->txn_status);
+}
+
+/* ---- PGRELAY commands --------------------------------------------------------------------- */
+
+static void admin_explain_route(struct client *c, const char *sql, size_t len, struct builder *out)
+{
+	static const char *const cols[] = { "node_class", "rule", "object" };
+	char *text = strndup(sql, len);
+	if (!text) {
+		admin_error(out, c->txn_status, "53200", "out of memory");
+		return;
+	}
+	struct classify_result res;
+	classify_sql(c->w->router.classifier, text, strlen(text), &res);
+	struct route_facts f;
+	router_classify(&c->w->router, text, strlen(text), &f);
+	free(text);
+	const char *cls = f.route == ROUTE_PRIMARY ? "primary"
+			  : f.route == ROUTE_ANY   ? "standby"
+			  : f.route == ROUTE_ALL   ? "all"
+						   : "follow";
+	const char *vals[] = { cls, f.rule, res.object };
+	struct admin_table t;
+	admin_begin(&t, out, cols, 3);
+	admin_row(&t, vals);
+	admin_finish(&t, c->txn_status);
+}
+
+static bool admin_is_admin_user(const struct client *c)
+{
+	const char *list = c->w->cfg->admin_users;
+	size_t ulen = strlen(c->user);
+	for (const char *p = list ? list : ""; *p;) {
+		while (*p == ' ' || *p == ',')
+			p++;
+		const char *e = p;
+		while (*e && *e != ',')
+			e++;
+		const char *t = e;
+		while (t > p && t[-1] == ' ')
+			t--;
+		if ((size_t)(t - p) == ulen && strncmp(p, c->user, ulen) == 0)
+			return true;
+		p = e;
+	}
+	return false;
+}
+
+static void admin_node_command(struct client *c, enum cluster_command cmd, int node,
+			       struct builder *out)
+{
+	static const char *const names[] = { "ATTACH", "DETACH", "PROMOTE" };
+	if (!admin_is_admin_user(c)) {
+		admin_error(out, c->txn_status, "42501",
+			    "permission denied: PGRELAY node commands need a user in admin_users");
+		return;
+	}
+	if (node < 0 || node >= c->w->n_nodes) {
+		admin_error(out, c->txn_status, "22023", "no such backend node");
+		return;
+	}
+	if (!c->w->cluster) {
+		admin_error(out, c->txn_status, "55000",
+			    "node commands need the cluster manager (health checks)");
+		return;
+	}
+	char reason[96], msg[256];
+	snprintf(reason, sizeof(reason), "PGRELAY %s NODE by user %s", names[cmd], c->user);
+	log_info("admin", c->id, "%s NODE %d requested by user %s", names[cmd], node, c->user);
+	if (!cluster_command(c->w->cluster, cmd, node, reason, msg, sizeof(msg))) {
+		admin_error(out, c->txn_status, "55000", msg);
+		return;
+	}
+	builder_notice(out, "00000", msg);
+	char tag[32];
+	snprintf(tag, sizeof(tag), "PGRELAY %s", names[cmd]);
+	builder_command_complete(out, tag);
+	builder_ready(out, c->txn_status);
+}
+
+static bool admin_parse_node(const char *sql, size_t len, size_t i, int *node)
+{
+	if (!admin_word(sql, len, &i, "node"))
+		return false;
+	i = admin_skip(sql, len, i);
+	char *end;
+	long v = strtol(sql + i, &end, 10);
+	if (end == sql + i || v < 0 || v > 1000)
+		return false;
+	*node = (int)v;
+	return admin_end(sql, len, (size_t)(end - sql));
+}
+
+static bool admin_pgrelay(struct client *c, const char *sql, size_t len, size_t i,
+			  struct builder *out)
+{
+	static const struct {
+		const char *word;
+		enum cluster_command cmd;
+	} cmds[] = { { "attach", CLUSTER_ATTACH },
+		     { "detach", CLUSTER_DETACH },
+		     { "promote", CLUSTER_PROMOTE } };
+	size_t j = i;
+	if (admin_word(sql, len, &j, "explain") && admin_word(sql, len, &j, "route")) {
+		j = admin_skip(sql, len, j);
+		admin_explain_route(c, sql + j, strnlen(sql + j, len - j), out);
+		return true;
+	}
+	for (size_t k = 0; k < sizeof(cmds) / sizeof(cmds[0]); k++) {
+		j = i;
+		if (!admin_word(sql, len, &j, cmds[k].word))
+			continue;
+		int node;
+		if (!admin_parse_node(sql, len, j, &node)) {
+			admin_error(out, c->txn_status, "42601",
+				    "syntax: PGRELAY ATTACH|DETACH|PROMOTE NODE n");
+			return true;
+		}
+		admin_node_command(c, cmds[k].cmd, node, out);
+		return true;
+	}
+	admin_error(out, c->txn_status, "42601",
+		    "unknown PGRELAY command; try PGRELAY EXPLAIN ROUTE <sql>, PGRELAY "
+		    "ATTACH|DETACH|PROMOTE NODE n");
+	return true;
+}
+
+bool admin_answer(struct client *c, const char *sql, size_t len, struct builder *out)
+{
+	len = strnlen(sql, len);
+	size_t i = 0;
+	if (admin_word(sql, len, &i, "pgrelay"))
+		return admin_pgrelay(c, sql, len, i, out);
+	i = 0;
+	if (!admin_word(sql, len, &i, "show"))
+		return false;
+	static const struct {
+		const char *name;
+		void (*fn)(struct client *, struct builder *);
+	} shows[] = {
+		{ "pool_nodes", admin_show_nodes },
+		{ "pool_version", admin_show_version },
+		{ "pool_health_check_stats", admin_show_health_stats },
+		{ "pool_failover_history", admin_show_history },
+		{ "pool_pools", admin_show_pools },
+		{ "pool_processes", admin_show_processes },
+		{ "pool_backend_stats", admin_show_backend_stats },
+	};
+	for (size_t k = 0; k < sizeof(shows) / sizeof(shows[0]); k++) {
+		size_t j = i;
+		if (admin_word(sql, len, &j, shows[k].name) && admin_end(sql, len, j)) {
+			shows[k].fn(c, out);
+			return true;
+		}
+	}
+	size_t j = admin_skip(sql, len, i);
+	char msg[160];
+	snprintf(msg, sizeof(msg), "unrecognized configuration parameter \"%.60s\"", sql + j);
+	char *semi = strchr(msg, ';');
+	if (semi)
+		*semi = 0;
+	admin_error(out, c->txn_status, "42704", msg);
+	return true;
+}

@@ -1,0 +1,582 @@
+/*
+ * Read/write splitting on the client side: which backend link each unit of a session's work
+ * goes to (doc/routing.md). The decisions are the router's (route/router.h); this file applies
+ * them to connections:
+ *
+ *  - A unit is one Query or FunctionCall, or the extended-protocol messages up to a Sync. Its node
+ *    is decided at its first message; an extended unit is classified as a whole by looking ahead
+ *    in the buffer up to its Sync (all of it must be there, else it goes to the primary), so one
+ *    pipeline never spans nodes.
+ *  - A session holds at most one link per node (c->links); c->server is the active one. Only the
+ *    active link's answers reach the client. The active link changes only when it is at a
+ *    boundary (nothing outstanding, its last word ReadyForQuery), so answers never interleave; a
+ *    pipelining client whose next unit goes elsewhere waits for that boundary.
+ *  - Session state follows the session: tracked parameters are synced with a hidden SET when a
+ *    link becomes active; prepared statements are re-prepared where used (prepared.h); a
+ *    transaction that started on a standby is joined by the primary at its first write, with
+ *    the BEGIN and savepoints replayed there (c->txn_log); when the transaction ends, the other
+ *    links that took part get a hidden ROLLBACK (they only read).
+ *  - Admin statements (SHOW pool_nodes, PGRELAY ..., SET pgrelay.route) are answered here, in
+ *    order, once the active link is at a boundary.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "admin/admin.h"
+#include "pool/client.h"
+#include "pool/server.h"
+#include "pool/worker.h"
+#include "protocol/pqmsg.h"
+#include "protocol/reader.h"
+#include "util/log.h"
+
+#define ROUTE_LOOKAHEAD_MAX 256 /* messages of one extended unit looked at before Sync */
+
+/* ---- links ------------------------------------------------------------------------------- */
+
+void client_link_add(struct client *c, struct server *s)
+{
+	bool found = false;
+	for (int i = 0; i < c->n_links; i++)
+		found |= c->links[i] == s;
+	if (!found && c->n_links < CLIENT_MAX_LINKS)
+		c->links[c->n_links++] = s;
+	c->server = s;
+}
+
+void client_link_remove(struct client *c, struct server *s)
+{
+	for (int i = 0; i < c->n_links; i++) {
+		if (c->links[i] == s) {
+			c->links[i] = c->links[--c->n_links];
+			c->links[c->n_links] = NULL;
+			break;
+		}
+	}
+	if (c->server == s)
+		c->server = NULL;
+}
+
+static struct server *client_link_for(const struct client *c, int node)
+{
+	for (int i = 0; i < c->n_links; i++)
+		if (c->links[i]->node_id == node)
+			return c->links[i];
+	return NULL;
+}
+
+/* Lets go of links other than the active one that are idle (for a pin, or to make room). */
+static void client_drop_idle_links(struct client *c, int keep_free)
+{
+	for (int i = c->n_links - 1; i >= 0 && CLIENT_MAX_LINKS - c->n_links < keep_free; i--) {
+		struct server *s = c->links[i];
+		if (s == c->server || !server_at_boundary(s) || s->txn_status != TXN_IDLE)
+			continue;
+		server_client_left(s, false);
+	}
+}
+
+void client_link_lost(struct client *c, int node, bool idle, const char *sqlstate,
+		      const char *reason)
+{
+	if (c->state != CL_ACTIVE && c->state != CL_WAITING) {
+		client_on_server_lost(c, sqlstate, reason);
+		return;
+	}
+	/*
+	 * A link that was idle outside a transaction holds nothing the session cannot rebuild
+	 * (tracked settings are synced, prepared statements re-prepared), unless the session
+	 * pinned session state to it. Then the session goes on, elsewhere.
+	 */
+	if (idle && !c->pinned && !c->route.in_txn) {
+		log_info("client", c->id, "lost its idle connection to backend %d (%s); goes on",
+			 node, reason);
+		if (c->route.read_node == node)
+			c->route.read_node = -1;
+		client_kick(c);
+		return;
+	}
+	client_on_server_lost(c, sqlstate, reason);
+}
+
+/* ---- local answers ---------------------------------------------------------------------- */
+
+/* SET / RESET pgrelay.route: answered by pgrelay. True if sql was one (answered or failed). */
+static bool client_route_set(struct client *c, const char *sql, size_t len, struct builder *out)
+{
+	enum route_force force;
+	int kind = admin_match_route_setting(sql, len, &force);
+	if (kind == 0)
+		return false;
+	if (kind < 0) {
+		builder_error(out, "ERROR", "22023",
+			      "invalid value for parameter \"pgrelay.route\": expected primary, "
+			      "standby or auto");
+	} else {
+		c->route.forced = (uint8_t)force;
+		c->route.read_node = force == ROUTE_FORCE_STANDBY ? -1 : c->route.read_node;
+		builder_command_complete(out, kind == 2 ? "RESET" : "SET");
+	}
+	builder_ready(out, c->txn_status);
+	return true;
+}
+
+/* Answers an admin statement or SET pgrelay.route; true if sql was one. */
+static bool client_answer_admin(struct client *c, const char *sql, size_t len)
+{
+	struct builder out;
+	uint8_t store[2048];
+	builder_init(&out, store, sizeof(store));
+	bool handled = client_route_set(c, sql, len, &out) || admin_answer(c, sql, len, &out);
+	if (!handled) {
+		builder_free(&out);
+		return false;
+	}
+	if (!builder_ok(&out)) {
+		builder_free(&out);
+		client_disconnect(c, "53200", "out of memory answering an admin command");
+		return true;
+	}
+	bool sent = client_send(c, out.data, out.len); /* on failure c is closing */
+	builder_free(&out);
+	(void)sent;
+	return true;
+}
+
+/* ---- classification of a unit ----------------------------------------------------------- */
+
+static void client_txn_log_reset(struct client *c)
+{
+	c->txn_log_len = 0;
+}
+
+/* Keeps transaction-control text for the replay on the primary (bounded; see header). */
+static void client_txn_log_add(struct client *c, const char *sql, size_t len)
+{
+	if (c->txn_log_len + len + 2 > CLIENT_TXN_LOG_MAX)
+		return; /* doc/routing.md: savepoints beyond the bound are not replayed */
+	if (!c->txn_log) {
+		c->txn_log = malloc(CLIENT_TXN_LOG_MAX);
+		if (!c->txn_log)
+			return;
+	}
+	memcpy(c->txn_log + c->txn_log_len, sql, len);
+	c->txn_log_len += (uint32_t)len;
+	c->txn_log[c->txn_log_len++] = ';';
+	c->txn_log[c->txn_log_len] = 0;
+}
+
+static bool client_is_txn_control(uint32_t flags)
+{
+	return flags & (CLASSIFY_TXN_BEGIN | CLASSIFY_TXN_SAVEPOINT | CLASSIFY_SET_LOCAL);
+}
+
+/* The facts of one statement text (not NUL-terminated inside the message necessarily). */
+static void client_facts_of(struct client *c, const char *sql, size_t avail, bool whole,
+			    struct route_facts *out)
+{
+	size_t len = strnlen(sql, avail);
+	if (!whole || len == avail) {
+		/* Only part of the text is here: nothing can be proved about the rest. */
+		out->route = ROUTE_PRIMARY;
+		out->flags = CLASSIFY_WRITE;
+		out->rule = "statement too long to classify";
+		out->pattern_primary = false;
+		return;
+	}
+	router_classify(&c->w->router, sql, len, out);
+	if (client_sql_needs_session(c, sql, len)) {
+		/* Session state lives where it was created: the primary, from now on. */
+		c->route.primary_only = true;
+		if (out->route != ROUTE_PRIMARY) {
+			out->route = ROUTE_PRIMARY;
+			out->rule = "session state";
+		}
+	}
+}
+
+/* Not provably read-only, and not known to write either (no read-your-writes wait). */
+static void client_facts_primary(struct route_facts *f, const char *why)
+{
+	f->route = ROUTE_PRIMARY;
+	f->flags = 0;
+	f->rule = why;
+	f->pattern_primary = false;
+}
+
+/* The facts of the statement a Bind or Describe names (1 + route, as stored). */
+static uint8_t client_statement_route(const struct client *c, const char *name)
+{
+	if (!name[0])
+		return c->unnamed_route;
+	const struct stmt *st = stmt_map_find(&c->stmts, name);
+	return st ? st->route : 0;
+}
+
+/* Remembers the route of a statement Parse defines, for the Binds that use it later. */
+static void client_note_statement_route(struct client *c, const char *name, uint8_t route)
+{
+	if (!name[0]) {
+		c->unnamed_route = route;
+		return;
+	}
+	struct stmt *st = stmt_map_find(&c->stmts, name);
+	if (st)
+		st->route = route;
+}
+
+/*
+ * Looks at the extended-protocol messages buffered from the current one up to the Sync and sums
+ * them up. A unit whose Sync is not in the buffer yet goes to the primary: its remaining
+ * messages could write.
+ */
+static void client_facts_of_unit(struct client *c, struct route_facts *acc, bool collect_log)
+{
+	struct iobuf *b = c->conn.rbuf;
+	uint32_t pos = b->parsed;
+	bool any = false, synced = false;
+	const char *parsed[8]; /* statements this unit defines: its Binds need no lookup */
+	int n_parsed = 0;
+	acc->route = ROUTE_FOLLOW;
+	acc->flags = 0;
+	acc->rule = "extended protocol";
+	acc->pattern_primary = false;
+	for (int n = 0; n < ROUTE_LOOKAHEAD_MAX && !synced; n++) {
+		struct frame f;
+		if (frame_parse(b->data + pos, b->recv - pos, FRAME_FROM_CLIENT,
+				c->w->cfg->max_message_size, &f) != FRAME_OK)
+			break;
+		struct reader r;
+		const char *name, *query;
+		struct route_facts one;
+		reader_init(&r, f.body, f.body_avail);
+		switch (f.type) {
+		case PqMsg_Parse:
+			if (!reader_cstr(&r, &name, NULL)) {
+				client_facts_primary(&one, "malformed Parse");
+			} else {
+				query = (const char *)r.p;
+				client_facts_of(c, query, f.body_avail - (size_t)(r.p - f.body),
+						f.body_avail == f.len, &one);
+				if (n_parsed < 8)
+					parsed[n_parsed++] = name;
+				if (collect_log && client_is_txn_control(one.flags))
+					client_txn_log_add(c, query, strlen(query));
+			}
+			router_facts_merge(acc, &one);
+			any = true;
+			break;
+		case PqMsg_Bind: {
+			const char *portal;
+			if (!reader_cstr(&r, &portal, NULL) || !reader_cstr(&r, &name, NULL)) {
+				client_facts_primary(&one, "malformed Bind");
+			} else {
+				uint8_t route = client_statement_route(c, name);
+				for (int k = 0; k < n_parsed && !route; k++)
+					if (strcmp(parsed[k], name) == 0)
+						route = ROUTE_FOLLOW + 1; /* its Parse decides */
+				if (route)
+					one = (struct route_facts){
+						(enum classify_route)(route - 1), 0,
+						"prepared statement", false
+					};
+				else
+					client_facts_primary(&one, "unknown prepared statement");
+			}
+			router_facts_merge(acc, &one);
+			any = true;
+			break;
+		}
+		case PqMsg_Sync:
+			synced = true;
+			break;
+		case PqMsg_Query:
+		case PqMsg_FunctionCall:
+			synced = true; /* a new unit starts there */
+			break;
+		default:
+			break;
+		}
+		pos += f.total;
+		if (f.body_avail < f.len)
+			break;
+	}
+	if (!synced)
+		client_facts_primary(acc, "pipeline not complete in the buffer");
+	else if (!any)
+		acc->route = ROUTE_FOLLOW; /* Describe/Execute/Close of what exists: stay */
+}
+
+/*
+ * At the first message of an extended unit: every named statement its Binds and Describes use is
+ * made to exist on the link before the unit starts. Prepared in the middle of the unit instead, a
+ * statement would be lost if an earlier message of the unit failed (the server skips to Sync),
+ * while units pipelined behind it already count on it.
+ */
+static enum relay_verdict client_prepare_unit_statements(struct client *c)
+{
+	struct iobuf *b = c->conn.rbuf;
+	uint32_t pos = b->parsed;
+	for (int n = 0; n < ROUTE_LOOKAHEAD_MAX; n++) {
+		struct frame f;
+		if (frame_parse(b->data + pos, b->recv - pos, FRAME_FROM_CLIENT,
+				c->w->cfg->max_message_size, &f) != FRAME_OK ||
+		    f.body_avail < f.len)
+			break;
+		struct reader r;
+		const char *portal, *name;
+		uint8_t target;
+		reader_init(&r, f.body, f.len);
+		if (f.type == PqMsg_Sync || f.type == PqMsg_Query || f.type == PqMsg_Parse)
+			break; /* a Parse may redefine what follows: in-unit handling takes over */
+		bool uses = (f.type == PqMsg_Bind && reader_cstr(&r, &portal, NULL) &&
+			     reader_cstr(&r, &name, NULL)) ||
+			    (f.type == PqMsg_Describe && reader_u8(&r, &target) && target == 'S' &&
+			     reader_cstr(&r, &name, NULL));
+		if (uses && name[0]) {
+			enum relay_verdict v = client_use_statement(c, name);
+			if (v != RELAY_SEND)
+				return v;
+		}
+		pos += f.total;
+	}
+	return RELAY_SEND;
+}
+
+/* ---- switching ---------------------------------------------------------------------------- */
+
+bool client_use_node(struct client *c, int node)
+{
+	if (c->server && c->server->node_id == node)
+		return c->server->state == SV_ACTIVE;
+	/* Transaction pooling: a link left idle outside a transaction goes back to its pool. */
+	struct server *old = c->server;
+	if (old && c->w->cfg->pool.mode != POOL_MODE_SESSION && !c->pinned &&
+	    c->txn_status == TXN_IDLE && old->txn_status == TXN_IDLE && server_at_boundary(old))
+		server_client_left(old, false);
+	struct server *s = client_link_for(c, node);
+	if (s) {
+		c->server = s;
+		if (!server_sync_params(s, c))
+			return false;
+		return s->state == SV_ACTIVE;
+	}
+	if (c->n_links >= CLIENT_MAX_LINKS)
+		client_drop_idle_links(c, 1);
+	if (c->n_links >= CLIENT_MAX_LINKS) {
+		client_disconnect(c, "53000", "too many backend connections in one session");
+		return false;
+	}
+	c->server = NULL; /* the old active link stays linked, silent */
+	return client_acquire_server(c, node);
+}
+
+/* The primary joins the open transaction: its BEGIN (and savepoints) are replayed, hidden. */
+static bool client_join_primary(struct client *c)
+{
+	const char *sql = c->txn_log_len ? c->txn_log : "BEGIN";
+	size_t len = c->txn_log_len ? c->txn_log_len : 5;
+	log_debug("client", c->id, "primary joins the transaction: %.*s", (int)len, sql);
+	if (!server_inject_query(c->server, sql, len)) {
+		client_on_server_lost(c, "08006", "could not send data to server");
+		return false;
+	}
+	c->route.primary_in_txn = true; /* done once, even if this unit is decided again */
+	return true;
+}
+
+/* Hidden ROLLBACK on links still inside the transaction that just ended on the active link. */
+static void client_end_other_transactions(struct client *c)
+{
+	for (int i = 0; i < c->n_links; i++) {
+		struct server *s = c->links[i];
+		if (s == c->server || s->txn_status == TXN_IDLE || s->state != SV_ACTIVE)
+			continue;
+		if (!server_inject_query(s, "ROLLBACK", 8))
+			server_close(s, "could not end its part of a transaction");
+	}
+}
+
+void client_on_ready(struct client *c, struct server *s)
+{
+	router_on_ready(&c->w->router, &c->route, s->node_id, s->txn_status, router_now_ms());
+	if (s->txn_status == TXN_IDLE) {
+		client_txn_log_reset(c);
+		if (c->n_links > 1)
+			client_end_other_transactions(c);
+	}
+}
+
+/* ---- the decision at each unit's first message ------------------------------------------- */
+
+static bool client_starts_unit(const struct client *c, uint8_t type)
+{
+	switch (type) {
+	case PqMsg_Query:
+	case PqMsg_FunctionCall:
+		return true;
+	case PqMsg_Parse:
+	case PqMsg_Bind:
+	case PqMsg_Describe:
+	case PqMsg_Execute:
+	case PqMsg_Close:
+	case PqMsg_Flush:
+	case PqMsg_Sync:
+		return !c->in_unit;
+	default:
+		return !c->server; /* e.g. CopyData out of place: any link answers it */
+	}
+}
+
+static void client_decide(struct client *c, const struct frame *f, struct route_decision *d)
+{
+	struct route_facts facts;
+	if (f->type == PqMsg_Query)
+		client_facts_of(c, (const char *)f->body, f->body_avail, f->body_avail == f->len,
+				&facts);
+	else if (f->type == PqMsg_FunctionCall)
+		client_facts_primary(&facts, "function call");
+	else if (f->type == PqMsg_Sync || f->type == PqMsg_Flush)
+		facts = (struct route_facts){ ROUTE_FOLLOW, 0, "sync", false };
+	else if (f->type == PqMsg_Parse || f->type == PqMsg_Bind || f->type == PqMsg_Describe ||
+		 f->type == PqMsg_Execute || f->type == PqMsg_Close)
+		client_facts_of_unit(c, &facts, false);
+	else
+		client_facts_primary(&facts, "other message");
+	int current = c->server ? c->server->node_id : -1;
+	router_decide(&c->w->router, &c->route, &facts, current, d);
+}
+
+/*
+ * The unit decided as d is being sent. Inside a transaction that the primary has not joined,
+ * its BEGIN, savepoints and SET LOCAL are kept for the replay there.
+ */
+static void client_log_txn_control(struct client *c, const struct frame *f,
+				   const struct route_decision *d)
+{
+	if (d->starts_txn)
+		client_txn_log_reset(c);
+	if (d->node == router_primary(&c->w->router) || c->route.primary_in_txn ||
+	    (!c->route.in_txn && !d->starts_txn))
+		return;
+	if (f->type == PqMsg_Query) {
+		struct route_facts facts;
+		size_t len = strnlen((const char *)f->body, f->body_avail);
+		if (len == f->body_avail)
+			return;
+		router_classify(&c->w->router, (const char *)f->body, len, &facts);
+		if (client_is_txn_control(facts.flags))
+			client_txn_log_add(c, (const char *)f->body, len);
+	} else if (f->type != PqMsg_FunctionCall) {
+		struct route_facts facts;
+		client_facts_of_unit(c, &facts, true);
+	}
+}
+
+/* A unit may start on the active link now: nothing of an earlier unit is in flight. */
+static bool client_at_boundary(const struct client *c)
+{
+	return !c->server || (c->server->state == SV_ACTIVE && server_at_boundary(c->server));
+}
+
+/* Records the route of a Parse so that later Binds of the statement know where they may go. */
+void client_route_note_parse(struct client *c, const struct frame *f)
+{
+	struct reader r;
+	const char *name;
+	reader_init(&r, f->body, f->body_avail);
+	if (!reader_cstr(&r, &name, NULL))
+		return;
+	struct route_facts one;
+	client_facts_of(c, (const char *)r.p, f->body_avail - (size_t)(r.p - f->body),
+			f->body_avail == f->len, &one);
+	client_note_statement_route(c, name, (uint8_t)(one.route + 1));
+}
+
+enum relay_verdict client_route_message(struct client *c, const struct frame *f)
+{
+	if (f->type == PqMsg_Parse)
+		client_route_note_parse(c, f);
+	if (!client_starts_unit(c, f->type)) {
+		if (f->type == PqMsg_Sync)
+			c->in_unit = false;
+		else if (f->type != PqMsg_Query && f->type != PqMsg_FunctionCall &&
+			 f->type != PqMsg_CopyData && f->type != PqMsg_CopyDone &&
+			 f->type != PqMsg_CopyFail)
+			c->in_unit = true;
+		return RELAY_SEND;
+	}
+	if (f->type == PqMsg_Query && f->body_avail == f->len &&
+	    admin_looks_like_admin((const char *)f->body, f->body_avail)) {
+		if (!client_at_boundary(c)) {
+			c->wait_boundary = true;
+			return RELAY_STOP;
+		}
+		if (client_answer_admin(c, (const char *)f->body, f->body_avail))
+			return c->state == CL_ACTIVE ? RELAY_SKIP : RELAY_GONE;
+	}
+	/* A decision survives only a switch it asked for, never a wait for a boundary. */
+	struct route_decision d;
+	if (c->route_pending)
+		d = c->pending;
+	else
+		client_decide(c, f, &d);
+	c->route_pending = false;
+	if (d.node == ROUTER_NO_NODE) {
+		if (!client_at_boundary(c)) {
+			c->wait_boundary = true;
+			return RELAY_STOP;
+		}
+		client_wait_for_node(c, -1);
+		return RELAY_STOP;
+	}
+	if (!c->server || c->server->node_id != d.node) {
+		if (!client_at_boundary(c)) {
+			c->wait_boundary = true;
+			return RELAY_STOP;
+		}
+		/* client_relay switches and presents this message again. */
+		c->pending = d;
+		c->route_pending = true;
+		c->switch_pending = true;
+		return RELAY_STOP;
+	}
+	if (d.join_primary && !client_join_primary(c))
+		return RELAY_GONE;
+	if (f->type != PqMsg_Query && f->type != PqMsg_FunctionCall && f->type != PqMsg_Sync &&
+	    client_tracks_statements(c)) {
+		enum relay_verdict v = client_prepare_unit_statements(c);
+		if (v != RELAY_SEND) {
+			/* Asked again once the forward finished; decided again then. */
+			return v;
+		}
+	}
+	client_log_txn_control(c, f, &d);
+	router_commit(&c->w->router, &c->route, &d);
+	log_noise("client", c->id, "unit '%c' -> backend %d (%s)", f->type, d.node,
+		  d.why ? d.why : "");
+	if (f->type != PqMsg_Query && f->type != PqMsg_FunctionCall && f->type != PqMsg_Sync)
+		c->in_unit = true;
+	return RELAY_SEND;
+}
+
+/* After a pending switch: gets the link. True if the relay may go on now. */
+bool client_apply_switch(struct client *c)
+{
+	c->switch_pending = false;
+	int node = c->pending.node;
+	if (!client_use_node(c, node)) {
+		return false;
+	}
+	return c->server && c->server->state == SV_ACTIVE;
+}
+
+void client_view_changed(struct client *c)
+{
+	if (c->state == CL_WAITING && c->want_node < 0) {
+		client_set_state(c, CL_ACTIVE);
+		conn_want_read(&c->conn, true);
+		client_kick(c);
+	}
+}
