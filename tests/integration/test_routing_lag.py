@@ -114,14 +114,15 @@ def test_read_your_writes_sees_every_row(pgrelay, lag_cluster, pool_mode):
     """Bug guarded: after a session commits a write, its next read goes to a standby that has not
     replayed it yet and misses the row (here both standbys apply commits 3 s late; a direct read of a
     standby right after the write misses it). Every insert-then-select-by-id through pgrelay must see
-    its row: autocommit, explicit transactions, and statements with parameters."""
+    its row: autocommit, explicit transactions, statements with parameters and prepared statements
+    (re-executed with a Bind alone, which pgrelay must also count as a write)."""
     r = lag_relay(pgrelay, lag_cluster, pool_mode=pool_mode)
     misses, direct_misses, n = [], 0, 24
     with delayed(lag_cluster, STANDBYS, "3s"), connect(r.port) as c, \
             lag_cluster.connect(1, user="app", password="app") as standby:
         for i in range(n):
             rid = next_id()
-            kind = ("autocommit", "transaction", "extended")[i % 3]
+            kind = ("autocommit", "transaction", "extended", "prepared")[i % 4]
             if kind == "autocommit":
                 c.execute(f"insert into rt_lag (id, v) values ({rid}, 'ryw')")
                 row = c.execute(f"select v, inet_server_port() from rt_lag where id = {rid}").fetchone()
@@ -130,9 +131,11 @@ def test_read_your_writes_sees_every_row(pgrelay, lag_cluster, pool_mode):
                 c.execute(f"insert into rt_lag (id, v) values ({rid}, 'ryw')")
                 c.execute("commit")
                 row = c.execute(f"select v, inet_server_port() from rt_lag where id = {rid}").fetchone()
-            else:
-                c.execute("insert into rt_lag (id, v) values (%s, 'ryw')", (rid,))
-                row = c.execute("select v, inet_server_port() from rt_lag where id = %s", (rid,)).fetchone()
+            else:  # extended protocol; "prepared": named statements, re-executed by a Bind alone
+                prep = kind == "prepared"
+                c.execute("insert into rt_lag (id, v) values (%s, 'ryw')", (rid,), prepare=prep)
+                row = c.execute("select v, inet_server_port() from rt_lag where id = %s", (rid,),
+                                prepare=prep).fetchone()
             if row is None:
                 misses.append((i, kind))
             if standby.execute("select count(*) from rt_lag where id = %s", (rid,)).fetchone()[0] == 0:
