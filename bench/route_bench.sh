@@ -13,6 +13,9 @@
 #   pgrelay-split   pgrelay with load balancing on, weights 1/1/1 over the primary and two standbys
 #   pgpool          pgpool-II (Debian pgpool2) in streaming-replication mode, load_balance_mode = on,
 #                   weights 1/1/1 (installed with apt-get when missing; --no-pgpool leaves it out)
+#   baseline        only with BENCH_BASELINE_BIN: another pgrelay binary (e.g. a build from before
+#                   read/write splitting) with the primary-only configuration, to show what routing
+#                   costs a deployment that does not balance
 #
 # Environment (all optional):
 #   DURATION=10          seconds per pgbench run
@@ -21,6 +24,8 @@
 #   WORKLOADS="select-simple select-prepared"   subset of: select-simple select-extended select-prepared
 #   BENCH_PGRELAY_BIN=F  use this pgrelay binary as it is (default: build a release in BENCH_BUILD_DIR)
 #   BENCH_BUILD_DIR=D    default build-bench in the repository
+#   BENCH_BASELINE_BIN=F adds the "baseline" target run by this binary (its config has no
+#                        load_balance group, so an older pgrelay accepts it)
 #   BENCH_KEEP_TMP=1     keep the temporary folder (configs, logs, cluster)
 #   PGBIN=DIR            PostgreSQL binaries (default /usr/lib/postgresql/15/bin, else the newest)
 #
@@ -224,6 +229,7 @@ psql_at() { # PORT USER PASSWORD DB SQL
 # ------------------------------------------------------------------------------------------------
 # Setup.
 
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 TMP=$(mktemp -d /tmp/pgrelay-route-bench.XXXXXX)
 chmod 755 "$TMP"
 mkdir -p "$TMP/logs" "$TMP/pgrelay" "$TMP/pgpool"
@@ -301,7 +307,7 @@ done
 
 # pgrelay instances: same backends, session pooling, pool large enough for every client.
 printf 'app:app\npostgres:postgres\n' >"$TMP/pgrelay/users.txt"
-write_pgrelay_conf() { # FILE PORT LB_ENABLED
+write_pgrelay_conf() { # FILE PORT LB_ENABLED ("" for no load_balance group)
   {
     echo "# written by bench/route_bench.sh"
     echo 'listen_addresses = "127.0.0.1";'
@@ -315,7 +321,7 @@ write_pgrelay_conf() { # FILE PORT LB_ENABLED
     echo 'logging = { level = "warning"; };'
     echo "pool = { mode = \"session\"; pool_size = $((CLIENTS + 8)); };"
     echo 'health_check = { period = "1s"; user = "postgres"; password = "postgres"; database = "postgres"; };'
-    echo "load_balance = { enabled = $3; };"
+    [[ -z "$3" ]] || echo "load_balance = { enabled = $3; };"
   } >"$1"
 }
 for t in pgrelay-split pgrelay-primary; do
@@ -326,6 +332,15 @@ for t in pgrelay-split pgrelay-primary; do
   out=$("$PGRELAY_BIN" -t -f "$TMP/pgrelay/$t.conf" 2>&1) || die "pgrelay rejects $t.conf: $out"
   start_instance "$t" "$PORT_PICKED" "'$PGRELAY_BIN' -f '$TMP/pgrelay/$t.conf'" || die "$t did not start"
 done
+
+if [[ -n "${BENCH_BASELINE_BIN:-}" ]]; then
+  BASELINE_BIN=$(realpath -- "$BENCH_BASELINE_BIN")
+  [[ -x "$BASELINE_BIN" ]] || die "BENCH_BASELINE_BIN=$BENCH_BASELINE_BIN is not an executable"
+  pick_ports 1
+  write_pgrelay_conf "$TMP/pgrelay/baseline.conf" "$PORT_PICKED" ""
+  start_instance baseline "$PORT_PICKED" "'$BASELINE_BIN' -f '$TMP/pgrelay/baseline.conf'" ||
+    die "the baseline pgrelay did not start"
+fi
 
 # pgpool-II: streaming replication, load balancing on, no health check; pool_passwd in plain text.
 if ((WITH_PGPOOL)); then
@@ -386,7 +401,9 @@ if ((WITH_PGPOOL)); then
     }
 fi
 
-TARGETS=(direct pgrelay-primary pgrelay-split)
+TARGETS=(direct)
+[[ -z "${BENCH_BASELINE_BIN:-}" ]] || TARGETS+=(baseline)
+TARGETS+=(pgrelay-primary pgrelay-split)
 ((WITH_PGPOOL)) && TARGETS+=(pgpool)
 PORT_OF[direct]=$BASE
 sleep 2 # two health-check periods: pgrelay knows the roles
@@ -489,6 +506,17 @@ report() {
     IFS='|' read -r opts label <<<"${WL[$wl]}"
     echo "| $label | $(cell_tps "$wl|direct") | $(cell_tps "$wl|pgrelay-primary") | $(cell_tps "$wl|pgrelay-split") | $(cell_tps "$wl|pgpool") | $(ratio "$wl|pgrelay-split" "$wl|direct") | $(ratio "$wl|pgrelay-split" "$wl|pgrelay-primary") | $(ratio "$wl|pgrelay-split" "$wl|pgpool") | ${CPU[$wl|pgrelay-primary]:-n/a} | ${CPU[$wl|pgrelay-split]:-n/a} | ${CPU[$wl|pgpool]:-n/a} | ${SPREAD[$wl|pgrelay-split]:-—} | ${SPREAD[$wl|pgpool]:-—} |"
   done
+  if [[ -n "${BENCH_BASELINE_BIN:-}" ]]; then
+    echo
+    echo "Baseline ($BENCH_BASELINE_BIN, primary-only configuration) against pgrelay primary-only (load_balance.enabled = false):"
+    echo
+    echo "| workload | baseline tps | pgrelay primary-only tps | primary-only / baseline | baseline µs CPU/txn | pgrelay primary-only µs CPU/txn |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    for wl in $WORKLOADS; do
+      IFS='|' read -r opts label <<<"${WL[$wl]}"
+      echo "| $label | $(cell_tps "$wl|baseline") | $(cell_tps "$wl|pgrelay-primary") | $(ratio "$wl|pgrelay-primary" "$wl|baseline") | ${CPU[$wl|baseline]:-n/a} | ${CPU[$wl|pgrelay-primary]:-n/a} |"
+    done
+  fi
   if [[ -n "$classify_md" ]]; then
     echo
     echo "Classification cost per statement (bench/classify_bench.sh: parse only, classify without the cache, classify with a cache hit):"
@@ -502,13 +530,15 @@ POOL_VERSION=""
 ((WITH_PGPOOL)) && POOL_VERSION=$(pgpool --version 2>&1 | head -n 1 | awk '{print $3}')
 GIT_REV=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo "no commit")
 [[ -n "$(git -C "$REPO" status --porcelain 2>/dev/null | head -n 1)" ]] && GIT_REV+=" (uncommitted changes)"
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 REPORT=$(report)
 mkdir -p "$RESULTS_DIR"
 {
   echo "# pgrelay routing benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
   echo "pgrelay $GIT_REV, PostgreSQL $PG_VERSION${POOL_VERSION:+, pgpool-II $POOL_VERSION}; $(nproc) cores, $(uname -r);"
-  echo "pgbench -s $SCALE, -c $CLIENTS -j $JOBS, ${DURATION}s per run, session pooling, weights 1/1/1; one run, targets back to back per workload."
+  echo "pgbench -s $SCALE, -c $CLIENTS -j $JOBS, ${DURATION}s per run, session pooling, weights 1/1/1; one run, targets back to back per workload;"
+  echo "load average $LOAD_START at the start, $LOAD_END at the end (other work on the machine competes with the runs)."
   echo
   echo "$REPORT"
 } >"$RESULTS_DIR/route-latest.md"
