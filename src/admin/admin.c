@@ -467,9 +467,9 @@ static void admin_explain_route(struct client *c, const char *sql, size_t len, s
 		return;
 	}
 	struct classify_result res;
-	classify_sql(c->w->router.classifier, text, strlen(text), &res);
+	classify_sql(router_classifier(&c->w->router, c->route.db), text, strlen(text), &res);
 	struct route_facts f;
-	router_classify(&c->w->router, text, strlen(text), &f);
+	router_classify_in(&c->w->router, c->route.db, text, strlen(text), &f);
 	free(text);
 	const char *cls = f.route == ROUTE_PRIMARY ? "primary"
 			  : f.route == ROUTE_ANY   ? "standby"
@@ -558,7 +558,9 @@ static bool admin_pgrelay(struct client *c, const char *sql, size_t len, size_t 
 		     { "promote", CLUSTER_PROMOTE } };
 	size_t j = i;
 	if (admin_word(sql, len, &j, "explain") && admin_word(sql, len, &j, "route")) {
-		j = admin_skip(sql, len, j);
+		/* Blanks only: a leading comment of the statement may be a routing hint. */
+		while (j < len && isspace((unsigned char)sql[j]))
+			j++;
 		admin_explain_route(c, sql + j, strnlen(sql + j, len - j), out);
 		return true;
 	}

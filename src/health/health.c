@@ -33,7 +33,11 @@ enum node_phase {
 	NODE_IDLE,	 /* between sessions; next_due = next session start */
 	NODE_PROBING,	 /* an attempt runs in probe */
 	NODE_RETRY_WAIT, /* a failed attempt waits for its retry at next_due */
+	NODE_LIGHT,	 /* between sessions: a light WAL-position poll runs in probe */
 };
+
+/* A light poll never waits longer than this, whatever the health-check timeout. */
+#define LIGHT_TIMEOUT_MAX_MS 1000
 
 /* Owned copy of the settings. */
 struct health_settings {
@@ -41,6 +45,7 @@ struct health_settings {
 	uint32_t timeout_ms;
 	int max_retries;
 	uint32_t retry_delay_ms;
+	uint32_t lsn_poll_ms;
 	char *user;	/* owned, never NULL */
 	char *password; /* owned, never NULL */
 	char *database; /* owned, never NULL */
@@ -60,6 +65,9 @@ struct health_node {
 	struct probe probe;	    /* keeps the node's connection between attempts */
 	enum node_phase phase;
 	uint64_t next_due;	     /* monotonic ms */
+	uint64_t next_light;	     /* monotonic ms of the next light poll */
+	bool request_pending;	     /* a session was asked for (request, failed light poll) */
+	bool next_requested;	     /* the session starting at next_due was asked for */
 	struct health_node_state st; /* what gets published */
 };
 
@@ -204,6 +212,7 @@ static bool settings_copy(struct health_settings *dst, const struct health_confi
 	dst->timeout_ms = c->timeout_ms;
 	dst->max_retries = c->max_retries;
 	dst->retry_delay_ms = c->retry_delay_ms;
+	dst->lsn_poll_ms = c->lsn_poll_ms;
 	dst->user = dup_or_empty(c->user);
 	dst->password = dup_or_empty(c->password);
 	dst->database = dup_or_empty(c->database);
@@ -220,6 +229,7 @@ void health_config_from_conf(const struct health_check_conf *hc, struct health_c
 	out->timeout_ms = hc->timeout_ms;
 	out->max_retries = hc->max_retries;
 	out->retry_delay_ms = hc->retry_delay_ms;
+	out->lsn_poll_ms = 0; /* the cluster manager turns it on */
 	out->user = hc->user;
 	out->password = hc->password;
 	out->database = hc->database;
@@ -353,6 +363,7 @@ static void node_attempt_done(struct health *h, int i, uint64_t now)
 
 	nd->st.obs = *o;
 	nd->st.has_observation = true;
+	nd->next_light = now + h->cur.lsn_poll_ms;
 	next = health_fsm_record(&nd->st, o->reachable, h->cur.max_retries, wall_now_ms(), now);
 	if (nd->st.failed && !was_failed)
 		log_info(COMPONENT, 0, "node %d (%s:%d) failed %d consecutive health checks: %s", i,
@@ -374,6 +385,54 @@ static void node_attempt_done(struct health *h, int i, uint64_t now)
 	}
 }
 
+/*
+ * A light poll ended. An answer is published as the node's WAL sample; a failure (the kept
+ * connection broke, or no answer in time) starts a requested session at once: that session, not
+ * the light poll, decides whether the node is healthy.
+ */
+static void node_light_done(struct health *h, int i, uint64_t now)
+{
+	struct health_node *nd = &h->nodes[i];
+	const struct node_observation *o = &nd->probe.obs;
+
+	nd->phase = NODE_IDLE;
+	nd->next_light = nd->probe.started_at + h->cur.lsn_poll_ms;
+	if (o->reachable) {
+		nd->st.has_lsn = true;
+		nd->st.lsn_in_recovery = o->in_recovery;
+		nd->st.lsn_current = o->current_lsn;
+		nd->st.lsn_replay = o->replay_lsn;
+		nd->st.lsn_receive = o->receive_lsn;
+		nd->st.lsn_started_at = nd->probe.started_at;
+		nd->st.lsn_observed_at = now;
+		return;
+	}
+	probe_close(&nd->probe);
+	log_debug(COMPONENT, 0, "node %d (%s:%d) light poll failed (%s): %s; checking now", i,
+		  nd->host, nd->port, probe_status_name(o->status), o->error);
+	nd->request_pending = true;
+}
+
+/* Starts a light poll on an idle node that keeps a connection and has no session due. */
+static bool start_light(struct health *h, int i, const bool *skip, uint64_t now)
+{
+	struct health_node *nd = &h->nodes[i];
+	uint32_t t = h->cur.timeout_ms;
+
+	if (h->cur.lsn_poll_ms == 0 || h->cur.period_ms == 0 || nd->phase != NODE_IDLE || skip[i] ||
+	    nd->request_pending || nd->next_light > now || nd->next_due <= now ||
+	    nd->target_gen != h->gen || !probe_has_conn(&nd->probe))
+		return false;
+	if (t > LIGHT_TIMEOUT_MAX_MS)
+		t = LIGHT_TIMEOUT_MAX_MS;
+	nd->phase = NODE_LIGHT;
+	if (!probe_start_light(&nd->probe, t, now)) {
+		node_light_done(h, i, now);
+		return true;
+	}
+	return false;
+}
+
 /* Starts every due attempt; returns true if something worth publishing happened. */
 static bool start_due(struct health *h, const bool *skip, uint64_t now)
 {
@@ -382,9 +441,23 @@ static bool start_due(struct health *h, const bool *skip, uint64_t now)
 	for (int i = 0; i < h->n; i++) {
 		struct health_node *nd = &h->nodes[i];
 
-		if (nd->phase == NODE_PROBING || nd->next_due > now)
+		if (nd->phase == NODE_IDLE && nd->request_pending) {
+			nd->request_pending = false;
+			if (!skip[i] && h->cur.period_ms > 0) {
+				nd->next_due = now;
+				nd->next_requested = true;
+			}
+		}
+		if (nd->phase == NODE_PROBING || nd->phase == NODE_LIGHT)
 			continue;
+		if (nd->next_due > now) {
+			changed |= start_light(h, i, skip, now);
+			continue;
+		}
 		if (nd->phase == NODE_IDLE) {
+			bool requested = nd->next_requested;
+
+			nd->next_requested = false;
 			if (h->cur.period_ms == 0)
 				continue;
 			if (skip[i]) {
@@ -395,6 +468,7 @@ static bool start_due(struct health *h, const bool *skip, uint64_t now)
 				continue;
 			}
 			health_fsm_session_begin(&nd->st, wall_now_ms(), now);
+			nd->st.session_requested = requested;
 		}
 		node_refresh_target(h, nd);
 		nd->phase = NODE_PROBING;
@@ -415,12 +489,15 @@ static int next_timeout(const struct health *h, uint64_t now)
 		const struct health_node *nd = &h->nodes[i];
 		uint64_t t;
 
-		if (nd->phase == NODE_PROBING)
+		if (nd->phase == NODE_PROBING || nd->phase == NODE_LIGHT)
 			t = nd->probe.deadline;
 		else if (nd->phase == NODE_RETRY_WAIT || h->cur.period_ms > 0)
 			t = nd->next_due;
 		else
 			continue;
+		if (nd->phase == NODE_IDLE && h->cur.period_ms > 0 && h->cur.lsn_poll_ms > 0 &&
+		    probe_has_conn(&nd->probe) && nd->next_light < t)
+			t = nd->next_light;
 		if (t < next)
 			next = t;
 	}
@@ -465,8 +542,10 @@ static void *health_main(void *arg)
 			changed = true;
 		}
 		for (int i = 0; i < h->n; i++) {
-			if (req[i] && h->nodes[i].phase == NODE_IDLE && !skip[i])
-				h->nodes[i].next_due = now;
+			/* A node in a session ignores it: that session answers the question. */
+			if (req[i] &&
+			    (h->nodes[i].phase == NODE_IDLE || h->nodes[i].phase == NODE_LIGHT))
+				h->nodes[i].request_pending = true;
 		}
 		changed |= start_due(h, skip, now);
 		if (changed)
@@ -476,7 +555,8 @@ static void *health_main(void *arg)
 		pfds[0].events = POLLIN;
 		pfds[0].revents = 0;
 		for (int i = 0; i < h->n; i++) {
-			if (h->nodes[i].phase == NODE_PROBING &&
+			if ((h->nodes[i].phase == NODE_PROBING ||
+			     h->nodes[i].phase == NODE_LIGHT) &&
 			    probe_pollfd(&h->nodes[i].probe, &pfds[npfd]))
 				owner[npfd++] = i;
 		}
@@ -503,14 +583,17 @@ static void *health_main(void *arg)
 		for (int i = 0; i < h->n; i++) {
 			struct health_node *nd = &h->nodes[i];
 
-			if (nd->phase != NODE_PROBING)
+			if (nd->phase != NODE_PROBING && nd->phase != NODE_LIGHT)
 				continue;
 			if (!ready[i] && now < nd->probe.deadline)
 				continue;
-			if (probe_step(&nd->probe, now)) {
+			if (!probe_step(&nd->probe, now))
+				continue;
+			if (nd->phase == NODE_LIGHT)
+				node_light_done(h, i, now);
+			else
 				node_attempt_done(h, i, now);
-				changed = true;
-			}
+			changed = true;
 		}
 		if (changed)
 			publish(h, now);

@@ -39,6 +39,7 @@ struct health_config_copy {
 	const char *user;	 /* borrowed; NULL or "" means libpq's default */
 	const char *password;	 /* borrowed; never logged or published */
 	const char *database;	 /* borrowed */
+	uint32_t lsn_poll_ms;	 /* light WAL-position poll on kept connections; 0 = none */
 };
 
 /* Fills out from the loaded config; out borrows hc's strings. */
@@ -81,6 +82,20 @@ struct health_node_state {
 	int consecutive_successes;   /* successful attempts since the last failure */
 	int session_retries;	     /* retries so far in the running (or last) session */
 	uint64_t session_started_at; /* monotonic ms of the running (or last) session's start */
+	bool session_requested;	     /* the running (or last) session was asked for (a request, or
+					the kept connection broke during a light poll), not periodic */
+	/*
+	 * The latest light poll (lsn_poll_ms): pg_is_in_recovery() and WAL positions read on the
+	 * kept connection between sessions. Not a health check: no counter moves. A light poll that
+	 * fails starts a requested session at once instead.
+	 */
+	bool has_lsn;		  /* the lsn_* fields hold an answer */
+	bool lsn_in_recovery;	  /* pg_is_in_recovery() */
+	uint64_t lsn_current;	  /* pg_current_wal_lsn() on a primary, else 0 */
+	uint64_t lsn_replay;	  /* pg_last_wal_replay_lsn(), 0 on a primary */
+	uint64_t lsn_receive;	  /* pg_last_wal_receive_lsn(), 0 on a primary */
+	uint64_t lsn_started_at;  /* monotonic ms the light query was sent */
+	uint64_t lsn_observed_at; /* monotonic ms its answer arrived */
 	struct health_stats stats;
 };
 

@@ -38,6 +38,15 @@ static const char probe_query[] =
 
 #define PROBE_QUERY_COLUMNS 6
 
+/* The light poll: the first four columns of the probe query, nothing that scans a view. */
+static const char light_query[] =
+	"SELECT pg_is_in_recovery(),"
+	" CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn() END,"
+	" pg_last_wal_replay_lsn(),"
+	" pg_last_wal_receive_lsn()";
+
+#define LIGHT_QUERY_COLUMNS 4
+
 uint64_t probe_now_ms(void)
 {
 	struct timespec ts;
@@ -247,7 +256,19 @@ static bool finish(struct probe *p, enum probe_status st, uint64_t now_ms)
 static bool fail_with_conn(struct probe *p, enum probe_status st, const char *prefix,
 			   uint64_t now_ms)
 {
-	set_error(&p->obs, prefix, p->conn != NULL ? PQerrorMessage(p->conn) : "");
+	const char *msg = p->conn != NULL ? PQerrorMessage(p->conn) : "";
+
+	/*
+	 * A refused connect means nothing listens on the port: the postmaster is gone (not frozen,
+	 * not overloaded). libpq words it with strerror_r, so the same call finds it here.
+	 */
+	if (st == PROBE_CONNECT_FAILED && p->phase == PROBE_PHASE_CONNECTING) {
+		char buf[128];
+		const char *refused = strerror_r(ECONNREFUSED, buf, sizeof(buf));
+
+		p->obs.refused = refused != NULL && refused[0] != '\0' && strstr(msg, refused);
+	}
+	set_error(&p->obs, prefix, msg);
 	return finish(p, st, now_ms);
 }
 
@@ -303,9 +324,9 @@ static bool connect_start(struct probe *p, uint64_t now_ms)
 		set_error(&p->obs, "", "out of memory starting a connection");
 		return !finish(p, PROBE_INTERNAL, now_ms);
 	}
+	p->phase = PROBE_PHASE_CONNECTING;
 	if (PQstatus(p->conn) == CONNECTION_BAD)
 		return !fail_with_conn(p, PROBE_CONNECT_FAILED, "", now_ms);
-	p->phase = PROBE_PHASE_CONNECTING;
 	p->poll_want = POLLOUT; /* libpq: act as if PQconnectPoll returned PGRES_POLLING_WRITING */
 	p->reused = false;
 	p->obs.connection_reused = false;
@@ -315,11 +336,22 @@ static bool connect_start(struct probe *p, uint64_t now_ms)
 /* Queues the query on an established connection; returns true while the probe runs. */
 static bool query_start(struct probe *p, uint64_t now_ms)
 {
-	if (!PQsendQuery(p->conn, probe_query))
+	if (!PQsendQuery(p->conn, p->light ? light_query : probe_query))
 		return !fail_with_conn(p, PROBE_QUERY_FAILED, "sending the probe query: ", now_ms);
 	p->phase = PROBE_PHASE_SENDING;
 	p->poll_want = POLLIN | POLLOUT;
 	return !probe_step(p, now_ms);
+}
+
+/*
+ * A kept connection is usable if it still looks alive: PQconsumeInput reads (without blocking)
+ * whatever arrived while idle, e.g. a FATAL from pg_terminate_backend or an EOF, and fails if the
+ * socket is gone.
+ */
+static bool kept_alive(void *kept)
+{
+	return kept != NULL && PQstatus(kept) == CONNECTION_OK && PQconsumeInput(kept) &&
+	       PQtransactionStatus(kept) == PQTRANS_IDLE && PQstatus(kept) == CONNECTION_OK;
 }
 
 bool probe_start(struct probe *p, const struct probe_target *t, uint32_t timeout_ms,
@@ -333,25 +365,46 @@ bool probe_start(struct probe *p, const struct probe_target *t, uint32_t timeout
 	p->started_at = now_ms;
 	p->deadline = now_ms + timeout_ms;
 	p->phase = PROBE_PHASE_IDLE;
+	p->light = false;
 	if (t == NULL || t->port < 1 || t->port > 65535 || timeout_ms == 0) {
 		conn_close(p);
 		set_error(&p->obs, "", "bad probe target or timeout");
 		return !finish(p, PROBE_INTERNAL, now_ms);
 	}
 	/*
-	 * A kept connection is used if it still looks alive: PQconsumeInput reads (without
-	 * blocking) whatever arrived while idle, e.g. a FATAL from pg_terminate_backend or an EOF,
-	 * and fails if the socket is gone. A connection that dies later in this probe is replaced
-	 * by a fresh one if the deadline allows (probe_step).
+	 * A kept connection that dies later in this probe is replaced by a fresh one if the
+	 * deadline allows (probe_step).
 	 */
-	if (kept != NULL && PQstatus(kept) == CONNECTION_OK && PQconsumeInput(kept) &&
-	    PQtransactionStatus(kept) == PQTRANS_IDLE && PQstatus(kept) == CONNECTION_OK) {
+	if (kept_alive(kept)) {
 		p->reused = true;
 		p->obs.connection_reused = true;
 		return query_start(p, now_ms);
 	}
 	conn_close(p);
 	return connect_start(p, now_ms);
+}
+
+bool probe_has_conn(const struct probe *p)
+{
+	return p->conn != NULL && (p->phase == PROBE_PHASE_IDLE || p->phase == PROBE_PHASE_DONE);
+}
+
+bool probe_start_light(struct probe *p, uint32_t timeout_ms, uint64_t now_ms)
+{
+	memset(&p->obs, 0, sizeof(p->obs));
+	p->timeout_ms = timeout_ms;
+	p->started_at = now_ms;
+	p->deadline = now_ms + timeout_ms;
+	p->light = true;
+	p->reused = true;
+	p->obs.connection_reused = true;
+	if (!kept_alive(p->conn)) {
+		p->phase = PROBE_PHASE_CONNECTING; /* for finish(); no reconnect for a light poll */
+		set_error(&p->obs, "kept connection lost: ",
+			  p->conn != NULL ? PQerrorMessage(p->conn) : "none");
+		return !finish(p, PROBE_QUERY_FAILED, now_ms);
+	}
+	return query_start(p, now_ms);
 }
 
 bool probe_pollfd(const struct probe *p, struct pollfd *pfd)
@@ -376,7 +429,8 @@ static enum probe_status take_row(struct probe *p, PGresult *res)
 	const char *v;
 	char *end;
 
-	if (PQnfields(res) != PROBE_QUERY_COLUMNS || PQntuples(res) != 1) {
+	if (PQnfields(res) != (p->light ? LIGHT_QUERY_COLUMNS : PROBE_QUERY_COLUMNS) ||
+	    PQntuples(res) != 1) {
 		set_error(o, "", "probe query returned an unexpected shape");
 		return PROBE_BAD_REPLY;
 	}
@@ -394,6 +448,8 @@ static enum probe_status take_row(struct probe *p, PGresult *res)
 			return PROBE_BAD_REPLY;
 		}
 	}
+	if (p->light)
+		return PROBE_OK;
 	if (!PQgetisnull(res, 0, 4)) {
 		v = PQgetvalue(res, 0, 4);
 		errno = 0;
@@ -422,7 +478,7 @@ static enum probe_status take_row(struct probe *p, PGresult *res)
  */
 static bool retry_fresh(struct probe *p, uint64_t now_ms)
 {
-	if (!p->reused || now_ms >= p->deadline)
+	if (!p->reused || p->light || now_ms >= p->deadline)
 		return false;
 	conn_close(p);
 	memset(&p->obs, 0, sizeof(p->obs));

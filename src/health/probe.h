@@ -65,6 +65,8 @@ struct node_observation {
 	bool reachable;		   /* the query completed: status == PROBE_OK */
 	enum probe_status status;  /* always set */
 	bool timed_out_connecting; /* PROBE_TIMEOUT: true if still in the connect phase */
+	bool refused;		   /* PROBE_CONNECT_FAILED: a fresh connection was refused
+				      (ECONNREFUSED: nothing listens, the postmaster is gone) */
 	bool connection_reused;	   /* the query ran on the connection kept from an earlier probe */
 	bool in_recovery;	   /* pg_is_in_recovery() */
 	uint64_t current_lsn;	   /* pg_current_wal_lsn() on a primary, 0 on a standby */
@@ -96,6 +98,7 @@ struct probe {
 	uint32_t timeout_ms;		   /* of the running probe, for statement_timeout */
 	int poll_want;			   /* POLLIN / POLLOUT wanted by libpq right now */
 	bool reused;			   /* the running probe started on a kept connection */
+	bool light;			   /* the running probe is a light WAL-position poll */
 	uint64_t started_at;		   /* monotonic ms */
 	uint64_t deadline;		   /* monotonic ms; absolute */
 	struct node_observation obs;	   /* the result once phase is PROBE_PHASE_DONE */
@@ -112,6 +115,16 @@ void probe_init(struct probe *p);
  */
 bool probe_start(struct probe *p, const struct probe_target *t, uint32_t timeout_ms,
 		 uint64_t now_ms);
+/*
+ * Starts a light poll on the kept connection: one round trip of pg_is_in_recovery() and the three
+ * WAL positions (no pg_stat_replication, never a reconnect), bounded by timeout_ms. Only
+ * in_recovery and the LSN fields of p->obs are filled. Requires probe_has_conn() and an idle
+ * probe. Returns true while it runs, false if it finished at once (the kept connection was found
+ * broken: p->obs says so and the connection is closed).
+ */
+bool probe_start_light(struct probe *p, uint32_t timeout_ms, uint64_t now_ms);
+/* True when an idle probe keeps a connection from its last successful attempt. */
+bool probe_has_conn(const struct probe *p);
 /* The fd and events to wait for; false when the probe is not waiting on a socket. */
 bool probe_pollfd(const struct probe *p, struct pollfd *pfd);
 /*

@@ -324,6 +324,7 @@ static void client_handle_startup(struct client *c, const struct frame *f)
 		  c->database, c->application_name);
 	router_session_init(&c->w->router, &c->route, (enum route_force)c->route.listener,
 			    c->database, c->user, c->application_name);
+	worker_want_catalog(c->w, c->route.db);
 	client_auth_start(c);
 }
 
@@ -600,6 +601,11 @@ static void client_note_deallocate(struct client *c, const char *sql, size_t len
 			     !client_starts_with(sql, len, j, "plans") &&
 			     !client_starts_with(sql, len, j, "sequences"))) {
 				stmt_map_clear(&c->stmts);
+				/* DISCARD ALL also resets the settings pgrelay follows itself (the
+				 * reported ones come back as ParameterStatus). */
+				if (discard)
+					for (int t = TP_FIRST_UNREPORTED; t < TP_COUNT; t++)
+						client_follow_set(c, t, NULL);
 			} else if (!discard) {
 				char name[128];
 				size_t k = 0;

@@ -69,6 +69,7 @@ struct client {
 	int unit_node;		    /* the node of the unit being sent, -1 between units */
 	bool in_unit;		    /* an extended-protocol unit is open (until its Sync) */
 	uint8_t unnamed_route;	    /* 1 + route of the unnamed statement, 0 unknown */
+	uint32_t unnamed_flags;	    /* its CLASSIFY_* flags */
 	char *txn_log;		    /* owned: BEGIN/SAVEPOINT/SET LOCAL text of the open
 				       transaction, replayed when the primary joins it */
 	uint32_t txn_log_len;

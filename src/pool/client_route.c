@@ -185,7 +185,7 @@ static void client_facts_of(struct client *c, const char *sql, size_t avail, boo
 		out->pattern_primary = false;
 		return;
 	}
-	router_classify(&c->w->router, sql, len, out);
+	router_classify_in(&c->w->router, c->route.db, sql, len, out);
 	if (client_sql_needs_session(c, sql, len)) {
 		/* Session state lives where it was created: the primary, from now on. */
 		c->route.primary_only = true;
@@ -205,25 +205,52 @@ static void client_facts_primary(struct route_facts *f, const char *why)
 	f->pattern_primary = false;
 }
 
-/* The facts of the statement a Bind or Describe names (1 + route, as stored). */
-static uint8_t client_statement_route(const struct client *c, const char *name)
+/* The facts of the statement a Bind names, as recorded at its Parse; false if unknown. */
+static bool client_statement_facts(const struct client *c, const char *name,
+				   struct route_facts *out)
 {
-	if (!name[0])
-		return c->unnamed_route;
-	const struct stmt *st = stmt_map_find(&c->stmts, name);
-	return st ? st->route : 0;
+	uint8_t route = c->unnamed_route;
+	uint32_t flags = c->unnamed_flags;
+	if (name[0]) {
+		const struct stmt *st = stmt_map_find(&c->stmts, name);
+		route = st ? st->route : 0;
+		flags = st ? st->route_flags : 0;
+	}
+	if (!route)
+		return false;
+	*out = (struct route_facts){ (enum classify_route)(route - 1), flags, "prepared statement",
+				     false };
+	return true;
 }
 
-/* Remembers the route of a statement Parse defines, for the Binds that use it later. */
-static void client_note_statement_route(struct client *c, const char *name, uint8_t route)
+/* Remembers where a statement Parse defines may run, for the Binds that use it later. */
+static void client_note_statement_route(struct client *c, const char *name,
+					const struct route_facts *f)
 {
 	if (!name[0]) {
-		c->unnamed_route = route;
+		c->unnamed_route = (uint8_t)(f->route + 1);
+		c->unnamed_flags = f->flags;
 		return;
 	}
 	struct stmt *st = stmt_map_find(&c->stmts, name);
-	if (st)
-		st->route = route;
+	if (st) {
+		st->route = (uint8_t)(f->route + 1);
+		st->route_flags = f->flags;
+	}
+}
+
+/* A prepared BEGIN/SAVEPOINT being run: its text (kept with its Parse) goes to the log. */
+static void client_txn_log_bound(struct client *c, const char *name)
+{
+	const struct stmt *st = name[0] ? stmt_map_find(&c->stmts, name) : NULL;
+	if (!st || !st->msg || st->msg_len <= FRAME_HEADER_LEN)
+		return;
+	struct reader r;
+	const char *stmt_name, *query;
+	size_t qlen;
+	reader_init(&r, st->msg + FRAME_HEADER_LEN, st->msg_len - FRAME_HEADER_LEN);
+	if (reader_cstr(&r, &stmt_name, NULL) && reader_cstr(&r, &query, &qlen))
+		client_txn_log_add(c, query, qlen);
 }
 
 /*
@@ -272,17 +299,19 @@ static void client_facts_of_unit(struct client *c, struct route_facts *acc, bool
 			if (!reader_cstr(&r, &portal, NULL) || !reader_cstr(&r, &name, NULL)) {
 				client_facts_primary(&one, "malformed Bind");
 			} else {
-				uint8_t route = client_statement_route(c, name);
-				for (int k = 0; k < n_parsed && !route; k++)
-					if (strcmp(parsed[k], name) == 0)
-						route = ROUTE_FOLLOW + 1; /* its Parse decides */
-				if (route)
-					one = (struct route_facts){
-						(enum classify_route)(route - 1), 0,
-						"prepared statement", false
-					};
-				else
+				bool known = false;
+				for (int k = 0; k < n_parsed && !known; k++)
+					if (strcmp(parsed[k], name) == 0) {
+						/* Its Parse in this unit decides. */
+						one = (struct route_facts){ ROUTE_FOLLOW, 0,
+									    "prepared statement",
+									    false };
+						known = true;
+					}
+				if (!known && !client_statement_facts(c, name, &one))
 					client_facts_primary(&one, "unknown prepared statement");
+				else if (collect_log && client_is_txn_control(one.flags))
+					client_txn_log_bound(c, name);
 			}
 			router_facts_merge(acc, &one);
 			any = true;
@@ -465,7 +494,7 @@ static void client_log_txn_control(struct client *c, const struct frame *f,
 		size_t len = strnlen((const char *)f->body, f->body_avail);
 		if (len == f->body_avail)
 			return;
-		router_classify(&c->w->router, (const char *)f->body, len, &facts);
+		router_classify_in(&c->w->router, c->route.db, (const char *)f->body, len, &facts);
 		if (client_is_txn_control(facts.flags))
 			client_txn_log_add(c, (const char *)f->body, len);
 	} else if (f->type != PqMsg_FunctionCall) {
@@ -491,7 +520,7 @@ void client_route_note_parse(struct client *c, const struct frame *f)
 	struct route_facts one;
 	client_facts_of(c, (const char *)r.p, f->body_avail - (size_t)(r.p - f->body),
 			f->body_avail == f->len, &one);
-	client_note_statement_route(c, name, (uint8_t)(one.route + 1));
+	client_note_statement_route(c, name, &one);
 }
 
 enum relay_verdict client_route_message(struct client *c, const struct frame *f)

@@ -96,8 +96,10 @@ bool stmt_map_put(struct stmt_map *m, const char *name, uint64_t hash, const uin
 		free(s->msg);
 		s->msg = copy;
 		s->msg_len = msg_len;
-		if (s->hash != hash)
+		if (s->hash != hash) {
 			s->route = 0;
+			s->route_flags = 0;
+		}
 		s->hash = hash;
 		s->used = tick;
 		return true;
@@ -125,6 +127,7 @@ bool stmt_map_put(struct stmt_map *m, const char *name, uint64_t hash, const uin
 	s->tomb = false;
 	s->name = n;
 	s->route = 0;
+	s->route_flags = 0;
 	s->hash = hash;
 	s->msg = copy;
 	s->msg_len = msg_len;

@@ -26,9 +26,10 @@ struct stmt {
 	uint64_t hash; /* of the Parse body after the name */
 	uint8_t *msg;  /* owned copy of the whole Parse message, or NULL (server maps) */
 	uint32_t msg_len;
-	uint64_t used; /* tick of last use, for LRU */
-	bool tomb;     /* removed; keeps probe chains intact */
-	uint8_t route; /* client maps: 1 + enum classify_route of its query, 0 unknown */
+	uint64_t used;	      /* tick of last use, for LRU */
+	bool tomb;	      /* removed; keeps probe chains intact */
+	uint8_t route;	      /* client maps: 1 + enum classify_route of its query, 0 unknown */
+	uint32_t route_flags; /* client maps: CLASSIFY_* flags of its query */
 };
 
 struct stmt_map {

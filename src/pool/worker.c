@@ -216,6 +216,87 @@ void worker_report_backend_error(struct worker *w, int node)
 		cluster_report_backend_error(w->cluster, node);
 }
 
+#define CATALOG_RETRY_MS 60000 /* a failed pg_proc load is tried again after this */
+
+struct catalog_job {
+	uv_work_t req;
+	struct worker *w; /* borrowed */
+	int db;
+	uint64_t generation;
+	char *host, *user, *password, *dbname; /* owned copies: the config may be reloaded */
+	int port;
+	uint32_t timeout_ms;
+	struct func_catalog *catalog; /* result, owned until installed */
+	char err[256];
+};
+
+static void worker_catalog_work(uv_work_t *req)
+{
+	struct catalog_job *job = req->data;
+	struct catalog_source src = { job->host,     job->port,	  job->user,
+				      job->password, job->dbname, job->timeout_ms };
+	job->catalog = catalog_load(&src, job->err, sizeof(job->err));
+}
+
+static void worker_catalog_done(uv_work_t *req, int status)
+{
+	struct catalog_job *job = req->data;
+	struct worker *w = job->w;
+	if (status != 0 && job->catalog) {
+		catalog_free(job->catalog);
+		job->catalog = NULL;
+	}
+	if (job->catalog)
+		log_info("main", 0, "read %zu function names from pg_proc of database \"%s\"",
+			 catalog_size(job->catalog), job->dbname);
+	else
+		log_warning("main", 0,
+			    "could not read pg_proc of database \"%s\" (as health_check.user): %s; "
+			    "functions outside the built-in list go to the primary",
+			    job->dbname, job->err[0] ? job->err : "cancelled");
+	router_db_loaded(&w->router, job->db, job->generation, job->catalog, router_now_ms(),
+			 CATALOG_RETRY_MS);
+	free(job->host);
+	free(job->user);
+	free(job->password);
+	free(job->dbname);
+	free(job);
+}
+
+void worker_want_catalog(struct worker *w, int db)
+{
+	struct router *r = &w->router;
+	if (w->shutdown != WS_RUNNING || !r->cfg->load_balance.enabled || w->n_nodes < 2 ||
+	    !router_db_wants_catalog(r, db, router_now_ms()))
+		return;
+	int node = worker_login_node(w);
+	const struct backend_conf *b = &w->cfg->backends[node];
+	const struct health_check_conf *hc = &w->cfg->health_check;
+	struct catalog_job *job = calloc(1, sizeof(*job));
+	if (!job)
+		return;
+	job->w = w;
+	job->db = db;
+	job->generation = r->generation;
+	job->host = strdup(b->host);
+	job->port = b->port;
+	job->user = strdup(hc->user);
+	job->password = strdup(hc->password);
+	job->dbname = strdup(r->dbs[db].name);
+	job->timeout_ms = hc->timeout_ms < 2000 ? 2000 : hc->timeout_ms;
+	job->req.data = job;
+	if (!job->host || !job->user || !job->password || !job->dbname ||
+	    uv_queue_work(&w->loop, &job->req, worker_catalog_work, worker_catalog_done) < 0) {
+		free(job->host);
+		free(job->user);
+		free(job->password);
+		free(job->dbname);
+		free(job);
+		return;
+	}
+	r->dbs[db].loading = true;
+}
+
 int worker_login_node(struct worker *w)
 {
 	int p = router_primary(&w->router);
@@ -266,11 +347,11 @@ void worker_apply_view(struct worker *w, const struct cluster_view *v)
 			   (old.nodes[i].status == NODE_UP || old.nodes[i].status == NODE_WAITING);
 		bool lost =
 			!router_node_usable(&w->router, i) && v->nodes[i].status != NODE_WAITING;
-		/* A node whose role changed (a standby promoted, a primary demoted) starts over. */
+		/* A primary that became a standby (switchover, demotion) must not keep sessions
+		 * that write; a standby promoted keeps its connections: they stay valid. */
 		bool role_changed = old.n_nodes > i && old.seq &&
-				    v->nodes[i].role != NODE_ROLE_UNKNOWN &&
-				    old.nodes[i].role != NODE_ROLE_UNKNOWN &&
-				    old.nodes[i].role != v->nodes[i].role;
+				    old.nodes[i].role == NODE_ROLE_PRIMARY &&
+				    v->nodes[i].role == NODE_ROLE_STANDBY;
 		if ((was && lost) || role_changed) {
 			char why[CLUSTER_REASON_MAX + 64];
 			snprintf(why, sizeof(why), "backend node %d %s%s%s", i,

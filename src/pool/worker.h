@@ -98,6 +98,9 @@ bool worker_start_cluster(struct worker *w);
 /* A backend connection to node broke or was refused (failover_on_backend_error). */
 void worker_report_backend_error(struct worker *w, int node);
 
+/* Reads database db's pg_proc on the thread pool if the router wants it (route/catalog.h). */
+void worker_want_catalog(struct worker *w, int db);
+
 /* The node a first backend login (the pool's welcome) goes to: the primary, else any usable. */
 int worker_login_node(struct worker *w);
 /* Installs a new cluster view: drops connections to nodes no longer usable, wakes waiters. */

@@ -270,8 +270,8 @@ static bool func_list_match(const struct func_list *l, const char *schema, const
 
 /*
  * The rule that sends a call of schema.name to the primary, or NULL when the call is read-only.
- * Order: configured lists, built-in writers, built-in harmless volatiles, the catalog callback,
- * built-in stable/immutable functions; anything still unknown is treated as volatile.
+ * Order: configured lists, built-in writers, built-in harmless volatiles and reads of
+ * pg_catalog, the catalog callback; anything still unknown is treated as volatile.
  */
 static const char *function_rule(const struct classifier *c, const char *schema, const char *name)
 {
@@ -287,6 +287,11 @@ static const char *function_rule(const struct classifier *c, const char *schema,
 			return rule;
 		if (builtin_is_volatile_read(name))
 			return NULL;
+		/* pg_catalog functions known to only read (pg_is_in_recovery, pg_backend_pid...)
+		 * are reads even where pg_proc calls them volatile; an unqualified name resolves
+		 * to pg_catalog first. */
+		if (builtin_is_read(name))
+			return NULL;
 	}
 	if (c->volatility) {
 		switch (c->volatility(c->volatility_arg, schema, name)) {
@@ -299,8 +304,6 @@ static const char *function_rule(const struct classifier *c, const char *schema,
 			break;
 		}
 	}
-	if (is_catalog_schema(schema) && builtin_is_read(name))
-		return NULL;
 	return "unknown function";
 }
 

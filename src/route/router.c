@@ -70,7 +70,8 @@ static void router_free_list(char **v, size_t n)
 	free(v);
 }
 
-static struct classifier *router_new_classifier(const struct config *cfg)
+static struct classifier *router_new_classifier(const struct config *cfg,
+						struct func_catalog *catalog)
 {
 	char **ro, **wr;
 	size_t n_ro = router_split_list(cfg->load_balance.read_only_function_list, &ro);
@@ -80,6 +81,8 @@ static struct classifier *router_new_classifier(const struct config *cfg)
 		.n_read_only_functions = n_ro,
 		.write_functions = (const char *const *)wr,
 		.n_write_functions = n_wr,
+		.volatility = catalog ? catalog_volatility : NULL,
+		.volatility_arg = catalog,
 		.cache_entries = (size_t)cfg->load_balance.classify_cache_size,
 	};
 	struct classifier *c = classify_new(&o);
@@ -281,7 +284,7 @@ static bool router_build(const struct config *cfg, struct router_built *b, char 
 		router_free_redirects(&b->by_user);
 		return false;
 	}
-	b->classifier = router_new_classifier(cfg);
+	b->classifier = router_new_classifier(cfg, NULL);
 	if (!b->classifier) {
 		snprintf(err, errcap, "out of memory creating the SQL classifier");
 		router_free_redirects(&b->by_database);
@@ -291,6 +294,18 @@ static bool router_build(const struct config *cfg, struct router_built *b, char 
 		return false;
 	}
 	return true;
+}
+
+/* Forgets every database's catalog and classifier (names stay: sessions hold indexes). */
+static void router_drop_catalogs(struct router *r)
+{
+	for (int i = 0; i < r->n_dbs; i++) {
+		classify_free(r->dbs[i].classifier);
+		catalog_free(r->dbs[i].catalog);
+		r->dbs[i].classifier = NULL;
+		r->dbs[i].catalog = NULL;
+		r->dbs[i].retry_at_ms = 0;
+	}
 }
 
 static void router_release_built(struct router *r)
@@ -336,12 +351,73 @@ bool router_reconfigure(struct router *r, const struct config *cfg, char *err, s
 		return false;
 	router_release_built(r);
 	router_install(r, cfg, &b);
+	/* Function lists may have changed, and the catalogs are read again (a reload is the way
+	 * to make pgrelay see new or altered functions). */
+	router_drop_catalogs(r);
+	r->generation++;
 	return true;
 }
 
 void router_free(struct router *r)
 {
 	router_release_built(r);
+	router_drop_catalogs(r);
+	for (int i = 0; i < r->n_dbs; i++)
+		free(r->dbs[i].name);
+	r->n_dbs = 0;
+}
+
+int router_db_for(struct router *r, const char *database)
+{
+	for (int i = 0; i < r->n_dbs; i++)
+		if (strcmp(r->dbs[i].name, database) == 0)
+			return i;
+	if (r->n_dbs >= ROUTER_MAX_DBS)
+		return -1;
+	char *name = strdup(database);
+	if (!name)
+		return -1;
+	memset(&r->dbs[r->n_dbs], 0, sizeof(r->dbs[0]));
+	r->dbs[r->n_dbs].name = name;
+	return r->n_dbs++;
+}
+
+bool router_db_wants_catalog(const struct router *r, int db, uint64_t now_ms)
+{
+	if (db < 0 || db >= r->n_dbs)
+		return false;
+	const struct router_db *d = &r->dbs[db];
+	return !d->catalog && !d->loading && now_ms >= d->retry_at_ms;
+}
+
+void router_db_loaded(struct router *r, int db, uint64_t generation, struct func_catalog *cat,
+		      uint64_t now_ms, uint32_t retry_ms)
+{
+	struct router_db *d = &r->dbs[db];
+	d->loading = false;
+	if (!cat || generation != r->generation) {
+		/* Failed, or read before a reload that asked for a fresh one. */
+		d->retry_at_ms = now_ms + (cat ? 0 : retry_ms);
+		catalog_free(cat);
+		return;
+	}
+	struct classifier *cls = router_new_classifier(r->cfg, cat);
+	if (!cls) {
+		catalog_free(cat);
+		d->retry_at_ms = now_ms + retry_ms;
+		return;
+	}
+	classify_free(d->classifier);
+	catalog_free(d->catalog);
+	d->classifier = cls;
+	d->catalog = cat;
+}
+
+struct classifier *router_classifier(struct router *r, int db)
+{
+	if (db >= 0 && db < r->n_dbs && r->dbs[db].classifier)
+		return r->dbs[db].classifier;
+	return r->classifier;
 }
 
 void router_static_view(const struct config *cfg, struct cluster_view *out)
@@ -508,6 +584,7 @@ void router_session_init(struct router *r, struct route_session *s, enum route_f
 	s->txn_node = -1;
 	s->failed_node = -1;
 	s->listener = (uint8_t)listener;
+	s->db = database ? router_db_for(r, database) : -1;
 	/* pgpool's precedence: user, then application_name, then database. */
 	int t = router_match_redirect(r, &r->by_user, user);
 	if (t == -1)
@@ -572,8 +649,14 @@ int router_read_node(struct router *r, struct route_session *s)
 
 void router_classify(struct router *r, const char *sql, size_t len, struct route_facts *out)
 {
+	router_classify_in(r, -1, sql, len, out);
+}
+
+void router_classify_in(struct router *r, int db, const char *sql, size_t len,
+			struct route_facts *out)
+{
 	struct classify_result res;
-	classify_sql(r->classifier, sql, len, &res);
+	classify_sql(router_classifier(r, db), sql, len, &res);
 	out->route = res.route;
 	out->flags = res.flags;
 	out->rule = res.rule;

@@ -21,11 +21,13 @@
 
 #include "conf/config.h"
 #include "failover/cluster.h"
+#include "route/catalog.h"
 #include "route/classify.h"
 
 #define ROUTER_NO_NODE	     (-1) /* no node can take the unit now (e.g. no primary) */
 #define ROUTER_MAX_REDIRECTS 32	  /* entries per redirect preference list */
 #define ROUTER_MAX_PATTERNS  32	  /* primary_routing_query_pattern_list entries */
+#define ROUTER_MAX_DBS	     64	  /* databases with their own function catalog */
 
 /* A session's forced route: listeners entries, SET pgrelay.route. */
 enum route_force { ROUTE_FORCE_AUTO, ROUTE_FORCE_PRIMARY, ROUTE_FORCE_STANDBY };
@@ -60,6 +62,7 @@ struct route_session {
 	bool wrote;	     /* a write was sent since the last ReadyForQuery idle */
 	uint64_t written_at; /* read-your-writes: CLOCK_MONOTONIC ms after the last write ended */
 	uint64_t read_count; /* reads routed, for SHOW */
+	int db;		     /* index into router.dbs, -1 when the table is full */
 };
 
 /* What the caller knows about a unit. */
@@ -89,6 +92,20 @@ struct route_decision {
 	int txn_node;		 /* the transaction's read node if it starts one, else -1 */
 };
 
+/*
+ * A database's function catalog and the classifier that consults it. Until the catalog is
+ * loaded (or when it cannot be), the router's default classifier answers: functions it does not
+ * know go to the primary.
+ */
+struct router_db {
+	char *name;		       /* owned */
+	struct func_catalog *catalog;  /* owned, NULL until loaded */
+	struct classifier *classifier; /* owned, NULL until loaded */
+	bool loading;		       /* a load runs on the thread pool */
+	uint64_t retry_at_ms;	       /* after a failed load: not before (monotonic ms) */
+	uint64_t generation;	       /* r->generation when the load started */
+};
+
 struct router {
 	const struct config *cfg; /* borrowed: the worker's config in force */
 	struct cluster_view view; /* the latest cluster view */
@@ -99,6 +116,9 @@ struct router {
 	uint64_t select_cnt[CONFIG_MAX_BACKENDS]; /* reads routed per node */
 	uint64_t write_cnt[CONFIG_MAX_BACKENDS];  /* other units routed per node */
 	uint64_t rng;				  /* xorshift64 state */
+	struct router_db dbs[ROUTER_MAX_DBS];
+	int n_dbs;
+	uint64_t generation; /* bumped by each reconfigure: catalogs loaded before are stale */
 };
 
 /* Builds everything from cfg (lists, patterns, classifier). False with a reason in err. */
@@ -123,6 +143,19 @@ void router_session_init(struct router *r, struct route_session *s, enum route_f
 
 /* Classifies sql (NUL-terminated, len bytes) into facts (cached; patterns applied). */
 void router_classify(struct router *r, const char *sql, size_t len, struct route_facts *out);
+/* The same with database db's function catalog when it is loaded (db from route_session). */
+void router_classify_in(struct router *r, int db, const char *sql, size_t len,
+			struct route_facts *out);
+/* The classifier for database db (its catalog's, or the default one). */
+struct classifier *router_classifier(struct router *r, int db);
+
+/* The entry for database (created if new), or -1 when ROUTER_MAX_DBS are in use. */
+int router_db_for(struct router *r, const char *database);
+/* True if db's catalog should be loaded now (not loaded, not loading, retry time passed). */
+bool router_db_wants_catalog(const struct router *r, int db, uint64_t now_ms);
+/* Installs a loaded catalog (taken over; NULL records a failure, retried after retry_ms). */
+void router_db_loaded(struct router *r, int db, uint64_t generation, struct func_catalog *cat,
+		      uint64_t now_ms, uint32_t retry_ms);
 /* Merges the facts of one more statement of the same unit into acc. */
 void router_facts_merge(struct route_facts *acc, const struct route_facts *more);
 

@@ -211,7 +211,8 @@ def default_settings(cluster, port):
         "authentication_timeout": "10s",
         "shutdown_timeout": "3s",
         "backends": [
-            {"host": "127.0.0.1", "port": cluster.ports[i], "weight": 1.0, "data_directory": str(cluster.data_dirs[i])}
+            {"host": "127.0.0.1", "port": cluster.ports[i], "weight": 1.0, "data_directory": str(cluster.data_dirs[i]),
+             "application_name": f"node{i}"}
             for i in range(3)
         ],
         "auth": {"users_file": "users.txt"},

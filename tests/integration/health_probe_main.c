@@ -21,30 +21,7 @@
 #include "health/probe.h"
 #include "util/log.h"
 
-static void json_string(const char *s)
-{
-	putchar('"');
-	for (; *s != '\0'; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c == '"' || c == '\\')
-			printf("\\%c", c);
-		else if (c < 0x20)
-			printf("\\u%04x", c);
-		else
-			putchar(c);
-	}
-	putchar('"');
-}
-
-static void json_lsn(const char *key, uint64_t lsn)
-{
-	printf(",\"%s\":", key);
-	if (lsn == 0)
-		printf("null");
-	else
-		printf("\"%" PRIX64 "/%" PRIX64 "\"", lsn >> 32, lsn & 0xFFFFFFFFu);
-}
+#include "driver_json.h"
 
 static void print_observation(const struct node_observation *o)
 {

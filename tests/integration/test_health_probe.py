@@ -6,17 +6,15 @@ tests/integration/health_probe_main.c, compiled here against the libpgrelay.a ne
 """
 
 import json
-import os
-import shutil
 import socket
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import DIRECT, REPO, pgrelay_bin
+from conftest import DIRECT, REPO
+from driver_build import compile_driver
 
 DRIVER_SRC = REPO / "tests" / "integration" / "health_probe_main.c"
 USER, PASSWORD, DB = "postgres", "postgres", "postgres"
@@ -24,35 +22,9 @@ USER, PASSWORD, DB = "postgres", "postgres", "postgres"
 pytestmark = pytest.mark.skipif(DIRECT, reason="tests pgrelay's own health module")
 
 
-def _sanitize_flags(build_dir):
-    try:
-        opts = json.loads((build_dir / "meson-info" / "intro-buildoptions.json").read_text())
-    except (OSError, ValueError):
-        return []
-    for o in opts:
-        if o["name"] == "b_sanitize" and o["value"] not in ("none", "", []):
-            value = o["value"] if isinstance(o["value"], str) else ",".join(o["value"])
-            return [f"-fsanitize={value}"]
-    return []
-
-
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory):
-    build_dir = pgrelay_bin().parent
-    lib = build_dir / "libpgrelay.a"
-    if not lib.exists():
-        pytest.skip(f"{lib} not built")
-    cc = os.environ.get("CC", "cc")
-    if shutil.which(cc) is None:
-        pytest.skip("no C compiler")
-    pq_inc = subprocess.run(["pg_config", "--includedir"], capture_output=True, text=True).stdout.strip()
-    out = tmp_path_factory.mktemp("health") / "health_probe_main"
-    cmd = [cc, "-std=c17", "-D_GNU_SOURCE", "-g", "-O1", "-Wall", "-Wextra", "-I", str(REPO / "src"),
-           "-I", pq_inc, *_sanitize_flags(build_dir), "-o", str(out), str(DRIVER_SRC), str(lib),
-           "-luv", "-lconfig", "-lssl", "-lcrypto", "-lpq", "-lpg_query", "-lpthread"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, f"compiling the driver failed:\n{' '.join(cmd)}\n{r.stderr}"
-    return out
+    return compile_driver(DRIVER_SRC, tmp_path_factory.mktemp("health") / "health_probe_main")
 
 
 def probe(driver, port, timeout_ms=3000, host="127.0.0.1", user=USER, password=PASSWORD, db=DB):
