@@ -210,15 +210,33 @@ def test_delay_threshold_by_time_avoids_lagging_standby(pgrelay, lag_cluster):
         assert counts == {2: 30}, counts
 
 
+def session_on_node(relay, cluster, node, tries=40):
+    """A session (left open) whose read node is `node`; None if none came up in `tries` sessions."""
+    for _ in range(tries):
+        c = connect(relay.port)
+        if where(c, cluster) == node:
+            return c
+        c.close()
+    return None
+
+
 @pytest.mark.deadline(90)
-def test_prefer_lower_delay_standby(pgrelay, lag_cluster):
-    """Bug guarded: prefer_lower_delay_standby is ignored: with weights 0/3/1 and node 1 lagging, reads
-    must go to the least lagging standby (node 2), not by weight."""
-    r = lag_relay(pgrelay, lag_cluster, weights=(0, 3, 1), prefer_lower_delay_standby=True)
-    with delayed(lag_cluster, [1], "60s"), background_writes(lag_cluster):
+@pytest.mark.parametrize("prefer", [True, False], ids=["prefer_lower_delay_standby", "default"])
+def test_read_node_that_starts_lagging(pgrelay, lag_cluster, prefer):
+    """Bug guarded: a session whose read node falls more than delay_threshold behind keeps reading
+    from it; it must read from the primary, or with prefer_lower_delay_standby = true from the least
+    lagging standby (pgpool-II's meaning; node 2 here, although its weight is lower)."""
+    r = lag_relay(pgrelay, lag_cluster, weights=(0, 3, 1), delay_threshold="1kB",
+                  prefer_lower_delay_standby=prefer)
+    c = session_on_node(r, lag_cluster, 1)
+    assert c is not None, "no session chose node 1 (weight 3 of 4)"
+    with c, delayed(lag_cluster, [1], "60s"), background_writes(lag_cluster):
         with lag_cluster.connect(user="app", password="app") as p:
             p.execute("insert into rt_lag (id, v) select %s + g, repeat('x', 100) from generate_series(1, 2000) g",
                       (next_id() * 10,))
-        assert wait_avoided(r, lag_cluster, 1), "reads kept going to the lagging standby"
-        counts = session_nodes(r.port, lag_cluster, 30)
-        assert counts == {2: 30}, counts
+        assert wait_pool_delay(r, 1, lambda d: d > 1024) is not False, "pgrelay never saw node 1 lagging"
+        deadline = time.monotonic() + 15
+        while where(c, lag_cluster) == 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        nodes = [where(c, lag_cluster) for _ in range(10)]
+        assert nodes == [2 if prefer else PRIMARY] * 10, nodes
