@@ -75,6 +75,17 @@ def background_writes(cluster, interval=0.1):
     assert not errors, errors
 
 
+def make_byte_lag(cluster):
+    """With a standby delaying its commits: one small committed transaction (replay stops before
+    its commit record), then about 300 kB of WAL in a second one that the standby receives but does
+    not replay. Its lag in bytes then stays far above 64kB, while a healthy standby's is 0 once
+    replayed (no steady writer whose in-flight WAL could make it look behind)."""
+    with cluster.connect(user="app", password="app") as p:
+        p.execute("insert into rt_lag (id, v) values (%s, 'stop here')", (next_id(),))
+        p.execute("insert into rt_lag (id, v) select %s + g, repeat('x', 100) from generate_series(1, 2000) g",
+                  (next_id() * 10,))
+
+
 def wait_avoided(relay, cluster, node, streak=10, timeout=20.0):
     """Open sessions until `streak` consecutive ones read somewhere else than node (pgrelay noticed the
     lag); False if that did not happen before the timeout."""
@@ -85,6 +96,17 @@ def wait_avoided(relay, cluster, node, streak=10, timeout=20.0):
             run = run + 1 if where(c, cluster) != node else 0
         if run >= streak:
             return True
+        time.sleep(0.05)
+    return False
+
+
+def wait_reads_on(relay, cluster, node, timeout=20.0):
+    """Open sessions until one reads from node; False if none did before the timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with connect(relay.port) as c:
+            if where(c, cluster) == node:
+                return True
         time.sleep(0.05)
     return False
 
@@ -185,16 +207,17 @@ def test_without_read_your_writes_reads_can_miss(pgrelay, lag_cluster):
 
 @pytest.mark.deadline(90)
 def test_delay_threshold_bytes_avoids_lagging_standby(pgrelay, lag_cluster):
-    """Bug guarded: load_balance.delay_threshold is ignored: a standby more than 1kB behind keeps
+    """Bug guarded: load_balance.delay_threshold is ignored: a standby more than 64kB behind keeps
     getting reads; SHOW pool_nodes does not show its replication_delay in bytes."""
-    r = lag_relay(pgrelay, lag_cluster, delay_threshold="1kB")
-    with delayed(lag_cluster, [1], "60s"), background_writes(lag_cluster):
-        with lag_cluster.connect(user="app", password="app") as p:
-            p.execute("insert into rt_lag (id, v) select %s + g, repeat('x', 100) from generate_series(1, 2000) g",
-                      (next_id() * 10,))
-        shown = wait_pool_delay(r, 1, lambda d: d > 1024)
-        assert shown is not False, "SHOW pool_nodes never showed node 1 more than 1kB behind"
+    r = lag_relay(pgrelay, lag_cluster, delay_threshold="64kB")
+    with delayed(lag_cluster, [1], "60s"):
+        make_byte_lag(lag_cluster)
+        wait_replayed(lag_cluster, [2])
+        shown = wait_pool_delay(r, 1, lambda d: d > 64 * 1024)
+        assert shown is not False, "SHOW pool_nodes never showed node 1 more than 64kB behind"
+        assert wait_pool_delay(r, 2, lambda d: d < 64 * 1024) is not False, "node 2 still shown behind"
         assert wait_avoided(r, lag_cluster, 1), "reads kept going to the lagging standby"
+        assert wait_reads_on(r, lag_cluster, 2), "the fresh standby never got reads"
         counts = session_nodes(r.port, lag_cluster, 30)
         assert counts == {2: 30}, counts
 
@@ -202,12 +225,28 @@ def test_delay_threshold_bytes_avoids_lagging_standby(pgrelay, lag_cluster):
 @pytest.mark.deadline(90)
 def test_delay_threshold_by_time_avoids_lagging_standby(pgrelay, lag_cluster):
     """Bug guarded: load_balance.delay_threshold_by_time is ignored: a standby applying commits 60 s
-    late keeps getting reads with a 1 s limit (the other standby, fresh, must take them)."""
+    late keeps getting reads with a 1 s limit. (Writes go on, so the fresh standby stays fresh by any
+    measure; it must take reads, the primary may take some when node 2 is momentarily late.)"""
     r = lag_relay(pgrelay, lag_cluster, delay_threshold_by_time="1s")
     with delayed(lag_cluster, [1], "60s"), background_writes(lag_cluster):
         assert wait_avoided(r, lag_cluster, 1), "reads kept going to the lagging standby"
+        assert wait_reads_on(r, lag_cluster, 2), "the fresh standby never got reads"
         counts = session_nodes(r.port, lag_cluster, 30)
-        assert counts == {2: 30}, counts
+        assert counts[1] == 0 and counts[2] > 0, counts
+
+
+@pytest.mark.deadline(60)
+def test_delay_threshold_by_time_keeps_idle_standbys(pgrelay, lag_cluster):
+    """Bug guarded: with delay_threshold_by_time, standbys of an idle primary count as lagging (a
+    delay measured as now() - pg_last_xact_replay_timestamp() grows while nothing is written), so a
+    read-mostly system sends every read to the primary although the standbys replayed everything."""
+    r = lag_relay(pgrelay, lag_cluster, delay_threshold_by_time="1s")
+    with lag_cluster.connect(user="app", password="app") as p:
+        p.execute("insert into rt_lag (id, v) values (%s, 'last write')", (next_id(),))
+    wait_replayed(lag_cluster)
+    time.sleep(3)  # nothing written for three times the threshold (and several health checks)
+    counts = session_nodes(r.port, lag_cluster, 20)
+    assert counts[PRIMARY] == 0, f"caught-up standbys of an idle primary were treated as lagging: {counts}"
 
 
 def session_on_node(relay, cluster, node, tries=40):
@@ -226,17 +265,23 @@ def test_read_node_that_starts_lagging(pgrelay, lag_cluster, prefer):
     """Bug guarded: a session whose read node falls more than delay_threshold behind keeps reading
     from it; it must read from the primary, or with prefer_lower_delay_standby = true from the least
     lagging standby (pgpool-II's meaning; node 2 here, although its weight is lower)."""
-    r = lag_relay(pgrelay, lag_cluster, weights=(0, 3, 1), delay_threshold="1kB",
+    r = lag_relay(pgrelay, lag_cluster, weights=(0, 3, 1), delay_threshold="64kB",
                   prefer_lower_delay_standby=prefer)
     c = session_on_node(r, lag_cluster, 1)
     assert c is not None, "no session chose node 1 (weight 3 of 4)"
-    with c, delayed(lag_cluster, [1], "60s"), background_writes(lag_cluster):
-        with lag_cluster.connect(user="app", password="app") as p:
-            p.execute("insert into rt_lag (id, v) select %s + g, repeat('x', 100) from generate_series(1, 2000) g",
-                      (next_id() * 10,))
-        assert wait_pool_delay(r, 1, lambda d: d > 1024) is not False, "pgrelay never saw node 1 lagging"
+    want = 2 if prefer else PRIMARY
+    with c, delayed(lag_cluster, [1], "60s"):
+        make_byte_lag(lag_cluster)
+        wait_replayed(lag_cluster, [2])
+        assert wait_pool_delay(r, 1, lambda d: d > 64 * 1024) is not False, "pgrelay never saw node 1 lagging"
+        assert wait_pool_delay(r, 2, lambda d: d < 64 * 1024) is not False, "node 2 still shown behind"
         deadline = time.monotonic() + 15
-        while where(c, lag_cluster) == 1 and time.monotonic() < deadline:
+        seen = []
+        while time.monotonic() < deadline:
+            seen.append(where(c, lag_cluster))
+            if seen[-1] == want:
+                break
             time.sleep(0.1)
+        assert seen[-1] == want, f"the session's reads went to {seen[-10:]}"
         nodes = [where(c, lag_cluster) for _ in range(10)]
-        assert nodes == [2 if prefer else PRIMARY] * 10, nodes
+        assert nodes == [want] * 10, nodes
