@@ -142,9 +142,16 @@ class ActivityWatch:
 # Starting pgrelay with weights and routing groups.
 
 
-def backends_for(cluster, weights=(1, 1, 1)):
-    return [{"host": "127.0.0.1", "port": cluster.ports[i], "weight": float(w),
-             "data_directory": str(cluster.data_dirs[i])} for i, w in enumerate(weights)]
+def backends_for(cluster, weights=(1, 1, 1), app_names=False):
+    """The `backends` list for cluster with per-node weights; app_names also sets each standby's
+    application_name as scripts/cluster.sh names it in primary_conninfo (node1, node2), which lets
+    pgrelay find it in pg_stat_replication."""
+    out = [{"host": "127.0.0.1", "port": cluster.ports[i], "weight": float(w),
+            "data_directory": str(cluster.data_dirs[i])} for i, w in enumerate(weights)]
+    if app_names:
+        for i in STANDBYS:
+            out[i]["application_name"] = f"node{i}"
+    return out
 
 
 def routing_relay(pgrelay, cluster, weights=(0, 1, 1), wait=True, **overrides):
@@ -336,4 +343,3 @@ def wait_pool_delay(relay, node, pred, timeout=15.0):
         time.sleep(0.2)
 
 
-__all__ = [name for name in dir() if not name.startswith("_")] + ["DIRECT"]

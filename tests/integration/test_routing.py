@@ -14,17 +14,17 @@ tested on its own in test_routing_lag.py.
 """
 
 import re
-import threading
 import time
 
 import psycopg
 import pytest
 
 import pgwire
-from conftest import DIRECT, connect, run_client
+from conftest import connect, run_client
 from routing_helpers import (
-    POOL_NODES_COLUMNS, PRIMARY, PROBE, STANDBYS, ActivityWatch, Tagged, explain_route, module_relay, node_of, pool_nodes,
-    ran_on, routing_relay, session_nodes, shares, wait_replayed, where, where_many)
+    POOL_NODES_COLUMNS, PRIMARY, STANDBYS, ActivityWatch, Tagged, backends_for, explain_route, module_relay,
+    node_of, pool_nodes, ran_on, routing_relay, session_nodes, shares, wait_nodes_known, wait_replayed, where,
+    where_many)
 
 pytestmark = pytest.mark.pgrelay_only
 
@@ -883,6 +883,22 @@ def test_show_pool_nodes_columns_and_values(pgrelay, cluster):
         assert x["load_balance_node"] in ("true", "false"), x
         assert re.fullmatch(r"\d+", x["replication_delay"]), x
         assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", x["last_status_change"]), x
+
+
+def test_show_pool_nodes_replication_state(pgrelay, cluster):
+    """Bug guarded: with each standby's application_name configured, SHOW pool_nodes does not report
+    its pg_stat_replication state and sync state (pgpool-II prints streaming / async)."""
+    r = pgrelay(backends=backends_for(cluster, (0, 1, 1), app_names=True))
+    rows = wait_nodes_known(r)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with connect(r.port) as c:
+            rows = pool_nodes(c)
+        if all(x["replication_state"] == "streaming" for x in rows[1:]):
+            break
+        time.sleep(0.2)
+    assert [(x["replication_state"], x["replication_sync_state"]) for x in rows] == \
+        [("", ""), ("streaming", "async"), ("streaming", "async")], rows
 
 
 def test_show_pool_nodes_select_cnt_and_load_balance_node(pgrelay, cluster, objects):

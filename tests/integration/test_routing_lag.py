@@ -13,7 +13,6 @@ import itertools
 import threading
 import time
 
-import psycopg
 import pytest
 
 from conftest import connect
