@@ -100,17 +100,23 @@ authentication_timeout = "10s";
 shutdown_timeout = "10s";
 
 backends = (
-  { host = "127.0.0.1"; port = $BASEPORT; weight = 1.0; data_directory = "$CLUSTER/node0"; },
-  { host = "127.0.0.1"; port = $((BASEPORT + 1)); weight = 1.0; data_directory = "$CLUSTER/node1"; },
-  { host = "127.0.0.1"; port = $((BASEPORT + 2)); weight = 1.0; data_directory = "$CLUSTER/node2"; }
+  { host = "127.0.0.1"; port = $BASEPORT; weight = 1.0; data_directory = "$CLUSTER/node0"; application_name = "node0"; },
+  { host = "127.0.0.1"; port = $((BASEPORT + 1)); weight = 1.0; data_directory = "$CLUSTER/node1"; application_name = "node1"; },
+  { host = "127.0.0.1"; port = $((BASEPORT + 2)); weight = 1.0; data_directory = "$CLUSTER/node2"; application_name = "node2"; }
 );
+
+# Role-pinned ports beside the splitting one: every statement to the primary / sessions to a standby.
+listeners = ( { port = $((PORT + 1)); role = "primary"; }, { port = $((PORT + 2)); role = "standby"; } );
 
 auth = { users_file = "users.txt"; };
 
 logging = { level = "log"; };
 
-health_check = { period = "5s"; timeout = "2s"; max_retries = 2; retry_delay = "500ms";
+health_check = { period = "1s"; timeout = "2s"; max_retries = 1; retry_delay = "500ms";
                  user = "postgres"; password = "postgres"; database = "postgres"; };
+
+failover_command = "$ROOT/conf/failover.sh %d %h %p %D %m %H %M %P %r %R %N %S";
+follow_primary_command = "$ROOT/conf/follow_primary.sh %d %h %p %D %m %H %M %P %r %R %N %S";
 EOF2
 
 cat <<EOF2
@@ -122,9 +128,16 @@ Try, in another terminal (password: app):
   PGPASSWORD=app pgbench -h 127.0.0.1 -p $PORT -U app -i app
   PGPASSWORD=app pgbench -h 127.0.0.1 -p $PORT -U app -S -c 8 -j 2 -T 10 app
   PGPASSWORD=app psql -h 127.0.0.1 -p $PORT -U app app -c 'SHOW pool_nodes'
+  PGPASSWORD=app psql -h 127.0.0.1 -p $PORT -U app app -c "PGRELAY EXPLAIN ROUTE select nextval('s')"
+  PGPASSWORD=app psql -h 127.0.0.1 -p $((PORT + 1)) -U app app -c 'select inet_server_port()'   # primary port
+  PGPASSWORD=app psql -h 127.0.0.1 -p $((PORT + 2)) -U app app -c 'select inet_server_port()'   # standby port
+Failover: kill -9 the primary's postmaster (head -1 $CLUSTER/node0/postmaster.pid) and watch the log;
+then 'SHOW pool_failover_history'. Failover scripts read passwords from PGPASSWORD/~/.pgpass.
 Other users: postgres/postgres, md5user/md5pw. Config: demo/pgrelay.conf.
 Ctrl-C stops pgrelay; run this again to restart it; 'bash scripts/demo.sh stop' stops the cluster.
 
 EOF2
 
+# The failover scripts connect to the nodes as postgres with libpq's usual password sources.
+export PGPASSWORD=postgres
 exec build/pgrelay -f "$DEMO/pgrelay.conf"

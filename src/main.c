@@ -155,15 +155,16 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	w.force_debug = debug;
-	if (!worker_start_cluster(&w) && cfg->health_check.period_ms > 0)
-		log_warning("main", 0,
-			    "health checks and failover are not running; routing follows the "
-			    "configuration only");
+	/* Before the discovery wait: a signal arriving meanwhile is handled once the loop runs. */
 	uv_signal_t sig[4];
 	if (!install_signals(&w, sig)) {
 		log_error("main", 0, "could not install signal handlers");
 		return 1;
 	}
+	if (!worker_start_cluster(&w) && cfg->health_check.period_ms > 0)
+		log_warning("main", 0,
+			    "health checks and failover are not running; routing follows the "
+			    "configuration only");
 	log_info("main", 0, "pgrelay %s started with %s, %d backends", PGRELAY_VERSION, path,
 		 cfg->n_backends);
 	int rc = worker_run(&w);

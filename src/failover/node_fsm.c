@@ -132,7 +132,8 @@ void fsm_obs_from_health(const struct health_node_state *s, const char (*app_nam
 	bool any_name = false;
 
 	memset(out, 0, sizeof(*out));
-	if (!s->has_observation)
+	/* No observation, or a node that refused the check's login: nothing is known about it. */
+	if (!s->has_observation || s->obs.rejected)
 		return;
 	out->checked = true;
 	out->ok = o->reachable;

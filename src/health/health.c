@@ -68,6 +68,7 @@ struct health_node {
 	uint64_t next_light;	     /* monotonic ms of the next light poll */
 	bool request_pending;	     /* a session was asked for (request, failed light poll) */
 	bool next_requested;	     /* the session starting at next_due was asked for */
+	bool warned_rejected;	     /* its login refusal was logged (once per episode) */
 	struct health_node_state st; /* what gets published */
 };
 
@@ -364,7 +365,16 @@ static void node_attempt_done(struct health *h, int i, uint64_t now)
 	nd->st.obs = *o;
 	nd->st.has_observation = true;
 	nd->next_light = now + h->cur.lsn_poll_ms;
-	next = health_fsm_record(&nd->st, o->reachable, h->cur.max_retries, wall_now_ms(), now);
+	/* A node that refuses the check's login is alive: it is not failed, only unchecked. */
+	if (o->rejected && !nd->warned_rejected)
+		log_error(COMPONENT, 0,
+			  "node %d (%s:%d) refuses the health check's login (check "
+			  "health_check.user, "
+			  "password and database); the node is not failed over for this: %s",
+			  i, nd->host, nd->port, o->error);
+	nd->warned_rejected = o->rejected;
+	next = health_fsm_record(&nd->st, o->reachable || o->rejected, h->cur.max_retries,
+				 wall_now_ms(), now);
 	if (nd->st.failed && !was_failed)
 		log_info(COMPONENT, 0, "node %d (%s:%d) failed %d consecutive health checks: %s", i,
 			 nd->host, nd->port, nd->st.consecutive_failures, o->error);

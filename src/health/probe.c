@@ -267,6 +267,15 @@ static bool fail_with_conn(struct probe *p, enum probe_status st, const char *pr
 		const char *refused = strerror_r(ECONNREFUSED, buf, sizeof(buf));
 
 		p->obs.refused = refused != NULL && refused[0] != '\0' && strstr(msg, refused);
+		/*
+		 * A login the server itself refused (28P01 wrong password, 28000 no hba entry or
+		 * role, 3D000 no database, 42501 no CONNECT right) says the node is alive and the
+		 * check is misconfigured: never a reason to fail a node over.
+		 */
+		static const char *const codes[] = { "28P01:", "28000:", "3D000:", "42501:" };
+		for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+			if (strstr(msg, codes[i]))
+				p->obs.rejected = true;
 	}
 	set_error(&p->obs, prefix, msg);
 	return finish(p, st, now_ms);
@@ -325,6 +334,8 @@ static bool connect_start(struct probe *p, uint64_t now_ms)
 		return !finish(p, PROBE_INTERNAL, now_ms);
 	}
 	p->phase = PROBE_PHASE_CONNECTING;
+	/* Errors carry their SQLSTATE, whatever the server's language (see fail_with_conn). */
+	PQsetErrorVerbosity(p->conn, PQERRORS_VERBOSE);
 	if (PQstatus(p->conn) == CONNECTION_BAD)
 		return !fail_with_conn(p, PROBE_CONNECT_FAILED, "", now_ms);
 	p->poll_want = POLLOUT; /* libpq: act as if PQconnectPoll returned PGRES_POLLING_WRITING */

@@ -65,17 +65,19 @@ struct node_observation {
 	bool reachable;		   /* the query completed: status == PROBE_OK */
 	enum probe_status status;  /* always set */
 	bool timed_out_connecting; /* PROBE_TIMEOUT: true if still in the connect phase */
-	bool refused;		   /* PROBE_CONNECT_FAILED: a fresh connection was refused
-				      (ECONNREFUSED: nothing listens, the postmaster is gone) */
-	bool connection_reused;	   /* the query ran on the connection kept from an earlier probe */
-	bool in_recovery;	   /* pg_is_in_recovery() */
-	uint64_t current_lsn;	   /* pg_current_wal_lsn() on a primary, 0 on a standby */
-	uint64_t replay_lsn;	   /* pg_last_wal_replay_lsn(), 0 on a primary */
-	uint64_t receive_lsn;	   /* pg_last_wal_receive_lsn(), 0 on a primary */
-	bool has_replay_delay;	   /* replay_delay_s is set (standby that replayed a commit) */
-	double replay_delay_s;	   /* now() - pg_last_xact_replay_timestamp(), seconds */
-	int n_replicas;		   /* rows used in replicas[]; 0..PROBE_MAX_REPLICAS */
-	bool replicas_truncated;   /* the node reported more rows than were kept */
+	bool rejected; /* PROBE_CONNECT_FAILED: the server answered, refusing the login (bad
+			  health_check credentials, no such role or database): alive, not checked */
+	bool refused;  /* PROBE_CONNECT_FAILED: a fresh connection was refused
+			  (ECONNREFUSED: nothing listens, the postmaster is gone) */
+	bool connection_reused;	 /* the query ran on the connection kept from an earlier probe */
+	bool in_recovery;	 /* pg_is_in_recovery() */
+	uint64_t current_lsn;	 /* pg_current_wal_lsn() on a primary, 0 on a standby */
+	uint64_t replay_lsn;	 /* pg_last_wal_replay_lsn(), 0 on a primary */
+	uint64_t receive_lsn;	 /* pg_last_wal_receive_lsn(), 0 on a primary */
+	bool has_replay_delay;	 /* replay_delay_s is set (standby that replayed a commit) */
+	double replay_delay_s;	 /* now() - pg_last_xact_replay_timestamp(), seconds */
+	int n_replicas;		 /* rows used in replicas[]; 0..PROBE_MAX_REPLICAS */
+	bool replicas_truncated; /* the node reported more rows than were kept */
 	struct replica_row replicas[PROBE_MAX_REPLICAS];
 	uint32_t latency_ms;	     /* start to end of this probe, also when it failed */
 	uint64_t observed_at;	     /* CLOCK_MONOTONIC ms when the probe ended; always set */

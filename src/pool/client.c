@@ -952,6 +952,9 @@ bool client_acquire_server(struct client *c, int node)
 void client_wait_for_node(struct client *c, int node)
 {
 	conn_want_read(&c->conn, false);
+	/* Views come every few hundred ms: the wait is timed from its first start. */
+	if (!c->node_wait_since_ms)
+		c->node_wait_since_ms = uv_now(&c->w->loop);
 	log_debug("client", c->id, "waiting for a %s node",
 		  c->route.listener == ROUTE_FORCE_STANDBY ? "standby" : "primary");
 	c->want_node = node;

@@ -64,14 +64,15 @@ struct client {
 	struct server *links[CLIENT_MAX_LINKS]; /* borrowed: every server linked to it (server
 						   included); each links back (s->client) */
 	int n_links;
-	struct route_session route; /* where its statements go (router.h) */
-	int want_node;		    /* CL_WAITING: the node it waits for; -1 for any primary */
-	int unit_node;		    /* the node of the unit being sent, -1 between units */
-	bool in_unit;		    /* an extended-protocol unit is open (until its Sync) */
-	uint8_t unnamed_route;	    /* 1 + route of the unnamed statement, 0 unknown */
-	uint32_t unnamed_flags;	    /* its CLASSIFY_* flags */
-	char *txn_log;		    /* owned: BEGIN/SAVEPOINT/SET LOCAL text of the open
-				       transaction, replayed when the primary joins it */
+	struct route_session route;  /* where its statements go (router.h) */
+	int want_node;		     /* CL_WAITING: the node it waits for; -1 for any primary */
+	uint64_t node_wait_since_ms; /* loop time it began to wait for a node to exist, 0 if not */
+	int unit_node;		     /* the node of the unit being sent, -1 between units */
+	bool in_unit;		     /* an extended-protocol unit is open (until its Sync) */
+	uint8_t unnamed_route;	     /* 1 + route of the unnamed statement, 0 unknown */
+	uint32_t unnamed_flags;	     /* its CLASSIFY_* flags */
+	char *txn_log;		     /* owned: BEGIN/SAVEPOINT/SET LOCAL text of the open
+					transaction, replayed when the primary joins it */
 	uint32_t txn_log_len;
 	bool wait_boundary;  /* its next unit waits for the active link's boundary */
 	bool switch_pending; /* the relay stopped to move to pending.node */

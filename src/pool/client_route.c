@@ -547,15 +547,31 @@ enum relay_verdict client_route_message(struct client *c, const struct frame *f)
 	}
 	/* A decision survives only a switch it asked for, never a wait for a boundary. */
 	struct route_decision d;
-	if (c->route_pending)
+	if (c->route_pending) {
 		d = c->pending;
-	else
+	} else if (c->w->n_nodes == 1) {
+		/* One node: nothing to split, no statement to classify. */
+		memset(&d, 0, sizeof(d));
+		d.node = router_node_usable(&c->w->router, 0) ? 0 : ROUTER_NO_NODE;
+		d.txn_node = -1;
+		d.why = "single node";
+	} else {
 		client_decide(c, f, &d);
+	}
 	c->route_pending = false;
 	if (d.node == ROUTER_NO_NODE) {
 		if (!client_at_boundary(c)) {
 			c->wait_boundary = true;
 			return RELAY_STOP;
+		}
+		bool standby = c->route.listener == ROUTE_FORCE_STANDBY ||
+			       c->route.forced == ROUTE_FORCE_STANDBY;
+		/* During a failover the new primary is minutes at most away: wait for it. Else
+		 * there is nothing to wait for: say so at once. */
+		if (!c->w->router.view.failing_over || standby) {
+			client_disconnect(c, "08006", "no %s node is available",
+					  standby ? "standby" : "primary");
+			return RELAY_GONE;
 		}
 		client_wait_for_node(c, -1);
 		return RELAY_STOP;
@@ -571,6 +587,7 @@ enum relay_verdict client_route_message(struct client *c, const struct frame *f)
 		c->switch_pending = true;
 		return RELAY_STOP;
 	}
+	c->node_wait_since_ms = 0;
 	if (d.join_primary && !client_join_primary(c))
 		return RELAY_GONE;
 	if (f->type != PqMsg_Query && f->type != PqMsg_FunctionCall && f->type != PqMsg_Sync &&

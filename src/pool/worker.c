@@ -96,7 +96,9 @@ static void worker_sweep_waiting(struct worker *w, struct list_node *list, uint6
 	list_for_each_safe(pos, tmp, list)
 	{
 		struct client *c = list_entry(pos, struct client, node);
-		if (!wait || now - c->since_ms < wait)
+		uint64_t since =
+			for_node && c->node_wait_since_ms ? c->node_wait_since_ms : c->since_ms;
+		if (!wait || now - since < wait)
 			continue;
 		if (for_node)
 			client_disconnect(c, "08006",
@@ -204,7 +206,8 @@ bool worker_start_cluster(struct worker *w)
 	/* Discover the primary before taking clients, bounded by one check (and a little). */
 	uint32_t wait = w->cfg->health_check.timeout_ms + 500;
 	if (!cluster_wait_discovery(w->cluster, wait))
-		log_warning("main", 0, "no primary node found within %u ms; writes wait for one",
+		log_warning("main", 0,
+			    "no primary node found within %u ms; writes fail (08006) until one is",
 			    wait);
 	worker_cluster_async_cb(&w->cluster_async);
 	return true;
