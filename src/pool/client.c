@@ -826,9 +826,7 @@ static bool client_answer_locally(struct client *c)
 	/* First pass: is there a whole such pipeline in the buffer? */
 	while (!synced) {
 		struct frame f;
-		if (frame_parse(b->data + pos, b->recv - pos, FRAME_FROM_CLIENT,
-				c->w->cfg->max_message_size, &f) != FRAME_OK ||
-		    f.body_avail < f.len)
+		if (!client_whole_frame_at(c, pos, &f))
 			return false;
 		struct reader r;
 		const char *name, *query;
@@ -863,8 +861,7 @@ static bool client_answer_locally(struct client *c)
 	bool failed = false;
 	while (b->parsed < pos) {
 		struct frame f;
-		if (frame_parse(b->data + b->parsed, b->recv - b->parsed, FRAME_FROM_CLIENT,
-				c->w->cfg->max_message_size, &f) != FRAME_OK)
+		if (!client_whole_frame_at(c, b->parsed, &f))
 			break;
 		struct reader r;
 		const char *name;
@@ -961,10 +958,30 @@ void client_wait_for_node(struct client *c, int node)
 	client_set_state(c, CL_WAITING);
 }
 
+int client_login_node(struct client *c)
+{
+	/* A session pinned to standbys should not hold a primary connection for its welcome. */
+	if (c->route.listener == ROUTE_FORCE_STANDBY) {
+		int node = router_read_node(&c->w->router, &c->route);
+		if (node >= 0)
+			return node;
+	}
+	return worker_login_node(c->w);
+}
+
 void client_kick(struct client *c)
 {
 	if (c->state == CL_ACTIVE)
 		client_relay(c);
+}
+
+bool client_whole_frame_at(const struct client *c, uint32_t pos, struct frame *f)
+{
+	const struct iobuf *b = c->conn.rbuf;
+	return pos <= b->recv &&
+	       frame_parse(b->data + pos, b->recv - pos, FRAME_FROM_CLIENT,
+			   c->w->cfg->max_message_size, f) == FRAME_OK &&
+	       f->body_avail == f->len;
 }
 
 bool client_sql_needs_session(struct client *c, const char *sql, size_t len)
@@ -999,7 +1016,7 @@ static void client_relay(struct client *c)
 		client_disconnect(c, NULL, "client sent Terminate");
 		return;
 	}
-	for (int round = 0; round < 4; round++) {
+	for (int round = 0; round < 64; round++) {
 		if (c->server && c->server->state != SV_ACTIVE) {
 			conn_want_read(&c->conn, false);
 			return;
@@ -1007,6 +1024,11 @@ static void client_relay(struct client *c)
 		/* Without an active link the first message only decides where to go (STOP). */
 		enum relay_result r = relay_scan(&c->conn, c->server ? &c->server->conn : NULL,
 						 c->w->cfg->max_message_size, &client_relay_ops, c);
+		if (r == RELAY_STOPPED && c->admin_unit_pending) {
+			if (!client_apply_admin_unit(c))
+				return;
+			continue;
+		}
 		if (r == RELAY_STOPPED && c->switch_pending) {
 			if (!client_apply_switch(c))
 				return; /* waiting for a connection, or gone */
@@ -1116,7 +1138,7 @@ void client_pool_login_settled(struct worker *w, struct pool *p)
 		/* The login that would have provided the welcome failed: the next one tries. */
 		if (p->n_servers > 0)
 			return;
-		int node = worker_login_node(w);
+		int node = client_login_node(c);
 		if (!server_may_open(w, p, node)) {
 			(void)server_evict_idle_for(w, p, node);
 			return;

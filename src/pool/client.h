@@ -74,9 +74,11 @@ struct client {
 	char *txn_log;		     /* owned: BEGIN/SAVEPOINT/SET LOCAL text of the open
 					transaction, replayed when the primary joins it */
 	uint32_t txn_log_len;
-	bool wait_boundary;  /* its next unit waits for the active link's boundary */
-	bool switch_pending; /* the relay stopped to move to pending.node */
-	bool route_pending;  /* pending holds the decision for the message at the cursor */
+	bool wait_boundary;	 /* its next unit waits for the active link's boundary */
+	bool switch_pending;	 /* the relay stopped to move to pending.node */
+	bool admin_unit_pending; /* the relay stopped at an extended unit that is an admin command
+				  */
+	bool route_pending;	 /* pending holds the decision for the message at the cursor */
 	struct route_decision pending;
 
 	uint32_t cancel_pid; /* pgrelay's BackendKeyData for this client */
@@ -128,6 +130,8 @@ void client_on_ready(struct client *c, struct server *s);
 enum relay_verdict client_route_message(struct client *c, const struct frame *f);
 /* Sends c on to node now: switches its active link or gets one. True if it may relay now. */
 bool client_use_node(struct client *c, int node);
+/* Answers the admin unit the relay stopped at; true if the relay may go on. */
+bool client_apply_admin_unit(struct client *c);
 /* Carries out a switch the relay stopped for; true if the relay may go on now. */
 bool client_apply_switch(struct client *c);
 /*
@@ -143,8 +147,12 @@ void client_route_note_parse(struct client *c, const struct frame *f);
 bool client_acquire_server(struct client *c, int node);
 /* Parks c until a cluster view offers a node for it (node -1: its primary/standby). */
 void client_wait_for_node(struct client *c, int node);
+/* The node c's first backend login goes to (its pool's welcome). */
+int client_login_node(struct client *c);
 /* Runs c's relay if it is active (bytes may be waiting in its buffer). */
 void client_kick(struct client *c);
+/* A whole message (body included) at offset pos of c's read buffer, parsed into f. */
+bool client_whole_frame_at(const struct client *c, uint32_t pos, struct frame *f);
 /* SQL that creates session state (pins in transaction mode; primary-only when split). */
 bool client_sql_needs_session(struct client *c, const char *sql, size_t len);
 /* The worker's cluster view changed: waiting clients may go on, lost nodes are dropped. */

@@ -301,7 +301,7 @@ void client_auth_ok(struct client *c)
 	pool_adopt_login(c->pool, c);
 	if (c->pool->n_servers > 0)
 		return; /* another client's login will provide it: client_pool_login_settled */
-	int node = worker_login_node(c->w);
+	int node = client_login_node(c);
 	if (!server_may_open(c->w, c->pool, node)) {
 		/* A shared cap is full: wait for a slot, freeing an idle one elsewhere if possible.
 		 */
@@ -323,6 +323,10 @@ void client_send_welcome(struct client *c)
 		/* application_name is per client, not per pool. */
 		if (strcmp(p->params[i].name, "application_name") == 0)
 			value = c->application_name;
+		/* Whichever node gave the pool its welcome, a session is read-write unless it was
+		 * pinned to standbys (libpq's target_session_attrs reads this). */
+		if (strcmp(p->params[i].name, "in_hot_standby") == 0)
+			value = c->route.listener == ROUTE_FORCE_STANDBY ? "on" : "off";
 		builder_param_status(&b, p->params[i].name, value);
 	}
 	if (!cancel_map_add(&c->w->cancels, c, &c->cancel_pid, &c->cancel_key)) {

@@ -144,6 +144,189 @@ static bool client_answer_admin(struct client *c, const char *sql, size_t len)
 	return true;
 }
 
+/* ---- admin statements over the extended protocol ----------------------------------------- */
+
+#define ROUTE_ADMIN_MARK 0xff /* stmt->route of a statement that is an admin command */
+
+/* The admin text of a Parse (body at p, len bytes), or NULL. */
+static const char *client_admin_in_parse(const uint8_t *body, uint32_t len, const char **name)
+{
+	struct reader r;
+	const char *query;
+	size_t qlen;
+	reader_init(&r, body, len);
+	if (!reader_cstr(&r, name, NULL) || !reader_cstr(&r, &query, &qlen))
+		return NULL;
+	return admin_looks_like_admin(query, qlen) ? query : NULL;
+}
+
+/* The admin text of a statement Parse'd earlier and marked, or NULL. */
+static const char *client_admin_statement(const struct client *c, const char *name)
+{
+	const struct stmt *st = name[0] ? stmt_map_find(&c->stmts, name) : NULL;
+	if (!st || st->route != ROUTE_ADMIN_MARK || !st->msg || st->msg_len <= FRAME_HEADER_LEN)
+		return NULL;
+	const char *stmt_name;
+	return client_admin_in_parse(st->msg + FRAME_HEADER_LEN, st->msg_len - FRAME_HEADER_LEN,
+				     &stmt_name);
+}
+
+/*
+ * Is the extended unit at the cursor one admin statement (Parse of it, or Bind of a statement
+ * that is one, then Describe/Execute/Close/Flush, up to a Sync in the buffer)? Sets *sql.
+ */
+static bool client_unit_is_admin(const struct client *c, const char **sql)
+{
+	uint32_t pos = c->conn.rbuf->parsed;
+	*sql = NULL;
+	for (int n = 0; n < ROUTE_LOOKAHEAD_MAX; n++) {
+		struct frame f;
+		if (!client_whole_frame_at(c, pos, &f))
+			return false;
+		struct reader r;
+		const char *name, *portal, *text;
+		reader_init(&r, f.body, f.len);
+		switch (f.type) {
+		case PqMsg_Parse:
+			text = client_admin_in_parse(f.body, f.len, &name);
+			if (!text || *sql)
+				return false;
+			*sql = text;
+			break;
+		case PqMsg_Bind:
+			if (!reader_cstr(&r, &portal, NULL) || !reader_cstr(&r, &name, NULL))
+				return false;
+			if (!*sql && !(*sql = client_admin_statement(c, name)))
+				return false;
+			break;
+		case PqMsg_Describe:
+		case PqMsg_Execute:
+		case PqMsg_Close:
+		case PqMsg_Flush:
+			break;
+		case PqMsg_Sync:
+			return *sql != NULL;
+		default:
+			return false;
+		}
+		pos += f.total;
+	}
+	return false;
+}
+
+/* Appends the messages of src of type t (first match) or of all types but t when !match. */
+static void client_copy_messages(struct builder *out, const struct builder *src, uint8_t t,
+				 bool match)
+{
+	for (size_t i = 0; i + FRAME_HEADER_LEN <= src->len;) {
+		uint32_t len = ((uint32_t)src->data[i + 1] << 24) |
+			       ((uint32_t)src->data[i + 2] << 16) |
+			       ((uint32_t)src->data[i + 3] << 8) | src->data[i + 4];
+		uint8_t type = src->data[i];
+		if (type != PqMsg_ReadyForQuery && (type == t) == match)
+			builder_put_bytes(out, src->data + i, 1 + (size_t)len);
+		i += 1 + (size_t)len;
+	}
+}
+
+/*
+ * Answers the extended unit at the cursor (client_unit_is_admin said yes) as PostgreSQL would:
+ * ParseComplete, BindComplete, the row description for Describe, rows and the command tag for
+ * Execute, CloseComplete, ReadyForQuery at Sync; an error skips to the Sync. Consumes the unit.
+ */
+static void client_answer_admin_unit(struct client *c, const char *sql)
+{
+	struct builder res, out;
+	uint8_t store1[2048], store2[2048];
+	builder_init(&res, store1, sizeof(store1));
+	builder_init(&out, store2, sizeof(store2));
+	char *text = strdup(sql); /* the buffer's bytes stay put, but keep it simple and safe */
+	if (!text || !(client_route_set(c, text, strlen(text), &res) ||
+		       admin_answer(c, text, strlen(text), &res)))
+		builder_error(&res, "ERROR", "42601", "not an admin statement");
+	free(text);
+	bool failed = res.len > 0 && res.data[0] == PqMsg_ErrorResponse;
+	struct iobuf *b = c->conn.rbuf;
+	bool done = false;
+	while (!done) {
+		struct frame f;
+		if (!client_whole_frame_at(c, b->parsed, &f))
+			break;
+		struct reader r;
+		const char *name;
+		uint8_t target = 0;
+		reader_init(&r, f.body, f.len);
+		switch (f.type) {
+		case PqMsg_Parse:
+			if (failed) {
+				client_copy_messages(&out, &res, PqMsg_ErrorResponse, true);
+				break;
+			}
+			if (reader_cstr(&r, &name, NULL) && name[0] &&
+			    client_tracks_statements(c) && c->stmts.count < STMT_CLIENT_MAX &&
+			    stmt_map_put(&c->stmts, name, 0, b->data + b->parsed, f.total, 0)) {
+				struct stmt *st = stmt_map_find(&c->stmts, name);
+				st->route = ROUTE_ADMIN_MARK;
+			}
+			builder_start(&out, PqMsg_ParseComplete);
+			builder_finish(&out);
+			break;
+		case PqMsg_Bind:
+			if (!failed) {
+				builder_start(&out, PqMsg_BindComplete);
+				builder_finish(&out);
+			}
+			break;
+		case PqMsg_Describe:
+			if (!failed && reader_u8(&r, &target)) {
+				if (target == 'S') {
+					builder_start(&out, PqMsg_ParameterDescription);
+					builder_put_u16(&out, 0);
+					builder_finish(&out);
+				}
+				client_copy_messages(&out, &res, PqMsg_RowDescription, true);
+			}
+			break;
+		case PqMsg_Execute:
+			if (!failed)
+				client_copy_messages(&out, &res, PqMsg_RowDescription, false);
+			break;
+		case PqMsg_Close:
+			if (!failed) {
+				if (reader_u8(&r, &target) && target == 'S' &&
+				    reader_cstr(&r, &name, NULL))
+					stmt_map_remove(&c->stmts, name);
+				builder_start(&out, PqMsg_CloseComplete);
+				builder_finish(&out);
+			}
+			break;
+		case PqMsg_Sync:
+			builder_ready(&out, c->txn_status);
+			done = true;
+			break;
+		default:
+			break;
+		}
+		b->parsed += f.total;
+	}
+	b->done = b->parsed;
+	bool ok = builder_ok(&out) && client_send(c, out.data, out.len);
+	builder_free(&res);
+	builder_free(&out);
+	if (ok)
+		conn_settle(&c->conn);
+}
+
+bool client_apply_admin_unit(struct client *c)
+{
+	c->admin_unit_pending = false;
+	const char *sql;
+	if (!client_unit_is_admin(c, &sql))
+		return true;
+	client_answer_admin_unit(c, sql);
+	return c->state == CL_ACTIVE;
+}
+
 /* ---- classification of a unit ----------------------------------------------------------- */
 
 static void client_txn_log_reset(struct client *c)
@@ -345,13 +528,10 @@ static void client_facts_of_unit(struct client *c, struct route_facts *acc, bool
  */
 static enum relay_verdict client_prepare_unit_statements(struct client *c)
 {
-	struct iobuf *b = c->conn.rbuf;
-	uint32_t pos = b->parsed;
+	uint32_t pos = c->conn.rbuf->parsed;
 	for (int n = 0; n < ROUTE_LOOKAHEAD_MAX; n++) {
 		struct frame f;
-		if (frame_parse(b->data + pos, b->recv - pos, FRAME_FROM_CLIENT,
-				c->w->cfg->max_message_size, &f) != FRAME_OK ||
-		    f.body_avail < f.len)
+		if (!client_whole_frame_at(c, pos, &f))
 			break;
 		struct reader r;
 		const char *portal, *name;
@@ -503,6 +683,18 @@ static void client_log_txn_control(struct client *c, const struct frame *f,
 	}
 }
 
+/*
+ * True when no statement can change where this session's units go, so none is classified:
+ * load balancing off (everything on the primary), or a session pinned to one role.
+ */
+static bool client_route_is_fixed(const struct client *c)
+{
+	enum route_force force = c->route.forced != ROUTE_FORCE_AUTO
+					 ? (enum route_force)c->route.forced
+					 : (enum route_force)c->route.listener;
+	return force != ROUTE_FORCE_AUTO || !c->w->cfg->load_balance.enabled;
+}
+
 /* A unit may start on the active link now: nothing of an earlier unit is in flight. */
 static bool client_at_boundary(const struct client *c)
 {
@@ -536,6 +728,16 @@ enum relay_verdict client_route_message(struct client *c, const struct frame *f)
 			c->in_unit = true;
 		return RELAY_SEND;
 	}
+	const char *admin_sql;
+	if ((f->type == PqMsg_Parse || f->type == PqMsg_Bind) &&
+	    client_unit_is_admin(c, &admin_sql)) {
+		if (!client_at_boundary(c)) {
+			c->wait_boundary = true;
+			return RELAY_STOP;
+		}
+		c->admin_unit_pending = true; /* client_relay answers the whole unit */
+		return RELAY_STOP;
+	}
 	if (f->type == PqMsg_Query && f->body_avail == f->len &&
 	    admin_looks_like_admin((const char *)f->body, f->body_avail)) {
 		if (!client_at_boundary(c)) {
@@ -555,6 +757,12 @@ enum relay_verdict client_route_message(struct client *c, const struct frame *f)
 		d.node = router_node_usable(&c->w->router, 0) ? 0 : ROUTER_NO_NODE;
 		d.txn_node = -1;
 		d.why = "single node";
+	} else if (client_route_is_fixed(c)) {
+		/* Splitting off, or a role-pinned session: every unit goes to the same role. */
+		memset(&d, 0, sizeof(d));
+		struct route_facts none = { ROUTE_FOLLOW, 0, "fixed route", false };
+		int current = c->server ? c->server->node_id : -1;
+		router_decide(&c->w->router, &c->route, &none, current, &d);
 	} else {
 		client_decide(c, f, &d);
 	}
@@ -612,6 +820,11 @@ bool client_apply_switch(struct client *c)
 {
 	c->switch_pending = false;
 	int node = c->pending.node;
+	if (!router_node_usable(&c->w->router, node)) {
+		/* The node went away since the decision: decide again. */
+		c->route_pending = false;
+		return c->server == NULL || c->server->state == SV_ACTIVE;
+	}
 	if (!client_use_node(c, node)) {
 		return false;
 	}

@@ -312,17 +312,31 @@ int worker_login_node(struct worker *w)
 }
 
 /* Closes the backend connections of a node that is no longer usable (or no longer what it was). */
+/* The first server of node on list, or NULL. */
+static struct server *worker_first_on_node(struct list_node *list, int node)
+{
+	struct list_node *pos, *tmp;
+	list_for_each_safe(pos, tmp, list)
+	{
+		struct server *s = list_entry(pos, struct server, node);
+		if (s->node_id == node)
+			return s;
+	}
+	return NULL;
+}
+
 static void worker_drop_node(struct worker *w, int node, const char *why)
 {
 	struct list_node *lists[] = { &w->connecting_servers, &w->login_servers, &w->active_servers,
 				      &w->reset_servers };
 	for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
-		struct list_node *pos, *tmp;
-		list_for_each_safe(pos, tmp, lists[i])
-		{
-			struct server *s = list_entry(pos, struct server, node);
-			if (s->node_id != node)
-				continue;
+		/*
+		 * Rescanned from the head after each close: a session that ends closes its other
+		 * links too, which may be the next entries of this very list. Each round closes one
+		 * server (it leaves the list), so this ends.
+		 */
+		struct server *s;
+		while ((s = worker_first_on_node(lists[i], node)) != NULL) {
 			struct client *c = s->client;
 			bool idle = s->state == SV_ACTIVE && server_at_boundary(s) &&
 				    s->txn_status == TXN_IDLE;

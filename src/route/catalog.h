@@ -14,8 +14,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CATALOG_MAX_FUNCTIONS 200000 /* rows kept; a larger catalog is cut (safe: unknown = 'v')   \
-				      */
+#define CATALOG_MAX_FUNCTIONS                                                                      \
+	200000 /* rows kept; a larger catalog is cut (safe: unknown = 'v')                         \
+		*/
 
 struct func_catalog; /* opaque: name -> volatility */
 

@@ -3,6 +3,8 @@
  */
 #include "route/router.h"
 
+#include "route/normalize.h"
+
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -470,7 +472,9 @@ static bool router_lag_ok(const struct router *r, int node)
 	const struct cluster_node *n = &r->view.nodes[node];
 	if (lb->delay_threshold && n->replication_delay > lb->delay_threshold)
 		return false;
-	if (lb->delay_threshold_by_time_ms && n->has_delay_time &&
+	/* now() - last replayed commit grows on an idle primary too: a standby that replayed all
+	 * the primary wrote (no byte behind) is not late, however old its last commit is. */
+	if (lb->delay_threshold_by_time_ms && n->has_delay_time && n->replication_delay > 0 &&
 	    n->delay_s * 1000.0 > (double)lb->delay_threshold_by_time_ms)
 		return false;
 	return true;
@@ -656,7 +660,13 @@ void router_classify_in(struct router *r, int db, const char *sql, size_t len,
 			struct route_facts *out)
 {
 	struct classify_result res;
-	classify_sql(router_classifier(r, db), sql, len, &res);
+	/* Constants do not change a class: one cache entry serves every value (normalize.h). */
+	size_t nlen;
+	if (len <= ROUTER_NORMALIZE_MAX &&
+	    normalize_sql(sql, len, r->scratch, sizeof(r->scratch), &nlen))
+		classify_sql(router_classifier(r, db), r->scratch, nlen, &res);
+	else
+		classify_sql(router_classifier(r, db), sql, len, &res);
 	out->route = res.route;
 	out->flags = res.flags;
 	out->rule = res.rule;

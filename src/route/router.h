@@ -24,10 +24,11 @@
 #include "route/catalog.h"
 #include "route/classify.h"
 
-#define ROUTER_NO_NODE	     (-1) /* no node can take the unit now (e.g. no primary) */
-#define ROUTER_MAX_REDIRECTS 32	  /* entries per redirect preference list */
-#define ROUTER_MAX_PATTERNS  32	  /* primary_routing_query_pattern_list entries */
-#define ROUTER_MAX_DBS	     64	  /* databases with their own function catalog */
+#define ROUTER_NO_NODE	     (-1)  /* no node can take the unit now (e.g. no primary) */
+#define ROUTER_MAX_REDIRECTS 32	   /* entries per redirect preference list */
+#define ROUTER_MAX_PATTERNS  32	   /* primary_routing_query_pattern_list entries */
+#define ROUTER_MAX_DBS	     64	   /* databases with their own function catalog */
+#define ROUTER_NORMALIZE_MAX 16384 /* statements normalised for the cache; longer: as they are */
 
 /* A session's forced route: listeners entries, SET pgrelay.route. */
 enum route_force { ROUTE_FORCE_AUTO, ROUTE_FORCE_PRIMARY, ROUTE_FORCE_STANDBY };
@@ -117,6 +118,7 @@ struct router {
 	uint64_t write_cnt[CONFIG_MAX_BACKENDS];  /* other units routed per node */
 	uint64_t rng;				  /* xorshift64 state */
 	struct router_db dbs[ROUTER_MAX_DBS];
+	char scratch[ROUTER_NORMALIZE_MAX + 1]; /* normalize.h output for the cache key */
 	int n_dbs;
 	uint64_t generation; /* bumped by each reconfigure: catalogs loaded before are stale */
 };

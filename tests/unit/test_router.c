@@ -862,9 +862,15 @@ static void test_delay_threshold_by_time(void **state)
 	int rn = run(fx, &s, "SELECT 1", 'I');
 	fx->view.nodes[rn].has_delay_time = true;
 	fx->view.nodes[rn].delay_s = 2.5;
+	fx->view.nodes[rn].replication_delay = 100; /* behind, and for 2.5 s */
 	fx_view(fx);
 	assert_int_equal(run(fx, &s, "SELECT 1", 'I'), 0);
 	fx->view.nodes[rn].delay_s = 1.5;
+	fx_view(fx);
+	assert_int_equal(run(fx, &s, "SELECT 1", 'I'), rn);
+	/* Caught up (no byte behind): an old last commit only means the primary is idle. */
+	fx->view.nodes[rn].delay_s = 60;
+	fx->view.nodes[rn].replication_delay = 0;
 	fx_view(fx);
 	assert_int_equal(run(fx, &s, "SELECT 1", 'I'), rn);
 }

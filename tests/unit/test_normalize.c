@@ -1,0 +1,101 @@
+/*
+ * Statement normalisation (route/normalize.h): constants replaced, comments dropped, hints kept,
+ * names untouched, unusable text refused. The classification equivalence over the whole table
+ * is in test_classify.c (test_table_normalized).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "route/normalize.h"
+
+static const struct {
+	const char *in;
+	const char *out; /* NULL: must be refused */
+} cases[] = {
+	{ "SELECT abalance FROM pgbench_accounts WHERE aid = 4711;",
+	  "SELECT abalance FROM pgbench_accounts WHERE aid = 0;" },
+	{ "select * from t where a = 'x''y' and b = 1.5e3",
+	  "select * from t where a = '' and b = 0" },
+	{ "select E'it\\'s', B'101', X'ff', N'n', U&'d\\0061t'",
+	  "select E'', B'', X'', N'', U&''" },
+	{ "select $$a ' b$$, $tag$ $$ x $tag$", "select '', ''" },
+	{ "select $1, $2::int from t1", "select $1, $2::int from t1" },
+	{ "select \"col 1\", \"a\"\"b\" from \"T'x\"",
+	  "select \"col 1\", \"a\"\"b\" from \"T'x\"" },
+	{ "/*+ pgrelay: primary */ select 1", "/*+ pgrelay: primary */ select 0" },
+	{ "select /* 42 */ 1 -- trailing 7\n", "select   0  \n" },
+	{ "/* tracing 123 */ select 2", "  select 0" },
+	{ "select nextval('seq'), t2.c3, a$1 from t2", "select nextval(''), t2.c3, a$1 from t2" },
+	{ "select .5, 5., 1..2", "select 0, 0, 0. 0" },
+	{ "with w as (delete from t where id = 3 returning *) select * from w",
+	  "with w as (delete from t where id = 0 returning *) select * from w" },
+	{ "insert into t values (1, 'a'), (2, 'b')", "insert into t values (0, ''), (0, '')" },
+	{ "(select 1) union (select 2)", "(select 0) union (select 0)" },
+	{ "select 'unterminated", NULL },
+	{ "select \"unterminated", NULL },
+	{ "select $x$ unterminated", NULL },
+	{ "select /* unterminated", NULL },
+	{ "EXPLAIN (ANALYZE 1) DELETE FROM t", NULL },
+	{ "COPY t TO '/tmp/x'", NULL },
+	{ "SET search_path = 'a'", NULL },
+	{ "BEGIN", NULL },
+};
+
+static void test_cases(void **state)
+{
+	(void)state;
+	char out[256];
+	size_t len;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		bool ok = normalize_sql(cases[i].in, strlen(cases[i].in), out, sizeof(out), &len);
+		if (!cases[i].out) {
+			if (ok)
+				fail_msg("case %zu accepted: %s -> %s", i, cases[i].in, out);
+			continue;
+		}
+		if (!ok)
+			fail_msg("case %zu refused: %s", i, cases[i].in);
+		if (strcmp(out, cases[i].out) != 0 || len != strlen(out))
+			fail_msg("case %zu: %s\n   got: %s\n  want: %s", i, cases[i].in, out,
+				 cases[i].out);
+	}
+}
+
+static void test_values_share_one_text(void **state)
+{
+	(void)state;
+	char a[128], b[128];
+	size_t la, lb;
+	const char *x = "SELECT abalance FROM pgbench_accounts WHERE aid = 17";
+	const char *y = "SELECT abalance FROM pgbench_accounts WHERE aid = 998877";
+	assert_true(normalize_sql(x, strlen(x), a, sizeof(a), &la));
+	assert_true(normalize_sql(y, strlen(y), b, sizeof(b), &lb));
+	assert_string_equal(a, b);
+}
+
+static void test_bounds(void **state)
+{
+	(void)state;
+	char out[8];
+	size_t len;
+	const char *s = "select 12345678";
+	assert_false(normalize_sql(s, strlen(s), out, sizeof(out), &len)); /* does not fit */
+	const char nul[] = "select 1\0; delete";
+	assert_false(normalize_sql(nul, sizeof(nul) - 1, out, sizeof(out), &len));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_cases),
+		cmocka_unit_test(test_values_share_one_text),
+		cmocka_unit_test(test_bounds),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
