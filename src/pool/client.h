@@ -118,11 +118,18 @@ void client_resume_with_server(struct client *c);
 /* Link bookkeeping, called by server.c when s->client is set to c or cleared. */
 void client_link_add(struct client *c, struct server *s);
 void client_link_remove(struct client *c, struct server *s);
+/* How a link was lost, for client_link_lost(). */
+enum link_loss {
+	LINK_LOST_BUSY,	  /* in a request or a transaction: the session cannot go on */
+	LINK_LOST_IDLE,	  /* at a boundary outside a transaction */
+	LINK_LOST_UNUSED, /* never carried anything of the client (its connect failed) */
+};
 /*
- * A linked server to node failed and is closed. idle: it was at a boundary outside a
- * transaction. The session goes on when it can do without it, else it ends with sqlstate.
+ * A linked server to node failed and is closed. The session goes on when it can do without it
+ * (an unused link: its unit waits for the cluster's verdict when a manager runs), else it ends
+ * with sqlstate.
  */
-void client_link_lost(struct client *c, int node, bool idle, const char *sqlstate,
+void client_link_lost(struct client *c, int node, enum link_loss how, const char *sqlstate,
 		      const char *reason);
 /* A ReadyForQuery of the active link s reached the client (routing bookkeeping). */
 void client_on_ready(struct client *c, struct server *s);

@@ -77,11 +77,30 @@ static void client_drop_idle_links(struct client *c, int keep_free)
 	}
 }
 
-void client_link_lost(struct client *c, int node, bool idle, const char *sqlstate,
+void client_link_lost(struct client *c, int node, enum link_loss how, const char *sqlstate,
 		      const char *reason)
 {
 	if (c->state != CL_ACTIVE && c->state != CL_WAITING) {
 		client_on_server_lost(c, sqlstate, reason);
+		return;
+	}
+	bool idle = how == LINK_LOST_IDLE;
+	/*
+	 * A connect that failed carried nothing: with a cluster manager the node has just been
+	 * reported, so the unit waits for the next views (bounded by query_wait_timeout) and is
+	 * decided again, on the new primary after a failover. Without one, fail as before.
+	 */
+	if (how == LINK_LOST_UNUSED && c->w->cluster && !c->pinned && c->state == CL_ACTIVE &&
+	    !c->route.in_txn && !c->server && client_tracks_statements(c)) {
+		log_info("client", c->id,
+			 "backend %d refused a connection (%s); waiting for the "
+			 "cluster's next view",
+			 node, reason);
+		c->route_pending = false;
+		c->switch_pending = false;
+		if (c->route.read_node == node)
+			c->route.read_node = -1;
+		client_wait_for_node(c, -1);
 		return;
 	}
 	/*
@@ -89,7 +108,8 @@ void client_link_lost(struct client *c, int node, bool idle, const char *sqlstat
 	 * (tracked settings are synced, prepared statements re-prepared), unless the session
 	 * pinned session state to it. Then the session goes on, elsewhere.
 	 */
-	if (idle && !c->pinned && !c->route.in_txn) {
+	/* Only a session whose state pgrelay follows (statements, settings) can move. */
+	if (idle && !c->pinned && !c->route.in_txn && client_tracks_statements(c)) {
 		log_info("client", c->id, "lost its idle connection to backend %d (%s); goes on",
 			 node, reason);
 		if (c->route.read_node == node)

@@ -136,15 +136,23 @@ void server_close(struct server *s, const char *reason)
 }
 
 /* The session cannot continue: tell the client (if any) and close. */
-static void server_fail(struct server *s, const char *sqlstate, const char *reason)
+/* Closes s; its client is told, or goes on without it when the link was idle (see there). */
+static void server_fail_link(struct server *s, const char *sqlstate, const char *reason,
+			     enum link_loss how)
 {
 	struct client *c = s->client;
-	log_info("server", s->id, "backend %d: %s", s->node_id, reason);
-	/* An idle link the session can do without (client_link_lost says) is just dropped. */
-	bool idle = s->state == SV_ACTIVE && server_at_boundary(s) && s->txn_status == TXN_IDLE;
+	int node = s->node_id;
+	log_info("server", s->id, "backend %d: %s", node, reason);
 	server_close(s, reason);
 	if (c)
-		client_link_lost(c, s->node_id, idle, sqlstate, reason);
+		client_link_lost(c, node, how, sqlstate, reason);
+}
+
+static void server_fail(struct server *s, const char *sqlstate, const char *reason)
+{
+	/* An idle link the session can do without (client_link_lost says) is just dropped. */
+	bool idle = s->state == SV_ACTIVE && server_at_boundary(s) && s->txn_status == TXN_IDLE;
+	server_fail_link(s, sqlstate, reason, idle ? LINK_LOST_IDLE : LINK_LOST_BUSY);
 }
 
 static void server_on_closed(struct conn *conn)
@@ -746,6 +754,17 @@ static uint32_t server_needs_bytes(const void *owner, uint8_t type, uint32_t len
 static enum relay_verdict server_relay_message(void *owner, const struct frame *f)
 {
 	struct server *s = owner;
+	/*
+	 * An error nobody asked for is the backend's goodbye (terminated, shut down, its postmaster
+	 * gone): it must not reach the client as the answer to its next statement. The link is
+	 * dropped now; the session goes on without it, or ends with its own message, as for EOF.
+	 */
+	if (f->type == PqMsg_ErrorResponse && s->state == SV_ACTIVE && s->ready &&
+	    req_queue_empty(&s->reqs) && s->txn_status == TXN_IDLE) {
+		worker_report_backend_error(s->w, s->node_id);
+		server_fail_link(s, "57P01", "the server ended the idle session", LINK_LOST_IDLE);
+		return RELAY_GONE;
+	}
 	enum req_verdict v = req_on_backend_message(&s->reqs, f->type);
 	log_noise("server", s->id, "<- %c %s (client c%llu, %u outstanding)", f->type,
 		  v == REQ_SKIP ? "hidden" : "",
@@ -1020,7 +1039,8 @@ static void server_on_event(struct conn *conn, enum conn_event ev, int status)
 		worker_report_backend_error(s->w, s->node_id);
 		snprintf(msg, sizeof(msg), "could not connect to server (backend %d): %s",
 			 s->node_id, uv_strerror(status));
-		server_fail(s, "08006", msg);
+		/* Nothing of the client reached it: the unit may wait for the check's verdict. */
+		server_fail_link(s, "08006", msg, LINK_LOST_UNUSED);
 		return;
 	case CONN_EV_EOF:
 	case CONN_EV_READ_ERROR:

@@ -88,6 +88,8 @@ static void worker_sweep_servers(struct worker *w, uint64_t now)
 }
 
 /* Timeouts of logged-in clients: waiting for a server, idle, idle inside a transaction. */
+#define NODE_RETRY_MS 250 /* a client waiting for a node tries again this often without a view */
+
 static void worker_sweep_waiting(struct worker *w, struct list_node *list, uint64_t now,
 				 bool for_node)
 {
@@ -342,7 +344,8 @@ static void worker_drop_node(struct worker *w, int node, const char *why)
 				    s->txn_status == TXN_IDLE;
 			server_close(s, why);
 			if (c)
-				client_link_lost(c, node, idle, "57P01", why);
+				client_link_lost(c, node, idle ? LINK_LOST_IDLE : LINK_LOST_BUSY,
+						 "57P01", why);
 		}
 	}
 	struct list_node *pos, *tmp;
@@ -379,15 +382,33 @@ void worker_apply_view(struct worker *w, const struct cluster_view *v)
 		}
 	}
 	/* Clients waiting for a primary or a standby try again. */
-	struct list_node *pos, *tmp;
-	list_for_each_safe(pos, tmp, &w->nodeless_clients)
-		client_view_changed(list_entry(pos, struct client, node));
+	/*
+	 * Each gets one try: a client that still finds no node waits again at the tail of this
+	 * very list, so walking it to its end would never end. Every try takes the head off.
+	 */
+	for (int n = w->n_nodeless; n > 0 && !list_empty(&w->nodeless_clients); n--)
+		client_view_changed(
+			list_entry(list_first(&w->nodeless_clients), struct client, node));
 	server_kick_pools(w);
+}
+
+/* Clients waiting for a node try again now and then: a refusal may not change any view. */
+static void worker_retry_nodeless(struct worker *w, uint64_t now)
+{
+	/* Counted, not walked: a client that still waits goes back to the tail of this list. */
+	for (int n = w->n_nodeless; n > 0 && !list_empty(&w->nodeless_clients); n--) {
+		struct client *c =
+			list_entry(list_first(&w->nodeless_clients), struct client, node);
+		if (now - c->since_ms < NODE_RETRY_MS)
+			break; /* oldest first: the rest waited less */
+		client_view_changed(c);
+	}
 }
 
 static void worker_sweep_pools(struct worker *w, uint64_t now)
 {
 	worker_sweep_waiting(w, &w->nodeless_clients, now, true);
+	worker_retry_nodeless(w, now);
 	struct list_node *pos, *tmp;
 	list_for_each_safe(pos, tmp, &w->pools)
 	{
