@@ -776,6 +776,74 @@ def test_psycopg_pipeline_mode_mixed(sconn, cluster):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# The classification cache is keyed by normalised text (constants replaced, comments dropped): the
+# scan must lex like PostgreSQL, or a read is mistaken for several statements (sent to the primary)
+# or a statement after a literal disappears from view.
+
+TRICKY_READS = [
+    ("semicolon-in-string", "select inet_server_port() where 'a;b' <> ''"),
+    ("doubled-quote", "select inet_server_port() where 'it''s; delete' <> ''"),
+    ("e-string-escaped-quote", "select inet_server_port() where E'\\';' <> ''"),
+    ("dollar-quote", "select inet_server_port() where $t$ ; delete from rt_items; $t$ <> ''"),
+    ("empty-dollar-tag", "select inet_server_port() where $$'$$ <> ''"),
+    ("nested-comment", "select inet_server_port() /* a /* nested */ ; delete from rt_items */"),
+    ("line-comment", "select inet_server_port() -- ; delete from rt_items"),
+    ("quoted-identifier-with-quote", "select inet_server_port() as \"q'uote\""),
+    ("identifiers-with-dollar", "select inet_server_port() as a$b$, 1 as c$b$"),
+    ("unicode-escapes", "select inet_server_port() where U&'d\\0061t' <> '' and U&'d!0061t' UESCAPE '!' <> ''"),
+    ("numbers", "select inet_server_port() where 1.5e3 > 0 and .5 > 0 and 0.5e-3 < 1"),
+    ("bit-strings", "select inet_server_port() where B'101' <> B'0' and X'1F' <> X'00'"),
+]
+
+
+@pytest.mark.parametrize("sql", [s for _, s in TRICKY_READS], ids=[i for i, _ in TRICKY_READS])
+def test_tricky_read_goes_to_standby(sconn, cluster, sql):
+    """Bug guarded: the statement scanner of the classification cache (or the classifier) lexes a
+    literal, comment or identifier differently from PostgreSQL, so a single read is taken for
+    several statements or a syntax error and sent to the primary."""
+    assert where(sconn, cluster, sql) in STANDBYS
+
+
+TRICKY_MULTI = [
+    ("identifiers-with-dollar", "select 1 as a$q$; insert into rt_items (v) values ('w1'); "
+                                "select inet_server_port() as b$q$"),
+    ("quote-in-comment", "select 'a' /* ' */; insert into rt_items (v) values ('w2'); select inet_server_port()"),
+    ("quote-in-dollar-string", "select $$ ' $$; insert into rt_items (v) values ('w3'); select inet_server_port()"),
+    ("e-string-then-write", "select E'\\''; insert into rt_items (v) values ('w4'); select inet_server_port()"),
+]
+
+
+@pytest.mark.parametrize("sql", [s for _, s in TRICKY_MULTI], ids=[i for i, _ in TRICKY_MULTI])
+def test_tricky_multi_statement_with_write_goes_to_primary(sconn, cluster, sql):
+    """Bug guarded: a write that follows a literal or identifier the scanner misreads is hidden
+    inside a "string", the text is cached as one read and sent to a standby (25006)."""
+    cur = sconn.execute(sql)
+    while cur.nextset():
+        pass
+    assert node_of(cluster, cur.fetchone()[0]) == PRIMARY
+
+
+def test_pattern_list_sees_each_statements_constants(pgrelay, cluster):
+    """Bug guarded: primary_routing_query_pattern_list is matched against the cached, normalised
+    text (constants replaced), so two statements of one shape share the first one's verdict."""
+    r = lb_relay(pgrelay, cluster, primary_routing_query_pattern_list=".*'rt_urgent'.*")
+    with connect(r.port) as c:
+        for _ in range(2):
+            assert where(c, cluster, "select inet_server_port() where 'rt_normal' <> ''") in STANDBYS
+            assert where(c, cluster, "select inet_server_port() where 'rt_urgent' <> ''") == PRIMARY
+
+
+def test_hint_and_plain_comment_of_one_shape(sconn, cluster):
+    """Bug guarded: comments are dropped from the cache key together with a leading hint, so a
+    hinted statement and the same statement with an ordinary comment share a route."""
+    for _ in range(2):
+        assert where(sconn, cluster, "/* pgrelay: primary */ select inet_server_port()") in STANDBYS
+        assert where(sconn, cluster, "/*+ pgrelay: primary */ select inet_server_port()") == PRIMARY
+        assert where(sconn, cluster, "select inet_server_port(), random()") == PRIMARY
+        assert where(sconn, cluster, "/*+ pgrelay: standby */ select inet_server_port(), random()") in STANDBYS
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Redirect lists, routing patterns, hints.
 
 
