@@ -240,7 +240,8 @@ const struct key_def config_keys[] = {
 	    "A standby whose replay delay exceeds this gets no reads; 0 means no limit."),
 	GRP("load_balance", "prefer_lower_delay_standby", KT_BOOL, 0, "false", 0, 0,
 	    load_balance.prefer_lower_delay_standby, NULL,
-	    "Choose the standby with the least replay lag instead of by weight."),
+	    "When the session's read node lags beyond delay_threshold(_by_time), read from the "
+	    "least lagging standby within them instead of the primary (pgpool-II's meaning)."),
 	GRP("load_balance", "read_your_writes", KT_BOOL, 0, "true", 0, 0,
 	    load_balance.read_your_writes, NULL,
 	    "After a session wrote, its reads go to a standby only once that standby replayed "

@@ -171,9 +171,20 @@ static bool normalizable_start(const char *s, size_t len)
 	return false;
 }
 
+/* Case-insensitive search of a lower-case word in the first len bytes. */
+static bool contains_word(const char *s, size_t len, const char *word)
+{
+	size_t n = strlen(word);
+	for (size_t i = 0; i + n <= len; i++)
+		if ((s[i] | 0x20) == word[0] && strncasecmp(s + i, word, n) == 0)
+			return true;
+	return false;
+}
+
 bool normalize_sql(const char *sql, size_t len, char *out, size_t cap, size_t *out_len)
 {
-	if (!normalizable_start(sql, len))
+	/* UESCAPE's literal is syntax (one escape character), not a value: leave such text be. */
+	if (!normalizable_start(sql, len) || contains_word(sql, len, "uescape"))
 		return false;
 	struct out o = { out, 0, cap, cap > 0 };
 	bool leading = true; /* nothing but blanks copied so far: a hint may come */

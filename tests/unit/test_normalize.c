@@ -45,6 +45,7 @@ static const struct {
 	{ "COPY t TO '/tmp/x'", NULL },
 	{ "SET search_path = 'a'", NULL },
 	{ "BEGIN", NULL },
+	{ "select U&'d!0061t' UESCAPE '!'", NULL },
 };
 
 static void test_cases(void **state)
