@@ -71,9 +71,12 @@ class ClientLoop(threading.Thread):
     op_timeout: the client's own deadline for one login or one query, in seconds.
     """
 
+    registry = []  # every loop made in this process, in order (tests look at theirs)
+
     def __init__(self, port, sql, name="loop", user="app", password="app", database="app",
                  setup=(), op_timeout=5.0, pause=0.02, reconnect=True, retry_pause=0.05):
         super().__init__(name=name, daemon=True)
+        ClientLoop.registry.append(self)
         self.port, self.sql, self.user, self.password, self.database = port, sql, user, password, database
         self.setup = list(setup)
         self.op_timeout, self.pause, self.reconnect, self.retry_pause = op_timeout, pause, reconnect, retry_pause
@@ -181,6 +184,11 @@ class ClientLoop(threading.Thread):
             gap = max(gap, o.t1 - prev)
             prev = o.t1
         return max(gap, t1 - prev)
+
+    def timeouts(self):
+        """Logins and requests that got no answer before the deadline: [(start, what)]."""
+        out = [(o.t0, f"request {o.key}") for o in self.all_ops() if not o.ok and o.error == "timeout"]
+        return out + [(t, "login") for t, e in self.login_errors if e == "timeout"]
 
     def values(self, since=0.0):
         return [o.value for o in self.ok_ops() if o.t0 >= since]
