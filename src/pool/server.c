@@ -761,6 +761,13 @@ static enum relay_verdict server_relay_message(void *owner, const struct frame *
 	 */
 	if (f->type == PqMsg_ErrorResponse && s->state == SV_ACTIVE && s->ready &&
 	    req_queue_empty(&s->reqs) && s->txn_status == TXN_IDLE) {
+		/* The answer read together with it goes to the client first (the relay flushes
+		 * what was scanned, then presents this message again). */
+		if (s->conn.rbuf && s->conn.rbuf->done < s->conn.rbuf->parsed) {
+			s->goodbye_pending = true;
+			return RELAY_STOP;
+		}
+		s->goodbye_pending = false;
 		worker_report_backend_error(s->w, s->node_id);
 		server_fail_link(s, "57P01", "the server ended the idle session", LINK_LOST_IDLE);
 		return RELAY_GONE;
@@ -866,6 +873,9 @@ static void server_relay(struct server *s)
 	}
 	enum relay_result r =
 		relay_scan(&s->conn, c ? &c->conn : NULL, 0x3fffffffu, &server_relay_ops, s);
+	/* Stopped at a goodbye behind an answer that is now sent: take the goodbye now. */
+	if (r == RELAY_STOPPED && s->goodbye_pending)
+		r = relay_scan(&s->conn, c ? &c->conn : NULL, 0x3fffffffu, &server_relay_ops, s);
 	switch (r) {
 	case RELAY_DRAINED:
 	case RELAY_STOPPED:

@@ -55,8 +55,9 @@ struct server {
 	uint64_t created_ms;	    /* loop time the connection was opened (server_lifetime) */
 	uint64_t stmt_tick;	    /* LRU clock of stmts */
 	bool dirty;		    /* must never be reused (error in a reset, partial message) */
-	bool ready;	   /* its last word was ReadyForQuery, and nothing was sent since */
-	bool stmts_unsure; /* stmts may miss names the backend has: Close before Parse */
+	bool ready;	      /* its last word was ReadyForQuery, and nothing was sent since */
+	bool stmts_unsure;    /* stmts may miss names the backend has: Close before Parse */
+	bool goodbye_pending; /* an unsolicited error waits for the answer before it to be sent */
 };
 
 /*
