@@ -11,7 +11,6 @@ Bounds are generous (a loaded 2-core CI machine, ASan build); the figures are me
 bench/failover_bench.sh, not here.
 """
 
-import functools
 import signal
 import time
 
@@ -214,34 +213,11 @@ def no_timeouts(loops):
         assert not hung, f"{lp.name}: no answer within {lp.op_timeout}s: {hung[:3]}"
 
 
-def hang_is_known_bug(test):
-    """While notes/failover-findings.md F5 is open (an answer that arrives in the same read as its
-    backend's goodbye is never forwarded: the client waits forever), any test whose client loops
-    saw a request go unanswered can fail for that reason alone, at random (a kill hits a backend
-    that just answered). Such a failure is reported as xfail naming F5 (with the assertion that
-    failed); a failure without an unanswered request fails as usual, and so does everything once
-    F5 is fixed, since then no request goes unanswered. test_answer_then_goodbye_in_one_read_...
-    reproduces F5 on purpose."""
-    @functools.wraps(test)
-    def run(*args, **kwargs):
-        first = len(ClientLoop.registry)
-        try:
-            return test(*args, **kwargs)
-        except (AssertionError, pytest.fail.Exception) as e:
-            hung = [(lp.name, what) for lp in ClientLoop.registry[first:] for _, what in lp.timeouts()]
-            if hung:
-                pytest.xfail(f"failover-findings F5: {len(hung)} request(s) never answered {hung[:3]}; "
-                             f"the test then failed with: {str(e).splitlines()[0][:300]}")
-            raise
-    return run
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Tests.
 
 
 @pytest.mark.deadline(150)
-@hang_is_known_bug
 def test_kill9_primary_under_load_and_returning_old_primary(own_cluster, e2e_relay, tmp_path):
     """Bug guarded: after kill -9 of the primary under load, writes do not resume through the same
     port (held forever, sent to the dead node, or the new primary never used), the failover script
@@ -343,7 +319,6 @@ def test_kill9_primary_under_load_and_returning_old_primary(own_cluster, e2e_rel
 
 
 @pytest.mark.deadline(120)
-@hang_is_known_bug
 def test_sync_replication_no_acknowledged_write_lost(own_cluster, e2e_relay, tmp_path):
     """Bug guarded: with synchronous replication a write acknowledged to the client before or
     during the primary's loss is missing on the new primary (a less advanced standby promoted, or
@@ -389,7 +364,6 @@ def test_sync_replication_no_acknowledged_write_lost(own_cluster, e2e_relay, tmp
 
 
 @pytest.mark.deadline(90)
-@hang_is_known_bug
 def test_standby_loss(own_cluster, e2e_relay, tmp_path):
     """Bug guarded: kill -9 of a standby triggers a failover, stalls or drops sessions that do not
     use it, keeps routing reads to it, or SHOW pool_nodes does not show it down."""
@@ -440,7 +414,6 @@ def test_standby_loss(own_cluster, e2e_relay, tmp_path):
 
 
 @pytest.mark.deadline(120)
-@hang_is_known_bug
 def test_frozen_primary(own_cluster, e2e_relay, tmp_path):
     """Bug guarded: a primary that hangs (SIGSTOP: accepts TCP, never answers) is not failed over
     within its health_check.timeout plus a little, requests sent to it hang the clients past their
@@ -498,7 +471,6 @@ def test_frozen_primary(own_cluster, e2e_relay, tmp_path):
 
 @pytest.mark.deadline(120)
 @pytest.mark.parametrize("mode", ["fails", "times_out"])
-@hang_is_known_bug
 def test_failover_script_fails_then_operator_promotes(own_cluster, e2e_relay, tmp_path, mode):
     """Bug guarded: a failover_command that exits 1 or hangs past failover_command_timeout crashes
     or hangs pgrelay, stops it answering (admin, reads on standbys), loses the exit status in SHOW
@@ -559,7 +531,6 @@ def test_failover_script_fails_then_operator_promotes(own_cluster, e2e_relay, tm
 
 
 @pytest.mark.deadline(150)
-@hang_is_known_bug
 def test_operator_detach_attach_promote(own_cluster, e2e_relay, tmp_path):
     """Bug guarded: PGRELAY DETACH/ATTACH/PROMOTE NODE through SQL do not work, are allowed to a
     user outside admin_users, a detached standby keeps getting reads, or a switchover does not
@@ -679,7 +650,6 @@ def test_write_waits_query_wait_timeout_during_failover_then_fails_at_once(clust
 
 
 @pytest.mark.deadline(60)
-@hang_is_known_bug
 def test_clients_waiting_for_a_primary_do_not_wedge_pgrelay(cluster, e2e_relay, tmp_path):
     """Bug guarded: with several clients waiting for a primary, a new cluster view (they come every
     ~100 ms) makes the worker wake them over and over in one loop: pgrelay spins, answers nobody
@@ -750,7 +720,7 @@ def test_answer_then_goodbye_in_one_read_reaches_the_client(cluster, e2e_relay, 
     """Bug guarded: a backend answers a statement and is terminated right after (pg_terminate_backend,
     a fast shutdown, a dying primary's orphaned backend): when the answer and the FATAL + EOF arrive
     in one read, pgrelay treats the link as idle and drops it with the answer unsent; the client
-    waits forever for the answer of a statement that ran (notes: failover-findings F5)."""
+    waits forever for the answer of a statement that ran."""
     r = e2e_relay(cluster, tmp_path, failover="", follow="")
     wait_all_up(r.port)
     make_table(r.port, "fo_race")
