@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 import psycopg  # noqa: E402
-import pytest  # noqa: E402,F401  (the helpers call pytest.fail/skip)
+import pytest  # noqa: E402  (the helpers call pytest.fail/skip)
 
 import failover_helpers as fh  # noqa: E402
 from conftest import free_port, render_config, wait_port  # noqa: E402
@@ -442,6 +442,20 @@ def report(results, runs):
     log()
 
 
+KILL_FAILED = {"write_gap": None, "read_gap": None, "readers": 0, "readers_dropped": 0,
+               "survivor_dropped": False, "writer_errors": 0, "acked": 0, "lost": None, "new": -1}
+FROZEN_FAILED = {"frozen": None, "client_timeouts": 0, "errors": []}
+
+
+def guarded(scenario, failed, *args):
+    """Runs one scenario; a set-up failure is logged and counted as a run without figures."""
+    try:
+        return scenario(*args)
+    except (Exception, pytest.fail.Exception) as e:  # one broken run must not lose the others
+        log(f"  {scenario.__name__} failed: {type(e).__name__}: {e}")
+        return dict(failed, error=str(e))
+
+
 def main(argv):
     runs, with_pgpool, manager_only = 5, True, False
     for a in argv:
@@ -476,13 +490,13 @@ def main(argv):
     try:
         for i in range(runs):
             for p in proxies:  # interleaved, so that noise hits both
-                k = run_kill(clusters, p, tmp / f"{p.name}-kill{i}")
+                k = guarded(run_kill, KILL_FAILED, clusters, p, tmp / f"{p.name}-kill{i}")
                 results[p.name]["kill"].append(k)
                 log(f"run {i + 1} {p.name:9} kill -9: first write {ms(k['write_gap'])} ms, read gap on the "
                     f"surviving standby {ms(k['read_gap'])} ms, readers dropped {k['readers_dropped']}/{k['readers']}, "
                     f"writer errors {k['writer_errors']}, lost {k['lost']} of {k['acked']} acknowledged "
                     f"(new primary node{k['new']})")
-                f = run_frozen(clusters, p, tmp / f"{p.name}-frozen{i}")
+                f = guarded(run_frozen, FROZEN_FAILED, clusters, p, tmp / f"{p.name}-frozen{i}")
                 results[p.name]["frozen"].append(f)
                 log(f"run {i + 1} {p.name:9} SIGSTOP: first write {ms(f['frozen'])} ms, client deadlines hit "
                     "(logins + requests) "

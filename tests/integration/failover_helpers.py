@@ -69,15 +69,23 @@ class OwnCluster(Cluster):
                               text=True).stdout.split()
         return [pid] + [int(k) for k in kids]
 
+    def _signal_family(self, node, sig):
+        """sig to the postmaster, then each child (every child is a process group of its own);
+        a child that exited in between (a backend ending) is skipped."""
+        pid, *kids = self._family(node)
+        os.kill(pid, sig)
+        for k in kids:
+            try:
+                os.kill(k, sig)
+            except ProcessLookupError:
+                pass
+
     def freeze(self, node):
-        """SIGSTOP the postmaster, then each child (every child is a process group of its own)."""
-        for pid in self._family(node):
-            os.kill(pid, signal.SIGSTOP)
+        self._signal_family(node, signal.SIGSTOP)
         self.frozen.add(node)
 
     def thaw(self, node):
-        for pid in self._family(node):
-            os.kill(pid, signal.SIGCONT)
+        self._signal_family(node, signal.SIGCONT)
         self.frozen.discard(node)
 
     def pg_ctl(self, node, *args):
