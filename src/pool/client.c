@@ -745,6 +745,11 @@ static enum relay_verdict client_track_statements(struct client *c, const struct
 		}
 		return RELAY_SEND;
 	case PqMsg_Query:
+		/* The router just classified it: a plain read sets, discards and pins nothing. */
+		if (c->plain_read) {
+			c->plain_read = false;
+			return RELAY_SEND;
+		}
 		client_note_deallocate(c, (const char *)f->body, f->body_avail);
 		if (client_sql_scan(c, (const char *)f->body, f->body_avail, true) &
 		    SQL_NEEDS_SESSION)

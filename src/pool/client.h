@@ -76,9 +76,9 @@ struct client {
 	uint32_t txn_log_len;
 	bool wait_boundary;	 /* its next unit waits for the active link's boundary */
 	bool switch_pending;	 /* the relay stopped to move to pending.node */
-	bool admin_unit_pending; /* the relay stopped at an extended unit that is an admin command
-				  */
-	bool route_pending;	 /* pending holds the decision for the message at the cursor */
+	bool admin_unit_pending; /* the relay stopped at an extended admin unit */
+	bool plain_read;    /* the Query being relayed was classified a read (no session state) */
+	bool route_pending; /* pending holds the decision for the message at the cursor */
 	struct route_decision pending;
 
 	uint32_t cancel_pid; /* pgrelay's BackendKeyData for this client */

@@ -389,7 +389,10 @@ static void client_facts_of(struct client *c, const char *sql, size_t avail, boo
 		return;
 	}
 	router_classify_in(&c->w->router, c->route.db, sql, len, out);
-	if (client_sql_needs_session(c, sql, len)) {
+	/* A read the grammar proved read-only creates no session state (LISTEN, PREPARE, SET,
+	 * temporary tables, advisory locks and set_config() are never ROUTE_ANY). */
+	bool plain = out->route == ROUTE_ANY && !(out->flags & CLASSIFY_HINT);
+	if (!plain && client_sql_needs_session(c, sql, len)) {
 		/* Session state lives where it was created: the primary, from now on. */
 		c->route.primary_only = true;
 		if (out->route != ROUTE_PRIMARY) {
@@ -661,10 +664,11 @@ static bool client_starts_unit(const struct client *c, uint8_t type)
 static void client_decide(struct client *c, const struct frame *f, struct route_decision *d)
 {
 	struct route_facts facts;
-	if (f->type == PqMsg_Query)
+	if (f->type == PqMsg_Query) {
 		client_facts_of(c, (const char *)f->body, f->body_avail, f->body_avail == f->len,
 				&facts);
-	else if (f->type == PqMsg_FunctionCall)
+		c->plain_read = facts.route == ROUTE_ANY && !(facts.flags & CLASSIFY_HINT);
+	} else if (f->type == PqMsg_FunctionCall)
 		client_facts_primary(&facts, "function call");
 	else if (f->type == PqMsg_Sync || f->type == PqMsg_Flush)
 		facts = (struct route_facts){ ROUTE_FOLLOW, 0, "sync", false };
@@ -737,8 +741,7 @@ void client_route_note_parse(struct client *c, const struct frame *f)
 
 enum relay_verdict client_route_message(struct client *c, const struct frame *f)
 {
-	if (f->type == PqMsg_Parse)
-		client_route_note_parse(c, f);
+	c->plain_read = false; /* set again only by this message's own classification */
 	if (!client_starts_unit(c, f->type)) {
 		if (f->type == PqMsg_Sync)
 			c->in_unit = false;

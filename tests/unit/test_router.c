@@ -4,9 +4,6 @@
  * router_decide(), router_commit() the decision as it is sent, router_on_ready() with the
  * ReadyForQuery status the node answered. The config is built by hand (three nodes: 0 primary,
  * 1 and 2 standbys) and cluster views are installed with router_set_view().
- *
- * Tests marked "FINDING" assert the intended behaviour where router.c differs from it; each is
- * described (input, expected, actual, why) in /work/notes/router-findings.md.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -649,7 +646,7 @@ static void test_txn_mode_always_write_in_txn(void **state)
 }
 
 /*
- * FINDING 3: a write in a transaction that already runs on the primary (here SERIALIZABLE) does
+ * Bug guarded: a write in a transaction that already runs on the primary (here SERIALIZABLE) does
  * not set primary_only under trans_transaction/always, so the session balances again afterwards.
  */
 static void test_write_in_primary_txn_sets_primary_only(void **state)
@@ -941,7 +938,7 @@ static void test_listener_standby_no_standby_gives_no_node(void **state)
 }
 
 /*
- * FINDING 1: with a primary weight above 0, a standby-only session falls back to the weighted
+ * Bug guarded: with a primary weight above 0, a standby-only session falls back to the weighted
  * choice over every node and is sent to the primary when no standby is usable.
  */
 static void test_listener_standby_never_falls_back_to_primary(void **state)
@@ -964,7 +961,7 @@ static void test_listener_standby_never_falls_back_to_primary(void **state)
 }
 
 /*
- * FINDING 1, second form: standbys with weight 0 are up, yet a standby-only session is sent to
+ * Bug guarded: standbys with weight 0 are up, yet a standby-only session is sent to
  * the primary (weight 1); the least-lagging-standby fallback is never reached.
  */
 static void test_listener_standby_zero_weight_standbys_still_used(void **state)
@@ -1022,7 +1019,7 @@ static void test_hint_standby_on_primary_only_session(void **state)
 }
 
 /*
- * FINDING 2: a primary hint inside a transaction that reads from a standby is sent to the
+ * Bug guarded: a primary hint inside a transaction that reads from a standby is sent to the
  * primary without the primary joining the transaction (no BEGIN replay), so it runs outside the
  * client's transaction.
  */
@@ -1043,7 +1040,7 @@ static void test_hint_primary_in_standby_txn_joins_primary(void **state)
 }
 
 /*
- * FINDING 2, second form: the forced-primary branch also skips primary_only_after, so a write
+ * Bug guarded: the forced-primary branch also skips primary_only_after, so a write
  * hinted to the primary under disable_load_balance_on_write = always does not pin the session.
  */
 static void test_hint_primary_write_under_always_pins_session(void **state)
@@ -1174,7 +1171,7 @@ static void test_parse_redirects_rejects_bad_syntax(void **state)
 	}
 }
 
-/* FINDING 4: strtod() accepts "nan", and NaN passes "weight < 0 || weight > 1". */
+/* Bug guarded: strtod() accepts "nan", and NaN passes "weight < 0 || weight > 1". */
 static void test_parse_redirects_rejects_nan_weight(void **state)
 {
 	struct redirect_list l;
@@ -1270,7 +1267,7 @@ static void test_primary_routing_pattern_sends_select_to_primary(void **state)
 }
 
 /*
- * FINDING 5: the router treats every ROUTE_PRIMARY unit as a write (d.wrote = route == PRIMARY)
+ * Bug guarded: the router treats every ROUTE_PRIMARY unit as a write (d.wrote = route == PRIMARY)
  * instead of using CLASSIFY_WRITE, so a read sent to the primary by the pattern list starts a
  * read-your-writes wait, moves an open transaction and, under "always", pins the session.
  */
@@ -1297,7 +1294,7 @@ static void test_pattern_primary_read_is_not_a_write(void **state)
 	assert_int_equal(run(fx, &s, "SELECT 1", 'I'), rn);
 }
 
-/* FINDING 5, with a hint: a SELECT hinted to the primary has no CLASSIFY_WRITE either. */
+/* Bug guarded: a SELECT hinted to the primary has no CLASSIFY_WRITE either. */
 static void test_hint_primary_read_is_not_a_write(void **state)
 {
 	struct fx *fx = *state;
