@@ -9,6 +9,6 @@ trap 'rm -rf "$out"' EXIT
 cc=${CC:-gcc}
 "$cc" -std=c17 -O2 -DNDEBUG -D_GNU_SOURCE -Wall -Wextra -Werror -I"$root/src" \
 	"$root/bench/classify_bench.c" "$root/src/route/classify.c" \
-	"$root/src/route/classify_cache.c" -lpg_query -o "$out/classify_bench"
+	"$root/src/route/classify_cache.c" "$root/src/route/normalize.c" -lpg_query -o "$out/classify_bench"
 echo "classify_bench: $("$cc" --version | head -1), $(nproc) cores, $(uname -m)"
 "$out/classify_bench" "$@"

@@ -212,8 +212,8 @@ CREATE ROLE md5user LOGIN PASSWORD 'md5pw';
 RESET password_encryption;
 CREATE ROLE trustuser LOGIN;
 CREATE DATABASE app OWNER app;
-SELECT pg_create_physical_replication_slot('node1');
-SELECT pg_create_physical_replication_slot('node2');
+SELECT pg_create_physical_replication_slot('node1', true);
+SELECT pg_create_physical_replication_slot('node2', true);
 EOF
   psql_primary -d app -c "GRANT ALL ON SCHEMA public TO PUBLIC;"
 }

@@ -21,6 +21,9 @@ for p in "${PACKAGES[@]}"; do
   fi
 done
 
+# node-postgres for the driver tests (Debian's nodejs/npm only if node is missing; npm ci once).
+bash "$(dirname "${BASH_SOURCE[0]}")/node_deps.sh"
+
 if ((${#missing[@]} == 0)); then
   echo "deps.sh: all ${#PACKAGES[@]} packages present"
   exit 0

@@ -3,7 +3,9 @@
 # against a real primary + two standbys. Also compiles with clang -Werror (compile only).
 #   bash scripts/test.sh                 everything (what CI runs)
 #   bash scripts/test.sh -k auth -x      extra arguments go to pytest
-# Environment: PGRELAY_SKIP_CLANG=1 skips the clang build; PGRELAY_SKIP_INTEGRATION=1 skips pytest.
+# Environment: PGRELAY_SKIP_CLANG=1 skips the clang build; PGRELAY_SKIP_INTEGRATION=1 skips pytest;
+# PGRELAY_SKIP_FUZZ=1 skips the fresh fuzzing; PGRELAY_SKIP_TSAN=1 the ThreadSanitizer run;
+# PGRELAY_SKIP_REGRESS=1 PostgreSQL's regression suite through pgrelay.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -73,8 +75,19 @@ fi
 if ((built)); then
   step "unit tests (meson test --suite unit)" unit_tests || true
   step "fuzz corpus replay (tests/fuzz/run.sh --replay)" bash tests/fuzz/run.sh --replay || true
+  if [[ -z "${PGRELAY_SKIP_FUZZ:-}" ]]; then
+    step "fresh fuzzing, 30 s per harness (tests/fuzz/run.sh 30)" bash tests/fuzz/run.sh 30 || true
+  fi
   if [[ -z "${PGRELAY_SKIP_INTEGRATION:-}" ]]; then
     step "integration tests (pytest tests/integration)" integration_tests "$@" || true
+  fi
+  if [[ -z "${PGRELAY_SKIP_REGRESS:-}" ]]; then
+    step "PostgreSQL regression suite through pgrelay (tests/regress/run.sh)" \
+      bash tests/regress/run.sh build-test || true
+  fi
+  if [[ -z "${PGRELAY_SKIP_TSAN:-}" ]]; then
+    step "ThreadSanitizer (scripts/tsan.sh: build-tsan, threaded unit + integration tests)" \
+      bash scripts/tsan.sh || true
   fi
 fi
 

@@ -89,6 +89,10 @@ bool admin_looks_like_admin(const char *sql, size_t len)
 	j = i;
 	if (admin_word(sql, len, &j, "set") || admin_word(sql, len, &j, "reset")) {
 		j = admin_skip(sql, len, j);
+		/* SET SESSION pgrelay.route is SET pgrelay.route (admin_match_route_setting). */
+		size_t k = j;
+		if (admin_word(sql, len, &k, "session"))
+			j = admin_skip(sql, len, k);
 		return j + 8 <= len && strncasecmp(sql + j, "pgrelay.", 8) == 0;
 	}
 	return false;
@@ -482,9 +486,9 @@ static void admin_explain_route(struct client *c, const char *sql, size_t len, s
 	admin_finish(&t, c->txn_status);
 }
 
-static bool admin_is_admin_user(const struct client *c)
+/* True if c's user is one of the comma-separated names in list (NULL: nobody). */
+static bool admin_user_in_list(const struct client *c, const char *list)
 {
-	const char *list = c->w->cfg->admin_users;
 	size_t ulen = strlen(c->user);
 	for (const char *p = list ? list : ""; *p;) {
 		while (*p == ' ' || *p == ',')
@@ -500,6 +504,17 @@ static bool admin_is_admin_user(const struct client *c)
 		p = e;
 	}
 	return false;
+}
+
+static bool admin_is_admin_user(const struct client *c)
+{
+	return admin_user_in_list(c, c->w->cfg->admin_users);
+}
+
+/* SHOW commands other than pool_nodes and pool_version: admin_users or stats_users. */
+static bool admin_may_see_stats(const struct client *c)
+{
+	return admin_is_admin_user(c) || admin_user_in_list(c, c->w->cfg->stats_users);
 }
 
 static void admin_node_command(struct client *c, enum cluster_command cmd, int node,
@@ -539,12 +554,15 @@ static bool admin_parse_node(const char *sql, size_t len, size_t i, int *node)
 	if (!admin_word(sql, len, &i, "node"))
 		return false;
 	i = admin_skip(sql, len, i);
-	char *end;
-	long v = strtol(sql + i, &end, 10);
-	if (end == sql + i || v < 0 || v > 1000)
+	/* Digits within len only: sql need not be NUL-terminated (no strtol). */
+	size_t start = i;
+	long v = 0;
+	while (i < len && i - start < 5 && isdigit((unsigned char)sql[i]))
+		v = v * 10 + (sql[i++] - '0');
+	if (i == start || v > 1000)
 		return false;
 	*node = (int)v;
-	return admin_end(sql, len, (size_t)(end - sql));
+	return admin_end(sql, len, i);
 }
 
 static bool admin_pgrelay(struct client *c, const char *sql, size_t len, size_t i,
@@ -592,28 +610,46 @@ bool admin_answer(struct client *c, const char *sql, size_t len, struct builder 
 	i = 0;
 	if (!admin_word(sql, len, &i, "show"))
 		return false;
+	/*
+	 * pool_nodes and pool_version are open to every user, as in pgpool-II (drivers and load
+	 * balancers read them); the rest show other sessions' users and databases and the failover
+	 * command lines, so they need admin_users or stats_users.
+	 */
 	static const struct {
 		const char *name;
 		void (*fn)(struct client *, struct builder *);
+		bool open;
 	} shows[] = {
-		{ "pool_nodes", admin_show_nodes },
-		{ "pool_version", admin_show_version },
-		{ "pool_health_check_stats", admin_show_health_stats },
-		{ "pool_failover_history", admin_show_history },
-		{ "pool_pools", admin_show_pools },
-		{ "pool_processes", admin_show_processes },
-		{ "pool_backend_stats", admin_show_backend_stats },
+		{ "pool_nodes", admin_show_nodes, true },
+		{ "pool_version", admin_show_version, true },
+		{ "pool_health_check_stats", admin_show_health_stats, false },
+		{ "pool_failover_history", admin_show_history, false },
+		{ "pool_pools", admin_show_pools, false },
+		{ "pool_processes", admin_show_processes, false },
+		{ "pool_backend_stats", admin_show_backend_stats, false },
 	};
 	for (size_t k = 0; k < sizeof(shows) / sizeof(shows[0]); k++) {
 		size_t j = i;
 		if (admin_word(sql, len, &j, shows[k].name) && admin_end(sql, len, j)) {
+			if (!shows[k].open && !admin_may_see_stats(c)) {
+				char msg[160];
+				snprintf(
+					msg, sizeof(msg),
+					"permission denied: SHOW %s needs a user in admin_users or "
+					"stats_users",
+					shows[k].name);
+				admin_error(out, c->txn_status, "42501", msg);
+				return true;
+			}
 			shows[k].fn(c, out);
 			return true;
 		}
 	}
 	size_t j = admin_skip(sql, len, i);
+	/* sql need not be NUL-terminated: print at most its len - j remaining bytes. */
+	int shown = len - j < 60 ? (int)(len - j) : 60;
 	char msg[160];
-	snprintf(msg, sizeof(msg), "unrecognized configuration parameter \"%.60s\"", sql + j);
+	snprintf(msg, sizeof(msg), "unrecognized configuration parameter \"%.*s\"", shown, sql + j);
 	char *semi = strchr(msg, ';');
 	if (semi)
 		*semi = 0;

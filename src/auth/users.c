@@ -254,8 +254,16 @@ struct userlist *users_load(const char *path, char *err, size_t errcap)
 		users_load_discard(&ld);
 		return NULL;
 	}
-	for (size_t i = 0; i < ld.count; i++)
+	size_t per_kind[3] = { 0, 0, 0 };
+	for (size_t i = 0; i < ld.count; i++) {
 		list->users[i] = ld.items[i].entry; /* ownership moves; items only freed below */
+		per_kind[list->users[i].kind]++;
+	}
+	list->common_kind = SECRET_PLAIN;
+	if (per_kind[SECRET_MD5] > per_kind[list->common_kind])
+		list->common_kind = SECRET_MD5;
+	if (per_kind[SECRET_SCRAM] > per_kind[list->common_kind])
+		list->common_kind = SECRET_SCRAM;
 	OPENSSL_cleanse(ld.items, ld.count * sizeof(*ld.items));
 	free(ld.items);
 	return list;
@@ -281,6 +289,13 @@ const struct user_entry *users_find(const struct userlist *list, const char *nam
 	if (!list || list->count == 0)
 		return NULL;
 	return bsearch(name, list->users, list->count, sizeof(*list->users), users_find_cmp);
+}
+
+void users_stand_in(const struct userlist *list, struct user_entry *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->kind = list ? list->common_kind : SECRET_PLAIN;
+	out->has_scram = out->kind != SECRET_MD5;
 }
 
 enum hba_method users_default_method(const struct user_entry *u)

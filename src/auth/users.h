@@ -28,6 +28,7 @@ struct user_entry {
 struct userlist {
 	struct user_entry *users; /* owned, sorted by name */
 	size_t count;
+	enum secret_kind common_kind; /* the most frequent kind (SECRET_PLAIN on a tie or none) */
 };
 
 /*
@@ -38,6 +39,12 @@ struct userlist *users_load(const char *path, char *err, size_t errcap);
 void users_free(struct userlist *list);
 /* Binary search; NULL if absent. */
 const struct user_entry *users_find(const struct userlist *list, const char *name);
+/*
+ * What an unknown user is made to look like so that the method picked for it is the one most known
+ * users get under the same hba rule (no user enumeration by the challenge): an entry with no
+ * secret of the list's most common kind. list may be NULL.
+ */
+void users_stand_in(const struct userlist *list, struct user_entry *out);
 
 /*
  * Method for a user when there is no hba file: HBA_SCRAM for verifiers and plain text, HBA_MD5

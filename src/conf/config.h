@@ -128,6 +128,7 @@ struct config {
 	uint32_t failover_command_timeout_ms;	 /* default 60s */
 	uint32_t search_primary_node_timeout_ms; /* default 5min */
 	char *admin_users;			 /* owned; comma-separated, default "postgres" */
+	char *stats_users;			 /* owned or NULL; comma-separated, SHOW pool_* */
 	bool failover_on_backend_error;		 /* a broken backend socket triggers a check */
 	bool detach_false_primary;		 /* default true */
 	bool auto_failback;			 /* default false */

@@ -70,15 +70,19 @@ const struct key_def config_keys[] = {
 	    "TCP port clients connect to (also the admin interface)."),
 	TOP("authentication_timeout", KT_DURATION, 0, "60s", 0, DUR_MAX, authentication_timeout_ms,
 	    NULL, "Time a new client has to finish startup and authentication; 0 means no limit."),
-	TOP("max_message_size", KT_SIZE, 0, "64MB", 8 * KB, 1 * GB, max_message_size, NULL,
+	TOP("max_message_size", KT_SIZE, 0, "1GB", 8 * KB, 1 * GB, max_message_size, NULL,
 	    "Largest single protocol message accepted from a client; a larger one ends the "
 	    "connection."),
 	TOP("shutdown_timeout", KT_DURATION, 0, "30s", 0, DUR_MAX, shutdown_timeout_ms, NULL,
 	    "How long a smart shutdown (SIGTERM) waits for clients to leave before closing them; 0 "
 	    "closes them at once."),
 	TOP("admin_users", KT_STRING, 0, "postgres", 0, 0, admin_users, NULL,
-	    "Comma-separated users who may run the PGRELAY ATTACH/DETACH/PROMOTE NODE commands; "
-	    "SHOW commands are open to every user."),
+	    "Comma-separated users who may run the PGRELAY ATTACH/DETACH/PROMOTE NODE commands "
+	    "and every SHOW pool_* command; SHOW pool_nodes and SHOW pool_version are open to "
+	    "every user."),
+	TOP("stats_users", KT_STRING, KF_EMPTY_IS_NULL, NULL, 0, 0, stats_users, NULL,
+	    "Comma-separated users who may run every SHOW pool_* command (statistics, sessions, "
+	    "failover history) but no node command; unset means only admin_users."),
 	TOP("failover_command", KT_STRING, KF_EMPTY_IS_NULL, NULL, 0, 0, failover_command, NULL,
 	    "Command run when a node is detached, with pgpool-II's placeholders (%d failed node "
 	    "id, %h, %p, %D, %m, %H, %M, %P, %r, %R, %N, %S, %%); unset runs nothing."),

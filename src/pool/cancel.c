@@ -9,6 +9,9 @@
 #include <string.h>
 #include <uv.h>
 
+#include "pool/client.h"
+#include "pool/outstanding.h"
+#include "pool/server.h"
 #include "pool/worker.h"
 #include "util/log.h"
 
@@ -129,6 +132,9 @@ struct cancel_req {
 	uv_timer_t timer;
 	struct worker *w; /* borrowed */
 	int open_handles; /* freed when both handles are closed */
+	/* What the cancel is for, found again by key once connected (the objects may be gone). */
+	uint32_t target_pid, target_key; /* pgrelay's BackendKeyData of the target session */
+	uint64_t server_id;		 /* the backend connection that ran its request */
 	uint8_t packet[16];
 };
 
@@ -166,6 +172,15 @@ static void cancel_req_connected(uv_connect_t *req, int status)
 		cancel_req_finish(r);
 		return;
 	}
+	/* The session may have finished its request, and the backend moved to another client. */
+	struct client *target = cancel_map_find(&r->w->cancels, r->target_pid, r->target_key);
+	struct server *s = target ? cancel_target_backend(target) : NULL;
+	if (!s || s->id != r->server_id) {
+		log_debug("cancel", 0,
+			  "cancel dropped: the request finished before it could be sent");
+		cancel_req_finish(r);
+		return;
+	}
 	uv_buf_t b = uv_buf_init((char *)r->packet, sizeof(r->packet));
 	r->write.data = r;
 	if (uv_write(&r->write, (uv_stream_t *)&r->tcp, &b, 1, cancel_req_written) < 0)
@@ -185,18 +200,43 @@ static void put_u32(uint8_t *p, uint32_t v)
 	p[3] = (uint8_t)v;
 }
 
-void cancel_send(struct worker *w, const struct sockaddr *addr, uint32_t pid, uint32_t key)
+struct server *cancel_target_backend(struct client *target)
 {
+	struct server *s = target->server;
+	if (!s || s->client != target || s->state != SV_ACTIVE || req_queue_empty(&s->reqs))
+		return NULL;
+	return s;
+}
+
+void cancel_forward(struct worker *w, uint32_t pid, uint32_t key)
+{
+	struct client *target = cancel_map_find(&w->cancels, pid, key);
+	struct server *s = target ? cancel_target_backend(target) : NULL;
+	if (!s) {
+		log_debug("cancel", 0, "cancel request for unknown or idle session not forwarded");
+		return;
+	}
+	if (w->n_cancel_conns >= CANCEL_MAX_IN_FLIGHT) {
+		log_info("cancel", target->id,
+			 "cancel request dropped: %d cancel requests already in flight",
+			 w->n_cancel_conns);
+		return;
+	}
 	if (!worker_fd_available(w))
 		return;
 	struct cancel_req *r = calloc(1, sizeof(*r));
 	if (!r)
 		return;
+	log_debug("cancel", target->id, "forwarding cancel to backend pid %u", s->be_pid);
 	r->w = w;
+	r->target_pid = pid;
+	r->target_key = key;
+	r->server_id = s->id;
+	const struct sockaddr *addr = (const struct sockaddr *)&s->addr;
 	put_u32(r->packet, 16);
 	put_u32(r->packet + 4, 80877102u);
-	put_u32(r->packet + 8, pid);
-	put_u32(r->packet + 12, key);
+	put_u32(r->packet + 8, s->be_pid);
+	put_u32(r->packet + 12, s->be_key);
 	if (uv_tcp_init(&w->loop, &r->tcp) < 0) {
 		free(r);
 		return;

@@ -3,6 +3,12 @@
  * client from a CancelRequest, and the cancel is then sent to the backend running that client's
  * query with the backend's real key, over a new short-lived connection (bounded by a timer).
  * Open addressing keyed by pid; pids are unique per worker, secrets are random.
+ *
+ * A cancel is forwarded only while its target has a request in flight on a linked backend, and is
+ * checked again when the connection to the backend is up, just before the 16 bytes are written:
+ * in transaction mode the backend may have finished, gone back to the pool and be running another
+ * client's query by then (the race PgBouncer fixed in its PR #717). At most CANCEL_MAX_IN_FLIGHT
+ * outgoing cancels per worker; more are dropped with a log line.
  */
 #ifndef PGRELAY_POOL_CANCEL_H
 #define PGRELAY_POOL_CANCEL_H
@@ -12,7 +18,10 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#define CANCEL_MAX_IN_FLIGHT 64 /* outgoing cancel connections per worker */
+
 struct client;
+struct server;
 struct worker;
 
 struct cancel_slot {
@@ -38,7 +47,17 @@ void cancel_map_remove(struct cancel_map *m, uint32_t pid);
 /* The client whose key matches, or NULL (the key is compared in constant time). */
 struct client *cancel_map_find(const struct cancel_map *m, uint32_t pid, uint32_t key);
 
-/* Sends CancelRequest(pid, key) to addr on a new connection; fire and forget, bounded in time. */
-void cancel_send(struct worker *w, const struct sockaddr *addr, uint32_t pid, uint32_t key);
+/*
+ * The backend a cancel for target should reach: its linked backend with a request in flight, or
+ * NULL (idle, between transactions, logging in).
+ */
+struct server *cancel_target_backend(struct client *target);
+/*
+ * Handles a client's CancelRequest(pid, key): when it names a session with a request in flight,
+ * sends the backend's own key to that backend on a new connection (fire and forget, bounded in
+ * time and in number), after checking again once connected that the backend still runs that
+ * session's request.
+ */
+void cancel_forward(struct worker *w, uint32_t pid, uint32_t key);
 
 #endif

@@ -13,9 +13,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <ctype.h>
 #include <string.h>
-#include <strings.h>
 
 #include "pool/pool.h"
 #include "pool/relay.h"
@@ -79,6 +77,39 @@ void client_set_state(struct client *c, enum client_state st)
 		else
 			c->w->n_nodeless++;
 	}
+}
+
+static const char *const client_hold_names[] = {
+	[HOLD_NONE] = "none",
+	[HOLD_BOUNDARY] = "boundary",
+	[HOLD_SWITCH] = "switch",
+	[HOLD_ADMIN_UNIT] = "admin unit",
+	[HOLD_TERMINATING] = "terminating",
+};
+
+/* The moves client_set_hold() allows: from a hold back to relaying, or from relaying to any hold,
+ * and to HOLD_TERMINATING from anywhere; a terminating session never relays again. */
+static bool client_hold_move_ok(enum client_hold from, enum client_hold to)
+{
+	if (from == HOLD_TERMINATING)
+		return to == HOLD_TERMINATING;
+	if (to == HOLD_TERMINATING || to == HOLD_NONE || from == to)
+		return true;
+	/* A unit waiting for a boundary is decided again when it is presented again. */
+	return from == HOLD_NONE || from == HOLD_BOUNDARY;
+}
+
+bool client_set_hold(struct client *c, enum client_hold h)
+{
+	if (!client_hold_move_ok(c->hold, h)) {
+		log_error("client", c->id, "internal error: relay hold %s -> %s refused",
+			  client_hold_names[c->hold], client_hold_names[h]);
+		client_disconnect(c, "XX000", "internal error in the session relay (hold %s -> %s)",
+				  client_hold_names[c->hold], client_hold_names[h]);
+		return false;
+	}
+	c->hold = h;
+	return true;
 }
 
 const char *client_param(const struct client *c, int i)
@@ -155,10 +186,15 @@ static void client_on_closed(struct conn *conn)
 		cancel_map_remove(&w->cancels, c->cancel_pid);
 	client_free_login_state(c);
 	pool_creds_free(&c->creds);
+	if (c->pool) {
+		c->pool->n_clients--;
+		pool_reap_if_unused(w, c->pool);
+	}
 	stmt_map_free(&c->stmts);
 	for (int i = 0; i < TP_COUNT; i++)
 		free(c->param[i]);
 	free(c->txn_log);
+	free(c->retry_sql);
 	free(c->startup);
 	free(c);
 	w->n_clients--;
@@ -237,14 +273,7 @@ static void client_handle_cancel(struct client *c, const struct frame *f)
 		client_disconnect(c, NULL, "malformed cancel request");
 		return;
 	}
-	struct client *target = cancel_map_find(&c->w->cancels, pid, key);
-	if (target && target->server && target->server->state == SV_ACTIVE) {
-		struct server *s = target->server;
-		log_debug("client", target->id, "forwarding cancel to backend pid %u", s->be_pid);
-		cancel_send(c->w, (const struct sockaddr *)&s->addr, s->be_pid, s->be_key);
-	} else {
-		log_debug("client", c->id, "cancel request for unknown or idle session ignored");
-	}
+	cancel_forward(c->w, pid, key); /* checks the target and its backend, now and once sent */
 	client_set_state(c, CL_CANCEL);
 	client_disconnect(c, NULL, "cancel request handled");
 }
@@ -268,15 +297,26 @@ static enum startup_status client_parse_startup_params(struct client *c, const s
 	return st;
 }
 
-static bool client_find_pool(struct client *c)
+/* The pool key of c's startup packet (database, user, options); false if it does not fit. */
+static bool client_pool_key(const struct client *c, char *key, size_t cap, size_t *n)
 {
-	char key[2048];
-	size_t n;
 	struct startup_params sp = { c->user, c->database, c->application_name };
-	if (!startup_pool_key(c->startup, c->startup_len, &sp, key, sizeof(key), &n))
+	return startup_pool_key(c->startup, c->startup_len, &sp, key, cap, n);
+}
+
+bool client_attach_pool(struct client *c)
+{
+	char key[CLIENT_POOL_KEY_MAX];
+	size_t n;
+	if (!client_pool_key(c, key, sizeof(key), &n) || !(c->pool = pool_get(c->w, key, n))) {
+		client_disconnect(c, "53200", "out of memory or startup parameters too long");
 		return false;
-	c->pool = pool_get(c->w, key, n);
-	return c->pool != NULL;
+	}
+	c->pool->n_clients++;
+	router_session_init(&c->w->router, &c->route, (enum route_force)c->route.listener,
+			    c->database, c->user, c->application_name);
+	worker_want_catalog(c->w, c->route.db);
+	return true;
 }
 
 static void client_handle_startup(struct client *c, const struct frame *f)
@@ -302,8 +342,12 @@ static void client_handle_startup(struct client *c, const struct frame *f)
 		client_disconnect(c, sqlstates[st], "%s", err);
 		return;
 	}
-	if (!client_find_pool(c)) {
-		client_disconnect(c, "53200", "out of memory or startup parameters too long");
+	/* Checked now, made after authentication: nothing a client sends before it has proved who
+	 * it is may create lasting state (pools, router slots, catalog loads). */
+	char key[CLIENT_POOL_KEY_MAX];
+	size_t key_len;
+	if (!client_pool_key(c, key, sizeof(key), &key_len)) {
+		client_disconnect(c, "53200", "startup parameters too long");
 		return;
 	}
 	if (minor > 0) {
@@ -320,11 +364,13 @@ static void client_handle_startup(struct client *c, const struct frame *f)
 		if (!ok)
 			return;
 	}
-	log_debug("client", c->id, "login user=%s database=%s application_name=%s", c->user,
-		  c->database, c->application_name);
-	router_session_init(&c->w->router, &c->route, (enum route_force)c->route.listener,
-			    c->database, c->user, c->application_name);
-	worker_want_catalog(c->w, c->route.db);
+	if (log_enabled(LOG_LVL_DEBUG)) {
+		char user[LOG_UNTRUSTED_BUF], db[LOG_UNTRUSTED_BUF], app[LOG_UNTRUSTED_BUF];
+		log_debug("client", c->id, "login user=%s database=%s application_name=%s",
+			  log_untrusted(c->user, user, sizeof(user)),
+			  log_untrusted(c->database, db, sizeof(db)),
+			  log_untrusted(c->application_name, app, sizeof(app)));
+	}
 	client_auth_start(c);
 }
 
@@ -451,188 +497,6 @@ static uint32_t client_needs_bytes(const void *owner, uint8_t type, uint32_t len
 	}
 }
 
-/* Case-insensitive search of a lower-case needle in the first len bytes of hay. */
-static bool client_text_has(const char *hay, size_t len, const char *needle)
-{
-	size_t n = strlen(needle);
-	/* The first letter (needles are lower case) filters almost every position cheaply. */
-	for (size_t i = 0; i + n <= len; i++)
-		if ((hay[i] | 0x20) == needle[0] && strncasecmp(hay + i, needle, n) == 0)
-			return true;
-	return false;
-}
-
-/* Skips spaces and comments at the start of a statement. */
-static size_t client_skip_blank(const char *s, size_t len, size_t i)
-{
-	for (;;) {
-		while (i < len && strchr(" \t\r\n\f(", s[i]) && s[i])
-			i++;
-		if (i + 1 < len && s[i] == '-' && s[i + 1] == '-') {
-			while (i < len && s[i] != '\n')
-				i++;
-		} else if (i + 1 < len && s[i] == '/' && s[i + 1] == '*') {
-			size_t j = i + 2;
-			while (j + 1 < len && !(s[j] == '*' && s[j + 1] == '/'))
-				j++;
-			i = j + 2;
-		} else {
-			return i;
-		}
-	}
-}
-
-static bool client_starts_with(const char *s, size_t len, size_t i, const char *word)
-{
-	size_t n = strlen(word);
-	return i + n <= len && strncasecmp(s + i, word, n) == 0 &&
-	       (i + n == len || !isalnum((unsigned char)s[i + n]));
-}
-
-/* What a scan of SQL text found. */
-#define SQL_NEEDS_SESSION 0x1 /* something that lives in the session: pin the client */
-#define SQL_SETS_TRACKED  0x2 /* SET or RESET of a setting pgrelay follows */
-
-/* Copies the value of "SET name TO|= value" starting at j, up to the end of the statement. */
-static char *client_set_value(const char *sql, size_t len, size_t j)
-{
-	if (client_starts_with(sql, len, j, "to"))
-		j += 2;
-	else if (j < len && sql[j] == '=')
-		j++;
-	j = client_skip_blank(sql, len, j);
-	size_t start = j;
-	bool quoted = false;
-	while (j < len && sql[j] && (quoted || sql[j] != ';')) {
-		if (sql[j] == '\'')
-			quoted = !quoted;
-		j++;
-	}
-	while (j > start && isspace((unsigned char)sql[j - 1]))
-		j--;
-	if (j == start || client_starts_with(sql, j, start, "default"))
-		return NULL;
-	return strndup(sql + start, j - start);
-}
-
-/* Follows the client's SET/RESET of an unreported setting on it and on the server it runs on. */
-static void client_follow_set(struct client *c, int i, char *value)
-{
-	free(c->param[i]);
-	c->param[i] = value;
-	if (c->server) {
-		free(c->server->param[i]);
-		c->server->param[i] = value ? strdup(value) : NULL;
-	}
-}
-
-/*
- * Scans SQL text for what transaction pooling must know (SQL_* flags). Session features pin:
- * LISTEN, SQL-level PREPARE, cursors WITH HOLD, temporary tables, session advisory locks, LOAD,
- * set_config(), and SET/RESET of settings pgrelay does not follow. SET/RESET of the settings it
- * follows are recorded when apply is true (the text is about to run on c->server). Lexical and
- * erring towards pinning; a SET rolled back with its transaction is still followed.
- */
-static unsigned client_sql_scan(struct client *c, const char *sql, size_t len, bool apply)
-{
-	unsigned found = 0;
-	if (client_text_has(sql, len, "pg_advisory_lock") ||
-	    client_text_has(sql, len, "pg_try_advisory_lock") ||
-	    client_text_has(sql, len, "with hold") || client_text_has(sql, len, "temporary") ||
-	    client_text_has(sql, len, " temp ") || client_text_has(sql, len, "set_config"))
-		found |= SQL_NEEDS_SESSION;
-	/* Statement starts: the first, and each one after a semicolon. */
-	for (size_t i = 0; i < len;) {
-		i = client_skip_blank(sql, len, i);
-		if (client_starts_with(sql, len, i, "listen") ||
-		    client_starts_with(sql, len, i, "prepare") ||
-		    client_starts_with(sql, len, i, "load"))
-			found |= SQL_NEEDS_SESSION;
-		bool set = client_starts_with(sql, len, i, "set");
-		if (set || client_starts_with(sql, len, i, "reset")) {
-			size_t j = client_skip_blank(sql, len, i + (set ? 3 : 5));
-			if (client_starts_with(sql, len, j, "local"))
-				goto next;
-			if (client_starts_with(sql, len, j, "session"))
-				j = client_skip_blank(sql, len, j + 7);
-			char name[64];
-			size_t k = 0;
-			while (j < len && k + 1 < sizeof(name) &&
-			       (isalnum((unsigned char)sql[j]) || sql[j] == '_'))
-				name[k++] = sql[j++];
-			name[k] = 0;
-			int t = pool_tracked_param(name);
-			if (t < 0 && strcasecmp(name, "transaction") != 0) {
-				found |= SQL_NEEDS_SESSION;
-			} else if (t >= TP_FIRST_UNREPORTED) {
-				found |= SQL_SETS_TRACKED;
-				if (apply) {
-					size_t v = client_skip_blank(sql, len, j);
-					client_follow_set(
-						c, t, set ? client_set_value(sql, len, v) : NULL);
-				}
-			}
-		}
-	next:
-		while (i < len && sql[i] != ';')
-			i++;
-		i++;
-	}
-	return found;
-}
-
-/*
- * DISCARD ALL / DEALLOCATE in SQL drop prepared statements on the backend behind pgrelay's back:
- * forget everything the backend had (it is re-prepared on use) and, as PostgreSQL would, the
- * client's own statements (all of them, or the one named).
- */
-static void client_note_deallocate(struct client *c, const char *sql, size_t len)
-{
-	for (size_t i = 0; i < len;) {
-		i = client_skip_blank(sql, len, i);
-		bool discard = client_starts_with(sql, len, i, "discard");
-		if (discard || client_starts_with(sql, len, i, "deallocate")) {
-			stmt_map_clear(&c->server->stmts);
-			size_t j = client_skip_blank(sql, len, i + (discard ? 7 : 10));
-			if (!discard && client_starts_with(sql, len, j, "prepare"))
-				j = client_skip_blank(sql, len, j + 7);
-			if (client_starts_with(sql, len, j, "all") ||
-			    (discard && !client_starts_with(sql, len, j, "temp") &&
-			     !client_starts_with(sql, len, j, "plans") &&
-			     !client_starts_with(sql, len, j, "sequences"))) {
-				stmt_map_clear(&c->stmts);
-				/* DISCARD ALL also resets the settings pgrelay follows itself (the
-				 * reported ones come back as ParameterStatus). */
-				if (discard)
-					for (int t = TP_FIRST_UNREPORTED; t < TP_COUNT; t++)
-						client_follow_set(c, t, NULL);
-			} else if (!discard) {
-				char name[128];
-				size_t k = 0;
-				bool quoted = j < len && sql[j] == '"';
-				j += quoted;
-				while (j < len && k + 1 < sizeof(name) && sql[j] != ';' &&
-				       (quoted ? sql[j] != '"' : !isspace((unsigned char)sql[j])))
-					name[k++] = sql[j++];
-				name[k] = 0;
-				stmt_map_remove(&c->stmts, name);
-			}
-		}
-		while (i < len && sql[i] != ';')
-			i++;
-		i++;
-	}
-}
-
-static void client_pin(struct client *c, const char *why)
-{
-	if (c->pinned)
-		return;
-	c->pinned = true;
-	c->route.primary_only = true;
-	log_debug("client", c->id, "pinned to its server connection: %s", why);
-}
-
 /*
  * Sends what was scanned before the current message, so that an injected message lands right
  * before it. RELAY_STOP if a forward is still in flight (the message is handled again once it
@@ -650,6 +514,20 @@ static enum relay_verdict client_flush_before_inject(struct client *c)
 	return RELAY_SEND;
 }
 
+/*
+ * Before SQL text reaches c->server: a DEALLOCATE of a protocol-level statement the client has
+ * (SQL and protocol statements share one namespace; psycopg deallocates its own this way) must
+ * find it on this backend, which may not hold it (prepared elsewhere, or not yet): it is made to
+ * exist there first, so that PostgreSQL answers as it would have.
+ */
+static enum relay_verdict client_before_sql(struct client *c, const struct route_facts *f)
+{
+	if (!(f->flags & CLASSIFY_DEALLOCATE) || (f->flags & CLASSIFY_MULTI) || !f->object[0] ||
+	    !stmt_map_find(&c->stmts, f->object))
+		return RELAY_SEND;
+	return client_use_statement(c, f->object);
+}
+
 /* Parse of a named statement: remember it, and make room for it on the server. */
 static enum relay_verdict client_on_parse(struct client *c, const struct frame *f)
 {
@@ -660,14 +538,24 @@ static enum relay_verdict client_on_parse(struct client *c, const struct frame *
 	if (!reader_cstr(&r, &name, NULL))
 		return RELAY_SEND; /* malformed: PostgreSQL will say so */
 	const char *rest = (const char *)r.p;
-	if (reader_cstr(&r, &query, &qlen) &&
-	    (client_sql_scan(c, query, qlen, true) & SQL_NEEDS_SESSION))
-		client_pin(c, "session feature in a prepared statement");
+	if (reader_cstr(&r, &query, &qlen)) {
+		struct route_facts facts;
+		client_classify_text(c, query, qlen + 1, true, &facts);
+		enum relay_verdict v = client_before_sql(c, &facts);
+		if (v != RELAY_SEND)
+			return v;
+		client_apply_sql_effects(c, query, qlen, &facts);
+	}
 	if (!name[0])
 		return RELAY_SEND;
 	if (f->body_avail < f->len) {
 		client_pin(c, "prepared statement too large to replay");
 		return RELAY_SEND;
+	}
+	if (stmt_map_find(&c->stmts, name)) {
+		/* PostgreSQL refuses a name still prepared (42P05): the client's statement is made
+		 * to exist on this backend, which then says so itself; nothing is recorded. */
+		return client_use_statement(c, name);
 	}
 	enum relay_verdict v = RELAY_SEND;
 	/* Anything injected (Close of the old one, or of the least recently used) goes first. */
@@ -680,7 +568,7 @@ static enum relay_verdict client_on_parse(struct client *c, const struct frame *
 	uint64_t h =
 		stmt_hash((const uint8_t *)rest, f->len - (size_t)(rest - (const char *)f->body));
 	bool ok = server_note_parse(c->server, name, h);
-	if (ok && c->stmts.count < STMT_CLIENT_MAX)
+	if (ok && stmt_map_has_room(&c->stmts, name, f->total))
 		ok = stmt_map_put(&c->stmts, name, h, f->body - FRAME_HEADER_LEN, f->total,
 				  c->server->stmt_tick);
 	else if (ok)
@@ -744,17 +632,20 @@ static enum relay_verdict client_track_statements(struct client *c, const struct
 			stmt_map_remove(&c->server->stmts, name);
 		}
 		return RELAY_SEND;
-	case PqMsg_Query:
-		/* The router just classified it: a plain read sets, discards and pins nothing. */
-		if (c->plain_read) {
-			c->plain_read = false;
-			return RELAY_SEND;
-		}
-		client_note_deallocate(c, (const char *)f->body, f->body_avail);
-		if (client_sql_scan(c, (const char *)f->body, f->body_avail, true) &
-		    SQL_NEEDS_SESSION)
-			client_pin(c, "session feature in a query");
+	case PqMsg_Query: {
+		/* Classified once, by the router's decision or here; then its effects applied. */
+		if (!c->query_facts_valid)
+			client_classify_text(c, (const char *)f->body, f->body_avail,
+					     f->body_avail == f->len, &c->query_facts);
+		enum relay_verdict v = client_before_sql(c, &c->query_facts);
+		if (v != RELAY_SEND)
+			return v; /* presented again: classified again */
+		c->query_facts_valid = false;
+		client_apply_sql_effects(c, (const char *)f->body,
+					 strnlen((const char *)f->body, f->body_avail),
+					 &c->query_facts);
 		return RELAY_SEND;
+	}
 	default:
 		return RELAY_SEND;
 	}
@@ -763,11 +654,17 @@ static enum relay_verdict client_track_statements(struct client *c, const struct
 static enum relay_verdict client_relay_message(void *owner, const struct frame *f)
 {
 	struct client *c = owner;
+	/* Text later read as C strings (admin, classifier, statement names) must end in its NUL. */
+	if (f->body_avail == f->len &&
+	    ((f->type == PqMsg_Query && !msg_body_is_cstr(f->body, f->len)) ||
+	     (f->type == PqMsg_Parse && !msg_body_is_parse(f->body, f->len)))) {
+		client_disconnect(c, "08P01", "invalid message format");
+		return RELAY_GONE;
+	}
 	switch (f->type) {
 	case PqMsg_Terminate:
 		/* Everything before it must reach the server first (fire-and-forget writes). */
-		c->terminating = true;
-		return RELAY_STOP;
+		return client_set_hold(c, HOLD_TERMINATING) ? RELAY_STOP : RELAY_GONE;
 	case PqMsg_PasswordMessage:
 		client_disconnect(c, "08P01", "unexpected password message after authentication");
 		return RELAY_GONE;
@@ -840,9 +737,15 @@ static bool client_answer_locally(struct client *c)
 		reader_init(&r, f.body, f.len);
 		switch (f.type) {
 		case PqMsg_Parse:
-			if (f.len > STMT_PARSE_MAX || !reader_cstr(&r, &name, NULL) || !name[0] ||
+			if (f.len > STMT_PARSE_MAX || !msg_body_is_parse(f.body, f.len) ||
+			    !reader_cstr(&r, &name, NULL) || !name[0] ||
 			    !reader_cstr(&r, &query, &qlen) ||
-			    client_sql_scan(c, query, qlen, false))
+			    !stmt_map_has_room(&c->stmts, name, f.total))
+				return false;
+			/* A statement with session effects is prepared for real, where it runs. */
+			struct route_facts facts;
+			client_classify_text(c, query, qlen + 1, true, &facts);
+			if (facts.flags & (CLASSIFY_EFFECT_MASK | CLASSIFY_SESSION_RESET))
 				return false;
 			break;
 		case PqMsg_Close:
@@ -989,11 +892,6 @@ bool client_whole_frame_at(const struct client *c, uint32_t pos, struct frame *f
 	       f->body_avail == f->len;
 }
 
-bool client_sql_needs_session(struct client *c, const char *sql, size_t len)
-{
-	return client_sql_scan(c, sql, len, false) & SQL_NEEDS_SESSION;
-}
-
 void client_resume_with_server(struct client *c)
 {
 	if (c->state == CL_WAITING)
@@ -1006,7 +904,15 @@ void client_resume_with_server(struct client *c)
 
 static void client_relay(struct client *c)
 {
-	c->wait_boundary = false;
+	if (c->hold == HOLD_TERMINATING) {
+		client_relay_result(c, RELAY_STOPPED);
+		return;
+	}
+	/* A unit that waited for a boundary is decided again, from scratch. */
+	if (!client_set_hold(c, HOLD_NONE))
+		return;
+	if (!client_relay_retry(c))
+		return;
 	if (!c->conn.rbuf || iobuf_empty(c->conn.rbuf))
 		return;
 	while (!c->server && client_tracks_statements(c) && c->txn_status == TXN_IDLE &&
@@ -1029,12 +935,12 @@ static void client_relay(struct client *c)
 		/* Without an active link the first message only decides where to go (STOP). */
 		enum relay_result r = relay_scan(&c->conn, c->server ? &c->server->conn : NULL,
 						 c->w->cfg->max_message_size, &client_relay_ops, c);
-		if (r == RELAY_STOPPED && c->admin_unit_pending) {
+		if (r == RELAY_STOPPED && c->hold == HOLD_ADMIN_UNIT) {
 			if (!client_apply_admin_unit(c))
 				return;
 			continue;
 		}
-		if (r == RELAY_STOPPED && c->switch_pending) {
+		if (r == RELAY_STOPPED && c->hold == HOLD_SWITCH) {
 			if (!client_apply_switch(c))
 				return; /* waiting for a connection, or gone */
 			continue;	/* present the message again, now to its node */
@@ -1048,7 +954,7 @@ static void client_relay_result(struct client *c, enum relay_result r)
 {
 	switch (r) {
 	case RELAY_STOPPED:
-		if (c->terminating && !conn_forward_busy(&c->conn))
+		if (c->hold == HOLD_TERMINATING && !conn_forward_busy(&c->conn))
 			client_disconnect(c, NULL, "client sent Terminate");
 		return;
 	case RELAY_DRAINED:

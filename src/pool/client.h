@@ -36,6 +36,42 @@ struct pool;
 
 enum client_state { CL_LOGIN, CL_ACTIVE, CL_WAITING, CL_CLOSING, CL_CANCEL };
 
+/*
+ * Why an active session's relay is holding the message at its read cursor (doc/architecture.md
+ * has the diagram). Changed only by client_set_hold(), which refuses impossible moves; the relay
+ * loop (client_relay) is the one place that acts on a hold and resumes.
+ *   HOLD_NONE         relaying.
+ *   HOLD_BOUNDARY     the next unit goes elsewhere (or is answered here): it waits until the
+ *                     active link has answered everything (server.c kicks the client then).
+ *   HOLD_SWITCH       the next unit's node is decided (c->pending): the relay moves the session
+ *                     to that node's link, getting one if needed, then presents the unit again.
+ *   HOLD_ADMIN_UNIT   an extended-protocol unit at the cursor is an admin statement: answered
+ *                     here as a whole.
+ *   HOLD_TERMINATING  Terminate seen: everything before it is flushed, then the session ends.
+ *                     Terminal.
+ * Waiting for a backend connection or for a node to exist is the client state CL_WAITING.
+ */
+enum client_hold { HOLD_NONE, HOLD_BOUNDARY, HOLD_SWITCH, HOLD_ADMIN_UNIT, HOLD_TERMINATING };
+
+/*
+ * The unit being relayed. A unit is one Query or FunctionCall (with its COPY data), or
+ * extended-protocol messages up to a Sync; it never spans two backend links. A Query, a
+ * FunctionCall or a Sync ends an extended unit; so does losing the active link.
+ */
+enum client_unit { UNIT_NONE, UNIT_EXTENDED };
+
+/*
+ * A read a standby may refuse (SQLSTATE 25006, e.g. a view over a function that writes) is run
+ * again on the primary when no byte of its answer has reached the client (doc/routing.md).
+ *   RETRY_NONE   nothing to watch.
+ *   RETRY_ARMED  a simple Query went to a standby outside a transaction; its text is kept and the
+ *                link watches the first message of the answer. The next unit waits meanwhile.
+ *   RETRY_SEND   the standby refused it: the Query goes to the primary as soon as a link to it is
+ *                ready (client_relay sends it before anything else).
+ */
+enum client_retry { RETRY_NONE, RETRY_ARMED, RETRY_SEND };
+#define CLIENT_RETRY_MAX 8192 /* longest Query kept for a retry (bytes, with its NUL) */
+
 /* Where a client in CL_LOGIN is. */
 enum client_login_step {
 	CLS_STARTUP,	  /* waiting for the startup packet (or SSLRequest / GSSENCRequest) */
@@ -68,16 +104,15 @@ struct client {
 	int want_node;		     /* CL_WAITING: the node it waits for; -1 for any primary */
 	uint64_t node_wait_since_ms; /* loop time it began to wait for a node to exist, 0 if not */
 	int unit_node;		     /* the node of the unit being sent, -1 between units */
-	bool in_unit;		     /* an extended-protocol unit is open (until its Sync) */
+	enum client_unit unit;	     /* the unit whose messages are being relayed */
+	enum client_hold hold;	     /* why the relay is holding; only client_set_hold() */
 	uint8_t unnamed_route;	     /* 1 + route of the unnamed statement, 0 unknown */
 	uint32_t unnamed_flags;	     /* its CLASSIFY_* flags */
 	char *txn_log;		     /* owned: BEGIN/SAVEPOINT/SET LOCAL text of the open
 					transaction, replayed when the primary joins it */
 	uint32_t txn_log_len;
-	bool wait_boundary;	 /* its next unit waits for the active link's boundary */
-	bool switch_pending;	 /* the relay stopped to move to pending.node */
-	bool admin_unit_pending; /* the relay stopped at an extended admin unit */
-	bool plain_read;    /* the Query being relayed was classified a read (no session state) */
+	bool query_facts_valid;		/* query_facts are those of the Query at the cursor */
+	struct route_facts query_facts; /* the classifier's facts of that Query */
 	bool route_pending; /* pending holds the decision for the message at the cursor */
 	struct route_decision pending;
 
@@ -86,18 +121,28 @@ struct client {
 	struct client_creds creds;
 	struct scram_server *scram; /* owned during SASL, freed after */
 	uint8_t md5_salt[4];
-	int auth_method;   /* enum hba_method chosen at client_auth_start */
-	bool auth_mock;	   /* unknown user or unusable secret: the exchange must fail */
-	char txn_status;   /* from the last ReadyForQuery: I, T or E */
-	bool ssl_answered; /* answered one SSLRequest already */
-	bool gss_answered; /* answered one GSSENCRequest already */
-	bool terminating;  /* saw Terminate; closes once earlier bytes are sent */
+	int auth_method; /* enum hba_method chosen at client_auth_start */
+	bool auth_mock;	 /* unknown user or unusable secret: the exchange must fail */
+	enum client_retry retry;
+	char *retry_sql;    /* owned, CLIENT_RETRY_MAX bytes made at first use: the Query text */
+	uint32_t retry_len; /* its length without the NUL */
+	char txn_status;    /* from the last ReadyForQuery: I, T or E */
+	bool ssl_answered;  /* answered one SSLRequest already */
+	bool gss_answered;  /* answered one GSSENCRequest already */
 	bool pinned; /* used a session feature: keeps its backend connection (transaction mode) */
 	uint64_t last_active_ms; /* loop time of the last client bytes or finished request */
 	struct stmt_map stmts;	 /* its named prepared statements (transaction mode) */
 	char *param[TP_COUNT]; /* owned: tracked parameters it changed; NULL = pool's welcome value
 				*/
 };
+
+#define CLIENT_POOL_KEY_MAX 2048 /* bytes of database \0 user \0 options */
+
+/*
+ * Authentication succeeded: finds or creates c's pool and its routing session. False if c was
+ * disconnected (out of memory).
+ */
+bool client_attach_pool(struct client *c) __attribute__((warn_unused_result));
 
 /* Accepts a pending connection on the listener's handle. */
 /* role: enum listener_role of the port it came in on. */
@@ -109,6 +154,11 @@ void client_accept(struct worker *w, uv_stream_t *listener, int role);
 void client_disconnect(struct client *c, const char *sqlstate, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void client_set_state(struct client *c, enum client_state st);
+/*
+ * Moves c's relay hold to h. An impossible move (a bug) ends only this session, with SQLSTATE
+ * XX000, and returns false: the process and every other session go on.
+ */
+bool client_set_hold(struct client *c, enum client_hold h) __attribute__((warn_unused_result));
 
 /* The value a tracked parameter should have for this client (never NULL after login). */
 const char *client_param(const struct client *c, int i);
@@ -156,12 +206,27 @@ bool client_acquire_server(struct client *c, int node);
 void client_wait_for_node(struct client *c, int node);
 /* The node c's first backend login goes to (its pool's welcome). */
 int client_login_node(struct client *c);
+/* The standby c's Query went to refused it (25006) before any answer reached c: run it on the
+ * primary (server.c calls this once the standby's ReadyForQuery was hidden). */
+void client_retry_on_primary(struct client *c);
+/* Sends a pending retry first; true if the relay may go on (client_route.c). */
+bool client_relay_retry(struct client *c);
 /* Runs c's relay if it is active (bytes may be waiting in its buffer). */
 void client_kick(struct client *c);
 /* A whole message (body included) at offset pos of c's read buffer, parsed into f. */
 bool client_whole_frame_at(const struct client *c, uint32_t pos, struct frame *f);
-/* SQL that creates session state (pins in transaction mode; primary-only when split). */
-bool client_sql_needs_session(struct client *c, const char *sql, size_t len);
+/* ---- client_sql.c: what statements do to the session (the classifier's facts) ---- */
+/*
+ * The facts of one statement text (avail bytes, not necessarily NUL-terminated; whole: the
+ * message is all here). Text that creates session state makes the session primary-only.
+ */
+void client_classify_text(struct client *c, const char *sql, size_t avail, bool whole,
+			  struct route_facts *out);
+/* Applies the session effects of sql (classified as f) that is about to run on c->server. */
+void client_apply_sql_effects(struct client *c, const char *sql, size_t len,
+			      const struct route_facts *f);
+/* c keeps its backend connection from now on, and reads from the primary (why: for the log). */
+void client_pin(struct client *c, const char *why);
 /* The worker's cluster view changed: waiting clients may go on, lost nodes are dropped. */
 void client_view_changed(struct client *c);
 

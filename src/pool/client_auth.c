@@ -5,8 +5,15 @@
  * Methods: SCRAM-SHA-256 (verifier or plain-text secret; the verifier of a plain secret was
  * computed at load), md5 (md5 or plain secret), password (cleartext over the wire), trust,
  * reject. An unknown user goes through the same exchange as a known one with a made-up secret
- * and fails at the end with 28P01, so the reply does not tell which user names exist.
- * Nothing secret is logged.
+ * and fails at the end with 28P01, so the reply does not tell which user names exist; its
+ * method is the one most known users get under the same rule (users_stand_in).
+ * Nothing secret is logged; client-supplied names are logged escaped (log_untrusted).
+ *
+ * The "password" method against a SCRAM verifier costs one PBKDF2 (4096 iterations or more): it
+ * runs on libuv's thread pool (client_check_password_async), never on the loop. While it runs the
+ * client stays in CLS_PASSWORD with c->scram allocated as the "check running" mark (the password
+ * method has no other use for it); the job finds its client again by id when it completes, so a
+ * client that left meanwhile (timeout, disconnect) costs nothing but the job's own memory.
  */
 #include <openssl/crypto.h>
 #include <stdio.h>
@@ -44,9 +51,9 @@ void client_free_login_state(struct client *c)
 
 static void client_auth_fail(struct client *c)
 {
-	char msg[160];
-	snprintf(msg, sizeof(msg), "password authentication failed for user \"%.63s\"", c->user);
-	client_disconnect(c, "28P01", "%s", msg);
+	char user[LOG_UNTRUSTED_BUF];
+	client_disconnect(c, "28P01", "password authentication failed for user \"%s\"",
+			  log_untrusted(c->user, user, sizeof(user)));
 }
 
 static bool client_send_auth_request(struct client *c, uint32_t code, const void *extra,
@@ -96,6 +103,12 @@ static enum hba_method client_pick_method(struct client *c, const struct user_en
 {
 	struct config *cfg = c->w->cfg;
 	enum hba_method m;
+	/* An unknown user gets the method most known users get: the challenge does not tell. */
+	struct user_entry stand_in;
+	if (!e) {
+		users_stand_in(cfg->users, &stand_in);
+		e = &stand_in;
+	}
 	if (cfg->hba) {
 		struct sockaddr_storage ss;
 		int len = sizeof(ss);
@@ -122,19 +135,25 @@ void client_auth_start(struct client *c)
 	switch (m) {
 	case HBA_NOMATCH:
 	case HBA_REJECT: {
-		char msg[256];
-		snprintf(msg, sizeof(msg),
-			 "pg_hba.conf rejects connection for user \"%.63s\", database \"%.63s\"",
-			 c->user, c->database);
-		client_disconnect(c, "28000", "%s", msg);
+		char user[LOG_UNTRUSTED_BUF], db[LOG_UNTRUSTED_BUF];
+		client_disconnect(c, "28000",
+				  "pg_hba.conf rejects connection for user \"%s\", database \"%s\"",
+				  log_untrusted(c->user, user, sizeof(user)),
+				  log_untrusted(c->database, db, sizeof(db)));
 		return;
 	}
 	case HBA_TRUST:
 		client_auth_ok(c);
 		return;
 	case HBA_PASSWORD:
-		if (!e)
+		if (!e) {
+			struct user_entry stand_in;
+			users_stand_in(c->w->cfg->users, &stand_in);
+			/* Where most users have a verifier, an unknown one costs a PBKDF2 too. */
+			if (stand_in.kind == SECRET_SCRAM)
+				client_mock_secret(c);
 			c->auth_mock = true;
+		}
 		c->login = CLS_PASSWORD;
 		(void)client_send_auth_request(c, AUTH_REQ_PASSWORD, NULL, 0);
 		return;
@@ -188,9 +207,96 @@ static bool client_check_password(struct client *c, const char *pw, size_t len)
 		md5_secret_from_password(pw, c->user, md5);
 		return CRYPTO_memcmp(md5, c->creds.secret, MD5_PASSWD_LEN) == 0;
 	}
-	/* SCRAM verifier: one PBKDF2 with the verifier's salt. pw is NUL-terminated in the body. */
-	return c->creds.scram.iterations > 0 && strlen(pw) == len &&
-	       scram_secret_check_password(&c->creds.scram, pw);
+	/* SCRAM verifier: client_check_password_async. */
+	return false;
+}
+
+/* One "password" check against a SCRAM verifier, on the thread pool. */
+struct client_pw_job {
+	uv_work_t req;
+	struct worker *w;	    /* borrowed: outlives its loop's work requests */
+	uint64_t client_id;	    /* the client is found again by id: it may be gone */
+	struct scram_secret secret; /* copy: the config may be reloaded meanwhile */
+	char *password;		    /* owned copy, cleansed before free */
+	size_t password_len;
+	bool mock; /* unknown user: run the same PBKDF2, then fail */
+	bool ok;   /* result, written by the thread */
+};
+
+static bool client_pw_pending(const struct client *c)
+{
+	return client_method(c) == HBA_PASSWORD && c->login == CLS_PASSWORD && c->scram;
+}
+
+static void client_pw_job_free(struct client_pw_job *job)
+{
+	OPENSSL_cleanse(job->password, job->password_len);
+	free(job->password);
+	OPENSSL_cleanse(job, sizeof(*job));
+	free(job);
+}
+
+static void client_pw_work(uv_work_t *req)
+{
+	struct client_pw_job *job = req->data;
+	job->ok = scram_secret_check_password(&job->secret, job->password) && !job->mock;
+}
+
+static void client_pw_done(uv_work_t *req, int status)
+{
+	struct client_pw_job *job = req->data;
+	struct client *c = NULL;
+	struct list_node *pos, *tmp;
+	list_for_each_safe(pos, tmp, &job->w->login_clients)
+	{
+		struct client *o = list_entry(pos, struct client, node);
+		if (o->id == job->client_id) {
+			c = o;
+			break;
+		}
+	}
+	if (!c || c->state != CL_LOGIN || !client_pw_pending(c)) {
+		client_pw_job_free(job); /* the client left while its password was checked */
+		return;
+	}
+	client_free_login_state(c); /* clears the "check running" mark */
+	if (status != 0 || !job->ok) {
+		client_pw_job_free(job);
+		client_auth_fail(c);
+		return;
+	}
+	/* Backends need the cleartext password: the file only had a verifier. */
+	c->creds.secret = strndup(job->password, job->password_len);
+	c->creds.kind = c->creds.secret ? CRED_PLAIN : CRED_NONE;
+	client_pw_job_free(job);
+	client_auth_ok(c);
+}
+
+/* Starts the PBKDF2 check of pw against c's verifier (or mock); false when out of resources. */
+static bool client_check_password_async(struct client *c, const char *pw, size_t len)
+{
+	struct client_pw_job *job = calloc(1, sizeof(*job));
+	c->scram = calloc(1, sizeof(*c->scram));
+	if (!job || !c->scram) {
+		free(job);
+		return false;
+	}
+	job->password = strndup(pw, len);
+	if (!job->password) {
+		free(job);
+		return false;
+	}
+	job->req.data = job;
+	job->w = c->w;
+	job->client_id = c->id;
+	job->secret = c->creds.scram;
+	job->password_len = len;
+	job->mock = c->auth_mock;
+	if (uv_queue_work(&c->w->loop, &job->req, client_pw_work, client_pw_done) < 0) {
+		client_pw_job_free(job);
+		return false;
+	}
+	return true;
 }
 
 static void client_auth_password(struct client *c, const uint8_t *body, uint32_t len)
@@ -201,6 +307,13 @@ static void client_auth_password(struct client *c, const uint8_t *body, uint32_t
 	reader_init(&r, body, len);
 	if (!reader_cstr(&r, &pw, &pwlen) || !reader_end(&r)) {
 		client_disconnect(c, "08P01", "invalid password packet");
+		return;
+	}
+	if (client_method(c) == HBA_PASSWORD && c->creds.kind == CRED_NONE &&
+	    c->creds.scram.iterations > 0) {
+		/* A verifier (or an unknown user made to look like one): PBKDF2 off the loop. */
+		if (!client_check_password_async(c, pw, pwlen))
+			client_disconnect(c, "53200", "out of memory");
 		return;
 	}
 	if (!client_check_password(c, pw, pwlen)) {
@@ -268,6 +381,10 @@ static void client_auth_sasl_final(struct client *c, const uint8_t *body, uint32
 void client_auth_message(struct client *c, uint8_t type, const uint8_t *body, uint32_t len)
 {
 	(void)type; /* the caller checked it is a password-family message */
+	if (client_pw_pending(c)) {
+		client_disconnect(c, "08P01", "unexpected message during login");
+		return;
+	}
 	switch (c->login) {
 	case CLS_PASSWORD:
 		client_auth_password(c, body, len);
@@ -289,8 +406,14 @@ void client_auth_ok(struct client *c)
 {
 	if (!client_send_auth_request(c, AUTH_REQ_OK, NULL, 0))
 		return;
-	log_debug("client", c->id, "authenticated user=%s method=%s", c->user,
-		  hba_method_name(client_method(c)));
+	if (log_enabled(LOG_LVL_DEBUG)) {
+		char user[LOG_UNTRUSTED_BUF];
+		log_debug("client", c->id, "authenticated user=%s method=%s",
+			  log_untrusted(c->user, user, sizeof(user)),
+			  hba_method_name(client_method(c)));
+	}
+	if (!client_attach_pool(c))
+		return;
 	if (c->pool->have_welcome) {
 		pool_adopt_login(c->pool, c);
 		client_send_welcome(c);

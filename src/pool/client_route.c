@@ -97,7 +97,8 @@ void client_link_lost(struct client *c, int node, enum link_loss how, const char
 			 "cluster's next view",
 			 node, reason);
 		c->route_pending = false;
-		c->switch_pending = false;
+		if (c->hold == HOLD_SWITCH)
+			c->hold = HOLD_NONE;
 		if (c->route.read_node == node)
 			c->route.read_node = -1;
 		client_wait_for_node(c, -1);
@@ -283,7 +284,8 @@ static void client_answer_admin_unit(struct client *c, const char *sql)
 				break;
 			}
 			if (reader_cstr(&r, &name, NULL) && name[0] &&
-			    client_tracks_statements(c) && c->stmts.count < STMT_CLIENT_MAX &&
+			    client_tracks_statements(c) &&
+			    stmt_map_has_room(&c->stmts, name, f.total) &&
 			    stmt_map_put(&c->stmts, name, 0, b->data + b->parsed, f.total, 0)) {
 				struct stmt *st = stmt_map_find(&c->stmts, name);
 				st->route = ROUTE_ADMIN_MARK;
@@ -339,7 +341,8 @@ static void client_answer_admin_unit(struct client *c, const char *sql)
 
 bool client_apply_admin_unit(struct client *c)
 {
-	c->admin_unit_pending = false;
+	if (!client_set_hold(c, HOLD_NONE))
+		return false;
 	const char *sql;
 	if (!client_unit_is_admin(c, &sql))
 		return true;
@@ -375,33 +378,6 @@ static bool client_is_txn_control(uint32_t flags)
 	return flags & (CLASSIFY_TXN_BEGIN | CLASSIFY_TXN_SAVEPOINT | CLASSIFY_SET_LOCAL);
 }
 
-/* The facts of one statement text (not NUL-terminated inside the message necessarily). */
-static void client_facts_of(struct client *c, const char *sql, size_t avail, bool whole,
-			    struct route_facts *out)
-{
-	size_t len = strnlen(sql, avail);
-	if (!whole || len == avail) {
-		/* Only part of the text is here: nothing can be proved about the rest. */
-		out->route = ROUTE_PRIMARY;
-		out->flags = CLASSIFY_WRITE;
-		out->rule = "statement too long to classify";
-		out->pattern_primary = false;
-		return;
-	}
-	router_classify_in(&c->w->router, c->route.db, sql, len, out);
-	/* A read the grammar proved read-only creates no session state (LISTEN, PREPARE, SET,
-	 * temporary tables, advisory locks and set_config() are never ROUTE_ANY). */
-	bool plain = out->route == ROUTE_ANY && !(out->flags & CLASSIFY_HINT);
-	if (!plain && client_sql_needs_session(c, sql, len)) {
-		/* Session state lives where it was created: the primary, from now on. */
-		c->route.primary_only = true;
-		if (out->route != ROUTE_PRIMARY) {
-			out->route = ROUTE_PRIMARY;
-			out->rule = "session state";
-		}
-	}
-}
-
 /* Not provably read-only, and not known to write either (no read-your-writes wait). */
 static void client_facts_primary(struct route_facts *f, const char *why)
 {
@@ -409,6 +385,9 @@ static void client_facts_primary(struct route_facts *f, const char *why)
 	f->flags = 0;
 	f->rule = why;
 	f->pattern_primary = false;
+	f->stay = false;
+	f->effect = NULL;
+	f->object[0] = 0;
 }
 
 /* The facts of the statement a Bind names, as recorded at its Parse; false if unknown. */
@@ -424,8 +403,9 @@ static bool client_statement_facts(const struct client *c, const char *name,
 	}
 	if (!route)
 		return false;
-	*out = (struct route_facts){ (enum classify_route)(route - 1), flags, "prepared statement",
-				     false };
+	*out = (struct route_facts){ .route = (enum classify_route)(route - 1),
+				     .flags = flags,
+				     .rule = "prepared statement" };
 	return true;
 }
 
@@ -468,13 +448,16 @@ static void client_facts_of_unit(struct client *c, struct route_facts *acc, bool
 {
 	struct iobuf *b = c->conn.rbuf;
 	uint32_t pos = b->parsed;
-	bool any = false, synced = false;
+	bool any = false, synced = false, flushed = false;
 	const char *parsed[8]; /* statements this unit defines: its Binds need no lookup */
 	int n_parsed = 0;
 	acc->route = ROUTE_FOLLOW;
 	acc->flags = 0;
 	acc->rule = "extended protocol";
 	acc->pattern_primary = false;
+	acc->stay = false;
+	acc->effect = NULL;
+	acc->object[0] = 0;
 	for (int n = 0; n < ROUTE_LOOKAHEAD_MAX && !synced; n++) {
 		struct frame f;
 		if (frame_parse(b->data + pos, b->recv - pos, FRAME_FROM_CLIENT,
@@ -490,8 +473,9 @@ static void client_facts_of_unit(struct client *c, struct route_facts *acc, bool
 				client_facts_primary(&one, "malformed Parse");
 			} else {
 				query = (const char *)r.p;
-				client_facts_of(c, query, f.body_avail - (size_t)(r.p - f.body),
-						f.body_avail == f.len, &one);
+				client_classify_text(c, query,
+						     f.body_avail - (size_t)(r.p - f.body),
+						     f.body_avail == f.len, &one);
 				if (n_parsed < 8)
 					parsed[n_parsed++] = name;
 				if (collect_log && client_is_txn_control(one.flags))
@@ -509,9 +493,10 @@ static void client_facts_of_unit(struct client *c, struct route_facts *acc, bool
 				for (int k = 0; k < n_parsed && !known; k++)
 					if (strcmp(parsed[k], name) == 0) {
 						/* Its Parse in this unit decides. */
-						one = (struct route_facts){ ROUTE_FOLLOW, 0,
-									    "prepared statement",
-									    false };
+						one = (struct route_facts){
+							.route = ROUTE_FOLLOW,
+							.rule = "prepared statement"
+						};
 						known = true;
 					}
 				if (!known && !client_statement_facts(c, name, &one))
@@ -533,14 +518,24 @@ static void client_facts_of_unit(struct client *c, struct route_facts *acc, bool
 		default:
 			break;
 		}
+		flushed = f.type == PqMsg_Flush;
 		pos += f.total;
 		if (f.body_avail < f.len)
 			break;
 	}
-	if (!synced)
+	/*
+	 * A prefix that ends with Flush and nothing behind it: the client waits for its answers
+	 * before it sends the rest (asyncpg prepares with Parse, Describe, Flush), so the prefix
+	 * decides. The rest then uses what the prefix prepared (doc/routing.md).
+	 */
+	bool waits = flushed && pos == b->recv;
+	if (!synced && !waits) {
 		client_facts_primary(acc, "pipeline not complete in the buffer");
-	else if (!any)
-		acc->route = ROUTE_FOLLOW; /* Describe/Execute/Close of what exists: stay */
+	} else if (!any) {
+		/* Describe/Execute/Close of what exists (a portal bound earlier): it stays. */
+		acc->route = ROUTE_FOLLOW;
+		acc->stay = true;
+	}
 }
 
 /*
@@ -642,12 +637,12 @@ void client_on_ready(struct client *c, struct server *s)
 
 /* ---- the decision at each unit's first message ------------------------------------------- */
 
-static bool client_starts_unit(const struct client *c, uint8_t type)
+static void client_arm_retry(struct client *c, const struct frame *f,
+			     const struct route_decision *d);
+
+static bool client_is_extended(uint8_t type)
 {
 	switch (type) {
-	case PqMsg_Query:
-	case PqMsg_FunctionCall:
-		return true;
 	case PqMsg_Parse:
 	case PqMsg_Bind:
 	case PqMsg_Describe:
@@ -655,23 +650,57 @@ static bool client_starts_unit(const struct client *c, uint8_t type)
 	case PqMsg_Close:
 	case PqMsg_Flush:
 	case PqMsg_Sync:
-		return !c->in_unit;
+		return true;
 	default:
-		return !c->server; /* e.g. CopyData out of place: any link answers it */
+		return false;
 	}
+}
+
+/*
+ * Does a message of this type start a new unit (and so get a routing decision)? Without an
+ * active link, always: nothing can be open on no link, and a message is never relayed without a
+ * decision that gave it one.
+ */
+static bool client_starts_unit(const struct client *c, uint8_t type)
+{
+	if (!c->server)
+		return true;
+	if (type == PqMsg_Query || type == PqMsg_FunctionCall)
+		return true;
+	if (client_is_extended(type))
+		return c->unit == UNIT_NONE;
+	return false; /* CopyData/CopyDone/CopyFail of the unit in progress */
+}
+
+/* The unit state after message type was sent as part of a unit. */
+static void client_note_unit_message(struct client *c, uint8_t type)
+{
+	if (type == PqMsg_Sync || type == PqMsg_Query || type == PqMsg_FunctionCall)
+		c->unit = UNIT_NONE; /* a Query also ends an extended unit left open by Flush */
+	else if (client_is_extended(type))
+		c->unit = UNIT_EXTENDED;
+}
+
+/* The next unit waits until the active link has answered everything (server.c kicks it). */
+static enum relay_verdict client_hold_for_boundary(struct client *c)
+{
+	return client_set_hold(c, HOLD_BOUNDARY) ? RELAY_STOP : RELAY_GONE;
 }
 
 static void client_decide(struct client *c, const struct frame *f, struct route_decision *d)
 {
 	struct route_facts facts;
 	if (f->type == PqMsg_Query) {
-		client_facts_of(c, (const char *)f->body, f->body_avail, f->body_avail == f->len,
-				&facts);
-		c->plain_read = facts.route == ROUTE_ANY && !(facts.flags & CLASSIFY_HINT);
+		if (!c->query_facts_valid) {
+			client_classify_text(c, (const char *)f->body, f->body_avail,
+					     f->body_avail == f->len, &c->query_facts);
+			c->query_facts_valid = true; /* the tracking of this Query uses them */
+		}
+		facts = c->query_facts;
 	} else if (f->type == PqMsg_FunctionCall)
 		client_facts_primary(&facts, "function call");
 	else if (f->type == PqMsg_Sync || f->type == PqMsg_Flush)
-		facts = (struct route_facts){ ROUTE_FOLLOW, 0, "sync", false };
+		facts = (struct route_facts){ .route = ROUTE_FOLLOW, .rule = "sync" };
 	else if (f->type == PqMsg_Parse || f->type == PqMsg_Bind || f->type == PqMsg_Describe ||
 		 f->type == PqMsg_Execute || f->type == PqMsg_Close)
 		client_facts_of_unit(c, &facts, false);
@@ -734,39 +763,37 @@ void client_route_note_parse(struct client *c, const struct frame *f)
 	if (!reader_cstr(&r, &name, NULL))
 		return;
 	struct route_facts one;
-	client_facts_of(c, (const char *)r.p, f->body_avail - (size_t)(r.p - f->body),
-			f->body_avail == f->len, &one);
+	client_classify_text(c, (const char *)r.p, f->body_avail - (size_t)(r.p - f->body),
+			     f->body_avail == f->len, &one);
 	client_note_statement_route(c, name, &one);
 }
 
 enum relay_verdict client_route_message(struct client *c, const struct frame *f)
 {
-	c->plain_read = false; /* set again only by this message's own classification */
+	c->query_facts_valid = false; /* set again only by this message's own classification */
+	if (!c->server)
+		c->unit = UNIT_NONE;
 	if (!client_starts_unit(c, f->type)) {
-		if (f->type == PqMsg_Sync)
-			c->in_unit = false;
-		else if (f->type != PqMsg_Query && f->type != PqMsg_FunctionCall &&
-			 f->type != PqMsg_CopyData && f->type != PqMsg_CopyDone &&
-			 f->type != PqMsg_CopyFail)
-			c->in_unit = true;
+		client_note_unit_message(c, f->type);
 		return RELAY_SEND;
 	}
+	/* A Query that may be retried elsewhere is answered before the next unit goes anywhere. */
+	if (c->retry == RETRY_ARMED && c->server && c->server->retry_watch)
+		return client_hold_for_boundary(c);
+	if (c->retry == RETRY_ARMED)
+		c->retry = RETRY_NONE; /* its link went away or answered: nothing to watch */
 	const char *admin_sql;
 	if ((f->type == PqMsg_Parse || f->type == PqMsg_Bind) &&
 	    client_unit_is_admin(c, &admin_sql)) {
-		if (!client_at_boundary(c)) {
-			c->wait_boundary = true;
-			return RELAY_STOP;
-		}
-		c->admin_unit_pending = true; /* client_relay answers the whole unit */
-		return RELAY_STOP;
+		if (!client_at_boundary(c))
+			return client_hold_for_boundary(c);
+		/* client_relay answers the whole unit */
+		return client_set_hold(c, HOLD_ADMIN_UNIT) ? RELAY_STOP : RELAY_GONE;
 	}
 	if (f->type == PqMsg_Query && f->body_avail == f->len &&
 	    admin_looks_like_admin((const char *)f->body, f->body_avail)) {
-		if (!client_at_boundary(c)) {
-			c->wait_boundary = true;
-			return RELAY_STOP;
-		}
+		if (!client_at_boundary(c))
+			return client_hold_for_boundary(c);
 		if (client_answer_admin(c, (const char *)f->body, f->body_avail))
 			return c->state == CL_ACTIVE ? RELAY_SKIP : RELAY_GONE;
 	}
@@ -783,7 +810,7 @@ enum relay_verdict client_route_message(struct client *c, const struct frame *f)
 	} else if (client_route_is_fixed(c)) {
 		/* Splitting off, or a role-pinned session: every unit goes to the same role. */
 		memset(&d, 0, sizeof(d));
-		struct route_facts none = { ROUTE_FOLLOW, 0, "fixed route", false };
+		struct route_facts none = { .route = ROUTE_FOLLOW, .rule = "fixed route" };
 		int current = c->server ? c->server->node_id : -1;
 		router_decide(&c->w->router, &c->route, &none, current, &d);
 	} else {
@@ -791,10 +818,8 @@ enum relay_verdict client_route_message(struct client *c, const struct frame *f)
 	}
 	c->route_pending = false;
 	if (d.node == ROUTER_NO_NODE) {
-		if (!client_at_boundary(c)) {
-			c->wait_boundary = true;
-			return RELAY_STOP;
-		}
+		if (!client_at_boundary(c))
+			return client_hold_for_boundary(c);
 		bool standby = c->route.listener == ROUTE_FORCE_STANDBY ||
 			       c->route.forced == ROUTE_FORCE_STANDBY;
 		/* During a failover the new primary is minutes at most away: wait for it. Else
@@ -808,15 +833,24 @@ enum relay_verdict client_route_message(struct client *c, const struct frame *f)
 		return RELAY_STOP;
 	}
 	if (!c->server || c->server->node_id != d.node) {
-		if (!client_at_boundary(c)) {
-			c->wait_boundary = true;
-			return RELAY_STOP;
+		/*
+		 * A unit left open by Flush (asyncpg prepares with Parse, Describe, Flush, and may then
+		 * send a COPY Query) never reaches a boundary by itself: a hidden Sync closes it there
+		 * (its prepared statements stay; the unnamed one is re-sent where needed).
+		 */
+		if (c->unit == UNIT_EXTENDED && c->server && c->server->state == SV_ACTIVE) {
+			if (!server_inject_sync(c->server)) {
+				client_on_server_lost(c, "08006", "could not send data to server");
+				return RELAY_GONE;
+			}
+			c->unit = UNIT_NONE;
 		}
+		if (!client_at_boundary(c))
+			return client_hold_for_boundary(c);
 		/* client_relay switches and presents this message again. */
 		c->pending = d;
 		c->route_pending = true;
-		c->switch_pending = true;
-		return RELAY_STOP;
+		return client_set_hold(c, HOLD_SWITCH) ? RELAY_STOP : RELAY_GONE;
 	}
 	c->node_wait_since_ms = 0;
 	if (d.join_primary && !client_join_primary(c))
@@ -831,17 +865,142 @@ enum relay_verdict client_route_message(struct client *c, const struct frame *f)
 	}
 	client_log_txn_control(c, f, &d);
 	router_commit(&c->w->router, &c->route, &d);
+	client_arm_retry(c, f, &d);
 	log_noise("client", c->id, "unit '%c' -> backend %d (%s)", f->type, d.node,
 		  d.why ? d.why : "");
-	if (f->type != PqMsg_Query && f->type != PqMsg_FunctionCall && f->type != PqMsg_Sync)
-		c->in_unit = true;
+	client_note_unit_message(c, f->type);
 	return RELAY_SEND;
+}
+
+/*
+ * A read unit (a Query, or an extended unit up to its Sync) sent to a standby outside a
+ * transaction, alone in the buffer and short: its messages are kept until the first message of
+ * its answer, in case the standby refuses it (25006). The copy is bounded (CLIENT_RETRY_MAX) and
+ * its buffer made once per client; nothing is kept for units that go to the primary.
+ */
+static void client_arm_retry(struct client *c, const struct frame *f,
+			     const struct route_decision *d)
+{
+	const struct iobuf *b = c->conn.rbuf;
+	if (!d->read || d->node == router_primary(&c->w->router) || c->route.in_txn ||
+	    c->txn_status != TXN_IDLE ||
+	    (f->type != PqMsg_Query && f->type != PqMsg_Parse && f->type != PqMsg_Bind))
+		return;
+	uint32_t end = b->parsed;
+	for (int n = 0; n < ROUTE_LOOKAHEAD_MAX; n++) {
+		struct frame g;
+		if (!client_whole_frame_at(c, end, &g))
+			return;
+		end += g.total;
+		if (g.type == PqMsg_Query || g.type == PqMsg_Sync)
+			break;
+	}
+	if (end != b->recv || end - b->parsed > CLIENT_RETRY_MAX)
+		return; /* more behind it (a pipeline: not held up), or too long */
+	if (!c->retry_sql && !(c->retry_sql = malloc(CLIENT_RETRY_MAX)))
+		return; /* no retry; the unit still runs */
+	memcpy(c->retry_sql, b->data + b->parsed, end - b->parsed);
+	c->retry_len = end - b->parsed;
+	c->retry = RETRY_ARMED;
+	c->server->retry_watch = true;
+	c->server->retry_swallow = false;
+}
+
+/* Each statement of the kept unit goes to the primary from now on (its text and its name). */
+static void client_remember_refused(struct client *c)
+{
+	for (uint32_t pos = 0; pos + FRAME_HEADER_LEN <= c->retry_len;) {
+		struct frame f;
+		if (frame_parse((const uint8_t *)c->retry_sql + pos, c->retry_len - pos,
+				FRAME_FROM_CLIENT, CLIENT_RETRY_MAX, &f) != FRAME_OK)
+			return;
+		struct reader r;
+		const char *name = "", *portal, *sql = NULL;
+		size_t len = 0;
+		reader_init(&r, f.body, f.len);
+		bool text = false;
+		if (f.type == PqMsg_Query)
+			text = reader_cstr(&r, &sql, &len);
+		else if (f.type == PqMsg_Parse && reader_cstr(&r, &name, NULL))
+			text = reader_cstr(&r, &sql, &len);
+		else if (f.type == PqMsg_Bind && reader_cstr(&r, &portal, NULL) &&
+			 !reader_cstr(&r, &name, NULL))
+			name = "";
+		if (text)
+			router_remember_primary(&c->w->router, c->route.db, sql, len);
+		if (f.type == PqMsg_Parse || f.type == PqMsg_Bind) {
+			struct route_facts primary = { .route = ROUTE_PRIMARY,
+						       .rule = "refused by a standby" };
+			client_note_statement_route(c, name, &primary);
+		}
+		pos += f.total;
+	}
+}
+
+/* Sends the kept unit to the primary link (active, idle): its answers reach the client. */
+static void client_send_retry(struct client *c)
+{
+	struct server *s = c->server;
+	bool ok = true;
+	c->retry = RETRY_NONE;
+	for (uint32_t pos = 0; ok && pos + FRAME_HEADER_LEN <= c->retry_len;) {
+		struct frame f;
+		if (frame_parse((const uint8_t *)c->retry_sql + pos, c->retry_len - pos,
+				FRAME_FROM_CLIENT, CLIENT_RETRY_MAX, &f) != FRAME_OK)
+			break;
+		uint8_t target = f.type == PqMsg_Describe && f.len ? f.body[0] : 'P';
+		int kind = req_kind_for_frontend(f.type, target);
+		ok = kind < 0 || req_push(&s->reqs, (enum req_kind)kind, false);
+		pos += f.total;
+	}
+	/* Its named Parse re-creates statements there: pgrelay no longer knows what s holds. */
+	stmt_map_clear(&s->stmts);
+	s->stmts_unsure = true;
+	s->ready = false;
+	if (!ok || conn_send(&s->conn, c->retry_sql, c->retry_len) != 0)
+		client_on_server_lost(c, "08006", "could not send data to server");
+}
+
+void client_retry_on_primary(struct client *c)
+{
+	client_remember_refused(c);
+	c->retry = RETRY_SEND;
+	client_kick(c);
+}
+
+/* client_relay, first: a refused Query goes to the primary before anything else. True if the
+ * relay may go on (nothing to retry, or it was sent). */
+bool client_relay_retry(struct client *c)
+{
+	if (c->retry != RETRY_SEND)
+		return true;
+	int primary = router_primary(&c->w->router);
+	if (primary < 0) {
+		client_disconnect(c, "08006",
+				  "no primary to run a statement a standby refused as a write");
+		return false;
+	}
+	if (!c->server || c->server->node_id != primary) {
+		if (!client_use_node(c, primary))
+			return false; /* waiting for a connection: the relay comes back here */
+	}
+	if (c->server->state != SV_ACTIVE)
+		return false; /* logging in: client_on_server_ready comes back here */
+	if (!server_at_boundary(c->server)) {
+		if (client_set_hold(c, HOLD_BOUNDARY)) /* server.c kicks it at the boundary */
+			return false;
+		return false;
+	}
+	log_debug("client", c->id, "running a unit the standby refused again on the primary");
+	client_send_retry(c);
+	return c->state == CL_ACTIVE;
 }
 
 /* After a pending switch: gets the link. True if the relay may go on now. */
 bool client_apply_switch(struct client *c)
 {
-	c->switch_pending = false;
+	if (!client_set_hold(c, HOLD_NONE))
+		return false;
 	int node = c->pending.node;
 	if (!router_node_usable(&c->w->router, node)) {
 		/* The node went away since the decision: decide again. */

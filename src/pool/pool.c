@@ -1,7 +1,8 @@
 /*
  * Pools: found by key with a linear scan of the worker's list (a handful of database/user pairs
- * in practice). Pools live until the worker stops; their idle lists and wait queues are managed
- * by server.c and client.c, which own the state transitions.
+ * in practice). A pool exists while an authenticated client or a backend connection uses it;
+ * its idle lists and wait queues are managed by server.c and client.c, which own the state
+ * transitions.
  */
 #include "pool/pool.h"
 
@@ -12,33 +13,19 @@
 
 #include "pool/client.h"
 #include "pool/worker.h"
+#include "route/classify.h"
 
-static const char *const tracked_names[TP_COUNT] = {
-	[TP_CLIENT_ENCODING] = "client_encoding",
-	[TP_DATESTYLE] = "DateStyle",
-	[TP_TIMEZONE] = "TimeZone",
-	[TP_INTERVALSTYLE] = "IntervalStyle",
-	[TP_STANDARD_CONFORMING_STRINGS] = "standard_conforming_strings",
-	[TP_APPLICATION_NAME] = "application_name",
-	[TP_DEFAULT_TRANSACTION_READ_ONLY] = "default_transaction_read_only",
-	[TP_EXTRA_FLOAT_DIGITS] = "extra_float_digits",
-	[TP_SEARCH_PATH] = "search_path",
-	[TP_STATEMENT_TIMEOUT] = "statement_timeout",
-	[TP_LOCK_TIMEOUT] = "lock_timeout",
-	[TP_IDLE_IN_TRANSACTION_SESSION_TIMEOUT] = "idle_in_transaction_session_timeout",
-};
+/* The classifier holds the one table of followed settings, in enum tracked_param's order. */
+_Static_assert(CLASSIFY_N_TRACKED == TP_COUNT, "tracked settings: classify.c and pool.h differ");
 
 int pool_tracked_param(const char *name)
 {
-	for (int i = 0; i < TP_COUNT; i++)
-		if (strcasecmp(tracked_names[i], name) == 0)
-			return i;
-	return -1;
+	return classify_tracked_setting(name);
 }
 
 const char *pool_tracked_name(int i)
 {
-	return tracked_names[i];
+	return classify_tracked_name(i);
 }
 
 struct pool *pool_get(struct worker *w, const char *key, size_t key_len)
@@ -157,20 +144,32 @@ int pool_count_servers(struct worker *w, const char *database, const char *user,
 	return n;
 }
 
+static void pool_free_one(struct pool *p)
+{
+	list_del(&p->node);
+	for (int i = 0; i < p->n_params; i++) {
+		free(p->params[i].name);
+		free(p->params[i].value);
+	}
+	pool_creds_free(&p->creds);
+	free(p->startup);
+	free(p->key);
+	free(p);
+}
+
+void pool_reap_if_unused(struct worker *w, struct pool *p)
+{
+	(void)w;
+	if (p->n_clients > 0 || p->n_servers > 0)
+		return;
+	pool_free_one(p);
+}
+
 void pool_free_all(struct worker *w)
 {
 	struct list_node *pos, *tmp;
 	list_for_each_safe(pos, tmp, &w->pools)
 	{
-		struct pool *p = list_entry(pos, struct pool, node);
-		list_del(&p->node);
-		for (int i = 0; i < p->n_params; i++) {
-			free(p->params[i].name);
-			free(p->params[i].value);
-		}
-		pool_creds_free(&p->creds);
-		free(p->startup);
-		free(p->key);
-		free(p);
+		pool_free_one(list_entry(pos, struct pool, node));
 	}
 }

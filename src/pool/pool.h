@@ -1,7 +1,8 @@
 /*
  * A pool groups backend connections that are interchangeable: same node, database, user and
  * startup options (every startup parameter but application_name, which is synced per client).
- * It holds
+ * A pool is created for an authenticated client only (client_attach_pool) and freed when it has
+ * neither clients nor backend connections (pool_reap_if_unused). It holds
  *  - the welcome the backend sends at login (ParameterStatus values), so clients can be logged in
  *    without waiting for a backend connection;
  *  - the login template: the startup packet and credentials new backend connections use (copied
@@ -90,6 +91,7 @@ struct pool {
 	uint32_t startup_len;
 	struct client_creds creds; /* owned: credentials for new backend connections */
 
+	int n_clients; /* authenticated clients whose c->pool is this pool */
 	int n_servers; /* backend connections of this pool, all nodes, any state */
 	int n_waiting; /* clients waiting, all nodes */
 	struct pool_node nodes[CONFIG_MAX_BACKENDS];
@@ -101,6 +103,12 @@ struct pool *pool_get(struct worker *w, const char *key, size_t key_len);
 void pool_set_param(struct pool *p, const char *name, const char *value);
 const char *pool_get_param(const struct pool *p, const char *name);
 void pool_free_all(struct worker *w);
+/*
+ * Frees p when nothing uses it any more (no client, no backend connection): pools are made only
+ * for authenticated clients, and an application that stops using a database/user pair must not
+ * leave its pool behind for ever.
+ */
+void pool_reap_if_unused(struct worker *w, struct pool *p);
 
 /* Takes the login template from an authenticated client if the pool has none yet. */
 void pool_adopt_login(struct pool *p, const struct client *c);

@@ -1,16 +1,19 @@
-/* Statement maps: open addressing by name with tombstones; see prepared.h. */
+/* Statement maps: open addressing by (truncated) name with tombstones; see prepared.h. */
 #include "pool/prepared.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+#include "util/siphash.h"
 
 void stmt_map_init(struct stmt_map *m)
 {
 	memset(m, 0, sizeof(*m));
 }
 
-static void stmt_free_slot(struct stmt *s)
+static void stmt_free_slot(struct stmt_map *m, struct stmt *s)
 {
+	m->bytes -= s->msg ? s->msg_len : 0;
 	free(s->name);
 	free(s->msg);
 	memset(s, 0, sizeof(*s));
@@ -19,8 +22,9 @@ static void stmt_free_slot(struct stmt *s)
 void stmt_map_clear(struct stmt_map *m)
 {
 	for (uint32_t i = 0; i < m->cap; i++)
-		stmt_free_slot(&m->slots[i]);
+		stmt_free_slot(m, &m->slots[i]);
 	m->count = m->used = 0;
+	m->bytes = 0;
 }
 
 void stmt_map_free(struct stmt_map *m)
@@ -32,17 +36,13 @@ void stmt_map_free(struct stmt_map *m)
 
 uint64_t stmt_hash(const uint8_t *p, size_t len)
 {
-	uint64_t h = 1469598103934665603ull;
-	for (size_t i = 0; i < len; i++) {
-		h ^= p[i];
-		h *= 1099511628211ull;
-	}
-	return h;
+	return siphash_process(p, len);
 }
 
+/* Home slot of name, hashed by the bytes PostgreSQL keeps of it. */
 static uint32_t stmt_name_slot(const char *name, uint32_t cap)
 {
-	return (uint32_t)stmt_hash((const uint8_t *)name, strlen(name)) & (cap - 1);
+	return (uint32_t)siphash_process(name, strnlen(name, STMT_NAME_MAX)) & (cap - 1);
 }
 
 struct stmt *stmt_map_find(const struct stmt_map *m, const char *name)
@@ -54,7 +54,8 @@ struct stmt *stmt_map_find(const struct stmt_map *m, const char *name)
 		struct stmt *s = &m->slots[i];
 		if (!s->name && !s->tomb)
 			return NULL;
-		if (s->name && strcmp(s->name, name) == 0)
+		/* Stored names are truncated: equal on the bytes PostgreSQL compares. */
+		if (s->name && strncmp(s->name, name, STMT_NAME_MAX) == 0)
 			return s;
 	}
 	return NULL;
@@ -84,15 +85,20 @@ static bool stmt_map_rehash(struct stmt_map *m, uint32_t ncap)
 bool stmt_map_put(struct stmt_map *m, const char *name, uint64_t hash, const uint8_t *msg,
 		  uint32_t msg_len, uint64_t tick)
 {
+	struct stmt *s = stmt_map_find(m, name);
+	size_t old = s && s->msg ? s->msg_len : 0;
+	if (msg && m->bytes - old + msg_len > STMT_CLIENT_BYTES_MAX)
+		return false;
 	uint8_t *copy = NULL;
 	if (msg) {
 		copy = malloc(msg_len);
 		if (!copy)
 			return false;
 		memcpy(copy, msg, msg_len);
+		m->bytes += msg_len;
 	}
-	struct stmt *s = stmt_map_find(m, name);
 	if (s) {
+		m->bytes -= old;
 		free(s->msg);
 		s->msg = copy;
 		s->msg_len = msg_len;
@@ -109,12 +115,14 @@ bool stmt_map_put(struct stmt_map *m, const char *name, uint64_t hash, const uin
 		while ((m->count + 1) * 2 > ncap)
 			ncap *= 2;
 		if (!stmt_map_rehash(m, ncap)) {
+			m->bytes -= copy ? msg_len : 0;
 			free(copy);
 			return false;
 		}
 	}
-	char *n = strdup(name);
+	char *n = strndup(name, STMT_NAME_MAX);
 	if (!n) {
+		m->bytes -= copy ? msg_len : 0;
 		free(copy);
 		return false;
 	}
@@ -141,7 +149,7 @@ void stmt_map_remove(struct stmt_map *m, const char *name)
 	struct stmt *s = stmt_map_find(m, name);
 	if (!s)
 		return;
-	stmt_free_slot(s);
+	stmt_free_slot(m, s);
 	s->tomb = true;
 	m->count--;
 }
@@ -155,4 +163,27 @@ struct stmt *stmt_map_oldest(const struct stmt_map *m)
 			best = s;
 	}
 	return best;
+}
+
+bool stmt_map_has_room(const struct stmt_map *m, const char *name, uint32_t msg_len)
+{
+	const struct stmt *s = stmt_map_find(m, name);
+	size_t old = s && s->msg ? s->msg_len : 0;
+	if (!s && m->count >= STMT_CLIENT_MAX)
+		return false;
+	return m->bytes - old + msg_len <= STMT_CLIENT_BYTES_MAX;
+}
+
+uint32_t stmt_map_longest_probe(const struct stmt_map *m)
+{
+	uint32_t longest = 0;
+	for (uint32_t i = 0; i < m->cap; i++) {
+		const struct stmt *s = &m->slots[i];
+		if (!s->name)
+			continue;
+		uint32_t d = (i - stmt_name_slot(s->name, m->cap)) & (m->cap - 1);
+		if (d > longest)
+			longest = d;
+	}
+	return longest;
 }

@@ -169,6 +169,7 @@ static void server_on_closed(struct conn *conn)
 	p->nodes[node].n_servers--;
 	/* A slot came free (for this pool, or under a shared cap): waiting clients may use it. */
 	server_kick_pools(w);
+	pool_reap_if_unused(w, p);
 	worker_check_shutdown_done(w);
 }
 
@@ -319,6 +320,11 @@ static bool server_auth_sasl_start(struct server *s, struct reader *r)
 	bool found = false;
 	const char *mech;
 	size_t mlen;
+	if (s->scram) {
+		/* A second AuthenticationSASL in one login: a broken or hostile backend. */
+		server_fail(s, "08P01", "server sent AuthenticationSASL twice");
+		return false;
+	}
 	while (reader_cstr(r, &mech, &mlen) && mlen) {
 		if (strcmp(mech, "SCRAM-SHA-256") == 0)
 			found = true;
@@ -521,9 +527,9 @@ bool server_sync_params(struct server *s, struct client *c)
 		builder_put_bytes(&b, "SET ", 4);
 		builder_put_bytes(&b, name, strlen(name));
 		builder_put_bytes(&b, " TO ", 4);
-		/* Unreported values are the client's own SQL text; reported ones are plain values.
-		 */
-		if (unreported)
+		/* Values as PostgreSQL applies them (classify_set_value): one literal, except a
+		 * search_path, which is a list already written the way SET takes it. */
+		if (i == TP_SEARCH_PATH)
 			builder_put_bytes(&b, want, strlen(want));
 		else
 			server_put_literal(&b, want);
@@ -678,7 +684,7 @@ bool server_inject_close(struct server *s, const char *name)
 	return ok;
 }
 
-bool server_inject_query(struct server *s, const char *sql, size_t len)
+static bool server_send_query(struct server *s, const char *sql, size_t len, bool hidden)
 {
 	struct builder b;
 	uint8_t store[512];
@@ -687,12 +693,31 @@ bool server_inject_query(struct server *s, const char *sql, size_t len)
 	builder_put_bytes(&b, sql, len);
 	builder_put_u8(&b, 0);
 	builder_finish(&b);
-	bool ok = builder_ok(&b) && req_push(&s->reqs, REQ_QUERY, true) &&
+	bool ok = builder_ok(&b) && req_push(&s->reqs, REQ_QUERY, hidden) &&
 		  conn_send(&s->conn, b.data, b.len) == 0;
 	builder_free(&b);
 	if (ok)
 		s->ready = false;
 	return ok;
+}
+
+bool server_inject_sync(struct server *s)
+{
+	static const uint8_t sync[5] = { PqMsg_Sync, 0, 0, 0, 4 };
+	bool ok = req_push(&s->reqs, REQ_SYNC, true) && conn_send(&s->conn, sync, sizeof(sync)) == 0;
+	if (ok)
+		s->ready = false;
+	return ok;
+}
+
+bool server_inject_query(struct server *s, const char *sql, size_t len)
+{
+	return server_send_query(s, sql, len, true);
+}
+
+bool server_send_client_query(struct server *s, const char *sql, size_t len)
+{
+	return server_send_query(s, sql, len, false);
 }
 
 /* Keeps the per-backend statement cache bounded: the least recently used one is closed. */
@@ -744,11 +769,89 @@ bool server_ensure_statement(struct server *s, struct client *c, const char *nam
 
 static uint32_t server_needs_bytes(const void *owner, uint8_t type, uint32_t len)
 {
-	(void)owner;
+	const struct server *s = owner;
 	/* ReadyForQuery's status byte; ParameterStatus for tracking (short types, they fit). */
 	if (type == PqMsg_ReadyForQuery || type == PqMsg_ParameterStatus)
 		return len;
+	/* The SQLSTATE of an error that may start a retry (it comes early in the body). */
+	if (type == PqMsg_ErrorResponse && s->retry_watch)
+		return len < 512 ? len : 512;
 	return 0;
+}
+
+/* An ErrorResponse (body bytes seen so far) with SQLSTATE 25006, read_only_sql_transaction. */
+static bool server_error_is_read_only(const struct frame *f)
+{
+	struct reader r;
+	reader_init(&r, f->body, f->body_avail);
+	uint8_t code;
+	const char *value;
+	while (reader_u8(&r, &code) && code != 0 && reader_cstr(&r, &value, NULL))
+		if (code == 'C')
+			return strcmp(value, "25006") == 0;
+	return false;
+}
+
+/*
+ * The answer to a unit that may be retried on the primary: the first message that is not
+ * ParseComplete, BindComplete, ParameterDescription, RowDescription or NoData decides (those
+ * five carry no result and the primary sends them again). Looks ahead in the buffer from the
+ * cursor: 1 if a 25006 error comes first, 0 if anything else does, -1 if the deciding message
+ * has not arrived yet (the relay waits for it, holding what came before).
+ */
+static int server_retry_lookahead(const struct server *s)
+{
+	const struct iobuf *b = s->conn.rbuf;
+	uint32_t pos = b->parsed;
+	for (int n = 0; n < 64; n++) {
+		struct frame f;
+		if (frame_parse(b->data + pos, b->recv - pos, FRAME_FROM_SERVER, 0x3fffffffu, &f) !=
+			    FRAME_OK ||
+		    (f.type == PqMsg_ErrorResponse && f.body_avail < f.len))
+			return -1;
+		switch (f.type) {
+		case PqMsg_ParseComplete:
+		case PqMsg_BindComplete:
+		case PqMsg_ParameterDescription:
+		case PqMsg_RowDescription:
+		case PqMsg_NoData:
+			pos += f.total;
+			continue;
+		case PqMsg_ErrorResponse:
+			return server_error_is_read_only(&f) ? 1 : 0;
+		default:
+			return 0;
+		}
+	}
+	return 0;
+}
+
+/* The oldest outstanding request is the client's own (not one pgrelay injected). */
+static bool server_head_is_clients(const struct server *s)
+{
+	return s->reqs.count > 0 && !s->reqs.ring[s->reqs.head].skip;
+}
+
+/*
+ * Watching the answer of a unit that may be retried. RELAY_STOP to wait for the deciding message,
+ * RELAY_SEND to go on. Once refused, everything up to its ReadyForQuery is hidden (retry_swallow)
+ * and retry_fire set there.
+ */
+static enum relay_verdict server_watch_retry(struct server *s)
+{
+	int v = server_retry_lookahead(s);
+	if (v < 0)
+		return RELAY_STOP;
+	s->retry_watch = false;
+	if (v == 1) {
+		s->retry_swallow = true;
+		log_info("server", s->id,
+			 "backend %d refused a read as a write (25006): retrying on the primary",
+			 s->node_id);
+	} else if (s->client && s->client->retry == RETRY_ARMED) {
+		s->client->retry = RETRY_NONE;
+	}
+	return RELAY_SEND;
 }
 
 static enum relay_verdict server_relay_message(void *owner, const struct frame *f)
@@ -772,6 +875,9 @@ static enum relay_verdict server_relay_message(void *owner, const struct frame *
 		server_fail_link(s, "57P01", "the server ended the idle session", LINK_LOST_IDLE);
 		return RELAY_GONE;
 	}
+	if (s->retry_watch && s->client && s->client->server == s && server_head_is_clients(s) &&
+	    server_watch_retry(s) == RELAY_STOP)
+		return RELAY_STOP;
 	enum req_verdict v = req_on_backend_message(&s->reqs, f->type);
 	log_noise("server", s->id, "<- %c %s (client c%llu, %u outstanding)", f->type,
 		  v == REQ_SKIP ? "hidden" : "",
@@ -784,6 +890,11 @@ static enum relay_verdict server_relay_message(void *owner, const struct frame *
 	}
 	/* Only the client's active link speaks to it; the others only answer hidden requests. */
 	bool visible = v != REQ_SKIP && s->client && s->client->server == s;
+	bool hide_for_retry = visible && s->retry_swallow;
+	if (hide_for_retry && f->type == PqMsg_ReadyForQuery) {
+		s->retry_swallow = false;
+		s->retry_fire = true;
+	}
 	switch (f->type) {
 	case PqMsg_ReadyForQuery:
 		if (f->len == 1)
@@ -816,7 +927,7 @@ static enum relay_verdict server_relay_message(void *owner, const struct frame *
 		break;
 	}
 	/* Answers to injected requests, and anything while no client is linked, are dropped. */
-	return visible ? RELAY_SEND : RELAY_SKIP;
+	return visible && !hide_for_retry ? RELAY_SEND : RELAY_SKIP;
 }
 
 static const struct relay_ops server_relay_ops = {
@@ -900,8 +1011,15 @@ static void server_relay(struct server *s)
 	}
 	if (s->state == SV_ACTIVE)
 		server_maybe_release(s);
+	if (s->retry_fire) {
+		s->retry_fire = false;
+		if (c && c->state == CL_ACTIVE && c->retry == RETRY_ARMED) {
+			client_retry_on_primary(c);
+			return;
+		}
+	}
 	/* The client's next unit waited for this link to finish: it may go now. */
-	if (c && c->wait_boundary && c->state == CL_ACTIVE &&
+	if (c && c->hold == HOLD_BOUNDARY && c->state == CL_ACTIVE &&
 	    (!c->server || (c->server->state == SV_ACTIVE && server_at_boundary(c->server))))
 		client_kick(c);
 }

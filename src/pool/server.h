@@ -58,6 +58,9 @@ struct server {
 	bool ready;	      /* its last word was ReadyForQuery, and nothing was sent since */
 	bool stmts_unsure;    /* stmts may miss names the backend has: Close before Parse */
 	bool goodbye_pending; /* an unsolicited error waits for the answer before it to be sent */
+	bool retry_watch;     /* the client's Query may be retried: watching its first answer */
+	bool retry_swallow;   /* it was refused (25006): its answer is hidden up to ReadyForQuery */
+	bool retry_fire; /* ... and that ReadyForQuery came: the client retries on the primary */
 };
 
 /*
@@ -90,6 +93,14 @@ bool server_ensure_statement(struct server *s, struct client *c, const char *nam
 bool server_inject_close(struct server *s, const char *name) __attribute__((warn_unused_result));
 /* Sends sql (len bytes) as one hidden Query; its answers never reach a client. */
 bool server_inject_query(struct server *s, const char *sql, size_t len)
+	__attribute__((warn_unused_result));
+/*
+ * Ends the extended-protocol unit the client left open with Flush on s by a hidden Sync, so that
+ * s reaches a boundary and the session may move on to another node. False on a send failure.
+ */
+bool server_inject_sync(struct server *s) __attribute__((warn_unused_result));
+/* Sends sql as one Query of the linked client (its answers reach it), for a retry. */
+bool server_send_client_query(struct server *s, const char *sql, size_t len)
 	__attribute__((warn_unused_result));
 /* Records that the client's Parse of name (hash) goes to s; closes what was there. */
 bool server_note_parse(struct server *s, const char *name, uint64_t hash)

@@ -81,3 +81,19 @@ bool reader_end(const struct reader *r)
 {
 	return !r->failed && r->p == r->end;
 }
+
+bool msg_body_is_cstr(const uint8_t *body, size_t len)
+{
+	return len > 0 && memchr(body, 0, len) == body + len - 1;
+}
+
+bool msg_body_is_parse(const uint8_t *body, size_t len)
+{
+	struct reader r;
+	const char *name, *query;
+	uint16_t n;
+	const uint8_t *types;
+	reader_init(&r, body, len);
+	return reader_cstr(&r, &name, NULL) && reader_cstr(&r, &query, NULL) &&
+	       reader_u16(&r, &n) && reader_bytes(&r, (size_t)n * 4, &types) && reader_end(&r);
+}

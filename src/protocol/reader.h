@@ -37,4 +37,14 @@ size_t reader_remaining(const struct reader *r);
 /* True if nothing failed and every byte was consumed. */
 bool reader_end(const struct reader *r) __attribute__((warn_unused_result));
 
+/*
+ * Whole-body checks for messages whose text later code reads as C strings, with PostgreSQL's
+ * rules (pq_getmsgstring + pq_getmsgend): a body that fails would get "invalid message format"
+ * from the server, and must not reach a reader that trusts a terminating NUL.
+ */
+/* A Query body: exactly one NUL-terminated string, its NUL being the last byte. */
+bool msg_body_is_cstr(const uint8_t *body, size_t len) __attribute__((warn_unused_result));
+/* A Parse body: name\0 query\0, an int16 count, count int32 type oids, and nothing after. */
+bool msg_body_is_parse(const uint8_t *body, size_t len) __attribute__((warn_unused_result));
+
 #endif

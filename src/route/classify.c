@@ -9,8 +9,14 @@
  * type. The walk stops at the first thing that needs the primary: a data-modifying statement, a
  * locking clause, SELECT INTO, or a function that is not known to be read-only.
  *
- * Invariant: every path fills a complete struct classify_result whose rule is a static string;
- * anything unexpected (parse error, out of memory, an unknown node) lands on the primary.
+ * The same walk (continued past the routing decision, but without consulting the catalog again)
+ * collects the session effects (classify.h, CLASSIFY_SESSION_STATE and after): advisory locks,
+ * set_config(), temporary relations, node-local statistics. It runs on reads, on DML, CALL and
+ * CREATE TABLE AS; other statements' effects are decided by their node type alone.
+ *
+ * Invariant: every path fills a complete struct classify_result whose rule and effect are static
+ * strings; anything unexpected (parse error, out of memory, an unknown node) lands on the
+ * primary.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +27,7 @@
 #include <pg_query/pg_query.pb-c.h>
 
 #include "route/classify.h"
+#include "route/normalize.h"
 
 /* Deeper trees are routed to the primary rather than walked (the parser's own stack limit makes
  * this unreachable in practice; it bounds our recursion whatever libpg_query accepts). */
@@ -43,8 +50,12 @@ struct classifier {
 	classify_volatility_fn volatility;
 	void *volatility_arg;	      /* borrowed */
 	struct classify_cache *cache; /* owned; NULL when caching is off */
+	size_t cache_max_len;	      /* the cache's max_len: longer texts are not hashed */
 	uint64_t misses;	      /* counted here when there is no cache */
 };
+
+/* Bits of DeclareCursorStmt.options (PostgreSQL's parsenodes.h). */
+#define CURSOR_OPT_HOLD 0x0020
 
 /* ---- Built-in function knowledge ------------------------------------------------------------ */
 
@@ -154,6 +165,113 @@ static const char *const builtin_reads[] = {
 };
 
 #define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
+
+/*
+ * Settings pgrelay tracks and replays (the order of enum tracked_param, src/pool/pool.h). SET of
+ * any other setting stays on its backend: CLASSIFY_SESSION_STATE.
+ */
+static const char *const tracked_settings[CLASSIFY_N_TRACKED] = {
+	"client_encoding",
+	"DateStyle",
+	"TimeZone",
+	"IntervalStyle",
+	"standard_conforming_strings",
+	"application_name",
+	"default_transaction_read_only",
+	"extra_float_digits",
+	"search_path",
+	"statement_timeout",
+	"lock_timeout",
+	"idle_in_transaction_session_timeout",
+};
+
+/* Session-level advisory locks (the _xact_ ones die with the transaction). Exact names. */
+static const char *const session_lock_functions[] = {
+	"pg_advisory_lock",
+	"pg_advisory_lock_shared",
+	"pg_try_advisory_lock",
+	"pg_try_advisory_lock_shared",
+};
+
+/*
+ * Relations and functions whose answer is node-local (statistics, locks, memory) or needs the
+ * session's temporary schema, which a standby cannot create. Matched on the name in any schema
+ * (a user table called pg_stat_x only loses load balancing); a trailing '*' is a prefix.
+ */
+static const struct {
+	const char *name;
+	bool function; /* a function name, else a relation name */
+	const char *rule;
+} node_local_names[] = {
+	{ "pg_stat_*", false, "node-local statistics" },
+	{ "pg_statio_*", false, "node-local statistics" },
+	{ "pg_locks", false, "node-local statistics" },
+	{ "pg_prepared_xacts", false, "node-local statistics" },
+	{ "pg_backend_memory_contexts", false, "node-local statistics" },
+	{ "pg_replication_slots", false, "node-local statistics" },
+	{ "pg_replication_origin_status", false, "node-local statistics" },
+	{ "pg_stat_*", true, "node-local statistics" },
+	{ "pg_lock_status", true, "node-local statistics" },
+	{ "pg_prepared_xact", true, "node-local statistics" },
+	{ "pg_get_backend_memory_contexts", true, "node-local statistics" },
+	{ "pg_get_replication_slots", true, "node-local statistics" },
+	{ "pg_current_xact_id_if_assigned", true, "node-local statistics" },
+	{ "txid_current_if_assigned", true, "node-local statistics" },
+	{ "pg_blocking_pids", true, "node-local statistics" },
+	{ "pg_safe_snapshot_blocking_pids", true, "node-local statistics" },
+	{ "pg_isolation_test_session_is_blocked", true, "node-local statistics" },
+	{ "current_schema", true, "temp schema" },
+	{ "current_schemas", true, "temp schema" },
+	{ "pg_my_temp_schema", true, "temp schema" },
+	{ "pg_is_other_temp_schema", true, "temp schema" },
+};
+
+/* Settings whose list elements PostgreSQL quotes as identifiers (GUC_LIST_QUOTE). */
+static const char *const list_quote_settings[] = {
+	"search_path",
+	"temp_tablespaces",
+	"session_preload_libraries",
+	"shared_preload_libraries",
+	"local_preload_libraries",
+};
+
+int classify_tracked_setting(const char *name)
+{
+	for (int i = 0; i < CLASSIFY_N_TRACKED; i++)
+		if (strcasecmp(tracked_settings[i], name) == 0)
+			return i;
+	return -1;
+}
+
+const char *classify_tracked_name(int i)
+{
+	return i >= 0 && i < CLASSIFY_N_TRACKED ? tracked_settings[i] : NULL;
+}
+
+static bool name_matches(const char *name, const char *pat)
+{
+	size_t plen = strlen(pat);
+
+	return pat[plen - 1] == '*' ? strncmp(name, pat, plen - 1) == 0 : strcmp(name, pat) == 0;
+}
+
+/* The rule of a node-local relation or function name, NULL if it is none. */
+static const char *node_local_rule(const char *name, bool function)
+{
+	for (size_t i = 0; i < N_ELEMS(node_local_names); i++)
+		if (node_local_names[i].function == function &&
+		    name_matches(name, node_local_names[i].name))
+			return node_local_names[i].rule;
+	return NULL;
+}
+
+static bool is_session_lock_function(const char *name)
+{
+	for (size_t i = 0; i < N_ELEMS(session_lock_functions); i++)
+		if (strcmp(name, session_lock_functions[i]) == 0)
+			return true;
+	return false;
+}
 
 static int cmp_name(const void *key, const void *elem)
 {
@@ -315,7 +433,24 @@ static void result_init(struct classify_result *r)
 	r->inner_route = ROUTE_PRIMARY;
 	r->flags = 0;
 	r->rule = "";
+	r->effect = "";
 	r->object[0] = '\0';
+}
+
+/* Marks r as creating session state for reason effect (the first reason is kept). */
+static void add_session_state(struct classify_result *r, const char *effect)
+{
+	if (!(r->flags & CLASSIFY_SESSION_STATE))
+		r->effect = effect;
+	r->flags |= CLASSIFY_SESSION_STATE;
+}
+
+/* Lower-cases a NUL-terminated string in place. */
+static void lower_in_place(char *s)
+{
+	for (; *s; s++)
+		if (*s >= 'A' && *s <= 'Z')
+			*s = (char)(*s - 'A' + 'a');
 }
 
 static void set_object(struct classify_result *r, const char *schema, const char *name)
@@ -411,14 +546,61 @@ static uint32_t txn_mode_flags(PgQuery__Node *const *opts, size_t n)
 struct walk {
 	const struct classifier *c;
 	struct classify_result *r; /* borrowed; route_write() on the first primary-only finding */
-	bool decided;		   /* the statement needs the primary; stop walking */
-	unsigned in_with;	   /* depth of WithClause nodes around the current node */
+	/* The statement needs the primary (rule and object are set): the walk goes on only to
+	 * collect session effects, without asking the catalog about functions. */
+	bool decided;
+	bool aborted;		/* too deep: stop walking altogether */
+	unsigned in_with;	/* depth of WithClause nodes around the current node */
+	const char *local_rule; /* first node-local finding ("node-local statistics", "temp
+				 * schema"), NULL if none; static */
+	char local_object[CLASSIFY_OBJECT_MAX]; /* ... and its relation or function */
 };
 
 static void walk_decide(struct walk *w, const char *rule)
 {
+	if (w->decided)
+		return;
 	route_write(w->r, rule);
 	w->decided = true;
+}
+
+static void walk_node_local(struct walk *w, const char *rule, const char *schema, const char *name)
+{
+	w->r->flags |= CLASSIFY_NODE_LOCAL;
+	if (w->local_rule)
+		return;
+	w->local_rule = rule;
+	if (schema)
+		snprintf(w->local_object, sizeof(w->local_object), "%s.%s", schema, name);
+	else
+		snprintf(w->local_object, sizeof(w->local_object), "%s", name);
+}
+
+/* set_config(name, value, is_local): session state unless is_local is the literal TRUE. */
+static bool set_config_is_local(const PgQuery__FuncCall *fc)
+{
+	const PgQuery__Node *a = fc->n_args == 3 ? fc->args[2] : NULL;
+
+	return a && a->node_case == PG_QUERY__NODE__NODE_A_CONST &&
+	       a->a_const->val_case == PG_QUERY__A__CONST__VAL_BOOLVAL && a->a_const->boolval &&
+	       a->a_const->boolval->boolval;
+}
+
+/* Session effects of a call of schema.name (schema NULL when unqualified). */
+static void walk_func_effects(struct walk *w, const PgQuery__FuncCall *fc, const char *schema,
+			      const char *name)
+{
+	const char *rule;
+
+	if (!is_catalog_schema(schema))
+		return;
+	if (is_session_lock_function(name))
+		add_session_state(w->r, "advisory lock");
+	else if (strcmp(name, "set_config") == 0 && !set_config_is_local(fc))
+		add_session_state(w->r, "set_config");
+	rule = node_local_rule(name, true);
+	if (rule)
+		walk_node_local(w, rule, schema, name);
 }
 
 static void walk_func_call(struct walk *w, const PgQuery__FuncCall *fc)
@@ -434,11 +616,40 @@ static void walk_func_call(struct walk *w, const PgQuery__FuncCall *fc)
 		walk_decide(w, "unknown function");
 		return;
 	}
+	walk_func_effects(w, fc, schema, name);
+	if (w->decided)
+		return;
+	/* A node-local function of pg_catalog reads (statistics, locks, the temp schema), even
+	 * where pg_proc calls it volatile; only the write list overrides that. */
+	if (is_catalog_schema(schema) && node_local_rule(name, true) &&
+	    !func_list_match(&w->c->write, schema, name, true))
+		return;
 	rule = function_rule(w->c, schema, name);
 	if (rule) {
 		walk_decide(w, rule);
 		set_object(w->r, schema, name);
 	}
+}
+
+/* A relation: temporary (being created) or in pg_temp, or node-local statistics. */
+static void walk_range_var(struct walk *w, const PgQuery__RangeVar *rv)
+{
+	const char *rule;
+
+	if (strcmp(rv->relpersistence, "t") == 0) {
+		add_session_state(w->r, "temporary object");
+		return;
+	}
+	if (str_empty(rv->relname))
+		return;
+	if (!str_empty(rv->schemaname) && strcmp(rv->schemaname, "pg_temp") == 0) {
+		walk_node_local(w, "temp schema", rv->schemaname, rv->relname);
+		return;
+	}
+	rule = node_local_rule(rv->relname, false);
+	if (rule)
+		walk_node_local(w, rule, str_empty(rv->schemaname) ? NULL : rv->schemaname,
+				rv->relname);
 }
 
 static const char *locking_rule(const PgQuery__LockingClause *lc)
@@ -462,6 +673,13 @@ static void walk_visit(struct walk *w, const ProtobufCMessage *m)
 
 	if (d == &pg_query__func_call__descriptor) {
 		walk_func_call(w, (const PgQuery__FuncCall *)m);
+	} else if (d == &pg_query__range_var__descriptor) {
+		walk_range_var(w, (const PgQuery__RangeVar *)m);
+	} else if (d == &pg_query__sqlvalue_function__descriptor) {
+		/* CURRENT_SCHEMA without parentheses. */
+		if (((const PgQuery__SQLValueFunction *)m)->op ==
+		    PG_QUERY__SQLVALUE_FUNCTION_OP__SVFOP_CURRENT_SCHEMA)
+			walk_node_local(w, "temp schema", NULL, "current_schema");
 	} else if (d == &pg_query__insert_stmt__descriptor ||
 		   d == &pg_query__update_stmt__descriptor ||
 		   d == &pg_query__delete_stmt__descriptor ||
@@ -488,6 +706,7 @@ static void walk_message(struct walk *w, const ProtobufCMessage *m, unsigned dep
 
 	if (depth > WALK_MAX_DEPTH) {
 		walk_decide(w, "too deeply nested");
+		w->aborted = true;
 		return;
 	}
 	walk_visit(w, m);
@@ -507,7 +726,7 @@ static void walk_message(struct walk *w, const ProtobufCMessage *m, unsigned dep
 		return;
 	}
 	w->in_with += is_with;
-	for (unsigned i = 0; i < d->n_fields && !w->decided; i++) {
+	for (unsigned i = 0; i < d->n_fields && !w->aborted; i++) {
 		const ProtobufCFieldDescriptor *f = &d->fields[i];
 
 		if (f->type != PROTOBUF_C_TYPE_MESSAGE)
@@ -518,7 +737,7 @@ static void walk_message(struct walk *w, const ProtobufCMessage *m, unsigned dep
 
 			memcpy(&n, base + f->quantifier_offset, sizeof(n));
 			memcpy(&items, base + f->offset, sizeof(items));
-			for (size_t j = 0; j < n && !w->decided; j++)
+			for (size_t j = 0; j < n && !w->aborted; j++)
 				if (items[j])
 					walk_message(w, items[j], depth + 1);
 		} else {
@@ -539,13 +758,28 @@ static void walk_message(struct walk *w, const ProtobufCMessage *m, unsigned dep
 	w->in_with -= is_with;
 }
 
-/* Routes a statement that reads unless something inside it says otherwise. */
+/* Routes a statement that reads unless something inside it says otherwise. A node-local
+ * read goes to the primary but is no write. */
 static void classify_read(const struct classifier *c, const PgQuery__Node *n,
 			  struct classify_result *r, const char *rule)
 {
 	struct walk w = { .c = c, .r = r };
 
 	route_to(r, ROUTE_ANY, rule, 0);
+	walk_message(&w, &n->base, 0);
+	if (!w.decided && w.local_rule) {
+		route_to(r, ROUTE_PRIMARY, w.local_rule, 0);
+		snprintf(r->object, sizeof(r->object), "%s", w.local_object);
+	}
+}
+
+/* Collects the session effects of a statement already routed (a write): the route, rule and
+ * object stay as they are. */
+static void collect_effects(const struct classifier *c, const PgQuery__Node *n,
+			    struct classify_result *r)
+{
+	struct walk w = { .c = c, .r = r, .decided = true };
+
 	walk_message(&w, &n->base, 0);
 }
 
@@ -599,6 +833,40 @@ static void classify_transaction(const PgQuery__TransactionStmt *t, struct class
 		set_object(r, NULL, t->gid);
 }
 
+/* True if a string argument of SET search_path mentions pg_temp (any case: the safe side). */
+static bool args_mention_pg_temp(PgQuery__Node *const *args, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		const PgQuery__Node *a = args[i];
+
+		if (a && a->node_case == PG_QUERY__NODE__NODE_A_CONST &&
+		    a->a_const->val_case == PG_QUERY__A__CONST__VAL_SVAL &&
+		    strcasestr(a->a_const->sval->sval, "pg_temp"))
+			return true;
+	}
+	return false;
+}
+
+/* The session effects of SET/RESET (not LOCAL) of the setting r->object (lower case). */
+static void set_effects(const PgQuery__VariableSetStmt *s, struct classify_result *r)
+{
+	const char *name = r->object;
+
+	if (strncmp(name, "pgrelay.", 8) == 0) {
+		r->flags |= CLASSIFY_ADMIN;
+	} else if (strcmp(name, "role") == 0 || strcmp(name, "session_authorization") == 0) {
+		add_session_state(r, "role");
+	} else if (classify_tracked_setting(name) < 0) {
+		add_session_state(r, "untracked setting");
+	} else {
+		r->flags |= CLASSIFY_SET_TRACKED;
+		if (strcmp(name, "search_path") == 0 &&
+		    s->kind == PG_QUERY__VARIABLE_SET_KIND__VAR_SET_VALUE &&
+		    args_mention_pg_temp(s->args, s->n_args))
+			add_session_state(r, "search_path with pg_temp");
+	}
+}
+
 static void classify_set(const PgQuery__VariableSetStmt *s, struct classify_result *r)
 {
 	uint32_t local = s->is_local ? CLASSIFY_SET_LOCAL : 0;
@@ -606,25 +874,32 @@ static void classify_set(const PgQuery__VariableSetStmt *s, struct classify_resu
 	switch (s->kind) {
 	case PG_QUERY__VARIABLE_SET_KIND__VAR_SET_MULTI:
 		/* SET TRANSACTION ... and SET SESSION CHARACTERISTICS AS TRANSACTION ... */
-		if (strcmp(s->name, "TRANSACTION") == 0)
+		if (strcmp(s->name, "TRANSACTION") == 0) {
 			route_to(r, ROUTE_ALL, "SET TRANSACTION",
 				 CLASSIFY_SET | CLASSIFY_SET_LOCAL |
 					 txn_mode_flags(s->args, s->n_args));
-		else
+		} else {
 			route_to(r, ROUTE_ALL, "SET SESSION CHARACTERISTICS",
 				 CLASSIFY_SET | txn_mode_flags(s->args, s->n_args));
+			add_session_state(r, "session characteristics");
+		}
 		return;
 	case PG_QUERY__VARIABLE_SET_KIND__VAR_RESET:
 		route_to(r, ROUTE_ALL, "RESET", CLASSIFY_SET);
 		break;
 	case PG_QUERY__VARIABLE_SET_KIND__VAR_RESET_ALL:
-		route_to(r, ROUTE_ALL, "RESET ALL", CLASSIFY_SET | CLASSIFY_SESSION_RESET);
+		route_to(r, ROUTE_ALL, "RESET ALL",
+			 CLASSIFY_SET | CLASSIFY_SESSION_RESET | CLASSIFY_RESET_ALL);
 		return;
 	default:
 		route_to(r, ROUTE_ALL, local ? "SET LOCAL" : "SET", CLASSIFY_SET | local);
 		break;
 	}
 	set_object(r, NULL, s->name);
+	lower_in_place(r->object);
+	/* SET ... FROM CURRENT keeps the value in force: no effect. */
+	if (!local && s->kind != PG_QUERY__VARIABLE_SET_KIND__VAR_SET_CURRENT)
+		set_effects(s, r);
 }
 
 static void classify_explain(const struct classifier *c, const PgQuery__ExplainStmt *e,
@@ -644,9 +919,15 @@ static void classify_explain(const struct classifier *c, const PgQuery__ExplainS
 		return;
 	}
 	classify_stmt(c, e->query, r);
+	if (!analyze) {
+		/* Planned, not run: nothing of the query's session effects happens. */
+		r->flags &= ~(uint32_t)(CLASSIFY_SESSION_STATE | CLASSIFY_CURSOR_DECLARE |
+					CLASSIFY_CURSOR_HOLD);
+		r->effect = "";
+	}
 	if (r->route == ROUTE_ANY) {
 		r->rule = analyze ? "EXPLAIN ANALYZE" : "EXPLAIN";
-	} else if (r->route == ROUTE_PRIMARY && !analyze) {
+	} else if (r->route == ROUTE_PRIMARY && !analyze && (r->flags & CLASSIFY_WRITE)) {
 		/* Not executed, but planned against the primary's catalog like pgpool does. */
 		r->flags &= ~(uint32_t)CLASSIFY_WRITE;
 		r->rule = "EXPLAIN of a write";
@@ -683,6 +964,7 @@ static void classify_prepare(const struct classifier *c, const PgQuery__PrepareS
 	/* Session state like SET: every backend gets it, so EXECUTE may go where inner_route says.
 	 * The flags of the query (e.g. WRITE) describe EXECUTE, not PREPARE. */
 	route_to(r, ROUTE_ALL, "PREPARE", CLASSIFY_PREPARE);
+	add_session_state(r, "PREPARE");
 	r->inner_route = inner.route;
 	set_object(r, NULL, p->name);
 }
@@ -697,7 +979,70 @@ static void classify_declare(const struct classifier *c, const PgQuery__DeclareC
 	if (r->route == ROUTE_ANY)
 		r->rule = "DECLARE CURSOR";
 	r->flags |= CLASSIFY_CURSOR_DECLARE;
+	if (d->options & CURSOR_OPT_HOLD) {
+		r->flags |= CLASSIFY_CURSOR_HOLD;
+		add_session_state(r, "cursor WITH HOLD");
+	}
 	set_object(r, NULL, d->portalname);
+}
+
+/*
+ * A DO block runs code the grammar does not parse (its body is a string), so its effects are
+ * guessed from words in the body, erring towards session state (a false positive only pins the
+ * session): advisory locks, set_config, LISTEN, PREPARE, LOAD, temporary objects. A SET inside
+ * the body is not recognised.
+ */
+static bool do_body_has_session_state(const PgQuery__DoStmt *d)
+{
+	static const char *const words[] = { "advisory_lock", "set_config", "listen", "prepare",
+					     "load ",	      "temporary",  "temp ",  "temp\n",
+					     "temp\t",	      "with hold" };
+
+	for (size_t i = 0; i < d->n_args; i++) {
+		const PgQuery__Node *a = d->args[i];
+		const char *body;
+
+		if (!a || a->node_case != PG_QUERY__NODE__NODE_DEF_ELEM ||
+		    strcmp(a->def_elem->defname, "as") != 0)
+			continue;
+		body = node_string(a->def_elem->arg);
+		for (size_t k = 0; body && k < N_ELEMS(words); k++)
+			if (strcasestr(body, words[k]))
+				return true;
+	}
+	return false;
+}
+
+/* Is the relation being created temporary (TEMP/TEMPORARY, or qualified with pg_temp)? */
+static bool creates_temp(const PgQuery__RangeVar *rv)
+{
+	return rv && (strcmp(rv->relpersistence, "t") == 0 ||
+		      (!str_empty(rv->schemaname) && strcmp(rv->schemaname, "pg_temp") == 0));
+}
+
+static void classify_discard(const PgQuery__DiscardStmt *d, struct classify_result *r)
+{
+	switch (d->target) {
+	case PG_QUERY__DISCARD_MODE__DISCARD_ALL:
+		route_to(r, ROUTE_ALL, "DISCARD", CLASSIFY_SESSION_RESET | CLASSIFY_DISCARD_ALL);
+		set_object(r, NULL, "all");
+		break;
+	case PG_QUERY__DISCARD_MODE__DISCARD_PLANS:
+		route_to(r, ROUTE_ALL, "DISCARD", CLASSIFY_SESSION_RESET);
+		set_object(r, NULL, "plans");
+		break;
+	case PG_QUERY__DISCARD_MODE__DISCARD_SEQUENCES:
+		route_to(r, ROUTE_ALL, "DISCARD", CLASSIFY_SESSION_RESET);
+		set_object(r, NULL, "sequences");
+		break;
+	case PG_QUERY__DISCARD_MODE__DISCARD_TEMP:
+		route_to(r, ROUTE_ALL, "DISCARD", CLASSIFY_SESSION_RESET);
+		set_object(r, NULL, "temp");
+		break;
+	default:
+		route_to(r, ROUTE_ALL, "DISCARD", CLASSIFY_SESSION_RESET);
+		break;
+	}
 }
 
 /* One statement (not the whole string) into r, which result_init() has prepared. */
@@ -713,6 +1058,7 @@ static void classify_stmt(const struct classifier *c, const PgQuery__Node *n,
 	case PG_QUERY__NODE__NODE_DELETE_STMT:
 	case PG_QUERY__NODE__NODE_MERGE_STMT:
 		route_write(r, "write statement");
+		collect_effects(c, n, r);
 		break;
 	case PG_QUERY__NODE__NODE_EXPLAIN_STMT:
 		classify_explain(c, n->explain_stmt, r);
@@ -722,6 +1068,11 @@ static void classify_stmt(const struct classifier *c, const PgQuery__Node *n,
 		break;
 	case PG_QUERY__NODE__NODE_VARIABLE_SHOW_STMT:
 		route_to(r, ROUTE_ANY, "SHOW", 0);
+		if (strncasecmp(n->variable_show_stmt->name, "pool_", 5) == 0) {
+			r->flags |= CLASSIFY_ADMIN;
+			set_object(r, NULL, n->variable_show_stmt->name);
+			lower_in_place(r->object);
+		}
 		break;
 	case PG_QUERY__NODE__NODE_VARIABLE_SET_STMT:
 		classify_set(n->variable_set_stmt, r);
@@ -733,14 +1084,15 @@ static void classify_stmt(const struct classifier *c, const PgQuery__Node *n,
 		classify_transaction(n->transaction_stmt, r);
 		break;
 	case PG_QUERY__NODE__NODE_DISCARD_STMT:
-		route_to(r, ROUTE_ALL, "DISCARD", CLASSIFY_SESSION_RESET);
+		classify_discard(n->discard_stmt, r);
 		break;
 	case PG_QUERY__NODE__NODE_DEALLOCATE_STMT:
-		route_to(r, ROUTE_ALL, "DEALLOCATE", CLASSIFY_SESSION_RESET);
+		route_to(r, ROUTE_ALL, "DEALLOCATE", CLASSIFY_SESSION_RESET | CLASSIFY_DEALLOCATE);
 		set_object(r, NULL, n->deallocate_stmt->name);
 		break;
 	case PG_QUERY__NODE__NODE_LOAD_STMT:
 		route_to(r, ROUTE_ALL, "LOAD", 0);
+		add_session_state(r, "LOAD");
 		break;
 	case PG_QUERY__NODE__NODE_PREPARE_STMT:
 		classify_prepare(c, n->prepare_stmt, r);
@@ -758,20 +1110,42 @@ static void classify_stmt(const struct classifier *c, const PgQuery__Node *n,
 		break;
 	case PG_QUERY__NODE__NODE_CLOSE_PORTAL_STMT:
 		if (str_empty(n->close_portal_stmt->portalname)) {
-			route_to(r, ROUTE_ALL, "CLOSE ALL", 0);
+			route_to(r, ROUTE_ALL, "CLOSE ALL", CLASSIFY_CURSOR_CLOSE);
 		} else {
-			route_to(r, ROUTE_FOLLOW, "CLOSE", 0);
+			route_to(r, ROUTE_FOLLOW, "CLOSE", CLASSIFY_CURSOR_CLOSE);
 			set_object(r, NULL, n->close_portal_stmt->portalname);
 		}
 		break;
 	case PG_QUERY__NODE__NODE_CREATE_TABLE_AS_STMT:
 		route_write(r, "CREATE TABLE AS");
+		/* The IntoClause's RangeVar says TEMP; the query runs. */
+		collect_effects(c, n, r);
+		if (n->create_table_as_stmt->into &&
+		    creates_temp(n->create_table_as_stmt->into->rel))
+			add_session_state(r, "temporary object");
+		break;
+	case PG_QUERY__NODE__NODE_CREATE_STMT:
+		route_write(r, "DDL or utility statement");
+		if (creates_temp(n->create_stmt->relation))
+			add_session_state(r, "temporary object");
+		break;
+	case PG_QUERY__NODE__NODE_VIEW_STMT:
+		route_write(r, "DDL or utility statement");
+		if (creates_temp(n->view_stmt->view))
+			add_session_state(r, "temporary object");
+		break;
+	case PG_QUERY__NODE__NODE_CREATE_SEQ_STMT:
+		route_write(r, "DDL or utility statement");
+		if (creates_temp(n->create_seq_stmt->sequence))
+			add_session_state(r, "temporary object");
 		break;
 	case PG_QUERY__NODE__NODE_LOCK_STMT:
 		route_write(r, "LOCK");
 		break;
 	case PG_QUERY__NODE__NODE_LISTEN_STMT:
 		route_write(r, "LISTEN");
+		add_session_state(r, "LISTEN");
+		set_object(r, NULL, n->listen_stmt->conditionname);
 		break;
 	case PG_QUERY__NODE__NODE_UNLISTEN_STMT:
 		route_write(r, "UNLISTEN");
@@ -781,9 +1155,12 @@ static void classify_stmt(const struct classifier *c, const PgQuery__Node *n,
 		break;
 	case PG_QUERY__NODE__NODE_CALL_STMT:
 		route_write(r, "CALL");
+		collect_effects(c, n, r);
 		break;
 	case PG_QUERY__NODE__NODE_DO_STMT:
 		route_write(r, "DO");
+		if (do_body_has_session_state(n->do_stmt))
+			add_session_state(r, "DO block");
 		break;
 	case PG_QUERY__NODE__NODE_VACUUM_STMT:
 		route_write(r, n->vacuum_stmt->is_vacuumcmd ? "VACUUM" : "ANALYZE");
@@ -857,7 +1234,8 @@ static void classify_parsed(const struct classifier *c, const PgQuery__ParseResu
 		return;
 	}
 	/* pgpool's default: a multi-statement string goes to the primary as a whole. The flags
-	 * still tell the router what the parts do (a BEGIN inside, a SET...). */
+	 * still tell the router what the parts do (a BEGIN inside, a SET...); the object and the
+	 * effect are those of the first part that has one. */
 	for (size_t i = 0; i < tree->n_stmts; i++) {
 		struct classify_result part;
 
@@ -866,6 +1244,10 @@ static void classify_parsed(const struct classifier *c, const PgQuery__ParseResu
 			classify_stmt(c, tree->stmts[i]->stmt, &part);
 		else
 			route_write(&part, "parse error");
+		if ((part.flags & CLASSIFY_EFFECT_MASK) && !(flags & CLASSIFY_EFFECT_MASK))
+			memcpy(out->object, part.object, sizeof(out->object));
+		if ((part.flags & CLASSIFY_SESSION_STATE) && !(flags & CLASSIFY_SESSION_STATE))
+			out->effect = part.effect;
 		flags |= part.flags;
 	}
 	route_to(out, ROUTE_PRIMARY, "multi-statement", flags | CLASSIFY_MULTI);
@@ -914,6 +1296,8 @@ struct classifier *classify_new(const struct classify_options *opts)
 		return NULL;
 	c->volatility = opts->volatility;
 	c->volatility_arg = opts->volatility_arg;
+	c->cache_max_len =
+		opts->cache_max_len ? opts->cache_max_len : CLASSIFY_CACHE_MAX_LEN_DEFAULT;
 	if (!func_list_init(&c->read_only, opts->read_only_functions,
 			    opts->n_read_only_functions) ||
 	    !func_list_init(&c->write, opts->write_functions, opts->n_write_functions))
@@ -950,6 +1334,250 @@ void classify_sql(struct classifier *c, const char *sql, size_t len, struct clas
 	classify_uncached(c, sql, out);
 	if (c->cache)
 		classify_cache_put(c->cache, sql, len, out);
+}
+
+/* Classifies a text that is its own only cache key (classify_sql()'s miss path). */
+static void classify_and_put(struct classifier *c, const char *sql, size_t len,
+			     struct classify_result *out)
+{
+	classify_cache_count(c->cache, false, false);
+	classify_uncached(c, sql, out);
+	classify_cache_put(c->cache, sql, len, out);
+}
+
+void classify_sql_raw(struct classifier *c, const char *sql, size_t len, char *scratch,
+		      size_t scratchcap, struct classify_result *out)
+{
+	size_t nlen;
+	uint64_t hash;
+	bool normalized;
+
+	if (!c->cache) {
+		c->misses++;
+		if (len < scratchcap && normalize_sql(sql, len, scratch, scratchcap, &nlen))
+			classify_uncached(c, scratch, out);
+		else
+			classify_uncached(c, sql, out);
+		return;
+	}
+	if (len > c->cache_max_len) {
+		/* Not cacheable as it is; its normalised form may be shorter. */
+		if (len < scratchcap && normalize_sql(sql, len, scratch, scratchcap, &nlen))
+			classify_sql(c, scratch, nlen, out);
+		else
+			classify_sql(c, sql, len, out);
+		return;
+	}
+	/* The hot path: one pass for the hash, an exact compare, no normaliser. */
+	hash = classify_cache_hash(c->cache, sql, len);
+	if (classify_cache_get_hashed(c->cache, hash, sql, len, out)) {
+		classify_cache_count(c->cache, true, true);
+		return;
+	}
+	normalized = len < scratchcap && normalize_sql(sql, len, scratch, scratchcap, &nlen);
+	if (!normalized || (nlen == len && memcmp(scratch, sql, len) == 0)) {
+		/* The raw text is the normalised one (or has none): one key. */
+		classify_and_put(c, sql, len, out);
+		return;
+	}
+	if (nlen <= c->cache_max_len &&
+	    classify_cache_get_hashed(c->cache, classify_cache_hash(c->cache, scratch, nlen),
+				      scratch, nlen, out)) {
+		classify_cache_count(c->cache, true, false);
+	} else {
+		classify_and_put(c, scratch, nlen, out);
+	}
+	classify_cache_put_raw(c->cache, hash, sql, len, out);
+}
+
+void classify_remember_primary(struct classifier *c, const char *sql, size_t len, char *scratch,
+			       size_t scratchcap, const char *rule)
+{
+	struct classify_result res;
+	size_t nlen;
+	if (!c->cache)
+		return;
+	classify_sql_raw(c, sql, len, scratch, scratchcap, &res);
+	res.route = ROUTE_PRIMARY;
+	res.inner_route = ROUTE_PRIMARY;
+	res.rule = rule;
+	/* Both keys: the raw text (its next lookup) and its shape (the same statement with other
+	 * constants). The raw entry is stored at once, without the doorkeeper's second sighting. */
+	classify_cache_put(c->cache, sql, len, &res);
+	if (len < scratchcap && normalize_sql(sql, len, scratch, scratchcap, &nlen))
+		classify_cache_put(c->cache, scratch, nlen, &res);
+}
+
+size_t classify_sql_each(struct classifier *c, const char *sql, size_t len,
+			 struct classify_result *out, size_t cap)
+{
+	PgQueryProtobufParseResult pr;
+	PgQuery__ParseResult *tree = NULL;
+	size_t n = 0;
+
+	(void)len;
+	pr = pg_query_parse_protobuf(sql);
+	if (!pr.error)
+		tree = pg_query__parse_result__unpack(NULL, pr.parse_tree.len,
+						      (const uint8_t *)pr.parse_tree.data);
+	if (!tree) {
+		if (cap > 0) {
+			result_init(&out[0]);
+			route_write(&out[0], "parse error");
+			out[0].flags |= CLASSIFY_PARSE_ERROR;
+		}
+		pg_query_free_protobuf_parse_result(pr);
+		return 1;
+	}
+	for (; n < tree->n_stmts; n++) {
+		if (n >= cap)
+			continue;
+		result_init(&out[n]);
+		if (tree->stmts[n] && tree->stmts[n]->stmt)
+			classify_stmt(c, tree->stmts[n]->stmt, &out[n]);
+		else
+			route_write(&out[n], "parse error");
+		if (!(out[n].flags & CLASSIFY_PREPARE))
+			out[n].inner_route = out[n].route;
+	}
+	pg_query__parse_result__free_unpacked(tree, NULL);
+	pg_query_free_protobuf_parse_result(pr);
+	return n;
+}
+
+/* ---- SET values ----------------------------------------------------------------------------- */
+
+/* Appends s (n bytes) to buf at *pos; false when it does not fit with the NUL. */
+static bool buf_put(char *buf, size_t cap, size_t *pos, const char *s, size_t n)
+{
+	if (*pos + n + 1 > cap)
+		return false;
+	memcpy(buf + *pos, s, n);
+	*pos += n;
+	buf[*pos] = '\0';
+	return true;
+}
+
+/* PostgreSQL's quote_identifier(), without its keyword check: quotes unless s is a plain
+ * lower-case identifier. */
+static bool buf_put_ident(char *buf, size_t cap, size_t *pos, const char *s)
+{
+	bool safe = (*s >= 'a' && *s <= 'z') || *s == '_';
+
+	for (const char *p = s; *p && safe; p++)
+		safe = (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_';
+	if (safe)
+		return buf_put(buf, cap, pos, s, strlen(s));
+	if (!buf_put(buf, cap, pos, "\"", 1))
+		return false;
+	for (const char *p = s; *p; p++)
+		if (!buf_put(buf, cap, pos, p, 1) || (*p == '"' && !buf_put(buf, cap, pos, p, 1)))
+			return false;
+	return buf_put(buf, cap, pos, "\"", 1);
+}
+
+/* One SET argument in flatten_set_variable_args()'s form. */
+static bool set_arg_text(const PgQuery__Node *a, bool list_quote, char *buf, size_t cap,
+			 size_t *pos)
+{
+	const PgQuery__AConst *k;
+	char num[32];
+
+	if (a && a->node_case == PG_QUERY__NODE__NODE_TYPE_CAST && a->type_cast->arg)
+		a = a->type_cast->arg; /* SET TIME ZONE INTERVAL '...': its string, approximately */
+	if (!a || a->node_case != PG_QUERY__NODE__NODE_A_CONST)
+		return false;
+	k = a->a_const;
+	switch (k->val_case) {
+	case PG_QUERY__A__CONST__VAL_IVAL:
+		snprintf(num, sizeof(num), "%d", (int)k->ival->ival);
+		return buf_put(buf, cap, pos, num, strlen(num));
+	case PG_QUERY__A__CONST__VAL_FVAL:
+		return buf_put(buf, cap, pos, k->fval->fval, strlen(k->fval->fval));
+	case PG_QUERY__A__CONST__VAL_SVAL:
+		if (list_quote)
+			return buf_put_ident(buf, cap, pos, k->sval->sval);
+		return buf_put(buf, cap, pos, k->sval->sval, strlen(k->sval->sval));
+	case PG_QUERY__A__CONST__VAL_BOOLVAL:
+		return buf_put(buf, cap, pos, k->boolval->boolval ? "true" : "false",
+			       k->boolval->boolval ? 4 : 5);
+	default:
+		return false;
+	}
+}
+
+static bool is_list_quote_setting(const char *name)
+{
+	for (size_t i = 0; i < N_ELEMS(list_quote_settings); i++)
+		if (strcmp(name, list_quote_settings[i]) == 0)
+			return true;
+	return false;
+}
+
+/* Fills name, value and *is_reset from one SET/RESET; false if it does not fit or has an
+ * argument of an unexpected form. */
+static bool set_value_of(const PgQuery__VariableSetStmt *s, char *name, size_t namecap, char *value,
+			 size_t valcap, bool *is_reset)
+{
+	size_t pos = 0;
+	bool list_quote;
+
+	if (strlen(s->name) + 1 > namecap || valcap == 0)
+		return false;
+	memcpy(name, s->name, strlen(s->name) + 1);
+	lower_in_place(name);
+	value[0] = '\0';
+	*is_reset = s->kind != PG_QUERY__VARIABLE_SET_KIND__VAR_SET_VALUE;
+	if (*is_reset)
+		return true;
+	list_quote = is_list_quote_setting(name);
+	for (size_t i = 0; i < s->n_args; i++) {
+		if (i > 0 && !buf_put(value, valcap, &pos, ", ", 2))
+			return false;
+		if (!set_arg_text(s->args[i], list_quote, value, valcap, &pos))
+			return false;
+	}
+	return true;
+}
+
+bool classify_set_value_nth(const char *sql, size_t len, unsigned nth, char *name, size_t namecap,
+			    char *value, size_t valcap, bool *is_reset)
+{
+	PgQueryProtobufParseResult pr;
+	PgQuery__ParseResult *tree = NULL;
+	bool found = false;
+
+	(void)len;
+	pr = pg_query_parse_protobuf(sql);
+	if (!pr.error)
+		tree = pg_query__parse_result__unpack(NULL, pr.parse_tree.len,
+						      (const uint8_t *)pr.parse_tree.data);
+	for (size_t i = 0; tree && i < tree->n_stmts; i++) {
+		const PgQuery__Node *n = tree->stmts[i] ? tree->stmts[i]->stmt : NULL;
+		const PgQuery__VariableSetStmt *s;
+
+		if (!n || n->node_case != PG_QUERY__NODE__NODE_VARIABLE_SET_STMT)
+			continue;
+		s = n->variable_set_stmt;
+		if (s->is_local || (s->kind != PG_QUERY__VARIABLE_SET_KIND__VAR_SET_VALUE &&
+				    s->kind != PG_QUERY__VARIABLE_SET_KIND__VAR_SET_DEFAULT &&
+				    s->kind != PG_QUERY__VARIABLE_SET_KIND__VAR_RESET))
+			continue;
+		if (nth-- > 0)
+			continue;
+		found = set_value_of(s, name, namecap, value, valcap, is_reset);
+		break;
+	}
+	if (tree)
+		pg_query__parse_result__free_unpacked(tree, NULL);
+	pg_query_free_protobuf_parse_result(pr);
+	return found;
+}
+
+bool classify_set_value(const char *sql, size_t len, char *name, size_t namecap, char *value,
+			size_t valcap, bool *is_reset)
+{
+	return classify_set_value_nth(sql, len, 0, name, namecap, value, valcap, is_reset);
 }
 
 void classify_get_stats(const struct classifier *c, struct classify_stats *out)

@@ -8,6 +8,11 @@
  * from its bucket and reused. Every operation is O(1) plus the bucket chain, whose expected
  * length stays below one.
  *
+ * Raw texts (classify_sql_raw()) share the entries with normalised ones: both map a text to the
+ * class of that text. A raw text is admitted only the second time it is offered: doorkeeper[]
+ * remembers the last hash offered per bucket slot, so a statement with ever-changing constants
+ * costs no allocation and evicts nothing.
+ *
  * The hash is seeded per cache from its address, which is enough to keep a client from building
  * long chains offline; it is not a cryptographic defence (a chain is still bounded by the
  * capacity). Not thread-safe: one cache per worker.
@@ -34,14 +39,15 @@ struct cache_entry {
 struct classify_cache {
 	struct cache_entry *entries; /* owned, capacity of them */
 	uint32_t capacity;
-	uint32_t used;	   /* entries[0 .. used) have held a text at least once */
-	uint32_t *buckets; /* owned, nbuckets heads of chains, NIL for empty */
-	uint32_t nbuckets; /* power of two */
+	uint32_t used;	      /* entries[0 .. used) have held a text at least once */
+	uint32_t *buckets;    /* owned, nbuckets heads of chains, NIL for empty */
+	uint64_t *doorkeeper; /* owned, nbuckets hashes of raw texts offered once (0: none) */
+	uint32_t nbuckets;    /* power of two */
 	uint32_t lru_head, lru_tail;
 	size_t max_len;
 	size_t count; /* entries holding a text now */
 	uint64_t seed;
-	uint64_t hits, misses, evictions;
+	uint64_t hits, misses, evictions, raw_hits;
 };
 
 /* 64-bit multiply-xorshift hash over 8-byte words; good spread, about 1 ns per word. */
@@ -88,7 +94,8 @@ struct classify_cache *classify_cache_new(size_t entries, size_t max_len)
 		return NULL;
 	cache->entries = calloc(entries, sizeof(*cache->entries));
 	cache->buckets = malloc(nb * sizeof(*cache->buckets));
-	if (!cache->entries || !cache->buckets) {
+	cache->doorkeeper = calloc(nb, sizeof(*cache->doorkeeper));
+	if (!cache->entries || !cache->buckets || !cache->doorkeeper) {
 		classify_cache_free(cache);
 		return NULL;
 	}
@@ -110,6 +117,7 @@ void classify_cache_clear_all(struct classify_cache *cache)
 	}
 	for (uint32_t i = 0; i < cache->nbuckets; i++)
 		cache->buckets[i] = NIL;
+	memset(cache->doorkeeper, 0, cache->nbuckets * sizeof(*cache->doorkeeper));
 	cache->used = 0;
 	cache->count = 0;
 	cache->lru_head = cache->lru_tail = NIL;
@@ -119,10 +127,11 @@ void classify_cache_free(struct classify_cache *cache)
 {
 	if (!cache)
 		return;
-	if (cache->entries && cache->buckets)
+	if (cache->entries && cache->buckets && cache->doorkeeper)
 		classify_cache_clear_all(cache);
 	free(cache->entries);
 	free(cache->buckets);
+	free(cache->doorkeeper);
 	free(cache);
 }
 
@@ -172,27 +181,48 @@ static uint32_t cache_find(struct classify_cache *cache, uint64_t hash, const ch
 	return NIL;
 }
 
-bool classify_cache_get(struct classify_cache *cache, const char *text, size_t len,
-			struct classify_result *out)
+uint64_t classify_cache_hash(const struct classify_cache *cache, const char *text, size_t len)
+{
+	return cache_hash(cache->seed, text, len);
+}
+
+bool classify_cache_get_hashed(struct classify_cache *cache, uint64_t hash, const char *text,
+			       size_t len, struct classify_result *out)
 {
 	uint32_t i;
 
-	if (len > cache->max_len) {
-		cache->misses++;
+	if (len > cache->max_len)
 		return false;
-	}
-	i = cache_find(cache, cache_hash(cache->seed, text, len), text, len);
-	if (i == NIL) {
-		cache->misses++;
+	i = cache_find(cache, hash, text, len);
+	if (i == NIL)
 		return false;
-	}
-	cache->hits++;
 	if (cache->lru_head != i) {
 		lru_unlink(cache, i);
 		lru_push_head(cache, i);
 	}
 	*out = cache->entries[i].result;
 	return true;
+}
+
+void classify_cache_count(struct classify_cache *cache, bool hit, bool raw)
+{
+	if (hit) {
+		cache->hits++;
+		cache->raw_hits += raw;
+	} else {
+		cache->misses++;
+	}
+}
+
+bool classify_cache_get(struct classify_cache *cache, const char *text, size_t len,
+			struct classify_result *out)
+{
+	bool hit = len <= cache->max_len &&
+		   classify_cache_get_hashed(cache, cache_hash(cache->seed, text, len), text, len,
+					     out);
+
+	classify_cache_count(cache, hit, false);
+	return hit;
 }
 
 /* Frees the least recently used entry and returns its index. */
@@ -213,17 +243,13 @@ static uint32_t cache_evict(struct classify_cache *cache)
 	return victim;
 }
 
-void classify_cache_put(struct classify_cache *cache, const char *text, size_t len,
-			const struct classify_result *res)
+static void cache_put(struct classify_cache *cache, uint64_t hash, const char *text, size_t len,
+		      const struct classify_result *res)
 {
-	uint64_t hash;
 	uint32_t i, *bucket;
 	struct cache_entry *e;
 	char *copy;
 
-	if (len > cache->max_len)
-		return;
-	hash = cache_hash(cache->seed, text, len);
 	i = cache_find(cache, hash, text, len);
 	if (i != NIL) {
 		cache->entries[i].result = *res;
@@ -250,9 +276,33 @@ void classify_cache_put(struct classify_cache *cache, const char *text, size_t l
 	cache->count++;
 }
 
+void classify_cache_put(struct classify_cache *cache, const char *text, size_t len,
+			const struct classify_result *res)
+{
+	if (len > cache->max_len)
+		return;
+	cache_put(cache, cache_hash(cache->seed, text, len), text, len, res);
+}
+
+void classify_cache_put_raw(struct classify_cache *cache, uint64_t hash, const char *text,
+			    size_t len, const struct classify_result *res)
+{
+	uint64_t *slot = &cache->doorkeeper[hash & (cache->nbuckets - 1)];
+
+	if (len > cache->max_len)
+		return;
+	if (*slot != hash) {
+		*slot = hash; /* first sighting: remember it, store nothing */
+		return;
+	}
+	*slot = 0;
+	cache_put(cache, hash, text, len, res);
+}
+
 void classify_cache_get_stats(const struct classify_cache *cache, struct classify_stats *out)
 {
 	out->hits = cache->hits;
+	out->raw_hits = cache->raw_hits;
 	out->misses = cache->misses;
 	out->evictions = cache->evictions;
 	out->entries = cache->count;

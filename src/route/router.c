@@ -660,17 +660,19 @@ void router_classify_in(struct router *r, int db, const char *sql, size_t len,
 			struct route_facts *out)
 {
 	struct classify_result res;
-	/* Constants do not change a class: one cache entry serves every value (normalize.h). */
-	size_t nlen;
-	if (len <= ROUTER_NORMALIZE_MAX &&
-	    normalize_sql(sql, len, r->scratch, sizeof(r->scratch), &nlen))
-		classify_sql(router_classifier(r, db), r->scratch, nlen, &res);
-	else
-		classify_sql(router_classifier(r, db), sql, len, &res);
+	/* The raw text is looked up first (one hash pass on a hit); only a miss is normalised
+	 * (constants do not change a class: one entry serves every value, normalize.h). */
+	classify_sql_raw(router_classifier(r, db), sql, len, r->scratch, sizeof(r->scratch), &res);
 	out->route = res.route;
 	out->flags = res.flags;
 	out->rule = res.rule;
 	out->pattern_primary = false;
+	out->effect = res.effect;
+	out->stay = false;
+	if ((res.flags & (CLASSIFY_EFFECT_MASK | CLASSIFY_NODE_LOCAL)) || res.route == ROUTE_FOLLOW)
+		memcpy(out->object, res.object, sizeof(out->object));
+	else
+		out->object[0] = 0;
 	if (res.route == ROUTE_ANY && r->n_patterns && !(res.flags & CLASSIFY_HINT)) {
 		for (int i = 0; i < r->n_patterns; i++)
 			if (regexec(&r->patterns[i], sql, 0, NULL, 0) == 0) {
@@ -680,6 +682,12 @@ void router_classify_in(struct router *r, int db, const char *sql, size_t len,
 				break;
 			}
 	}
+}
+
+void router_remember_primary(struct router *r, int db, const char *sql, size_t len)
+{
+	classify_remember_primary(router_classifier(r, db), sql, len, r->scratch,
+				  sizeof(r->scratch), "refused by a standby (25006)");
 }
 
 static int router_route_rank(enum classify_route route)
@@ -702,6 +710,13 @@ void router_facts_merge(struct route_facts *acc, const struct route_facts *more)
 		acc->route = more->route;
 		acc->rule = more->rule;
 	}
+	/* The first object that matters: an effect's, or the cursor a FETCH/MOVE follows. */
+	if (!(acc->flags & CLASSIFY_EFFECT_MASK) && !acc->object[0] &&
+	    ((more->flags & CLASSIFY_EFFECT_MASK) ||
+	     (more->route == ROUTE_FOLLOW && more->object[0]))) {
+		acc->effect = more->effect;
+		memcpy(acc->object, more->object, sizeof(acc->object));
+	}
 	acc->flags |= more->flags;
 	acc->pattern_primary |= more->pattern_primary;
 }
@@ -711,6 +726,39 @@ static void router_decided(struct route_decision *out, int node, bool read, cons
 	out->node = node;
 	out->read = read;
 	out->why = why;
+}
+
+uint32_t router_cursor_hash(const char *name)
+{
+	uint32_t h = 2166136261u; /* FNV-1a: names are the client's own, the ring is tiny */
+	for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	return h ? h : 1;
+}
+
+/* The node holding cursor name in the open transaction, or -1. */
+static int router_cursor_node(const struct route_session *s, const char *name)
+{
+	if (!name[0])
+		return -1;
+	uint32_t h = router_cursor_hash(name);
+	for (int i = 0; i < s->n_cursors; i++)
+		if (s->cursor_hash[i] == h)
+			return s->cursor_node[i];
+	return -1;
+}
+
+static void router_remember_cursor(struct route_session *s, uint32_t h, int node)
+{
+	for (int i = 0; i < s->n_cursors; i++)
+		if (s->cursor_hash[i] == h) {
+			s->cursor_node[i] = (int8_t)node;
+			return;
+		}
+	int i = s->n_cursors < ROUTER_MAX_CURSORS ? s->n_cursors++ : s->cursor_next;
+	s->cursor_next = (uint8_t)((i + 1) % ROUTER_MAX_CURSORS);
+	s->cursor_hash[i] = h;
+	s->cursor_node[i] = (int8_t)node;
 }
 
 /* Inside an open transaction. */
@@ -725,6 +773,14 @@ static void router_decide_in_txn(struct router *r, const struct route_session *s
 		/* Only ROLLBACK works now, and it must reach where the error happened. */
 		int node = s->failed_node >= 0 ? s->failed_node : txn_node;
 		router_decided(out, node >= 0 ? node : primary, false, "failed transaction");
+		return;
+	}
+	/* A cursor or a portal lives on the node that opened it. */
+	int holder = f->route == ROUTE_FOLLOW ? router_cursor_node(s, f->object) : -1;
+	if (holder < 0 && f->stay && current >= 0)
+		holder = current;
+	if (holder >= 0 && router_node_usable(r, holder)) {
+		router_decided(out, holder, false, f->stay ? "portal" : "cursor");
 		return;
 	}
 	int mode = r->cfg->load_balance.disable_on_write;
@@ -791,6 +847,8 @@ void router_decide(struct router *r, struct route_session *s, const struct route
 			out->txn_node = node;
 		return;
 	}
+	if ((f->flags & CLASSIFY_CURSOR_DECLARE) && !(f->flags & CLASSIFY_CURSOR_HOLD))
+		out->declares_cursor = router_cursor_hash(f->object);
 	if (s->in_txn) {
 		router_decide_in_txn(r, s, f, current, out);
 		return;
@@ -842,6 +900,8 @@ void router_commit(struct router *r, struct route_session *s, const struct route
 		s->primary_only = true;
 	if (d->txn_node >= 0)
 		s->txn_node = d->txn_node;
+	if (d->declares_cursor && d->node >= 0)
+		router_remember_cursor(s, d->declares_cursor, d->node);
 	if (d->node >= 0 && d->node < CONFIG_MAX_BACKENDS) {
 		if (d->read) {
 			r->select_cnt[d->node]++;
@@ -877,4 +937,6 @@ void router_on_ready(struct router *r, struct route_session *s, int node, char s
 	s->txn_node = -1;
 	s->txn_on_primary = false;
 	s->primary_in_txn = false;
+	s->n_cursors = 0;
+	s->cursor_next = 0;
 }

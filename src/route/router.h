@@ -29,6 +29,7 @@
 #define ROUTER_MAX_PATTERNS  32	   /* primary_routing_query_pattern_list entries */
 #define ROUTER_MAX_DBS	     64	   /* databases with their own function catalog */
 #define ROUTER_NORMALIZE_MAX 16384 /* statements normalised for the cache; longer: as they are */
+#define ROUTER_MAX_CURSORS   8	   /* cursors of one transaction whose node is remembered */
 
 /* A session's forced route: listeners entries, SET pgrelay.route. */
 enum route_force { ROUTE_FORCE_AUTO, ROUTE_FORCE_PRIMARY, ROUTE_FORCE_STANDBY };
@@ -64,6 +65,13 @@ struct route_session {
 	uint64_t written_at; /* read-your-writes: CLOCK_MONOTONIC ms after the last write ended */
 	uint64_t read_count; /* reads routed, for SHOW */
 	int db;		     /* index into router.dbs, -1 when the table is full */
+	/* Cursors declared in the open transaction and the node holding each (FETCH, MOVE and
+	 * CLOSE go there, whatever the transaction did since): a hash of the name, a small ring
+	 * (the oldest is forgotten; its FETCH then follows the transaction). Cleared at its end. */
+	uint32_t cursor_hash[ROUTER_MAX_CURSORS];
+	int8_t cursor_node[ROUTER_MAX_CURSORS];
+	uint8_t n_cursors; /* entries used, up to ROUTER_MAX_CURSORS; then the ring turns */
+	uint8_t cursor_next;
 };
 
 /* What the caller knows about a unit. */
@@ -72,6 +80,14 @@ struct route_facts {
 	uint32_t flags;		   /* CLASSIFY_* union */
 	const char *rule;	   /* rule that decided (static string) */
 	bool pattern_primary;	   /* matched primary_routing_query_pattern_list */
+	/* The unit only uses what exists on the active link (Execute of a portal bound earlier,
+	 * Describe, Close): it stays there, in or out of a transaction. */
+	bool stay;
+	/* Session effects (classify.h CLASSIFY_EFFECT_MASK): why SESSION_STATE is set (static
+	 * string, "" if not; NULL in facts not made by the classifier) and the object of the first
+	 * statement with an effect ("" if none). Only filled when flags has an effect bit. */
+	const char *effect;
+	char object[CLASSIFY_OBJECT_MAX];
 };
 
 /*
@@ -86,11 +102,12 @@ struct route_decision {
 	bool starts_txn;   /* the unit opens a transaction (BEGIN) */
 	const char *why;   /* the rule that decided the node, for logs and EXPLAIN */
 	/* Effects for router_commit(). */
-	bool wrote;		 /* the unit may write */
-	bool primary_joins;	 /* the primary takes part in the open transaction from now on */
-	bool txn_moves;		 /* the rest of the transaction goes to the primary */
-	bool primary_only_after; /* the rest of the session reads from the primary */
-	int txn_node;		 /* the transaction's read node if it starts one, else -1 */
+	bool wrote;		  /* the unit may write */
+	bool primary_joins;	  /* the primary takes part in the open transaction from now on */
+	bool txn_moves;		  /* the rest of the transaction goes to the primary */
+	bool primary_only_after;  /* the rest of the session reads from the primary */
+	int txn_node;		  /* the transaction's read node if it starts one, else -1 */
+	uint32_t declares_cursor; /* hash of a cursor the unit declares (0: none) */
 };
 
 /*
@@ -148,6 +165,8 @@ void router_classify(struct router *r, const char *sql, size_t len, struct route
 /* The same with database db's function catalog when it is loaded (db from route_session). */
 void router_classify_in(struct router *r, int db, const char *sql, size_t len,
 			struct route_facts *out);
+/* A standby refused sql as a write (SQLSTATE 25006): its shape goes to the primary from now on. */
+void router_remember_primary(struct router *r, int db, const char *sql, size_t len);
 /* The classifier for database db (its catalog's, or the default one). */
 struct classifier *router_classifier(struct router *r, int db);
 
@@ -192,5 +211,7 @@ double router_lb_weight(const struct router *r, int node);
 
 /* CLOCK_MONOTONIC milliseconds. */
 uint64_t router_now_ms(void);
+/* The hash by which a session remembers a cursor name (never 0). */
+uint32_t router_cursor_hash(const char *name);
 
 #endif

@@ -6,6 +6,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <strings.h>
 #include <sys/time.h>
 #include <time.h>
@@ -65,4 +66,32 @@ void log_write(enum log_level level, const char *component, uint64_t conn_id, co
 	line[n++] = '\n';
 	ssize_t w = write(STDERR_FILENO, line, (size_t)n);
 	(void)w;
+}
+
+const char *log_untrusted(const char *s, char *buf, size_t cap)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0, i = 0;
+	if (!cap)
+		return buf;
+	for (; s && s[i] && i < LOG_UNTRUSTED_MAX; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		bool plain = ch >= 0x20 && ch < 0x7f && ch != '\\' && ch != '"';
+		if (o + (plain ? 1 : 4) + 4 > cap)
+			break;
+		if (plain) {
+			buf[o++] = (char)ch;
+		} else {
+			buf[o++] = '\\';
+			buf[o++] = 'x';
+			buf[o++] = hex[ch >> 4];
+			buf[o++] = hex[ch & 15];
+		}
+	}
+	if (s && s[i] && o + 4 <= cap) {
+		memcpy(buf + o, "...", 3);
+		o += 3;
+	}
+	buf[o] = 0;
+	return buf;
 }

@@ -11,6 +11,7 @@
 #define PGRELAY_UTIL_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 enum log_level { LOG_LVL_ERROR = 0, LOG_LVL_WARNING, LOG_LVL_LOG, LOG_LVL_DEBUG, LOG_LVL_NOISE };
@@ -26,7 +27,18 @@ const char *log_level_name(enum log_level level);
 void log_write(enum log_level level, const char *component, uint64_t conn_id, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
-#define log_enabled(lvl) ((int)(lvl) <= log_current_level)
+/*
+ * Client-supplied text (user and database names before authentication) made safe for a log
+ * line: bytes outside printable ASCII, backslash and double quote become \xNN, and at most
+ * LOG_UNTRUSTED_MAX input bytes are shown ("..." marks the cut). Writes into buf (cap bytes,
+ * LOG_UNTRUSTED_BUF is always enough) and returns buf; s may be NULL.
+ */
+#define LOG_UNTRUSTED_MAX 63
+#define LOG_UNTRUSTED_BUF (LOG_UNTRUSTED_MAX * 4 + 4)
+const char *log_untrusted(const char *s, char *buf, size_t cap);
+
+/* Read by the health and manager threads while a reload on the loop may change it. */
+#define log_enabled(lvl) ((int)(lvl) <= __atomic_load_n(&log_current_level, __ATOMIC_RELAXED))
 #define LOGF(lvl, comp, id, ...)                                                                   \
 	do {                                                                                       \
 		if (log_enabled(lvl))                                                              \

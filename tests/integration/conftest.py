@@ -343,7 +343,7 @@ class Relay:
     def sanitizer_reports(self):
         text = self.log_text()
         bad = [ln for ln in text.splitlines() if "AddressSanitizer" in ln or "runtime error:" in ln
-               or "LeakSanitizer" in ln]
+               or "LeakSanitizer" in ln or "ThreadSanitizer" in ln]
         return bad
 
     def shutdown_and_check(self):

@@ -1,5 +1,7 @@
 """The SQL admin interface (doc/admin.md): answered by pgrelay, over both protocols, in order."""
 
+import struct
+
 import psycopg
 import pytest
 
@@ -79,7 +81,9 @@ def test_node_commands_need_admin_user(relay):
 
 def test_show_pools_processes_backend_stats(relay):
     """Bug guarded: the other SHOW commands fail or return nothing while sessions are open."""
-    with connect(relay.port) as c:
+    with connect(relay.port) as app, connect(relay.port, user="postgres", password="postgres",
+                                             dbname="postgres") as c:
+        app.execute("select 1")
         c.execute("select 1")
         assert c.execute("show pool_processes").fetchall()
         assert c.execute("show pool_pools").fetchall()
@@ -88,3 +92,64 @@ def test_show_pools_processes_backend_stats(relay):
         hc = c.execute("show pool_health_check_stats").fetchall()
         assert len(hc) == 3 and all(int(r[6]) >= 1 for r in hc), hc  # total_count
         assert c.execute("show pool_failover_history").fetchall()[0][1] == "primary_found"
+
+
+RESTRICTED_SHOWS = ["pool_health_check_stats", "pool_failover_history", "pool_pools", "pool_processes",
+                    "pool_backend_stats"]
+
+
+def test_show_commands_need_admin_or_stats_users(pgrelay, tmp_path):
+    """Bug guarded (issue 9, security review): every SHOW pool_* was open to every user, showing other
+    sessions' users and databases and the expanded failover command lines (SHOW pool_failover_history).
+    pool_nodes and pool_version stay open, as in pgpool-II; the rest need admin_users or stats_users."""
+    r = pgrelay(failover_command=f"echo secret-in-command %d >> {tmp_path}/fo.log")
+    with connect(r.port) as c:  # "app": in neither list
+        for name in ("pool_nodes", "pool_version"):
+            assert c.execute(f"show {name}").fetchall()
+        for name in RESTRICTED_SHOWS:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
+                c.execute(f"SHOW {name}")
+            c.rollback()
+        # Over the extended protocol too (a prepared statement is answered by the same code).
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute("show pool_pools", prepare=True)
+        c.rollback()
+        assert c.execute("select 'still here'").fetchone() == ("still here",)
+    with connect(r.port, user="postgres", password="postgres", dbname="postgres") as c:  # admin_users
+        for name in RESTRICTED_SHOWS:
+            c.execute(f"show {name}").fetchall()
+    # stats_users may read every SHOW but still not run node commands.
+    r2 = pgrelay(stats_users="md5user, app")
+    with connect(r2.port) as c:
+        for name in RESTRICTED_SHOWS:
+            c.execute(f"show {name}").fetchall()
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute("PGRELAY DETACH NODE 1")
+
+
+def test_unterminated_query_is_refused(relay):
+    """Bug guarded (issue 9, security review): a Query body without its terminating NUL ("SHOW pool_x"
+    sent raw) made the admin error's %.60s read past the message and echo stale bytes of the buffer
+    (an earlier statement of this or another session). Query and Parse bodies that are not exactly
+    NUL-terminated get 08P01 "invalid message format", as PostgreSQL answers them."""
+    marker = "STALE-" + "s" * 80
+    with pgwire.connect(relay.port, timeout=5) as w:
+        # Leave the marker in the read buffer, then overwrite only its start with the bad message.
+        assert w.scalar(f"select '{marker}'") == marker
+        body = b"SHOW pool_x"
+        w.send(b"Q" + struct.pack("!I", 4 + len(body)) + body)
+        msgs = w.read_all_until_close(timeout=5)
+    errors = [pgwire.parse_error_fields(m.payload) for m in msgs if m.type == "E"]
+    assert errors, msgs
+    assert errors[0]["C"] == "08P01" and "invalid message format" in errors[0]["M"], errors
+    assert not any("STALE" in e.get("M", "") for e in errors), errors
+    # A Query with an embedded NUL, and a Parse whose parameter count overruns its body.
+    for bad in (pgwire.msg("Q", b"select 1\0junk\0"),
+                pgwire.msg("P", b"s1\0select 1\0" + struct.pack("!h", 3) + struct.pack("!i", 23))):
+        with pgwire.connect(relay.port, timeout=5) as w:
+            w.send(bad + pgwire.bind("", "s1") + pgwire.execute() + pgwire.sync())
+            msgs = w.read_all_until_close(timeout=5)
+        codes = [pgwire.parse_error_fields(m.payload)["C"] for m in msgs if m.type == "E"]
+        assert codes == ["08P01"], (bad, msgs)
+    with pgwire.connect(relay.port, timeout=5) as w:
+        assert w.scalar("select 42") == "42"

@@ -1,5 +1,9 @@
 """Client authentication: users_file secrets, hba methods, and what the log may reveal."""
 
+import struct
+import threading
+import time
+
 import psycopg
 import pytest
 
@@ -188,3 +192,104 @@ def test_log_never_contains_passwords(pgrelay, cluster):
     for secret in (WRONG_PASSWORD, "md5pw", md5sec, md5sec[3:], v.split("$", 2)[2],
                    base64.b64encode(stored).decode(), base64.b64encode(server).decode()):
         assert secret not in log, f"secret {secret!r} found in the log"
+
+
+def first_auth_request(port, user, database="app"):
+    """The first authentication request pgrelay sends for user (then the connection is dropped)."""
+    c = pgwire.Conn(port=port, timeout=5)
+    try:
+        c.send(pgwire.startup_packet(user, database))
+        m = c.expect("R")
+        return struct.unpack_from("!I", m.payload, 0)[0]
+    finally:
+        c.close()
+
+
+@pytest.mark.pgrelay_only
+def test_unknown_user_gets_the_known_users_challenge(pgrelay):
+    """Bug guarded (issue 9, security review): under an md5 hba rule a known user (plain or md5 secret)
+    got an md5 challenge and an unknown one SASL, so the first reply told which user names exist. An
+    unknown user now gets what most known users get under the same rule, and fails like a wrong
+    password (md5: a random salt, then 28P01)."""
+    md5 = pgwire.md5_secret("md5user", "md5pw")
+    r = pgrelay(users={"app": "app", "md5user": md5, "postgres": "postgres"},
+                hba="host all all 127.0.0.1/32 md5\n")
+    assert first_auth_request(r.port, "app") == pgwire.AUTH_MD5
+    assert first_auth_request(r.port, "nosuchuser") == pgwire.AUTH_MD5
+    e, after = login_error(r.port, "nosuchuser", "whatever")
+    assert e.sqlstate == "28P01" and after == [], (e, after)
+    # Two challenges for one unknown name differ (random salt), as for a known user.
+    salts = set()
+    for _ in range(2):
+        c = pgwire.Conn(port=r.port, timeout=5)
+        try:
+            c.send(pgwire.startup_packet("nosuchuser", "app"))
+            salts.add(c.expect("R").payload[4:8])
+        finally:
+            c.close()
+    assert len(salts) == 2
+    # Where known users mostly have verifiers, an md5 rule runs SCRAM for them and for unknown ones.
+    v = pgwire.scram_verifier("app")
+    r2 = pgrelay(users={"app": v, "postgres": pgwire.scram_verifier("postgres"), "md5user": md5},
+                 hba="host all all 127.0.0.1/32 md5\n")
+    assert first_auth_request(r2.port, "app") == pgwire.AUTH_SASL
+    assert first_auth_request(r2.port, "nosuchuser") == pgwire.AUTH_SASL
+
+
+@pytest.mark.pgrelay_only
+def test_password_method_pbkdf2_does_not_stall_the_loop(pgrelay):
+    """Bug guarded (issue 9, security review): the "password" method against a SCRAM verifier ran
+    PBKDF2 on the event loop, so one login (or a flood of them) stalled every session of the worker
+    for the verifier's iteration count. It now runs on libuv's thread pool."""
+    iterations = 1_000_000  # a fraction of a second to seconds of PBKDF2, by machine and load
+    users = {"app": pgwire.scram_verifier("app", iterations=iterations), "postgres": "postgres"}
+    r = pgrelay(users=users, authentication_timeout="60s",
+                hba="host all app 127.0.0.1/32 password\nhost all all 127.0.0.1/32 scram-sha-256\n")
+    with pgwire.connect(r.port, "postgres", "postgres", database="postgres") as other:
+        assert other.scalar("select 1") == "1"
+        result = {}
+
+        def login(password):
+            t0 = time.monotonic()
+            try:
+                with pgwire.connect(r.port, "app", password, timeout=30) as c:
+                    result[password] = c.scalar("select current_user")
+            except pgwire.PgError as e:
+                result[password] = e.sqlstate
+            result["t_" + password] = time.monotonic() - t0
+
+        threads = [threading.Thread(target=login, args=(p,)) for p in ("app", WRONG_PASSWORD)]
+        for t in threads:
+            t.start()
+        time.sleep(0.2)  # both checks are running now
+        worst = 0.0
+        while any(t.is_alive() for t in threads):
+            t0 = time.monotonic()
+            assert other.scalar("select 2") == "2"
+            worst = max(worst, time.monotonic() - t0)
+            time.sleep(0.02)
+        for t in threads:
+            t.join()
+    assert result["app"] == "app" and result[WRONG_PASSWORD] == "28P01", result
+    assert result["t_app"] > 0.2, "the verifier was not used (too fast for its iteration count)"
+    # On the loop, each check stalled every session for its whole duration (t_app).
+    assert worst < result["t_app"] / 3, f"a query waited {worst:.2f}s behind a password check ({result})"
+
+
+@pytest.mark.pgrelay_only
+def test_pre_auth_log_lines_escape_client_names(pgrelay):
+    """Bug guarded (issue 9, security review): log lines written before authentication carried the
+    raw user and database names from the startup packet, so a client could forge log lines (a newline
+    and a fake timestamp) or write kilobytes per line. They are now escaped and cut."""
+    r = pgrelay(hba="host all trustuser 127.0.0.1/32 trust\n"
+                    "host all postgres 127.0.0.1/32 reject\n"
+                    "host all all 127.0.0.1/32 scram-sha-256\n")
+    forged = "\n2026-01-01 00:00:00.000 LOG main FORGED"
+    login_error(r.port, "nosuchuser" + forged + "\x1b[31m", "whatever")
+    login_error(r.port, "postgres", "postgres", database="db" + forged + "x" * 500)
+    time.sleep(0.3)
+    log = r.log_text()
+    assert "nosuchuser\\x0a2026-01-01" in log, r.log_tail()
+    assert not any(line.startswith("2026-01-01") for line in log.splitlines()), r.log_tail()
+    assert "\x1b" not in log
+    assert "x" * 100 not in log  # names are cut

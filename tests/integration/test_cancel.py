@@ -78,3 +78,29 @@ def test_bogus_cancel_does_nothing(relay):
         assert result["row"][1] == "done"
     with connect(relay.port) as c:
         assert c.execute("select 1").fetchone() == (1,)
+
+
+def test_cancel_without_request_in_flight_is_not_forwarded(pgrelay):
+    """Bug guarded (issue 9, security review; PgBouncer PR #717): a cancel was forwarded whenever its
+    target had a linked backend, with or without a request in flight, and was not checked again once
+    the connection to the backend was up; in transaction mode that backend may by then run another
+    client's query, which the cancel then kills. Now a cancel goes only to the backend still linked
+    to the target and running one of its requests, checked again just before it is written."""
+    r = pgrelay()
+    with pgwire.connect(r.port, timeout=5) as w:
+        pid, key = w.backend_key
+        assert w.simple("begin").status == "T"  # a linked backend, nothing in flight
+        start = r.log_size()
+        send_cancel(r.port, pid, key)
+        assert r.wait_log("not forwarded", timeout=5, start=start), r.log_tail()
+        assert "forwarding cancel" not in r.log_text()[start:]
+        assert w.scalar("select 3") == "3"
+        assert w.simple("commit").status == "I"
+        # The same key still cancels a running request.
+        w.send(pgwire.query("select pg_sleep(30)"))
+        time.sleep(0.3)
+        start = r.log_size()
+        send_cancel(r.port, pid, key)
+        cyc = w.read_cycle(timeout=5)
+        assert cyc.errors and cyc.errors[0]["C"] == "57014"
+        assert "forwarding cancel" in r.log_text()[start:]

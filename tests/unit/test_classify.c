@@ -85,6 +85,10 @@ struct tsv_case {
 	char *sql;   /* owned, unescaped */
 	char *rule;  /* owned, NULL when not checked */
 	char *flags; /* owned, NULL when not checked */
+	/* owned, NULL when not checked; "-" expects "". Then "!flag,..." lists flags that must be
+	 * absent: the fifth column is "object" or "object!flag1,flag2". */
+	char *object;
+	char *absent;
 };
 
 static const struct {
@@ -108,6 +112,15 @@ static const struct {
 	{ "parse_error", CLASSIFY_PARSE_ERROR },
 	{ "empty", CLASSIFY_EMPTY },
 	{ "hint", CLASSIFY_HINT },
+	{ "session_state", CLASSIFY_SESSION_STATE },
+	{ "set_tracked", CLASSIFY_SET_TRACKED },
+	{ "discard_all", CLASSIFY_DISCARD_ALL },
+	{ "reset_all", CLASSIFY_RESET_ALL },
+	{ "deallocate", CLASSIFY_DEALLOCATE },
+	{ "cursor_hold", CLASSIFY_CURSOR_HOLD },
+	{ "cursor_close", CLASSIFY_CURSOR_CLOSE },
+	{ "node_local", CLASSIFY_NODE_LOCAL },
+	{ "admin", CLASSIFY_ADMIN },
 };
 
 static bool parse_route(const char *s, enum classify_route *out)
@@ -186,7 +199,7 @@ static struct tsv_case *load_tsv(size_t *n)
 		fail_msg("cannot open %s (tests run with workdir tests/unit)", TSV_PATH);
 	*n = 0;
 	while (fgets(line, sizeof(line), f)) {
-		char *fields[4] = { NULL, NULL, NULL, NULL };
+		char *fields[5] = { NULL, NULL, NULL, NULL, NULL };
 		char *p = line;
 		size_t nf = 0;
 		struct tsv_case *tc;
@@ -195,7 +208,7 @@ static struct tsv_case *load_tsv(size_t *n)
 		line[strcspn(line, "\n")] = '\0';
 		if (line[0] == '#' || line[0] == '\0')
 			continue;
-		while (nf < 4) {
+		while (nf < 5) {
 			fields[nf++] = p;
 			p = strchr(p, '\t');
 			if (!p)
@@ -218,6 +231,20 @@ static struct tsv_case *load_tsv(size_t *n)
 		assert_non_null(tc->sql);
 		tc->rule = dup_or_null(fields[2]);
 		tc->flags = dup_or_null(fields[3]);
+		tc->object = dup_or_null(fields[4]);
+		tc->absent = NULL;
+		if (tc->object) {
+			char *bang = strchr(tc->object, '!');
+
+			if (bang) {
+				*bang = '\0';
+				tc->absent = dup_or_null(bang + 1);
+				if (tc->object[0] == '\0') {
+					free(tc->object);
+					tc->object = NULL;
+				}
+			}
+		}
 	}
 	fclose(f);
 	return cases;
@@ -229,6 +256,8 @@ static void free_tsv(struct tsv_case *cases, size_t n)
 		free(cases[i].sql);
 		free(cases[i].rule);
 		free(cases[i].flags);
+		free(cases[i].object);
+		free(cases[i].absent);
 	}
 	free(cases);
 }
@@ -257,6 +286,23 @@ static bool check_case(const struct tsv_case *tc, const struct classify_result *
 				    r->flags, tc->flags, tc->sql);
 			ok = false;
 		}
+	}
+	if (tc->object && strcmp(tc->object, "-") == 0
+		    ? r->object[0] != '\0'
+		    : tc->object && strcmp(tc->object, r->object) != 0) {
+		print_error("%s:%u: object '%s', expected '%s': %s\n", TSV_PATH, tc->line,
+			    r->object, tc->object, tc->sql);
+		ok = false;
+	}
+	if (tc->absent && (r->flags & parse_flags(tc->absent, tc->line))) {
+		print_error("%s:%u: flags 0x%x, none of %s expected: %s\n", TSV_PATH, tc->line,
+			    r->flags, tc->absent, tc->sql);
+		ok = false;
+	}
+	if (!r->effect || ((r->flags & CLASSIFY_SESSION_STATE) != 0) != (r->effect[0] != '\0')) {
+		print_error("%s:%u: effect '%s' and flags 0x%x disagree: %s\n", TSV_PATH, tc->line,
+			    r->effect ? r->effect : "(null)", r->flags, tc->sql);
+		ok = false;
 	}
 	return ok;
 }
@@ -324,6 +370,45 @@ static void test_table_normalized(void **state)
 		}
 	}
 	print_message("%zu statements, %zu normalised, %zu failures\n", n, normalized, failures);
+	free_tsv(cases, n);
+	classify_free(c);
+	assert_int_equal(failures, 0);
+}
+
+/*
+ * The router's path (classify_sql_raw(): raw key, then normalised key, then parse): three rounds
+ * over the table, so every line is seen as a miss, then as a raw text admitted on its second
+ * sighting, then as a raw hit; each answer must match the line.
+ */
+static void test_table_raw(void **state)
+{
+	(void)state;
+	struct fake_catalog cat = { 0 };
+	struct classifier *c = make_classifier(&cat, 4096);
+	size_t n, failures = 0;
+	struct tsv_case *cases = load_tsv(&n);
+	static char scratch[16385];
+	struct classify_stats st;
+
+	for (int pass = 0; pass < 3; pass++) {
+		for (size_t i = 0; i < n; i++) {
+			struct classify_result r;
+
+			memset(&r, 0xa5, sizeof(r));
+			classify_sql_raw(c, cases[i].sql, strlen(cases[i].sql), scratch,
+					 sizeof(scratch), &r);
+			if (!check_case(&cases[i], &r))
+				failures++;
+		}
+	}
+	classify_get_stats(c, &st);
+	print_message("%zu statements x 3, %zu failures, %llu hits (%llu raw), %llu misses\n", n,
+		      failures, (unsigned long long)st.hits, (unsigned long long)st.raw_hits,
+		      (unsigned long long)st.misses);
+	/* The third pass is all raw hits; the first all misses except texts whose normalised
+	 * form an earlier line already had. */
+	assert_true(st.raw_hits >= n);
+	assert_int_equal(st.hits + st.misses, 3 * n);
 	free_tsv(cases, n);
 	classify_free(c);
 	assert_int_equal(failures, 0);
@@ -724,12 +809,280 @@ static void test_deep_nesting(void **state)
 	classify_free(c);
 }
 
+/* ---- The raw-text path, per-statement results, SET values ---------------------------------- */
+
+static void test_raw_cache(void **state)
+{
+	struct fake_catalog cat = { 0 };
+	struct classifier *c = make_classifier(&cat, 64);
+	struct classify_result r;
+	struct classify_stats st;
+	char scratch[256];
+	const char *a = "SELECT my_stable_func() FROM t WHERE id = 17";
+	const char *b = "SELECT my_stable_func() FROM t WHERE id = 4711";
+
+	(void)state;
+	/* Miss: parsed once (the catalog asked once), normalised entry stored. */
+	classify_sql_raw(c, a, strlen(a), scratch, sizeof(scratch), &r);
+	assert_int_equal(r.route, ROUTE_ANY);
+	assert_int_equal(cat.calls, 1);
+	classify_get_stats(c, &st);
+	assert_int_equal(st.misses, 1);
+	assert_int_equal(st.entries, 1); /* the raw text waits for its second sighting */
+	/* Other constants: a normalised hit, no parse. */
+	classify_sql_raw(c, b, strlen(b), scratch, sizeof(scratch), &r);
+	assert_int_equal(r.route, ROUTE_ANY);
+	assert_int_equal(cat.calls, 1);
+	classify_get_stats(c, &st);
+	assert_int_equal(st.hits, 1);
+	assert_int_equal(st.raw_hits, 0);
+	/* a again: normalised hit, and now its raw text is admitted; then raw hits. */
+	classify_sql_raw(c, a, strlen(a), scratch, sizeof(scratch), &r);
+	classify_get_stats(c, &st);
+	assert_int_equal(st.entries, 2);
+	assert_int_equal(st.raw_hits, 0);
+	memset(scratch, 'Z', sizeof(scratch)); /* a raw hit does not normalise */
+	classify_sql_raw(c, a, strlen(a), scratch, sizeof(scratch), &r);
+	assert_int_equal(scratch[0], 'Z');
+	assert_int_equal(r.route, ROUTE_ANY);
+	assert_string_equal(r.rule, "read-only select");
+	classify_get_stats(c, &st);
+	assert_int_equal(st.raw_hits, 1);
+	assert_int_equal(st.hits, 3);
+	assert_int_equal(st.misses, 1);
+	/* A text without constants is its own normalised form: one entry, raw hit next time. */
+	classify_sql_raw(c, "SELECT * FROM t", 15, scratch, sizeof(scratch), &r);
+	classify_sql_raw(c, "SELECT * FROM t", 15, scratch, sizeof(scratch), &r);
+	classify_get_stats(c, &st);
+	assert_int_equal(st.entries, 3);
+	assert_int_equal(st.raw_hits, 2);
+	/* Not normalisable (SET): cached by its raw text right away. */
+	classify_sql_raw(c, "SET work_mem = 1", 16, scratch, sizeof(scratch), &r);
+	classify_sql_raw(c, "SET work_mem = 1", 16, scratch, sizeof(scratch), &r);
+	assert_true(r.flags & CLASSIFY_SESSION_STATE);
+	classify_get_stats(c, &st);
+	assert_int_equal(st.raw_hits, 3);
+	/* Exact compare: a one-byte difference is no raw hit. */
+	classify_sql_raw(c, "SET work_mem = 2", 16, scratch, sizeof(scratch), &r);
+	classify_get_stats(c, &st);
+	assert_int_equal(st.raw_hits, 3);
+	classify_free(c);
+}
+
+/* A statement whose constants change every time costs no raw entry (doorkeeper) and keeps
+ * hitting its normalised entry; memory stays within the entry cap. */
+static void test_raw_cache_bounded(void **state)
+{
+	struct classify_options o = { .cache_entries = 8, .cache_max_len = 64 };
+	struct classifier *c = classify_new(&o);
+	struct classify_result r;
+	struct classify_stats st;
+	char scratch[128], sql[64], big[200];
+
+	(void)state;
+	assert_non_null(c);
+	for (int i = 0; i < 1000; i++) {
+		int len = snprintf(sql, sizeof(sql), "SELECT * FROM t WHERE id = %d", i);
+
+		classify_sql_raw(c, sql, (size_t)len, scratch, sizeof(scratch), &r);
+		assert_int_equal(r.route, ROUTE_ANY);
+	}
+	classify_get_stats(c, &st);
+	assert_int_equal(st.misses, 1);
+	assert_int_equal(st.hits, 999);
+	assert_true(st.entries <= 8);
+	assert_int_equal(st.evictions, 0);
+	/* Longer than the cache's max_len and the scratch: classified, never stored. */
+	memset(big, ' ', sizeof(big));
+	memcpy(big, "SELECT 1", 8);
+	big[sizeof(big) - 1] = '\0';
+	classify_sql_raw(c, big, strlen(big), scratch, sizeof(scratch), &r);
+	classify_sql_raw(c, big, strlen(big), scratch, sizeof(scratch), &r);
+	assert_int_equal(r.route, ROUTE_ANY);
+	classify_free(c);
+	/* Without a cache: classified through the normaliser all the same. */
+	c = classify_new(NULL);
+	assert_non_null(c);
+	classify_sql_raw(c, "SELECT nextval('s')", 19, scratch, sizeof(scratch), &r);
+	assert_int_equal(r.route, ROUTE_PRIMARY);
+	assert_string_equal(r.object, "nextval");
+	classify_get_stats(c, &st);
+	assert_int_equal(st.misses, 1);
+	classify_free(c);
+}
+
+static void test_sql_each(void **state)
+{
+	struct classifier *c = classify_new(NULL);
+	struct classify_result r[4];
+	const char *sql =
+		"SET statement_timeout = 1; DEALLOCATE a; DEALLOCATE b; SELECT 1; LISTEN x";
+
+	(void)state;
+	assert_non_null(c);
+	assert_int_equal(classify_sql_each(c, sql, strlen(sql), r, 4), 5);
+	assert_true(r[0].flags & CLASSIFY_SET_TRACKED);
+	assert_string_equal(r[0].object, "statement_timeout");
+	assert_true(r[1].flags & CLASSIFY_DEALLOCATE);
+	assert_string_equal(r[1].object, "a");
+	assert_string_equal(r[2].object, "b");
+	assert_int_equal(r[3].route, ROUTE_ANY);
+	assert_false(r[3].flags & CLASSIFY_MULTI);
+	assert_int_equal(classify_sql_each(c, "", 0, r, 4), 0);
+	assert_int_equal(classify_sql_each(c, "SELEC 1", 7, r, 4), 1);
+	assert_true(r[0].flags & CLASSIFY_PARSE_ERROR);
+	assert_int_equal(classify_sql_each(c, "SELECT 1", 8, r, 0), 1);
+	classify_free(c);
+}
+
+static void test_set_value(void **state)
+{
+	static const struct {
+		const char *sql;
+		const char *name;  /* NULL: no SET found (false) */
+		const char *value; /* NULL: is_reset */
+	} cases[] = {
+		{ "SET application_name = 'web'", "application_name", "web" },
+		{ "SET application_name TO 'it''s'", "application_name", "it's" },
+		{ "SET application_name = E'a\\tb'", "application_name", "a\tb" },
+		{ "set SESSION statement_timeout to 0", "statement_timeout", "0" },
+		{ "SET statement_timeout = '5s'", "statement_timeout", "5s" },
+		{ "SET extra_float_digits = -2", "extra_float_digits", "-2" },
+		{ "SET extra_float_digits = 2.5", "extra_float_digits", "2.5" },
+		{ "SET search_path TO app, public", "search_path", "app, public" },
+		{ "SET search_path = '$user', public", "search_path", "\"$user\", public" },
+		{ "SET search_path = \"$user\", \"My Schema\"", "search_path",
+		  "\"$user\", \"My Schema\"" },
+		{ "SET search_path = 'a\"b'", "search_path", "\"a\"\"b\"" },
+		{ "SET search_path = ''", "search_path", "\"\"" },
+		{ "SET SCHEMA 'app'", "search_path", "app" },
+		{ "SET DateStyle TO ISO, MDY", "datestyle", "iso, mdy" },
+		{ "SET datestyle = 'ISO, MDY'", "datestyle", "ISO, MDY" },
+		{ "SET TIME ZONE 'Europe/Paris'", "timezone", "Europe/Paris" },
+		{ "SET TIME ZONE -7", "timezone", "-7" },
+		{ "SET TIME ZONE LOCAL", "timezone", NULL },
+		{ "SET NAMES 'UTF8'", "client_encoding", "UTF8" },
+		{ "SET standard_conforming_strings = on", "standard_conforming_strings", "on" },
+		{ "SET default_transaction_read_only = true", "default_transaction_read_only",
+		  "true" },
+		{ "SET lock_timeout TO DEFAULT", "lock_timeout", NULL },
+		{ "RESET lock_timeout", "lock_timeout", NULL },
+		{ "SET pgrelay.route = 'primary'", "pgrelay.route", "primary" },
+		{ "SET SESSION pgrelay.route TO standby", "pgrelay.route", "standby" },
+		{ "/* SET a = 1 */ SET b = '2' -- SET c = 3", "b", "2" },
+		{ "SELECT 1; SET LOCAL x = 1; SET y = 2", "y", "2" },
+		{ "SET LOCAL statement_timeout = 1", NULL, NULL },
+		{ "SET TRANSACTION READ ONLY", NULL, NULL },
+		{ "RESET ALL", NULL, NULL },
+		{ "SET search_path FROM CURRENT", NULL, NULL },
+		{ "SELECT 'SET a = 1'", NULL, NULL },
+		{ "SET a = ", NULL, NULL },
+	};
+	char name[64], value[64];
+	bool is_reset;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *sql = cases[i].sql;
+		bool ok = classify_set_value(sql, strlen(sql), name, sizeof(name), value,
+					     sizeof(value), &is_reset);
+
+		if (!cases[i].name) {
+			if (ok)
+				fail_msg("%s: found %s = %s", sql, name, value);
+			continue;
+		}
+		if (!ok)
+			fail_msg("%s: no SET found", sql);
+		if (strcmp(name, cases[i].name) != 0)
+			fail_msg("%s: name '%s', expected '%s'", sql, name, cases[i].name);
+		if (cases[i].value ? is_reset || strcmp(value, cases[i].value) != 0 : !is_reset)
+			fail_msg("%s: value '%s' reset %d, expected '%s'", sql, value, is_reset,
+				 cases[i].value ? cases[i].value : "(reset)");
+	}
+	/* The nth of several, and what does not fit. */
+	assert_true(classify_set_value_nth("SET a = 1; RESET b; SET c = 'x'", 31, 2, name,
+					   sizeof(name), value, sizeof(value), &is_reset));
+	assert_string_equal(name, "c");
+	assert_string_equal(value, "x");
+	assert_true(classify_set_value_nth("SET a = 1; RESET b; SET c = 'x'", 31, 1, name,
+					   sizeof(name), value, sizeof(value), &is_reset));
+	assert_true(is_reset);
+	assert_false(classify_set_value_nth("SET a = 1; RESET b; SET c = 'x'", 31, 3, name,
+					    sizeof(name), value, sizeof(value), &is_reset));
+	assert_false(classify_set_value("SET application_name = 'a rather long name'", 43, name,
+					sizeof(name), value, 8, &is_reset));
+	assert_false(classify_set_value("SET application_name = 'x'", 26, name, 4, value,
+					sizeof(value), &is_reset));
+}
+
+static void test_tracked_settings(void **state)
+{
+	(void)state;
+	assert_int_equal(classify_tracked_setting("search_path"), 8);
+	assert_int_equal(classify_tracked_setting("DATESTYLE"), 1);
+	assert_int_equal(classify_tracked_setting("timezone"), 2);
+	assert_int_equal(classify_tracked_setting("work_mem"), -1);
+	assert_string_equal(classify_tracked_name(0), "client_encoding");
+	assert_string_equal(classify_tracked_name(CLASSIFY_N_TRACKED - 1),
+			    "idle_in_transaction_session_timeout");
+	assert_null(classify_tracked_name(CLASSIFY_N_TRACKED));
+	assert_null(classify_tracked_name(-1));
+}
+
+/* Effects the table cannot show: the reason string and the multi-statement object. */
+static void test_effects(void **state)
+{
+	static const struct {
+		const char *sql;
+		const char *effect;
+		const char *object;
+	} cases[] = {
+		{ "LISTEN x", "LISTEN", "x" },
+		{ "PREPARE p AS SELECT 1", "PREPARE", "p" },
+		{ "DECLARE c CURSOR WITH HOLD FOR SELECT 1", "cursor WITH HOLD", "c" },
+		{ "CREATE TEMP TABLE t (a int)", "temporary object", "" },
+		{ "SELECT pg_try_advisory_lock(1)", "advisory lock", "pg_try_advisory_lock" },
+		{ "SELECT set_config('a.b', 'c', false)", "set_config", "set_config" },
+		{ "LOAD 'x'", "LOAD", "" },
+		{ "SET work_mem = 1", "untracked setting", "work_mem" },
+		{ "SET search_path = pg_temp", "search_path with pg_temp", "search_path" },
+		{ "SET ROLE r", "role", "role" },
+		{ "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+		  "session characteristics", "" },
+		{ "SELECT 1; DEALLOCATE q; LISTEN x", "LISTEN", "q" },
+		{ "SELECT 1; SELECT 2", "", "" },
+		{ "SET statement_timeout = 1", "", "statement_timeout" },
+	};
+	struct classifier *c = classify_new(NULL);
+
+	(void)state;
+	assert_non_null(c);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct classify_result r;
+
+		classify_one(c, cases[i].sql, &r);
+		if (strcmp(r.effect, cases[i].effect) != 0 ||
+		    strcmp(r.object, cases[i].object) != 0)
+			fail_msg("%s: effect '%s' object '%s', expected '%s' '%s'", cases[i].sql,
+				 r.effect, r.object, cases[i].effect, cases[i].object);
+	}
+	classify_free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_table_uncached),
 		cmocka_unit_test(test_table_normalized),
 		cmocka_unit_test(test_table_cached),
+		cmocka_unit_test(test_table_raw),
+		cmocka_unit_test(test_raw_cache),
+		cmocka_unit_test(test_raw_cache_bounded),
+		cmocka_unit_test(test_sql_each),
+		cmocka_unit_test(test_set_value),
+		cmocka_unit_test(test_tracked_settings),
+		cmocka_unit_test(test_effects),
 		cmocka_unit_test(test_objects),
 		cmocka_unit_test(test_object_long_names),
 		cmocka_unit_test(test_prepare_inner_route),

@@ -134,7 +134,7 @@ static void test_minimal_defaults(void **state)
 	assert_null(cfg->hba_file);
 	assert_null(cfg->hba);
 	assert_int_equal(cfg->authentication_timeout_ms, 60000);
-	assert_int_equal(cfg->max_message_size, 64u << 20);
+	assert_int_equal(cfg->max_message_size, 1u << 30);
 	assert_int_equal(cfg->shutdown_timeout_ms, 30000);
 	assert_int_equal(cfg->log_level, LOG_LVL_LOG);
 	assert_null(cfg->failover_command);

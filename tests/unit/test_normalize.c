@@ -46,6 +46,16 @@ static const struct {
 	{ "SET search_path = 'a'", NULL },
 	{ "BEGIN", NULL },
 	{ "select U&'d!0061t' UESCAPE '!'", NULL },
+	/* What the session effects depend on survives (classify.h CLASSIFY_SESSION_STATE and
+	 * NODE_LOCAL): function and relation names, the keyword TRUE of set_config, pg_temp. */
+	{ "select set_config('a', 'b', true), pg_advisory_lock(42)",
+	  "select set_config('', '', true), pg_advisory_lock(0)" },
+	{ "select * from pg_temp.t, pg_stat_activity where current_schema() = 'x'",
+	  "select * from pg_temp.t, pg_stat_activity where current_schema() = ''" },
+	{ "/* /* nested */ LISTEN x */ select 1", "  select 0" },
+	{ "select 1 into temp\ntable t", "select 0 into temp\ntable t" },
+	{ "LISTEN x", NULL },
+	{ "DECLARE c CURSOR WITH HOLD FOR SELECT 1", NULL },
 };
 
 static void test_cases(void **state)

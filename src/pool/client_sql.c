@@ -1,0 +1,147 @@
+/*
+ * What a statement does to its session, as the classifier reads it (route/classify.h): the one
+ * place the session layer learns from SQL text. Nobody in src/pool/ looks at statement text
+ * itself; the classifier's grammar decides, so comments, literals and quoted identifiers never
+ * fool it, and one classification (cached by the raw text) serves routing and tracking.
+ *
+ * Effects applied here, when the text is about to run on c->server:
+ *  - session state pgrelay cannot copy to another backend (LISTEN, SQL PREPARE, WITH HOLD
+ *    cursors, temporary objects, session advisory locks, set_config, LOAD, settings it does not
+ *    follow, search_path with pg_temp, roles): the session is pinned to its backend, reads from
+ *    the primary from then on, and after LOAD the backend is never handed to anyone else;
+ *  - SET/RESET of a setting pgrelay follows but PostgreSQL does not report: recorded, so that it
+ *    follows the session to other backends (the reported ones come back as ParameterStatus);
+ *  - DISCARD ALL, RESET ALL, DEALLOCATE: the prepared statements and settings pgrelay replays
+ *    are forgotten as PostgreSQL forgets them.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "pool/client.h"
+#include "pool/server.h"
+#include "pool/worker.h"
+#include "route/classify.h"
+#include "util/log.h"
+
+void client_pin(struct client *c, const char *why)
+{
+	if (c->pinned)
+		return;
+	c->pinned = true;
+	c->route.primary_only = true;
+	log_debug("client", c->id, "pinned to its server connection: %s", why);
+}
+
+/* Follows the client's SET/RESET of an unreported setting on it and on the server it runs on. */
+static void client_follow_set(struct client *c, int i, const char *value)
+{
+	char *mine = value ? strdup(value) : NULL;
+	free(c->param[i]);
+	c->param[i] = mine;
+	if (c->server) {
+		free(c->server->param[i]);
+		c->server->param[i] = value ? strdup(value) : NULL;
+	}
+}
+
+static void client_forget_unreported_settings(struct client *c)
+{
+	for (int t = TP_FIRST_UNREPORTED; t < TP_COUNT; t++)
+		client_follow_set(c, t, NULL);
+}
+
+/* Every SET/RESET of a followed, unreported setting in sql (several in a multi-statement). */
+static void client_follow_sets(struct client *c, const char *sql, size_t len)
+{
+	char name[64], value[1024];
+	bool reset;
+	for (unsigned nth = 0; nth < 64; nth++) {
+		if (!classify_set_value_nth(sql, len, nth, name, sizeof(name), value, sizeof(value),
+					    &reset))
+			return;
+		int t = pool_tracked_param(name);
+		if (t >= TP_FIRST_UNREPORTED)
+			client_follow_set(c, t, reset ? NULL : value);
+	}
+}
+
+/*
+ * DEALLOCATE name | ALL: SQL and protocol statements share one namespace in PostgreSQL, so the
+ * client's protocol statement of that name is gone, on the backend that runs it too.
+ */
+static void client_note_deallocate(struct client *c, const char *name)
+{
+	if (!name[0]) {
+		if (c->server)
+			stmt_map_clear(&c->server->stmts);
+		stmt_map_clear(&c->stmts);
+		return;
+	}
+	if (c->server)
+		stmt_map_remove(&c->server->stmts, name);
+	stmt_map_remove(&c->stmts, name);
+}
+
+void client_apply_sql_effects(struct client *c, const char *sql, size_t len,
+			      const struct route_facts *f)
+{
+	uint32_t fl = f->flags;
+	if (!(fl & CLASSIFY_EFFECT_MASK))
+		return; /* the common case: one test */
+	if (fl & CLASSIFY_SESSION_STATE) {
+		client_pin(c, f->effect && f->effect[0] ? f->effect : "session state");
+		/* A loaded library stays in the backend after any reset. */
+		if (f->effect && strcmp(f->effect, "LOAD") == 0 && c->server)
+			c->server->dirty = true;
+	}
+	if (fl & CLASSIFY_DISCARD_ALL) {
+		/* The backend drops every statement: so do both maps. DISCARD PLANS, TEMP and
+		 * SEQUENCES keep prepared statements. */
+		if (c->server)
+			stmt_map_clear(&c->server->stmts);
+		stmt_map_clear(&c->stmts);
+		client_forget_unreported_settings(c);
+	}
+	if (fl & CLASSIFY_RESET_ALL)
+		client_forget_unreported_settings(c);
+	if ((fl & CLASSIFY_DEALLOCATE) && !(fl & CLASSIFY_MULTI)) {
+		client_note_deallocate(c, f->object);
+	} else if (fl & CLASSIFY_DEALLOCATE) {
+		/* Several in one string: the client's are forgotten (re-prepared if used), and
+		 * what the backend still has is unsure (a Close goes before each Parse). */
+		stmt_map_clear(&c->stmts);
+		if (c->server) {
+			stmt_map_clear(&c->server->stmts);
+			c->server->stmts_unsure = true;
+		}
+	}
+	if (fl & CLASSIFY_SET_TRACKED)
+		client_follow_sets(c, sql, len);
+}
+
+void client_classify_text(struct client *c, const char *sql, size_t avail, bool whole,
+			  struct route_facts *out)
+{
+	size_t len = strnlen(sql, avail);
+	out->effect = NULL;
+	out->object[0] = 0;
+	if (!whole || len == avail) {
+		/* Only part of the text is here: nothing can be proved about the rest. Its session
+		 * effects are not known either: a statement this long is data (doc/pooling.md). */
+		out->route = ROUTE_PRIMARY;
+		out->flags = CLASSIFY_WRITE;
+		out->rule = "statement too long to classify";
+		out->pattern_primary = false;
+		out->stay = false;
+		return;
+	}
+	router_classify_in(&c->w->router, c->route.db, sql, len, out);
+	if (out->flags & CLASSIFY_SESSION_STATE) {
+		/* Session state lives where it was created: the primary, from now on. */
+		c->route.primary_only = true;
+		if (out->route != ROUTE_PRIMARY) {
+			out->route = ROUTE_PRIMARY;
+			out->rule = "session state";
+		}
+	}
+}
