@@ -6,8 +6,10 @@
  *   PGRELAY EXPLAIN ROUTE <sql>
  *   PGRELAY ATTACH NODE n | DETACH NODE n | PROMOTE NODE n     (admin_users only)
  *   SET pgrelay.route = primary | standby | auto;  RESET pgrelay.route
- * Only the simple protocol carries them (what psql and pgrelayctl send). Each answer is complete:
- * RowDescription, DataRows, CommandComplete (or an ErrorResponse), ReadyForQuery.
+ * The simple protocol (psql, pgrelayctl) and the extended protocol (JDBC, prepared psycopg; the
+ * session layer answers the whole unit, client_route.c) both carry them. Each answer is complete:
+ * RowDescription, DataRows, CommandComplete (or an ErrorResponse), ReadyForQuery. SHOW pool_nodes
+ * and pool_version are open to every user; the other SHOWs need admin_users or stats_users.
  */
 #ifndef PGRELAY_ADMIN_ADMIN_H
 #define PGRELAY_ADMIN_ADMIN_H

@@ -61,6 +61,7 @@ struct pool_conf {
 	uint32_t client_idle_timeout_ms;      /* default 0 = off */
 	uint32_t idle_transaction_timeout_ms; /* default 0 = off */
 	char *reset_query_list;		      /* owned; default "ABORT; DISCARD ALL" */
+	bool connection_cache;		      /* default true: session-mode backends are reused */
 };
 
 /* pgpool-II's disable_load_balance_on_write. */

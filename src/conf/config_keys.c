@@ -184,6 +184,9 @@ const struct key_def config_keys[] = {
 	    pool.reset_query_list, NULL,
 	    "SQL run on a server connection before another client gets it in session mode; \"\" "
 	    "runs nothing."),
+	GRP("pool", "connection_cache", KT_BOOL, 0, "true", 0, 0, pool.connection_cache, NULL,
+	    "pgpool-II's connection_cache: false closes a session's backend connections when it "
+	    "ends (session mode, and pinned sessions), so every session gets fresh backends."),
 
 	GRP("health_check", "period", KT_DURATION, 0, "1s", 0, DUR_MAX, health_check.period_ms,
 	    NULL, "Time between health checks of each node; 0 disables health checking."),

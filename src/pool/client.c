@@ -313,6 +313,7 @@ bool client_attach_pool(struct client *c)
 		return false;
 	}
 	c->pool->n_clients++;
+	c->pool->unused_since_ms = 0;
 	router_session_init(&c->w->router, &c->route, (enum route_force)c->route.listener,
 			    c->database, c->user, c->application_name);
 	worker_want_catalog(c->w, c->route.db);
@@ -827,6 +828,16 @@ bool client_acquire_server(struct client *c, int node)
 	struct pool *p = c->pool;
 	struct pool_node *pn = &p->nodes[node];
 	if (uv_now(&w->loop) < w->node_down_until_ms[node]) {
+		/* Its last connect was refused and the cluster manager checks it now: a session
+		 * that holds nothing there waits for the verdict (bounded by query_wait_timeout).
+		 */
+		if (w->cluster && !c->pinned && !c->route.in_txn && client_tracks_statements(c) &&
+		    c->n_links == 0) {
+			if (c->route.read_node == node)
+				c->route.read_node = -1;
+			client_wait_for_node(c, -1);
+			return false;
+		}
 		client_disconnect(c, "08006",
 				  "backend %d is down: its last connection attempt failed", node);
 		return false;

@@ -159,10 +159,26 @@ static void pool_free_one(struct pool *p)
 
 void pool_reap_if_unused(struct worker *w, struct pool *p)
 {
-	(void)w;
 	if (p->n_clients > 0 || p->n_servers > 0)
 		return;
+	/* Its welcome lets clients log in without a backend: kept a while (pool_reap_idle). */
+	if (p->have_welcome) {
+		if (!p->unused_since_ms)
+			p->unused_since_ms = uv_now(&w->loop);
+		return;
+	}
 	pool_free_one(p);
+}
+
+void pool_reap_idle(struct worker *w, struct pool *p, uint64_t now_ms)
+{
+	(void)w;
+	if (p->n_clients > 0 || p->n_servers > 0) {
+		p->unused_since_ms = 0;
+		return;
+	}
+	if (p->unused_since_ms && now_ms - p->unused_since_ms >= POOL_KEEP_MS)
+		pool_free_one(p);
 }
 
 void pool_free_all(struct worker *w)

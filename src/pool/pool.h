@@ -91,9 +91,10 @@ struct pool {
 	uint32_t startup_len;
 	struct client_creds creds; /* owned: credentials for new backend connections */
 
-	int n_clients; /* authenticated clients whose c->pool is this pool */
-	int n_servers; /* backend connections of this pool, all nodes, any state */
-	int n_waiting; /* clients waiting, all nodes */
+	int n_clients;		  /* authenticated clients whose c->pool is this pool */
+	uint64_t unused_since_ms; /* loop time it last had neither clients nor servers, 0 if used */
+	int n_servers;		  /* backend connections of this pool, all nodes, any state */
+	int n_waiting;		  /* clients waiting, all nodes */
 	struct pool_node nodes[CONFIG_MAX_BACKENDS];
 };
 
@@ -109,6 +110,12 @@ void pool_free_all(struct worker *w);
  * leave its pool behind for ever.
  */
 void pool_reap_if_unused(struct worker *w, struct pool *p);
+/*
+ * The janitor's part: a pool that knows its welcome is kept while unused for POOL_KEEP_MS, so that
+ * clients still log in without a backend (during a failover, when none can be had); then freed.
+ */
+void pool_reap_idle(struct worker *w, struct pool *p, uint64_t now_ms);
+#define POOL_KEEP_MS (10u * 60u * 1000u)
 
 /* Takes the login template from an authenticated client if the pool has none yet. */
 void pool_adopt_login(struct pool *p, const struct client *c);

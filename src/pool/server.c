@@ -504,12 +504,16 @@ bool server_sync_params(struct server *s, struct client *c)
 	uint8_t store[1024];
 	builder_init(&b, store, sizeof(store));
 	bool any = false;
+	bool in_txn = s->txn_status != TXN_IDLE;
+	/* A hidden SET inside a transaction that then rolled back left the old value behind. */
+	bool unsure = s->params_unsure && !in_txn;
 	for (int i = 0; i < TP_COUNT; i++) {
 		const char *want = client_param(c, i);
 		bool unreported = i >= TP_FIRST_UNREPORTED;
-		if (!want && (!unreported || !s->param[i]))
+		bool resend = unsure && unreported;
+		if (!want && (!unreported || (!s->param[i] && !resend)))
 			continue; /* reported: unknown yet; unreported: both at the default */
-		if (want && s->param[i] && strcmp(s->param[i], want) == 0)
+		if (want && s->param[i] && strcmp(s->param[i], want) == 0 && !resend)
 			continue;
 		if (!any) {
 			builder_start(&b, PqMsg_Query);
@@ -536,8 +540,12 @@ bool server_sync_params(struct server *s, struct client *c)
 		builder_put_bytes(&b, ";", 1);
 		server_set_param(s, i, want, false);
 	}
+	if (unsure)
+		s->params_unsure = false;
 	if (!any)
 		return true;
+	if (in_txn)
+		s->params_unsure = true;
 	builder_put_u8(&b, 0);
 	builder_finish(&b);
 	bool ok = builder_ok(&b) && req_push(&s->reqs, REQ_QUERY, true) &&
@@ -704,7 +712,8 @@ static bool server_send_query(struct server *s, const char *sql, size_t len, boo
 bool server_inject_sync(struct server *s)
 {
 	static const uint8_t sync[5] = { PqMsg_Sync, 0, 0, 0, 4 };
-	bool ok = req_push(&s->reqs, REQ_SYNC, true) && conn_send(&s->conn, sync, sizeof(sync)) == 0;
+	bool ok =
+		req_push(&s->reqs, REQ_SYNC, true) && conn_send(&s->conn, sync, sizeof(sync)) == 0;
 	if (ok)
 		s->ready = false;
 	return ok;
@@ -1080,6 +1089,12 @@ void server_client_left(struct server *s, bool partial)
 	}
 	const struct pool_conf *pc = &s->w->cfg->pool;
 	if (pc->mode == POOL_MODE_SESSION || pinned) {
+		if (!pc->connection_cache) {
+			/* Nothing of a session survives it: not even what no reset undoes (loaded
+			 * libraries, the temp schema, the backend's own statistics). */
+			server_close(s, "session ended (connection_cache = false)");
+			return;
+		}
 		if (pc->reset_query_list && pc->reset_query_list[0])
 			server_start_reset(s, pc->reset_query_list);
 		else if (s->txn_status != TXN_IDLE)

@@ -58,6 +58,8 @@ struct server {
 	bool ready;	      /* its last word was ReadyForQuery, and nothing was sent since */
 	bool stmts_unsure;    /* stmts may miss names the backend has: Close before Parse */
 	bool goodbye_pending; /* an unsolicited error waits for the answer before it to be sent */
+	bool params_unsure;   /* unreported settings were synced inside a transaction, which may
+				 roll back: all are sent again at the next sync outside one */
 	bool retry_watch;     /* the client's Query may be retried: watching its first answer */
 	bool retry_swallow;   /* it was refused (25006): its answer is hidden up to ReadyForQuery */
 	bool retry_fire; /* ... and that ReadyForQuery came: the client retries on the primary */

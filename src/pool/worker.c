@@ -417,6 +417,7 @@ static void worker_sweep_pools(struct worker *w, uint64_t now)
 			if (p->nodes[n].n_waiting)
 				worker_sweep_waiting(w, &p->nodes[n].waiting_clients, now, false);
 		worker_sweep_idle_servers(w, p, now);
+		pool_reap_idle(w, p, now); /* last: may free p */
 	}
 }
 

@@ -139,19 +139,24 @@ KNOWN_LIMITS = {
 }
 
 
-@pytest.mark.skipif(DIRECT, reason="compares pgrelay with the primary")
-@pytest.mark.deadline(120)
-@pytest.mark.parametrize("mode", MODES)
-def test_differential_cases(pgrelay, cluster, mode):
-    """Bug guarded: the step lists of CASES (cut down from failed seeds) differ through pgrelay."""
+def _run_cases(pgrelay, cluster, mode, cases):
+    """Runs each named step list of cases on one pgrelay; fails with every mismatch."""
     r = _start(pgrelay, cluster, mode)
     failures = []
-    for name, steps in CASES.items():
+    for name, steps in cases.items():
         done, mismatch = _trial_run(cluster, r, mode, 0, steps, nclients=3)
         if mismatch is not None:
             failures.append(f"case {name}: " + describe_mismatch(0, mode, done, mismatch))
     if failures:
         pytest.fail("\n\n".join(failures), pytrace=False)
+
+
+@pytest.mark.skipif(DIRECT, reason="compares pgrelay with the primary")
+@pytest.mark.deadline(120)
+@pytest.mark.parametrize("mode", MODES)
+def test_differential_cases(pgrelay, cluster, mode):
+    """Bug guarded: the step lists of CASES (cut down from failed seeds) differ through pgrelay."""
+    _run_cases(pgrelay, cluster, mode, CASES)
 
 
 @pytest.mark.skipif(DIRECT, reason="compares pgrelay with the primary")
@@ -161,14 +166,7 @@ def test_differential_cases(pgrelay, cluster, mode):
                    strict=False)
 def test_differential_known_limits(pgrelay, cluster, mode):
     """The step lists of KNOWN_LIMITS differ through pgrelay (documented limits, not regressions)."""
-    r = _start(pgrelay, cluster, mode)
-    failures = []
-    for name, steps in KNOWN_LIMITS.items():
-        done, mismatch = _trial_run(cluster, r, mode, 0, steps, nclients=3)
-        if mismatch is not None:
-            failures.append(f"case {name}: " + describe_mismatch(0, mode, done, mismatch))
-    if failures:
-        pytest.fail("\n\n".join(failures), pytrace=False)
+    _run_cases(pgrelay, cluster, mode, KNOWN_LIMITS)
 
 
 @pytest.mark.skipif(DIRECT or not os.environ.get("PGRELAY_DIFF_REPLAY"), reason="PGRELAY_DIFF_REPLAY not set")

@@ -129,7 +129,8 @@ port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 pick_ports() {
   local base i ok
   for _ in $(seq 1 200); do
-    base=$((30000 + RANDOM % 9000))
+    # Below Linux's ephemeral range (32768+): a port some client socket holds cannot be bound.
+    base=$((21000 + RANDOM % 9000))
     ok=1
     for i in 0 1 2 3; do port_free $((base + i)) || ok=0; done
     if ((ok)); then
@@ -189,7 +190,14 @@ start_relay() { # MODE BASEPORT DIR
     echo ");"
     echo "auth = { users_file = \"users.txt\"; hba_file = \"hba.conf\"; };"
     echo "logging = { level = \"log\"; };"
-    echo "pool = { mode = \"$mode\"; pool_size = 20; };"
+    # Session mode runs with pgpool-II's connection_cache = false: PostgreSQL's suite expects every
+    # \c to start a new backend (loaded libraries, the temp schema and per-backend statistics
+    # survive any reset). Transaction mode shares backends by design (doc/testing.md).
+    if [[ $mode == session ]]; then
+      echo "pool = { mode = \"$mode\"; pool_size = 20; connection_cache = false; };"
+    else
+      echo "pool = { mode = \"$mode\"; pool_size = 20; };"
+    fi
     echo "health_check = { period = \"1s\"; timeout = \"2s\"; max_retries = 2; retry_delay = \"500ms\";"
     echo "  user = \"postgres\"; password = \"postgres\"; database = \"postgres\"; };"
     echo "load_balance = { enabled = true; };"
@@ -236,7 +244,10 @@ run_mode() {
     log "[$mode] cluster: primary 127.0.0.1:$base, standbys :$((base + 1)) :$((base + 2))"
     if ! bash scripts/cluster.sh start "$CLUSTER" "$base" >"$mdir/cluster.log" 2>&1; then
       cat "$mdir/cluster.log" >&2
-      die "[$mode] scripts/cluster.sh start failed"
+      bash scripts/cluster.sh stop "$CLUSTER" >/dev/null 2>&1 || true
+      ((attempt == 1)) || die "[$mode] scripts/cluster.sh start failed"
+      log "[$mode] cluster did not start (a port taken meanwhile?); again on other ports"
+      continue
     fi
     if [[ -n "${PGRELAY_REGRESS_LOG_ALL:-}" ]]; then
       for i in 0 1 2; do
