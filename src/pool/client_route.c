@@ -834,9 +834,9 @@ enum relay_verdict client_route_message(struct client *c, const struct frame *f)
 	}
 	if (!c->server || c->server->node_id != d.node) {
 		/*
-		 * A unit left open by Flush (asyncpg prepares with Parse, Describe, Flush, and may then
-		 * send a COPY Query) never reaches a boundary by itself: a hidden Sync closes it there
-		 * (its prepared statements stay; the unnamed one is re-sent where needed).
+		 * A unit left open by Flush (asyncpg prepares with Parse, Describe, Flush, and may
+		 * then send a COPY Query) never reaches a boundary by itself: a hidden Sync closes
+		 * it there. Named statements it prepared stay and are re-prepared where used.
 		 */
 		if (c->unit == UNIT_EXTENDED && c->server && c->server->state == SV_ACTIVE) {
 			if (!server_inject_sync(c->server)) {
