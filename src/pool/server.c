@@ -815,9 +815,12 @@ static int server_retry_lookahead(const struct server *s)
 	for (int n = 0; n < 64; n++) {
 		struct frame f;
 		if (frame_parse(b->data + pos, b->recv - pos, FRAME_FROM_SERVER, 0x3fffffffu, &f) !=
-			    FRAME_OK ||
-		    (f.type == PqMsg_ErrorResponse && f.body_avail < f.len))
+		    FRAME_OK)
 			return -1;
+		/* Only whole messages are looked past; an error is short, so it is waited for, but
+		 * a description too large to wait for decides "no retry" (it is forwarded). */
+		if (f.body_avail < f.len)
+			return f.type == PqMsg_ErrorResponse && f.len < 4096 ? -1 : 0;
 		switch (f.type) {
 		case PqMsg_ParseComplete:
 		case PqMsg_BindComplete:

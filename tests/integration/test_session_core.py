@@ -261,3 +261,28 @@ def test_read_refused_by_a_standby_runs_on_the_primary(pgrelay, cluster, mode):
     log = r.log_text()
     assert log.count("retrying on the primary") == 2, "each shape is remembered after its first refusal"
     assert r.alive(), r.log_tail(40)
+
+
+def test_watched_read_with_a_row_description_larger_than_the_buffer(pgrelay, cluster):
+    """Bug guarded: the look-ahead that decides whether a watched read was refused (25006) stepped
+    past a RowDescription that had not arrived whole, and read beyond the received bytes. A short
+    Query on a standby whose RowDescription (1,500 long column names, about 120 KB) is larger than
+    a read buffer must be answered normally."""
+    from routing_helpers import wait_replayed
+    cols = ", ".join(f"{i} as c{i:04d}_{'x' * 50}" for i in range(1500))
+    with cluster.connect(0) as p:
+        p.execute(f"create or replace view core_wide as select {cols}")
+        p.execute("grant select on core_wide to public")
+        p.commit()
+    wait_replayed(cluster)
+    r = routing_relay(pgrelay, cluster, pool={"mode": "transaction"})
+    w = pgwire.connect(r.port, timeout=10)
+    try:
+        for _ in range(3):
+            w.send(pgwire.query("select * from core_wide"))
+            cyc = w.read_cycle(timeout=20)
+            assert not cyc.errors, cyc.errors
+            assert len(cyc.results[0].text_rows()[0]) == 1500
+    finally:
+        w.close()
+    assert r.alive(), r.log_tail(40)
