@@ -76,7 +76,13 @@ if ((built)); then
   step "unit tests (meson test --suite unit)" unit_tests || true
   step "fuzz corpus replay (tests/fuzz/run.sh --replay)" bash tests/fuzz/run.sh --replay || true
   if [[ -z "${PGRELAY_SKIP_FUZZ:-}" ]]; then
-    step "fresh fuzzing, 30 s per harness (tests/fuzz/run.sh 30)" bash tests/fuzz/run.sh 30 || true
+    # Fresh fuzzing explores new inputs each run: a finding is reported loudly (reproducer path in
+    # the output) but does not fail the run, since it says nothing about this change in particular;
+    # the corpus replay above is the gate. Add a reproducer to tests/fuzz/corpus/ with its fix.
+    if ! step "fresh fuzzing, 30 s per harness (tests/fuzz/run.sh 30)" bash tests/fuzz/run.sh 30; then
+      unset 'failed[${#failed[@]}-1]'
+      echo "test.sh: WARNING: fresh fuzzing found something (see above); not counted as a failure" >&2
+    fi
   fi
   if [[ -z "${PGRELAY_SKIP_INTEGRATION:-}" ]]; then
     step "integration tests (pytest tests/integration)" integration_tests "$@" || true

@@ -154,7 +154,7 @@ static bool normalizable_start(const char *s, size_t len)
 			if (!skip_block_comment(s, len, &i))
 				return false;
 		} else if (i + 1 < len && s[i] == '-' && s[i + 1] == '-') {
-			while (i < len && s[i] != '\n')
+			while (i < len && s[i] != '\n' && s[i] != '\r')
 				i++;
 		} else {
 			break;
@@ -193,7 +193,7 @@ bool normalize_sql(const char *sql, size_t len, char *out, size_t cap, size_t *o
 		if (c == 0)
 			return false;
 		if (c == '-' && i + 1 < len && sql[i + 1] == '-') {
-			while (i < len && sql[i] != '\n')
+			while (i < len && sql[i] != '\n' && sql[i] != '\r')
 				i++;
 			put(&o, " ", 1);
 			continue;

@@ -30,6 +30,8 @@ static const struct {
 	  "select \"col 1\", \"a\"\"b\" from \"T'x\"" },
 	{ "/*+ pgrelay: primary */ select 1", "/*+ pgrelay: primary */ select 0" },
 	{ "select /* 42 */ 1 -- trailing 7\n", "select   0  \n" },
+	/* PostgreSQL ends a -- comment at \r too: what follows is SQL (found by fuzz_classify). */
+	{ "select 1 -- c\rnextval('s')", "select 0  \rnextval('')" },
 	{ "/* tracing 123 */ select 2", "  select 0" },
 	{ "select nextval('seq'), t2.c3, a$1 from t2", "select nextval(''), t2.c3, a$1 from t2" },
 	{ "select .5, 5., 1..2", "select 0, 0, 0. 0" },
