@@ -778,16 +778,8 @@ def test_asyncpg(pgrelay, cluster, table, mode, feature):
 
 @pytest.fixture(scope="module")
 def matrix_classes(tmp_path_factory):
-    java, javac = shutil.which("java"), shutil.which("javac")
-    if not java or not javac:
-        missing("java/javac not found on PATH; install openjdk-17-jdk-headless")
-    if not PGJDBC_JAR.exists():
-        missing(f"{PGJDBC_JAR} not found; install libpostgresql-jdbc-java")
-    out = tmp_path_factory.mktemp("matrix-classes")
-    r = subprocess.run([javac, "-d", str(out), "-cp", str(PGJDBC_JAR), str(JAVA_DIR / "MatrixCheck.java")],
-                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=180)
-    assert r.returncode == 0, f"javac failed:\n{r.stdout}{r.stderr}"
-    return f"{out}:{PGJDBC_JAR}"
+    from test_drivers import compile_java
+    return compile_java(tmp_path_factory, "MatrixCheck.java")
 
 
 def run_program(cmd, what, timeout=70):

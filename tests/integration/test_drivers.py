@@ -124,19 +124,25 @@ def test_asyncpg_session_mode(pgrelay):
 # pgJDBC
 
 
-@pytest.fixture(scope="module")
-def pool_check_classes(tmp_path_factory):
-    """tests/integration/java/PoolCheck.java compiled into a temporary folder; returns the classpath."""
+def compile_java(tmp_path_factory, source):
+    """tests/integration/java/<source> compiled against pgJDBC into a temporary folder; returns the
+    classpath. A missing JDK or jar skips (fails under CI)."""
     java, javac = shutil.which("java"), shutil.which("javac")
     if not java or not javac:
         missing("java/javac not found on PATH; install openjdk-17-jdk-headless")
     if not PGJDBC_JAR.exists():
         missing(f"{PGJDBC_JAR} not found; install libpostgresql-jdbc-java")
     out = tmp_path_factory.mktemp("java-classes")
-    r = subprocess.run([javac, "-d", str(out), "-cp", str(PGJDBC_JAR), str(JAVA_DIR / "PoolCheck.java")],
-                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    r = subprocess.run([javac, "-d", str(out), "-cp", str(PGJDBC_JAR), str(JAVA_DIR / source)],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, f"javac failed:\n{r.stdout}{r.stderr}"
     return f"{out}:{PGJDBC_JAR}"
+
+
+@pytest.fixture(scope="module")
+def pool_check_classes(tmp_path_factory):
+    """tests/integration/java/PoolCheck.java compiled; the classpath."""
+    return compile_java(tmp_path_factory, "PoolCheck.java")
 
 
 def run_pool_check(relay, classpath, n=8, iterations=50, transactions=10, hold=20, timeout=90, **url_params):
