@@ -101,6 +101,10 @@ echo
 if ((${#failed[@]})); then
   echo "test.sh: FAILED after $((SECONDS - t_start))s:"
   for f in "${failed[@]}"; do echo "  - $f"; done
+  # The regression summary, so that the end of the log says which tests failed.
+  if [[ " ${failed[*]} " == *"regression suite"* && -f /tmp/pgrelay-regress-results/summary.txt ]]; then
+    sed 's/^/    /' /tmp/pgrelay-regress-results/summary.txt
+  fi
   exit 1
 fi
 echo "test.sh: all steps ok in $((SECONDS - t_start))s"

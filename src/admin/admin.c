@@ -70,34 +70,6 @@ static bool admin_end(const char *s, size_t len, size_t i)
 	}
 }
 
-bool admin_looks_like_admin(const char *sql, size_t len)
-{
-	size_t i = admin_skip(sql, len, 0);
-	if (i >= len)
-		return false;
-	char c = (char)(sql[i] | 0x20);
-	if (c != 's' && c != 'p' && c != 'r')
-		return false;
-	size_t j = i;
-	if (admin_word(sql, len, &j, "pgrelay"))
-		return true;
-	j = i;
-	if (admin_word(sql, len, &j, "show")) {
-		j = admin_skip(sql, len, j);
-		return j + 5 <= len && strncasecmp(sql + j, "pool_", 5) == 0;
-	}
-	j = i;
-	if (admin_word(sql, len, &j, "set") || admin_word(sql, len, &j, "reset")) {
-		j = admin_skip(sql, len, j);
-		/* SET SESSION pgrelay.route is SET pgrelay.route (admin_match_route_setting). */
-		size_t k = j;
-		if (admin_word(sql, len, &k, "session"))
-			j = admin_skip(sql, len, k);
-		return j + 8 <= len && strncasecmp(sql + j, "pgrelay.", 8) == 0;
-	}
-	return false;
-}
-
 int admin_match_route_setting(const char *sql, size_t len, enum route_force *out)
 {
 	size_t i = 0;

@@ -22,9 +22,6 @@
 
 struct client;
 
-/* A cheap first look: could this Query text be an admin statement? (Hot path: no allocation.) */
-bool admin_looks_like_admin(const char *sql, size_t len);
-
 /*
  * SET pgrelay.route = x / SET pgrelay.route TO x / RESET pgrelay.route. Returns 0 if sql is not
  * one, 1 for SET (force in *out), 2 for RESET (*out = AUTO), -1 for SET with a bad value.

@@ -4,6 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Buffers never change threads (one pool per worker), so a per-thread counter keeps gens unique. */
+static _Thread_local uint64_t iobuf_next_gen;
+
 void iobuf_pool_init(struct iobuf_pool *p)
 {
 	p->free = NULL;
@@ -34,6 +37,7 @@ struct iobuf *iobuf_get(struct iobuf_pool *p)
 		b->cap = IOBUF_SIZE;
 	}
 	b->done = b->parsed = b->recv = 0;
+	b->gen = ++iobuf_next_gen;
 	b->next_free = NULL;
 	p->n_live++;
 	return b;
@@ -61,4 +65,5 @@ void iobuf_compact(struct iobuf *b)
 	b->parsed -= b->done;
 	b->recv = n;
 	b->done = 0;
+	b->gen = ++iobuf_next_gen;
 }

@@ -21,6 +21,9 @@ struct iobuf {
 	uint32_t parsed;
 	uint32_t recv;
 	uint32_t cap;
+	/* Changes whenever bytes may move or be replaced (handed out, compacted): a pointer into
+	 * data with an equal gen still points at the same bytes. Unique per worker thread. */
+	uint64_t gen;
 	struct iobuf *next_free; /* link in the pool's free list while free */
 	uint8_t data[];
 };
@@ -40,6 +43,17 @@ void iobuf_put(struct iobuf_pool *p, struct iobuf *b);
 static inline bool iobuf_empty(const struct iobuf *b)
 {
 	return b->done == b->recv;
+}
+
+/*
+ * Finishes the n bytes at the scan cursor without sending them: a message pgrelay answered or
+ * dropped itself. Only for a buffer with nothing waiting to be written (done == parsed), which
+ * holds whenever no backend is linked or the relay stopped at a boundary.
+ */
+static inline void iobuf_consume(struct iobuf *b, uint32_t n)
+{
+	b->parsed += n;
+	b->done = b->parsed;
 }
 
 /* Moves [done, recv) to the front. A copy, done only when a partial message straddles the end. */

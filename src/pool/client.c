@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "pool/pool.h"
-#include "pool/relay.h"
+#include "net/relay.h"
 #include "pool/server.h"
 #include "pool/worker.h"
 #include "protocol/builder.h"
@@ -452,8 +452,7 @@ static void client_login_scan(struct client *c)
 		 * callback tidies the buffer, after the handler returned; handlers copy what they
 		 * keep.
 		 */
-		b->parsed += f.total;
-		b->done = b->parsed;
+		iobuf_consume(b, f.total);
 		if (c->login == CLS_STARTUP)
 			client_startup_packet(c, &f);
 		else
@@ -711,110 +710,6 @@ static void client_report_bad_message(struct client *c)
 	else
 		client_disconnect(c, "08P01", "invalid message length %u for message type \"%c\"",
 				  f.len + 4, p[0]);
-}
-
-/*
- * Transaction mode, no backend held: a pipeline of only named Parse, Close of statements and Flush
- * up to its Sync is answered by pgrelay itself. The statements are remembered and prepared on a
- * backend when first used (server_ensure_statement). Without this a client blocked in a
- * synchronous prepare (pgbench's PQprepare) could wait for a connection held by another client of
- * the same blocked thread, forever. Errors in the text then surface at first use. Returns true
- * if it consumed and answered a pipeline.
- */
-static bool client_answer_locally(struct client *c)
-{
-	struct iobuf *b = c->conn.rbuf;
-	uint32_t pos = b->parsed;
-	bool synced = false;
-	/* First pass: is there a whole such pipeline in the buffer? */
-	while (!synced) {
-		struct frame f;
-		if (!client_whole_frame_at(c, pos, &f))
-			return false;
-		struct reader r;
-		const char *name, *query;
-		size_t qlen;
-		uint8_t target;
-		reader_init(&r, f.body, f.len);
-		switch (f.type) {
-		case PqMsg_Parse:
-			if (f.len > STMT_PARSE_MAX || !msg_body_is_parse(f.body, f.len) ||
-			    !reader_cstr(&r, &name, NULL) || !name[0] ||
-			    !reader_cstr(&r, &query, &qlen) ||
-			    !stmt_map_has_room(&c->stmts, name, f.total))
-				return false;
-			/* A statement with session effects is prepared for real, where it runs. */
-			struct route_facts facts;
-			client_classify_text(c, query, qlen + 1, true, &facts);
-			if (facts.flags & (CLASSIFY_EFFECT_MASK | CLASSIFY_SESSION_RESET))
-				return false;
-			break;
-		case PqMsg_Close:
-			if (!reader_u8(&r, &target) || target != 'S')
-				return false;
-			break;
-		case PqMsg_Flush:
-			break;
-		case PqMsg_Sync:
-			synced = true;
-			break;
-		default:
-			return false;
-		}
-		pos += f.total;
-	}
-	/* Second pass: apply and answer, as PostgreSQL would. */
-	struct builder out;
-	uint8_t store[512];
-	builder_init(&out, store, sizeof(store));
-	bool failed = false;
-	while (b->parsed < pos) {
-		struct frame f;
-		if (!client_whole_frame_at(c, b->parsed, &f))
-			break;
-		struct reader r;
-		const char *name;
-		uint8_t target;
-		reader_init(&r, f.body, f.len);
-		if (f.type == PqMsg_Sync) {
-			builder_ready(&out, c->txn_status);
-			failed = false;
-		} else if (!failed && f.type == PqMsg_Parse && reader_cstr(&r, &name, NULL)) {
-			if (stmt_map_find(&c->stmts, name)) {
-				char msg[160];
-				snprintf(msg, sizeof(msg),
-					 "prepared statement \"%.63s\" already exists", name);
-				builder_error(&out, "ERROR", "42P05", msg);
-				failed = true;
-			} else {
-				const uint8_t *rest = r.p;
-				uint64_t h = stmt_hash(rest, f.len - (size_t)(rest - f.body));
-				if (c->stmts.count >= STMT_CLIENT_MAX ||
-				    !stmt_map_put(&c->stmts, name, h, b->data + b->parsed, f.total,
-						  0)) {
-					builder_free(&out);
-					client_disconnect(c, "53200",
-							  "too many prepared statements");
-					return true;
-				}
-				client_route_note_parse(c, &f);
-				builder_start(&out, PqMsg_ParseComplete);
-				builder_finish(&out);
-			}
-		} else if (!failed && f.type == PqMsg_Close && reader_u8(&r, &target) &&
-			   reader_cstr(&r, &name, NULL)) {
-			stmt_map_remove(&c->stmts, name);
-			builder_start(&out, PqMsg_CloseComplete);
-			builder_finish(&out);
-		}
-		b->parsed += f.total;
-	}
-	b->done = b->parsed;
-	bool ok = builder_ok(&out) && client_send(c, out.data, out.len);
-	builder_free(&out);
-	if (ok)
-		conn_settle(&c->conn);
-	return true;
 }
 
 /*

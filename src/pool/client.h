@@ -23,7 +23,7 @@
 #include "net/conn.h"
 #include "pool/pool.h"
 #include "pool/prepared.h"
-#include "pool/relay.h"
+#include "net/relay.h"
 #include "route/router.h"
 #include "util/list.h"
 
@@ -113,6 +113,11 @@ struct client {
 	uint32_t txn_log_len;
 	bool query_facts_valid;		/* query_facts are those of the Query at the cursor */
 	struct route_facts query_facts; /* the classifier's facts of that Query */
+	/* The last statement text classified in the read buffer (at memo_sql while the buffer's
+	 * gen is memo_gen): look-ahead, relay and bookkeeping of one Parse share one lookup. */
+	const char *memo_sql;
+	uint64_t memo_gen;
+	struct route_facts memo_facts;
 	bool route_pending; /* pending holds the decision for the message at the cursor */
 	struct route_decision pending;
 
@@ -187,8 +192,28 @@ void client_on_ready(struct client *c, struct server *s);
 enum relay_verdict client_route_message(struct client *c, const struct frame *f);
 /* Sends c on to node now: switches its active link or gets one. True if it may relay now. */
 bool client_use_node(struct client *c, int node);
+/* ---- client_local.c: the unit walk, and what pgrelay answers without a backend ---- */
+#define ROUTE_LOOKAHEAD_MAX 256 /* messages of one extended unit looked at before Sync */
+struct unit_walk {
+	uint32_t pos;	 /* offset of the next message in the read buffer */
+	int n;		 /* messages returned so far */
+	bool partial_ok; /* also return a last message whose body has not all arrived */
+	bool ended;	 /* the Sync (or a partial message) was returned */
+};
+/* Starts a walk over the unit at the scan cursor of c's read buffer. */
+void client_unit_walk_start(const struct client *c, struct unit_walk *w, bool partial_ok);
+/* The next message of the unit in f; false past its Sync, at the end of the bytes received, at
+ * a malformed message, or after ROUTE_LOOKAHEAD_MAX messages. */
+bool client_unit_next(const struct client *c, struct unit_walk *w, struct frame *f);
+/* Transaction mode, no backend: answers a unit of only Parse/Close/Flush; true if it did. */
+bool client_answer_locally(struct client *c);
+/* Is the extended unit at the cursor one admin statement (Parse of it, or Bind of a statement
+ * that is one, then Describe/Execute/Close/Flush, up to a Sync in the buffer)? Sets *sql. */
+bool client_unit_is_admin(struct client *c, const char **sql);
 /* Answers the admin unit the relay stopped at; true if the relay may go on. */
 bool client_apply_admin_unit(struct client *c);
+/* Answers admin statement sql (simple protocol); false if it is not one. */
+bool client_answer_admin(struct client *c, const char *sql, size_t len);
 /* Carries out a switch the relay stopped for; true if the relay may go on now. */
 bool client_apply_switch(struct client *c);
 /*

@@ -31,8 +31,6 @@
 #include "protocol/reader.h"
 #include "util/log.h"
 
-#define ROUTE_LOOKAHEAD_MAX 256 /* messages of one extended unit looked at before Sync */
-
 /* ---- links ------------------------------------------------------------------------------- */
 
 void client_link_add(struct client *c, struct server *s)
@@ -119,235 +117,6 @@ void client_link_lost(struct client *c, int node, enum link_loss how, const char
 		return;
 	}
 	client_on_server_lost(c, sqlstate, reason);
-}
-
-/* ---- local answers ---------------------------------------------------------------------- */
-
-/* SET / RESET pgrelay.route: answered by pgrelay. True if sql was one (answered or failed). */
-static bool client_route_set(struct client *c, const char *sql, size_t len, struct builder *out)
-{
-	enum route_force force;
-	int kind = admin_match_route_setting(sql, len, &force);
-	if (kind == 0)
-		return false;
-	if (kind < 0) {
-		builder_error(out, "ERROR", "22023",
-			      "invalid value for parameter \"pgrelay.route\": expected primary, "
-			      "standby or auto");
-	} else {
-		c->route.forced = (uint8_t)force;
-		c->route.read_node = force == ROUTE_FORCE_STANDBY ? -1 : c->route.read_node;
-		builder_command_complete(out, kind == 2 ? "RESET" : "SET");
-	}
-	builder_ready(out, c->txn_status);
-	return true;
-}
-
-/* Answers an admin statement or SET pgrelay.route; true if sql was one. */
-static bool client_answer_admin(struct client *c, const char *sql, size_t len)
-{
-	struct builder out;
-	uint8_t store[2048];
-	builder_init(&out, store, sizeof(store));
-	bool handled = client_route_set(c, sql, len, &out) || admin_answer(c, sql, len, &out);
-	if (!handled) {
-		builder_free(&out);
-		return false;
-	}
-	if (!builder_ok(&out)) {
-		builder_free(&out);
-		client_disconnect(c, "53200", "out of memory answering an admin command");
-		return true;
-	}
-	bool sent = client_send(c, out.data, out.len); /* on failure c is closing */
-	builder_free(&out);
-	(void)sent;
-	return true;
-}
-
-/* ---- admin statements over the extended protocol ----------------------------------------- */
-
-#define ROUTE_ADMIN_MARK 0xff /* stmt->route of a statement that is an admin command */
-
-/* The admin text of a Parse (body at p, len bytes), or NULL. */
-static const char *client_admin_in_parse(const uint8_t *body, uint32_t len, const char **name)
-{
-	struct reader r;
-	const char *query;
-	size_t qlen;
-	reader_init(&r, body, len);
-	if (!reader_cstr(&r, name, NULL) || !reader_cstr(&r, &query, &qlen))
-		return NULL;
-	return admin_looks_like_admin(query, qlen) ? query : NULL;
-}
-
-/* The admin text of a statement Parse'd earlier and marked, or NULL. */
-static const char *client_admin_statement(const struct client *c, const char *name)
-{
-	const struct stmt *st = name[0] ? stmt_map_find(&c->stmts, name) : NULL;
-	if (!st || st->route != ROUTE_ADMIN_MARK || !st->msg || st->msg_len <= FRAME_HEADER_LEN)
-		return NULL;
-	const char *stmt_name;
-	return client_admin_in_parse(st->msg + FRAME_HEADER_LEN, st->msg_len - FRAME_HEADER_LEN,
-				     &stmt_name);
-}
-
-/*
- * Is the extended unit at the cursor one admin statement (Parse of it, or Bind of a statement
- * that is one, then Describe/Execute/Close/Flush, up to a Sync in the buffer)? Sets *sql.
- */
-static bool client_unit_is_admin(const struct client *c, const char **sql)
-{
-	uint32_t pos = c->conn.rbuf->parsed;
-	*sql = NULL;
-	for (int n = 0; n < ROUTE_LOOKAHEAD_MAX; n++) {
-		struct frame f;
-		if (!client_whole_frame_at(c, pos, &f))
-			return false;
-		struct reader r;
-		const char *name, *portal, *text;
-		reader_init(&r, f.body, f.len);
-		switch (f.type) {
-		case PqMsg_Parse:
-			text = client_admin_in_parse(f.body, f.len, &name);
-			if (!text || *sql)
-				return false;
-			*sql = text;
-			break;
-		case PqMsg_Bind:
-			if (!reader_cstr(&r, &portal, NULL) || !reader_cstr(&r, &name, NULL))
-				return false;
-			if (!*sql && !(*sql = client_admin_statement(c, name)))
-				return false;
-			break;
-		case PqMsg_Describe:
-		case PqMsg_Execute:
-		case PqMsg_Close:
-		case PqMsg_Flush:
-			break;
-		case PqMsg_Sync:
-			return *sql != NULL;
-		default:
-			return false;
-		}
-		pos += f.total;
-	}
-	return false;
-}
-
-/* Appends the messages of src of type t (first match) or of all types but t when !match. */
-static void client_copy_messages(struct builder *out, const struct builder *src, uint8_t t,
-				 bool match)
-{
-	for (size_t i = 0; i + FRAME_HEADER_LEN <= src->len;) {
-		uint32_t len = ((uint32_t)src->data[i + 1] << 24) |
-			       ((uint32_t)src->data[i + 2] << 16) |
-			       ((uint32_t)src->data[i + 3] << 8) | src->data[i + 4];
-		uint8_t type = src->data[i];
-		if (type != PqMsg_ReadyForQuery && (type == t) == match)
-			builder_put_bytes(out, src->data + i, 1 + (size_t)len);
-		i += 1 + (size_t)len;
-	}
-}
-
-/*
- * Answers the extended unit at the cursor (client_unit_is_admin said yes) as PostgreSQL would:
- * ParseComplete, BindComplete, the row description for Describe, rows and the command tag for
- * Execute, CloseComplete, ReadyForQuery at Sync; an error skips to the Sync. Consumes the unit.
- */
-static void client_answer_admin_unit(struct client *c, const char *sql)
-{
-	struct builder res, out;
-	uint8_t store1[2048], store2[2048];
-	builder_init(&res, store1, sizeof(store1));
-	builder_init(&out, store2, sizeof(store2));
-	char *text = strdup(sql); /* the buffer's bytes stay put, but keep it simple and safe */
-	if (!text || !(client_route_set(c, text, strlen(text), &res) ||
-		       admin_answer(c, text, strlen(text), &res)))
-		builder_error(&res, "ERROR", "42601", "not an admin statement");
-	free(text);
-	bool failed = res.len > 0 && res.data[0] == PqMsg_ErrorResponse;
-	struct iobuf *b = c->conn.rbuf;
-	bool done = false;
-	while (!done) {
-		struct frame f;
-		if (!client_whole_frame_at(c, b->parsed, &f))
-			break;
-		struct reader r;
-		const char *name;
-		uint8_t target = 0;
-		reader_init(&r, f.body, f.len);
-		switch (f.type) {
-		case PqMsg_Parse:
-			if (failed) {
-				client_copy_messages(&out, &res, PqMsg_ErrorResponse, true);
-				break;
-			}
-			if (reader_cstr(&r, &name, NULL) && name[0] &&
-			    client_tracks_statements(c) &&
-			    stmt_map_has_room(&c->stmts, name, f.total) &&
-			    stmt_map_put(&c->stmts, name, 0, b->data + b->parsed, f.total, 0)) {
-				struct stmt *st = stmt_map_find(&c->stmts, name);
-				st->route = ROUTE_ADMIN_MARK;
-			}
-			builder_start(&out, PqMsg_ParseComplete);
-			builder_finish(&out);
-			break;
-		case PqMsg_Bind:
-			if (!failed) {
-				builder_start(&out, PqMsg_BindComplete);
-				builder_finish(&out);
-			}
-			break;
-		case PqMsg_Describe:
-			if (!failed && reader_u8(&r, &target)) {
-				if (target == 'S') {
-					builder_start(&out, PqMsg_ParameterDescription);
-					builder_put_u16(&out, 0);
-					builder_finish(&out);
-				}
-				client_copy_messages(&out, &res, PqMsg_RowDescription, true);
-			}
-			break;
-		case PqMsg_Execute:
-			if (!failed)
-				client_copy_messages(&out, &res, PqMsg_RowDescription, false);
-			break;
-		case PqMsg_Close:
-			if (!failed) {
-				if (reader_u8(&r, &target) && target == 'S' &&
-				    reader_cstr(&r, &name, NULL))
-					stmt_map_remove(&c->stmts, name);
-				builder_start(&out, PqMsg_CloseComplete);
-				builder_finish(&out);
-			}
-			break;
-		case PqMsg_Sync:
-			builder_ready(&out, c->txn_status);
-			done = true;
-			break;
-		default:
-			break;
-		}
-		b->parsed += f.total;
-	}
-	b->done = b->parsed;
-	bool ok = builder_ok(&out) && client_send(c, out.data, out.len);
-	builder_free(&res);
-	builder_free(&out);
-	if (ok)
-		conn_settle(&c->conn);
-}
-
-bool client_apply_admin_unit(struct client *c)
-{
-	if (!client_set_hold(c, HOLD_NONE))
-		return false;
-	const char *sql;
-	if (!client_unit_is_admin(c, &sql))
-		return true;
-	client_answer_admin_unit(c, sql);
-	return c->state == CL_ACTIVE;
 }
 
 /* ---- classification of a unit ----------------------------------------------------------- */
@@ -446,8 +215,6 @@ static void client_txn_log_bound(struct client *c, const char *name)
  */
 static void client_facts_of_unit(struct client *c, struct route_facts *acc, bool collect_log)
 {
-	struct iobuf *b = c->conn.rbuf;
-	uint32_t pos = b->parsed;
 	bool any = false, synced = false, flushed = false;
 	const char *parsed[8]; /* statements this unit defines: its Binds need no lookup */
 	int n_parsed = 0;
@@ -458,11 +225,10 @@ static void client_facts_of_unit(struct client *c, struct route_facts *acc, bool
 	acc->stay = false;
 	acc->effect = NULL;
 	acc->object[0] = 0;
-	for (int n = 0; n < ROUTE_LOOKAHEAD_MAX && !synced; n++) {
-		struct frame f;
-		if (frame_parse(b->data + pos, b->recv - pos, FRAME_FROM_CLIENT,
-				c->w->cfg->max_message_size, &f) != FRAME_OK)
-			break;
+	struct unit_walk w;
+	struct frame f;
+	client_unit_walk_start(c, &w, true);
+	while (!synced && client_unit_next(c, &w, &f)) {
 		struct reader r;
 		const char *name, *query;
 		struct route_facts one;
@@ -519,16 +285,13 @@ static void client_facts_of_unit(struct client *c, struct route_facts *acc, bool
 			break;
 		}
 		flushed = f.type == PqMsg_Flush;
-		pos += f.total;
-		if (f.body_avail < f.len)
-			break;
 	}
 	/*
 	 * A prefix that ends with Flush and nothing behind it: the client waits for its answers
 	 * before it sends the rest (asyncpg prepares with Parse, Describe, Flush), so the prefix
 	 * decides. The rest then uses what the prefix prepared (doc/routing.md).
 	 */
-	bool waits = flushed && pos == b->recv;
+	bool waits = flushed && w.pos == c->conn.rbuf->recv;
 	if (!synced && !waits) {
 		client_facts_primary(acc, "pipeline not complete in the buffer");
 	} else if (!any) {
@@ -546,11 +309,10 @@ static void client_facts_of_unit(struct client *c, struct route_facts *acc, bool
  */
 static enum relay_verdict client_prepare_unit_statements(struct client *c)
 {
-	uint32_t pos = c->conn.rbuf->parsed;
-	for (int n = 0; n < ROUTE_LOOKAHEAD_MAX; n++) {
-		struct frame f;
-		if (!client_whole_frame_at(c, pos, &f))
-			break;
+	struct unit_walk w;
+	struct frame f;
+	client_unit_walk_start(c, &w, false);
+	while (client_unit_next(c, &w, &f)) {
 		struct reader r;
 		const char *portal, *name;
 		uint8_t target;
@@ -566,7 +328,6 @@ static enum relay_verdict client_prepare_unit_statements(struct client *c)
 			if (v != RELAY_SEND)
 				return v;
 		}
-		pos += f.total;
 	}
 	return RELAY_SEND;
 }
@@ -790,8 +551,14 @@ enum relay_verdict client_route_message(struct client *c, const struct frame *f)
 		/* client_relay answers the whole unit */
 		return client_set_hold(c, HOLD_ADMIN_UNIT) ? RELAY_STOP : RELAY_GONE;
 	}
+	if (f->type == PqMsg_Query && !c->query_facts_valid) {
+		/* The one classification of this Query: admin, routing and tracking use it. */
+		client_classify_text(c, (const char *)f->body, f->body_avail,
+				     f->body_avail == f->len, &c->query_facts);
+		c->query_facts_valid = true;
+	}
 	if (f->type == PqMsg_Query && f->body_avail == f->len &&
-	    admin_looks_like_admin((const char *)f->body, f->body_avail)) {
+	    (c->query_facts.flags & CLASSIFY_ADMIN)) {
 		if (!client_at_boundary(c))
 			return client_hold_for_boundary(c);
 		if (client_answer_admin(c, (const char *)f->body, f->body_avail))
@@ -886,16 +653,14 @@ static void client_arm_retry(struct client *c, const struct frame *f,
 	    c->txn_status != TXN_IDLE ||
 	    (f->type != PqMsg_Query && f->type != PqMsg_Parse && f->type != PqMsg_Bind))
 		return;
-	uint32_t end = b->parsed;
-	for (int n = 0; n < ROUTE_LOOKAHEAD_MAX; n++) {
-		struct frame g;
-		if (!client_whole_frame_at(c, end, &g))
-			return;
-		end += g.total;
-		if (g.type == PqMsg_Query || g.type == PqMsg_Sync)
-			break;
-	}
-	if (end != b->recv || end - b->parsed > CLIENT_RETRY_MAX)
+	struct unit_walk w;
+	struct frame g;
+	bool whole = false;
+	client_unit_walk_start(c, &w, false);
+	while (!whole && client_unit_next(c, &w, &g))
+		whole = g.type == PqMsg_Query || g.type == PqMsg_Sync;
+	uint32_t end = w.pos;
+	if (!whole || end != b->recv || end - b->parsed > CLIENT_RETRY_MAX)
 		return; /* more behind it (a pipeline: not held up), or too long */
 	if (!c->retry_sql && !(c->retry_sql = malloc(CLIENT_RETRY_MAX)))
 		return; /* no retry; the unit still runs */

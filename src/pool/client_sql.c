@@ -122,6 +122,13 @@ void client_apply_sql_effects(struct client *c, const char *sql, size_t len,
 void client_classify_text(struct client *c, const char *sql, size_t avail, bool whole,
 			  struct route_facts *out)
 {
+	const struct iobuf *b = c->conn.rbuf;
+	if (sql == c->memo_sql && b && b->gen == c->memo_gen) {
+		*out = c->memo_facts;
+		if (out->flags & CLASSIFY_SESSION_STATE)
+			c->route.primary_only = true;
+		return;
+	}
 	size_t len = strnlen(sql, avail);
 	out->effect = NULL;
 	out->object[0] = 0;
@@ -143,5 +150,11 @@ void client_classify_text(struct client *c, const char *sql, size_t avail, bool 
 			out->route = ROUTE_PRIMARY;
 			out->rule = "session state";
 		}
+	}
+	/* Whole text in the read buffer: the same bytes give the same facts while they stay. */
+	if (b && (const uint8_t *)sql >= b->data && (const uint8_t *)sql < b->data + b->recv) {
+		c->memo_sql = sql;
+		c->memo_gen = b->gen;
+		c->memo_facts = *out;
 	}
 }

@@ -21,7 +21,7 @@
 #include "auth/md5.h"
 #include "pool/client.h"
 #include "pool/pool.h"
-#include "pool/relay.h"
+#include "net/relay.h"
 #include "pool/worker.h"
 #include "protocol/builder.h"
 #include "protocol/pqmsg.h"

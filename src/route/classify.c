@@ -18,6 +18,7 @@
  * strings; anything unexpected (parse error, out of memory, an unknown node) lands on the
  * primary.
  */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1253,6 +1254,70 @@ static void classify_parsed(const struct classifier *c, const PgQuery__ParseResu
 	route_to(out, ROUTE_PRIMARY, "multi-statement", flags | CLASSIFY_MULTI);
 }
 
+/* Skips blanks, "--" comments and (nested) block comments, as PostgreSQL's lexer does. */
+static const char *skip_blanks_and_comments(const char *p)
+{
+	for (;;) {
+		p = skip_space(p);
+		if (p[0] == '-' && p[1] == '-') {
+			while (*p && *p != '\n' && *p != '\r')
+				p++;
+		} else if (p[0] == '/' && p[1] == '*') {
+			int depth = 0;
+			do {
+				if (p[0] == '/' && p[1] == '*') {
+					depth++;
+					p += 2;
+				} else if (p[0] == '*' && p[1] == '/') {
+					depth--;
+					p += 2;
+				} else {
+					p++;
+				}
+			} while (depth > 0 && *p);
+		} else {
+			return p;
+		}
+	}
+}
+
+/* The keyword word (lower case) at *p, blanks and comments before it; advances past it. */
+static bool take_word(const char **p, const char *word)
+{
+	const char *q = skip_blanks_and_comments(*p);
+	size_t n = strlen(word);
+	if (strncasecmp(q, word, n) != 0)
+		return false;
+	unsigned char next = (unsigned char)q[n];
+	if (isalnum(next) || next == '_' || next == '$')
+		return false;
+	*p = q + n;
+	return true;
+}
+
+/*
+ * Text PostgreSQL's grammar refuses but pgrelay answers: a PGRELAY command, and SET/RESET
+ * [SESSION] pgrelay.* with a value the grammar does not take as a name ("= primary": PRIMARY is
+ * a reserved word). The object names it as for the parsed forms.
+ */
+static void classify_admin_text(const char *sql, struct classify_result *out)
+{
+	const char *p = sql;
+	if (take_word(&p, "pgrelay")) {
+		out->flags |= CLASSIFY_ADMIN;
+		set_object(out, NULL, "pgrelay");
+		return;
+	}
+	if (!take_word(&p, "set") && !take_word(&p, "reset"))
+		return;
+	(void)take_word(&p, "session");
+	p = skip_blanks_and_comments(p);
+	if (strncasecmp(p, "pgrelay.", 8) == 0) {
+		out->flags |= CLASSIFY_ADMIN;
+		set_object(out, NULL, "pgrelay.route");
+	}
+}
+
 static void classify_uncached(const struct classifier *c, const char *sql,
 			      struct classify_result *out)
 {
@@ -1277,6 +1342,8 @@ static void classify_uncached(const struct classifier *c, const char *sql,
 		}
 	}
 	pg_query_free_protobuf_parse_result(pr);
+	if (out->flags & CLASSIFY_PARSE_ERROR)
+		classify_admin_text(sql, out);
 	if (parse_hint(sql, &hint)) {
 		out->route = hint;
 		out->inner_route = hint;

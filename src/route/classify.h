@@ -125,9 +125,11 @@ enum {
 	 * schema"). Routed to the PRIMARY without WRITE (it writes nothing); result.object is
 	 * the relation or function. */
 	CLASSIFY_NODE_LOCAL = 1u << 24,
-	/* SHOW pool_* or SET/RESET [SESSION] pgrelay.*: a statement pgrelay answers itself
-	 * (result.object is the lower-case name, "pool_nodes" or "pgrelay.route"; the value comes
-	 * from classify_set_value()). The route is what PostgreSQL would make of it (ANY/ALL). */
+	/* SHOW pool_*, SET/RESET [SESSION] pgrelay.* or a PGRELAY command (a parse error for
+	 * PostgreSQL): a statement pgrelay answers itself (result.object is the lower-case name,
+	 * "pool_nodes", "pgrelay.route" or "pgrelay"; a value comes from classify_set_value()).
+	 * The route is what PostgreSQL would make of it. The session layer asks nothing else to
+	 * know whether a statement is pgrelay's (src/pool/client_local.c). */
 	CLASSIFY_ADMIN = 1u << 25,
 };
 

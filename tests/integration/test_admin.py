@@ -63,6 +63,8 @@ def test_explain_route_and_errors(relay):
             ("primary", "FOR UPDATE")
         assert c.execute("PGRELAY EXPLAIN ROUTE select 1").fetchone()[0] == "standby"
         assert c.execute("PGRELAY EXPLAIN ROUTE set search_path = x").fetchone()[0] == "all"
+        # A leading comment does not hide a PGRELAY command from the classifier.
+        assert c.execute("/* tool */ -- x\n pgrelay explain route select 1").fetchone()[0] == "standby"
         with pytest.raises(psycopg.errors.UndefinedObject):
             c.execute("show pool_nothing")
         c.rollback()

@@ -917,6 +917,12 @@ def test_set_pgrelay_route_forces_the_session(sconn, cluster):
     sconn.execute("set pgrelay.route = auto")
     assert where(sconn, cluster, "select inet_server_port(), random()") == PRIMARY
     assert where(sconn, cluster) in STANDBYS
+    # SET SESSION, and comments before the words: the classifier says it is pgrelay's (a fuzz
+    # finding: the old first-word matcher let "SET SESSION pgrelay.route" through to PostgreSQL).
+    sconn.execute("set session pgrelay.route = primary")
+    assert where_many(sconn, cluster, 3) == {PRIMARY: 3}
+    sconn.execute("/* app */ SET -- x\n SESSION pgrelay.route TO auto")
+    assert where(sconn, cluster) in STANDBYS
     for n in range(3):  # never reached a node
         with cluster.connect(n, dbname="postgres") as d:
             hit = d.execute("select count(*) from pg_stat_activity where query ilike '%%pgrelay.route%%' "

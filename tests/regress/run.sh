@@ -19,8 +19,11 @@
 #   PGRELAY_REGRESS_LOG_ALL=1 log_statement = all on every node (MODE/nodeN.log show which node ran what)
 #   PGRELAY_KEEP_TMP=1        keep the clusters' folder (data directories)
 #
-# Prints `regress MODE: N passed, M failed (names)` per mode. Exit status 1 when a mode has a failure that
-# tests/regress/expected_failures_MODE.txt does not list (lines `name # reason`), 2 on a setup error.
+# Prints `regress MODE: N passed, M failed (names)` per mode (also into $PGRELAY_REGRESS_OUT/summary.txt).
+# A failure that tests/regress/expected_failures_MODE.txt does not list (lines `name # reason`) makes the
+# whole mode run once more on a fresh cluster; exit status 1 when such a test fails in both runs (one
+# that passes the second time is named as flaky), or when pgrelay exits badly or reports a sanitizer
+# error; 2 on a setup error.
 set -uo pipefail
 umask 022
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -231,15 +234,14 @@ excluded() { [[ -f "$1" ]] && sed -e 's/#.*//' "$1" | awk 'NF {print $1}'; }
 declare -A SUMMARY
 overall=0
 
-run_mode() {
-  local mode=$1 base mdir port rc t0 secs
-  mdir=$OUT/$mode
+suite_once() { # MODE RESULTS_DIR: runs the suite once; sets RUN_FAILED (names), RUN_SECS, RUN_BAD
+  local mode=$1 mdir=$2 base port rc t0
   mkdir -p -- "$mdir"
   chown postgres: -- "$mdir"
   local attempt
   for attempt in 1 2; do
     base=$(pick_ports) || die "no four free consecutive ports found"
-    CLUSTER=$WORK/$mode
+    CLUSTER=$WORK/$(basename "$mdir")
     rm -rf -- "$CLUSTER"
     log "[$mode] cluster: primary 127.0.0.1:$base, standbys :$((base + 1)) :$((base + 2))"
     if ! bash scripts/cluster.sh start "$CLUSTER" "$base" >"$mdir/cluster.log" 2>&1; then
@@ -277,50 +279,81 @@ run_mode() {
     --bindir="$PGBIN" --inputdir="$R" --outputdir="$mdir" --dlpath="$R" \
     --max-connections="$MAX_CONN" "${SCHEDULE_ARGS[@]}" >"$mdir/pg_regress.log" 2>&1
   rc=$?
-  secs=$((SECONDS - t0))
+  RUN_SECS=$((SECONDS - t0))
   ((rc == 124 || rc == 137)) && echo "regress: [$mode] pg_regress killed after ${MODE_TIMEOUT}s" >>"$mdir/pg_regress.log"
 
   if [[ $mode != direct ]]; then
     stop_relay
-    if ((RELAY_RC != 0)); then
-      echo "regress: [$mode] pgrelay exited with status $RELAY_RC (see $mdir/pgrelay.log)" >&2
-    fi
   fi
   stop_cluster
 
+  RUN_BAD=0
+  if [[ $mode != direct ]] && ((RELAY_RC != 0)); then
+    echo "regress $mode: pgrelay exited with status $RELAY_RC (see $mdir/pgrelay.log)"
+    RUN_BAD=1
+  fi
+  if grep -qE 'AddressSanitizer|LeakSanitizer|runtime error:' "$mdir/pgrelay.log" 2>/dev/null; then
+    echo "regress $mode: sanitizer report in $mdir/pgrelay.log"
+    RUN_BAD=1
+  fi
   # Results: every test of the schedule is either reported "ok" or counts as failed.
   local -A status=()
-  local name st
+  local name st t
   while read -r name st; do status[$name]=$st; done < <(sed -nE \
     's/^(test +| +)?([A-Za-z0-9_.]+) +\.\.\. +(ok|FAILED|failed).*/\2 \3/p' "$mdir/pg_regress.log")
-  local passed=0 failed=() t
+  RUN_FAILED=()
   for t in "${ALL_TESTS[@]}"; do
-    if [[ ${status[$t]:-} == ok ]]; then passed=$((passed + 1)); else failed+=("$t"); fi
+    [[ ${status[$t]:-} == ok ]] || RUN_FAILED+=("$t")
   done
-  local allowed unexpected=() fixed=()
-  allowed=" $(excluded "$HERE/expected_failures_$mode.txt" | tr '\n' ' ') "
-  for t in "${failed[@]}"; do [[ $allowed == *" $t "* ]] || unexpected+=("$t"); done
-  for t in $allowed; do [[ " ${failed[*]} " == *" $t "* ]] || fixed+=("$t"); done
+  return 0
+}
 
-  local line="regress $mode: $passed passed, ${#failed[@]} failed"
+# Failures not in the exclusion list, among the names given.
+unlisted() { # MODE NAME...
+  local mode=$1 allowed t
+  shift
+  allowed=" $(excluded "$HERE/expected_failures_$mode.txt" | tr '\n' ' ') "
+  for t in "$@"; do [[ $allowed == *" $t "* ]] || echo "$t"; done
+}
+
+# Runs a mode's suite; a failure that the exclusion list does not name gets the whole suite run a
+# second time (fresh cluster and pgrelay): only a test that fails in both runs fails the mode.
+# One that fails once is reported as flaky, by name, with both runs' diffs kept.
+run_mode() {
+  local mode=$1 t
+  suite_once "$mode" "$OUT/$mode"
+  local bad=$RUN_BAD secs=$RUN_SECS failed=("${RUN_FAILED[@]}") unexpected=() flaky=()
+  mapfile -t unexpected < <(unlisted "$mode" "${failed[@]}")
+  if ((${#unexpected[@]})) && [[ $mode != direct ]]; then
+    echo "regress $mode: not in expected_failures_$mode.txt: ${unexpected[*]}; running the suite again"
+    suite_once "$mode" "$OUT/$mode-again"
+    bad=$((bad | RUN_BAD))
+    local again=" ${RUN_FAILED[*]} " still=()
+    for t in "${unexpected[@]}"; do
+      if [[ $again == *" $t "* ]]; then still+=("$t"); else flaky+=("$t"); fi
+    done
+    unexpected=("${still[@]}")
+  fi
+
+  local line="regress $mode: $((${#ALL_TESTS[@]} - ${#failed[@]})) passed, ${#failed[@]} failed"
   if ((${#failed[@]} > 30)); then
     line+=" (${failed[*]:0:30} ...)"
   elif ((${#failed[@]})); then
     line+=" (${failed[*]})"
   fi
   line+=" [${secs}s]"
+  ((${#flaky[@]})) && line+="; unlisted but passed when run again (flaky): ${flaky[*]}"
+  if ((${#unexpected[@]})); then
+    line+="; FAILED twice, not in expected_failures_$mode.txt: ${unexpected[*]} (diffs: $OUT/$mode/regression.diffs)"
+    overall=1
+  fi
+  ((bad)) && line+="; pgrelay exited badly or reported a sanitizer error" && overall=1
   SUMMARY[$mode]=$line
   echo "$line"
-  if ((${#unexpected[@]})); then
-    echo "regress $mode: NOT in expected_failures_$mode.txt: ${unexpected[*]} (diffs: $mdir/regression.diffs)"
-    overall=1
-  fi
+  local allowed fixed=()
+  allowed=$(excluded "$HERE/expected_failures_$mode.txt" | tr '\n' ' ')
+  for t in $allowed; do [[ " ${failed[*]} " == *" $t "* ]] || fixed+=("$t"); done
   ((${#fixed[@]})) && echo "regress $mode: listed in expected_failures_$mode.txt but passed: ${fixed[*]}"
-  if [[ $mode != direct ]] && ((RELAY_RC != 0)); then overall=1; fi
-  if grep -qE 'AddressSanitizer|LeakSanitizer|runtime error:' "$mdir/pgrelay.log" 2>/dev/null; then
-    echo "regress $mode: sanitizer report in $mdir/pgrelay.log"
-    overall=1
-  fi
   return 0
 }
 
@@ -328,5 +361,5 @@ for m in "${MODES[@]}"; do run_mode "$m"; done
 
 echo
 echo "=== PostgreSQL $PGVER regression suite ($(basename "$SRC")), results in $OUT ==="
-for m in "${MODES[@]}"; do echo "${SUMMARY[$m]}"; done
+for m in "${MODES[@]}"; do echo "${SUMMARY[$m]}"; done | tee "$OUT/summary.txt"
 exit $overall

@@ -1,5 +1,5 @@
 /*
- * Unit tests of the relay scanner (src/pool/relay.c) over real sockets: the destination conn is one
+ * Unit tests of the relay scanner (src/net/relay.c) over real sockets: the destination conn is one
  * end of a socketpair(AF_UNIX) opened with uv_tcp_open, and a uv_pipe_t on the other end collects
  * what arrives. Bytes are put into the source conn's read buffer the way conn_read_cb does (into
  * the free tail, then scan, then conn_settle), and reading is "off" while a forward is in flight,
@@ -28,7 +28,7 @@
 
 #include "net/conn.h"
 #include "net/iobuf.h"
-#include "pool/relay.h"
+#include "net/relay.h"
 #include "protocol/frame.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))

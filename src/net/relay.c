@@ -3,7 +3,7 @@
  * [done, parsed); a skipped one may only be dropped once everything before it was sent, so a skip
  * behind unsent bytes first flushes them and resumes skipping when that forward completes.
  */
-#include "pool/relay.h"
+#include "net/relay.h"
 
 /* Internal: scan once more (a skip could proceed after a flush that finished at once). */
 #define RELAY_AGAIN ((enum relay_result) - 1)

@@ -4,8 +4,8 @@
  * messages are streamed: only the 5-byte header must be present to decide, unless the owner asks
  * for a prefix of the body (which always fits in a buffer).
  */
-#ifndef PGRELAY_POOL_RELAY_H
-#define PGRELAY_POOL_RELAY_H
+#ifndef PGRELAY_NET_RELAY_H
+#define PGRELAY_NET_RELAY_H
 
 #include <stdbool.h>
 #include <stdint.h>
