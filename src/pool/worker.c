@@ -167,7 +167,7 @@ static void worker_sweep_idle_servers(struct worker *w, struct pool *p, uint64_t
 		int connecting = 0;
 		while (w->shutdown == WS_RUNNING && p->have_welcome && p->startup &&
 		       pn->n_servers < want && connecting < 4 && now >= w->node_down_until_ms[n] &&
-		       router_node_usable(&w->router, n) && server_may_open(w, p, n)) {
+		       router_node_usable(&w->router, n) && pool_may_open(w, p, n)) {
 			if (!server_connect(w, p, n, NULL))
 				break;
 			connecting++;
@@ -389,7 +389,7 @@ void worker_apply_view(struct worker *w, const struct cluster_view *v)
 	for (int n = w->n_nodeless; n > 0 && !list_empty(&w->nodeless_clients); n--)
 		client_view_changed(
 			list_entry(list_first(&w->nodeless_clients), struct client, node));
-	server_kick_pools(w);
+	pool_kick_all(w);
 }
 
 /* Clients waiting for a node try again now and then: a refusal may not change any view. */
