@@ -746,13 +746,13 @@ bool client_acquire_server(struct client *c, int node)
 	/* From here the client waits for a connection: its bytes stay put until then. */
 	conn_want_read(&c->conn, false);
 	/* A connection finishing its reset is parked within a round trip: wait for it. */
-	if (pn->n_resetting == 0 && server_may_open(w, p, node)) {
+	if (pn->n_resetting == 0 && pool_may_open(w, p, node)) {
 		if (!server_connect(w, p, node, c))
 			client_disconnect(c, "08006", "could not connect to server");
 		return false;
 	}
 	if (pn->n_resetting == 0 && pn->n_servers < w->cfg->pool.pool_size)
-		(void)server_evict_idle_for(w, p, node);
+		(void)pool_evict_idle_for(w, p, node);
 	log_debug("client", c->id, "waiting for a connection to backend %d (%d in pool)", node,
 		  pn->n_servers);
 	c->want_node = node;
@@ -956,8 +956,8 @@ void client_pool_login_settled(struct worker *w, struct pool *p)
 		if (p->n_servers > 0)
 			return;
 		int node = client_login_node(c);
-		if (!server_may_open(w, p, node)) {
-			(void)server_evict_idle_for(w, p, node);
+		if (!pool_may_open(w, p, node)) {
+			(void)pool_evict_idle_for(w, p, node);
 			return;
 		}
 		if (!server_connect(w, p, node, c))

@@ -255,7 +255,7 @@ void client_pin(struct client *c, const char *why);
 /* The worker's cluster view changed: waiting clients may go on, lost nodes are dropped. */
 void client_view_changed(struct client *c);
 
-/* Called by server.c when the linked server finished logging in and may carry traffic. */
+/* Called by server_login.c when the linked server finished logging in and may carry traffic. */
 void client_on_server_ready(struct client *c);
 /* Called by server.c when the linked server failed or closed; the session cannot continue. */
 void client_on_server_lost(struct client *c, const char *sqlstate, const char *reason);

@@ -425,10 +425,10 @@ void client_auth_ok(struct client *c)
 	if (c->pool->n_servers > 0)
 		return; /* another client's login will provide it: client_pool_login_settled */
 	int node = client_login_node(c);
-	if (!server_may_open(c->w, c->pool, node)) {
+	if (!pool_may_open(c->w, c->pool, node)) {
 		/* A shared cap is full: wait for a slot, freeing an idle one elsewhere if possible.
 		 */
-		(void)server_evict_idle_for(c->w, c->pool, node);
+		(void)pool_evict_idle_for(c->w, c->pool, node);
 		return;
 	}
 	if (!server_connect(c->w, c->pool, node, c))

@@ -1,8 +1,9 @@
 /*
  * Pools: found by key with a linear scan of the worker's list (a handful of database/user pairs
- * in practice). A pool exists while an authenticated client or a backend connection uses it;
- * its idle lists and wait queues are managed by server.c and client.c, which own the state
- * transitions.
+ * in practice). A pool exists while an authenticated client or a backend connection uses it.
+ * Scheduling lives here: whether a pool may open one more backend connection under the limits,
+ * eviction under a shared cap, and serving the clients waiting on its queues. The moves between
+ * lists stay with server.c and client.c, which own the state transitions.
  */
 #include "pool/pool.h"
 
@@ -12,6 +13,7 @@
 #include <strings.h>
 
 #include "pool/client.h"
+#include "pool/server.h"
 #include "pool/worker.h"
 #include "route/classify.h"
 
@@ -188,4 +190,102 @@ void pool_free_all(struct worker *w)
 	{
 		pool_free_one(list_entry(pos, struct pool, node));
 	}
+}
+
+/* ---- scheduling: backend connections for waiting clients, within the limits ---- */
+
+bool pool_may_open(struct worker *w, struct pool *p, int node_id)
+{
+	const struct pool_conf *pc = &w->cfg->pool;
+	if (node_id < 0 || node_id >= w->n_nodes || !worker_fd_available(w))
+		return false;
+	/* A smart shutdown still serves the sessions it has, on any node they need. */
+	if (w->shutdown == WS_FAST)
+		return false;
+	if (p->nodes[node_id].n_servers >= pc->pool_size)
+		return false;
+	if (pc->max_db_connections &&
+	    pool_count_servers(w, p->database, NULL, node_id) >= pc->max_db_connections)
+		return false;
+	if (pc->max_user_connections &&
+	    pool_count_servers(w, NULL, p->user, node_id) >= pc->max_user_connections)
+		return false;
+	return true;
+}
+
+bool pool_evict_idle_for(struct worker *w, struct pool *p, int node)
+{
+	const struct pool_conf *pc = &w->cfg->pool;
+	bool db_cap = pc->max_db_connections &&
+		      pool_count_servers(w, p->database, NULL, node) >= pc->max_db_connections;
+	bool user_cap = pc->max_user_connections &&
+			pool_count_servers(w, NULL, p->user, node) >= pc->max_user_connections;
+	if (!db_cap && !user_cap)
+		return false;
+	struct list_node *pos, *tmp;
+	list_for_each_safe(pos, tmp, &w->pools)
+	{
+		struct pool *q = list_entry(pos, struct pool, node);
+		struct list_node *idle = &q->nodes[node].idle_servers;
+		if (q == p || list_empty(idle))
+			continue;
+		if ((db_cap && strcmp(q->database, p->database) == 0) ||
+		    (user_cap && strcmp(q->user, p->user) == 0)) {
+			/* The least recently used: the one least likely to be wanted back soon. */
+			server_close(list_entry(idle->next, struct server, node),
+				     "evicted for a pool waiting under max_db/user_connections");
+			return true;
+		}
+	}
+	return false;
+}
+
+void pool_kick_all(struct worker *w)
+{
+	struct list_node *pos, *tmp;
+	list_for_each_safe(pos, tmp, &w->pools)
+	{
+		struct pool *q = list_entry(pos, struct pool, node);
+		if (q->n_waiting)
+			pool_serve_waiting(q, w);
+		if (!q->have_welcome)
+			client_pool_login_settled(w, q);
+	}
+}
+
+/* Serves the clients waiting for node; false if some still wait for a slot. */
+static bool pool_serve_node(struct pool *p, struct worker *w, int node)
+{
+	struct pool_node *pn = &p->nodes[node];
+	while (pn->n_waiting) {
+		struct client *c =
+			list_entry(list_first(&pn->waiting_clients), struct client, node);
+		if (!list_empty(&pn->idle_servers)) {
+			/* Most recently used first: warm caches, and the oldest time out. */
+			struct server *s = list_entry(pn->idle_servers.prev, struct server, node);
+			server_link(s, c);
+			if (s->state != SV_ACTIVE)
+				continue;
+			client_resume_with_server(c);
+			continue;
+		}
+		if (!pool_may_open(w, p, node)) {
+			if (pn->n_servers < w->cfg->pool.pool_size)
+				(void)pool_evict_idle_for(w, p, node);
+			return false;
+		}
+		if (!server_connect(w, p, node, c)) {
+			client_disconnect(c, "08006", "could not connect to server");
+			continue;
+		}
+		client_resume_with_server(c);
+	}
+	return true;
+}
+
+void pool_serve_waiting(struct pool *p, struct worker *w)
+{
+	for (int i = 0; i < w->n_nodes && p->n_waiting; i++)
+		if (p->nodes[i].n_waiting)
+			(void)pool_serve_node(p, w, i);
 }

@@ -129,4 +129,16 @@ const char *pool_tracked_name(int i);
 /* Backend connections of database or user across all pools on node (for the limits). */
 int pool_count_servers(struct worker *w, const char *database, const char *user, int node);
 
+/* True if a pool may open one more backend connection to node_id now. */
+bool pool_may_open(struct worker *w, struct pool *p, int node_id);
+/*
+ * Under max_db_connections / max_user_connections, closes an idle connection of another pool
+ * that counts against the cap p is blocked by. True if one was closed (its slot frees shortly).
+ */
+bool pool_evict_idle_for(struct worker *w, struct pool *p, int node);
+/* Lets every pool's waiting clients try again (a slot came free somewhere). */
+void pool_kick_all(struct worker *w);
+/* Gives idle servers to waiting clients, or opens connections for them within the limits. */
+void pool_serve_waiting(struct pool *p, struct worker *w);
+
 #endif

@@ -1,6 +1,7 @@
 /*
- * Server side of a session: connect to a backend, log in with the pool's login template, collect
- * the welcome, relay backend messages to the linked client, and change hands only at a boundary.
+ * Server side of a session: connect to a backend (server_login.c then logs in with the pool's
+ * login template and collects the welcome), relay backend messages to the linked client, and
+ * change hands only at a boundary.
  *
  * Invariants:
  *  - s->client, when set, links back (s->client->server == s);
@@ -8,7 +9,8 @@
  *    injected (statement re-Parse, parameter sync, reset) never reach a client;
  *  - a server is parked only when nothing is outstanding, nothing is half-sent either way, its
  *    transaction is idle and (session mode, or after a pinned client) the reset query succeeded;
- *  - during SV_LOGIN nothing from the backend reaches the client except a login ErrorResponse.
+ *  - during SV_LOGIN nothing from the backend reaches the client except a login ErrorResponse
+ *    (server_login.c).
  */
 #include "pool/server.h"
 
@@ -18,17 +20,15 @@
 #include <string.h>
 #include <strings.h>
 
-#include "auth/md5.h"
 #include "pool/client.h"
 #include "pool/pool.h"
 #include "net/relay.h"
+#include "pool/server_login.h"
 #include "pool/worker.h"
 #include "protocol/builder.h"
 #include "protocol/pqmsg.h"
 #include "protocol/reader.h"
 #include "util/log.h"
-
-#define SERVER_LOGIN_MSG_MAX 16384 /* bound on any backend message before ReadyForQuery */
 
 static void server_on_data(struct conn *conn);
 static void server_on_event(struct conn *conn, enum conn_event ev, int status);
@@ -148,7 +148,7 @@ static void server_fail_link(struct server *s, const char *sqlstate, const char 
 		client_link_lost(c, node, how, sqlstate, reason);
 }
 
-static void server_fail(struct server *s, const char *sqlstate, const char *reason)
+void server_fail(struct server *s, const char *sqlstate, const char *reason)
 {
 	/* An idle link the session can do without (client_link_lost says) is just dropped. */
 	bool idle = s->state == SV_ACTIVE && server_at_boundary(s) && s->txn_status == TXN_IDLE;
@@ -168,68 +168,9 @@ static void server_on_closed(struct conn *conn)
 	p->n_servers--;
 	p->nodes[node].n_servers--;
 	/* A slot came free (for this pool, or under a shared cap): waiting clients may use it. */
-	server_kick_pools(w);
+	pool_kick_all(w);
 	pool_reap_if_unused(w, p);
 	worker_check_shutdown_done(w);
-}
-
-bool server_may_open(struct worker *w, struct pool *p, int node_id)
-{
-	const struct pool_conf *pc = &w->cfg->pool;
-	if (node_id < 0 || node_id >= w->n_nodes || !worker_fd_available(w))
-		return false;
-	/* A smart shutdown still serves the sessions it has, on any node they need. */
-	if (w->shutdown == WS_FAST)
-		return false;
-	if (p->nodes[node_id].n_servers >= pc->pool_size)
-		return false;
-	if (pc->max_db_connections &&
-	    pool_count_servers(w, p->database, NULL, node_id) >= pc->max_db_connections)
-		return false;
-	if (pc->max_user_connections &&
-	    pool_count_servers(w, NULL, p->user, node_id) >= pc->max_user_connections)
-		return false;
-	return true;
-}
-
-bool server_evict_idle_for(struct worker *w, struct pool *p, int node)
-{
-	const struct pool_conf *pc = &w->cfg->pool;
-	bool db_cap = pc->max_db_connections &&
-		      pool_count_servers(w, p->database, NULL, node) >= pc->max_db_connections;
-	bool user_cap = pc->max_user_connections &&
-			pool_count_servers(w, NULL, p->user, node) >= pc->max_user_connections;
-	if (!db_cap && !user_cap)
-		return false;
-	struct list_node *pos, *tmp;
-	list_for_each_safe(pos, tmp, &w->pools)
-	{
-		struct pool *q = list_entry(pos, struct pool, node);
-		struct list_node *idle = &q->nodes[node].idle_servers;
-		if (q == p || list_empty(idle))
-			continue;
-		if ((db_cap && strcmp(q->database, p->database) == 0) ||
-		    (user_cap && strcmp(q->user, p->user) == 0)) {
-			/* The least recently used: the one least likely to be wanted back soon. */
-			server_close(list_entry(idle->next, struct server, node),
-				     "evicted for a pool waiting under max_db/user_connections");
-			return true;
-		}
-	}
-	return false;
-}
-
-void server_kick_pools(struct worker *w)
-{
-	struct list_node *pos, *tmp;
-	list_for_each_safe(pos, tmp, &w->pools)
-	{
-		struct pool *q = list_entry(pos, struct pool, node);
-		if (q->n_waiting)
-			server_serve_waiting(q, w);
-		if (!q->have_welcome)
-			client_pool_login_settled(w, q);
-	}
 }
 
 bool server_connect(struct worker *w, struct pool *p, int node_id, struct client *c)
@@ -275,166 +216,6 @@ bool server_connect(struct worker *w, struct pool *p, int node_id, struct client
 	return true;
 }
 
-static void server_send_startup(struct server *s)
-{
-	const struct pool *p = s->pool;
-	struct builder b;
-	uint8_t store[1024];
-	builder_init(&b, store, sizeof(store));
-	builder_start(&b, 0);
-	builder_put_u32(&b, PG_PROTOCOL_3_0);
-	/* The first client's parameters, already validated and terminated. */
-	builder_put_bytes(&b, p->startup, p->startup_len);
-	builder_finish(&b);
-	int rc = builder_ok(&b) ? conn_send(&s->conn, b.data, b.len) : UV_ENOMEM;
-	builder_free(&b);
-	if (rc < 0) {
-		server_fail(s, "08006", "could not send startup packet to server");
-		return;
-	}
-	server_set_state(s, SV_LOGIN);
-	conn_want_read(&s->conn, true);
-}
-
-/* Sends a PasswordMessage-family ('p') packet with body bytes. */
-static bool server_send_password_msg(struct server *s, const void *a, size_t alen, const void *b2,
-				     size_t blen)
-{
-	struct builder b;
-	uint8_t store[SCRAM_MAX_MSG + 64];
-	builder_init(&b, store, sizeof(store));
-	builder_start(&b, PqMsg_PasswordMessage);
-	builder_put_bytes(&b, a, alen);
-	builder_put_bytes(&b, b2, blen);
-	builder_finish(&b);
-	int rc = builder_ok(&b) ? conn_send(&s->conn, b.data, b.len) : UV_ENOMEM;
-	builder_free(&b);
-	if (rc < 0)
-		server_fail(s, "08006", "could not send authentication to server");
-	return rc == 0;
-}
-
-static bool server_auth_sasl_start(struct server *s, struct reader *r)
-{
-	const struct client_creds *cr = &s->pool->creds;
-	bool found = false;
-	const char *mech;
-	size_t mlen;
-	if (s->scram) {
-		/* A second AuthenticationSASL in one login: a broken or hostile backend. */
-		server_fail(s, "08P01", "server sent AuthenticationSASL twice");
-		return false;
-	}
-	while (reader_cstr(r, &mech, &mlen) && mlen) {
-		if (strcmp(mech, "SCRAM-SHA-256") == 0)
-			found = true;
-	}
-	if (!found || (cr->kind != CRED_PLAIN && cr->kind != CRED_SCRAM_KEY)) {
-		server_fail(s, "28000",
-			    found ? "pgrelay has no usable credentials for this user on the server"
-				  : "server asked for an unsupported SASL mechanism");
-		return false;
-	}
-	s->scram = calloc(1, sizeof(*s->scram));
-	char out[SCRAM_MAX_MSG];
-	size_t outlen;
-	if (!s->scram || !scram_client_first(s->scram, out, sizeof(out), &outlen)) {
-		server_fail(s, "08006", "could not start SCRAM authentication");
-		return false;
-	}
-	uint8_t head[32];
-	static const char name[] = "SCRAM-SHA-256";
-	memcpy(head, name, sizeof(name));
-	head[sizeof(name)] = (uint8_t)(outlen >> 24);
-	head[sizeof(name) + 1] = (uint8_t)(outlen >> 16);
-	head[sizeof(name) + 2] = (uint8_t)(outlen >> 8);
-	head[sizeof(name) + 3] = (uint8_t)outlen;
-	return server_send_password_msg(s, head, sizeof(name) + 4, out, outlen);
-}
-
-static bool server_auth_sasl_continue(struct server *s, const uint8_t *data, size_t len)
-{
-	const struct client_creds *cr = &s->pool->creds;
-	char out[SCRAM_MAX_MSG];
-	size_t outlen;
-	bool ok =
-		s->scram && scram_client_final(s->scram, cr->kind == CRED_PLAIN ? cr->secret : NULL,
-					       cr->kind == CRED_SCRAM_KEY ? cr->client_key : NULL,
-					       cr->kind == CRED_SCRAM_KEY ? &cr->scram : NULL,
-					       (const char *)data, len, out, sizeof(out), &outlen);
-	if (!ok) {
-		server_fail(s, "28000",
-			    "SCRAM exchange with the server failed (the stored verifier must match "
-			    "the server's, or store the password)");
-		return false;
-	}
-	return server_send_password_msg(s, out, outlen, NULL, 0);
-}
-
-static bool server_auth_md5(struct server *s, const uint8_t salt[4])
-{
-	const struct client_creds *cr = &s->pool->creds;
-	char md5[MD5_PASSWD_LEN + 1], resp[MD5_PASSWD_LEN + 1];
-	if (cr->kind == CRED_PLAIN)
-		md5_secret_from_password(cr->secret, s->pool->user, md5);
-	else if (cr->kind == CRED_MD5)
-		memcpy(md5, cr->secret, sizeof(md5));
-	else {
-		server_fail(s, "28000", "pgrelay has no md5 or plain password for this user");
-		return false;
-	}
-	md5_response_from_secret(md5, salt, resp);
-	return server_send_password_msg(s, resp, MD5_PASSWD_LEN + 1, NULL, 0);
-}
-
-static bool server_handle_auth(struct server *s, const uint8_t *body, uint32_t len)
-{
-	struct reader r;
-	uint32_t code;
-	reader_init(&r, body, len);
-	if (!reader_u32(&r, &code)) {
-		server_fail(s, "08P01", "invalid authentication request from server");
-		return false;
-	}
-	const struct client_creds *cr = &s->pool->creds;
-	switch (code) {
-	case AUTH_REQ_OK:
-		return true;
-	case AUTH_REQ_PASSWORD:
-		if (cr->kind != CRED_PLAIN) {
-			server_fail(s, "28000", "pgrelay has no plain password for this user");
-			return false;
-		}
-		return server_send_password_msg(s, cr->secret, strlen(cr->secret) + 1, NULL, 0);
-	case AUTH_REQ_MD5: {
-		const uint8_t *salt;
-		if (!reader_bytes(&r, 4, &salt)) {
-			server_fail(s, "08P01", "invalid md5 request from server");
-			return false;
-		}
-		return server_auth_md5(s, salt);
-	}
-	case AUTH_REQ_SASL:
-		return server_auth_sasl_start(s, &r);
-	case AUTH_REQ_SASL_CONT:
-		return server_auth_sasl_continue(s, r.p, reader_remaining(&r));
-	case AUTH_REQ_SASL_FIN:
-		if (!s->scram ||
-		    !scram_client_verify(s->scram, (const char *)r.p, reader_remaining(&r))) {
-			server_fail(s, "28000", "server's SCRAM signature is invalid");
-			return false;
-		}
-		free(s->scram);
-		s->scram = NULL;
-		return true;
-	default:
-		server_fail(s, "28000",
-			    "server requested an authentication method pgrelay does not "
-			    "support");
-		return false;
-	}
-}
-
 /* Keeps a tracked parameter value of the backend, and of its client when it changed it. */
 static void server_set_param(struct server *s, int i, const char *value, bool for_client)
 {
@@ -454,7 +235,7 @@ static void server_set_param(struct server *s, int i, const char *value, bool fo
 }
 
 /* ParameterStatus: the pool's welcome during login, tracked values always. */
-static void server_record_param(struct server *s, const uint8_t *body, uint32_t len, bool login)
+void server_record_param(struct server *s, const uint8_t *body, uint32_t len, bool login)
 {
 	struct reader r;
 	const char *name, *value;
@@ -466,19 +247,6 @@ static void server_record_param(struct server *s, const uint8_t *body, uint32_t 
 	int i = pool_tracked_param(name);
 	if (i >= 0)
 		server_set_param(s, i, value, !login && s->state == SV_ACTIVE);
-}
-
-/* The backend refused the login: pass its own error on, then end the session. */
-static void server_login_error(struct server *s, const uint8_t *msg, uint32_t total)
-{
-	struct client *c = s->client;
-	log_info("server", s->id, "backend %d refused the login", s->node_id);
-	/* A refused login says nothing about the node's health, only about this login. */
-	if (c && conn_send(&c->conn, msg, total) < 0)
-		log_debug("server", s->id, "could not pass the login error to the client");
-	server_close(s, "login refused");
-	if (c)
-		client_on_server_lost(c, NULL, "server refused the login");
 }
 
 /* Quotes value as a SQL string literal into b (standard_conforming_strings style, E'' safe). */
@@ -567,7 +335,7 @@ void server_link(struct server *s, struct client *c)
 }
 
 /* Parks a clean server on its pool's idle list and hands it on if a client waits. */
-static void server_park(struct server *s)
+void server_park(struct server *s)
 {
 	struct worker *w = s->w;
 	uint64_t lifetime = w->cfg->pool.server_lifetime_ms;
@@ -585,91 +353,11 @@ static void server_park(struct server *s)
 	}
 	server_set_state(s, SV_IDLE);
 	if (s->pool->nodes[s->node_id].n_waiting)
-		server_serve_waiting(s->pool, w);
+		pool_serve_waiting(s->pool, w);
 	/* Under a shared cap, clients of other pools may be waiting for exactly this slot. */
 	if (s->state == SV_IDLE &&
 	    (w->cfg->pool.max_db_connections || w->cfg->pool.max_user_connections))
-		server_kick_pools(w);
-}
-
-static void server_login_done(struct server *s)
-{
-	struct client *c = s->client;
-	bool first = !s->pool->have_welcome;
-	s->ready = true;
-	s->pool->have_welcome = true;
-	if (first)
-		client_pool_login_settled(s->w, s->pool);
-	s->w->node_down_until_ms[s->node_id] = 0;
-	log_debug("server", s->id, "logged in to backend %d, pid %u", s->node_id, s->be_pid);
-	if (!c) {
-		server_park(s);
-		return;
-	}
-	server_set_state(s, SV_ACTIVE);
-	if (!server_sync_params(s, c))
-		return;
-	client_on_server_ready(c);
-}
-
-/* Handles one whole login-phase message; false when the server was closed or is done. */
-static bool server_login_message(struct server *s, const struct frame *f, const uint8_t *raw)
-{
-	switch (f->type) {
-	case PqMsg_AuthenticationRequest:
-		return server_handle_auth(s, f->body, f->len);
-	case PqMsg_ErrorResponse:
-		server_login_error(s, raw, f->total);
-		return false;
-	case PqMsg_ParameterStatus:
-		server_record_param(s, f->body, f->len, true);
-		return true;
-	case PqMsg_BackendKeyData: {
-		struct reader r;
-		reader_init(&r, f->body, f->len);
-		if (!reader_u32(&r, &s->be_pid) || !reader_u32(&r, &s->be_key)) {
-			server_fail(s, "08P01", "invalid BackendKeyData from server");
-			return false;
-		}
-		return true;
-	}
-	case PqMsg_NoticeResponse:
-	case PqMsg_NegotiateProtocolVersion:
-		return true;
-	case PqMsg_ReadyForQuery:
-		server_login_done(s);
-		return false; /* the relay takes over */
-	default:
-		server_fail(s, "08P01", "unexpected message from server during login");
-		return false;
-	}
-}
-
-static void server_login_scan(struct server *s)
-{
-	while (s->state == SV_LOGIN && s->conn.rbuf) {
-		struct iobuf *b = s->conn.rbuf;
-		struct frame f;
-		const uint8_t *raw = b->data + b->parsed;
-		enum frame_status st = frame_parse(raw, b->recv - b->parsed, FRAME_FROM_SERVER,
-						   SERVER_LOGIN_MSG_MAX, &f);
-		if (st == FRAME_BAD) {
-			server_fail(s, "08P01", "invalid message from server during login");
-			return;
-		}
-		if (st == FRAME_NEED_MORE || f.body_avail < f.len) {
-			if (b->done > 0)
-				iobuf_compact(b);
-			return;
-		}
-		b->parsed += f.total;
-		bool more = server_login_message(s, &f, raw);
-		if (s->state == SV_CLOSING)
-			return;
-		b->done = b->parsed;
-		if (!more)
-			break;
-	}
+		pool_kick_all(w);
 }
 
 /* ---- prepared statements on pooled backends ---- */
@@ -1110,43 +798,6 @@ void server_client_left(struct server *s, bool partial)
 		server_start_reset(s, "ROLLBACK");
 	else
 		server_park(s);
-}
-
-/* Serves the clients waiting for node; false if some still wait for a slot. */
-static bool server_serve_node(struct pool *p, struct worker *w, int node)
-{
-	struct pool_node *pn = &p->nodes[node];
-	while (pn->n_waiting) {
-		struct client *c =
-			list_entry(list_first(&pn->waiting_clients), struct client, node);
-		if (!list_empty(&pn->idle_servers)) {
-			/* Most recently used first: warm caches, and the oldest time out. */
-			struct server *s = list_entry(pn->idle_servers.prev, struct server, node);
-			server_link(s, c);
-			if (s->state != SV_ACTIVE)
-				continue;
-			client_resume_with_server(c);
-			continue;
-		}
-		if (!server_may_open(w, p, node)) {
-			if (pn->n_servers < w->cfg->pool.pool_size)
-				(void)server_evict_idle_for(w, p, node);
-			return false;
-		}
-		if (!server_connect(w, p, node, c)) {
-			client_disconnect(c, "08006", "could not connect to server");
-			continue;
-		}
-		client_resume_with_server(c);
-	}
-	return true;
-}
-
-void server_serve_waiting(struct pool *p, struct worker *w)
-{
-	for (int i = 0; i < w->n_nodes && p->n_waiting; i++)
-		if (p->nodes[i].n_waiting)
-			(void)server_serve_node(p, w, i);
 }
 
 static void server_on_data(struct conn *conn)

@@ -107,17 +107,6 @@ bool server_send_client_query(struct server *s, const char *sql, size_t len)
 /* Records that the client's Parse of name (hash) goes to s; closes what was there. */
 bool server_note_parse(struct server *s, const char *name, uint64_t hash)
 	__attribute__((warn_unused_result));
-/* True if a pool may open one more backend connection to node_id now. */
-bool server_may_open(struct worker *w, struct pool *p, int node_id);
-/*
- * Under max_db_connections / max_user_connections, closes an idle connection of another pool
- * that counts against the cap p is blocked by. True if one was closed (its slot frees shortly).
- */
-bool server_evict_idle_for(struct worker *w, struct pool *p, int node);
-/* Lets every pool's waiting clients try again (a slot came free somewhere). */
-void server_kick_pools(struct worker *w);
-/* Gives idle servers to waiting clients, or opens connections for them within the limits. */
-void server_serve_waiting(struct pool *p, struct worker *w);
 void server_set_state(struct server *s, enum server_state st);
 
 /* Resolves a backend's host once (numeric or via getaddrinfo at config load time). */

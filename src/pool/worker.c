@@ -1,5 +1,6 @@
 /*
- * The worker: listeners, the janitor (timeouts), shutdown and reload. See worker.h.
+ * The worker: listeners, cluster views, shutdown and reload; it starts the janitor (timeouts,
+ * janitor.c). See worker.h.
  *
  * Reload reads files and may resolve names, so it runs on libuv's thread pool; only the swap of
  * the finished config happens on the loop. Listen addresses, ports and backends are fixed at start.
@@ -13,13 +14,11 @@
 #include <time.h>
 
 #include "pool/client.h"
-#include "pool/outstanding.h"
+#include "pool/janitor.h"
 #include "protocol/pqmsg.h"
 #include "pool/pool.h"
 #include "pool/server.h"
 #include "util/log.h"
-
-#define CLOSING_GRACE_MS 5000 /* a peer that does not read our last bytes is cut after this */
 
 static void worker_on_connection(struct listener *l, int status)
 {
@@ -37,142 +36,6 @@ bool worker_fd_available(const struct worker *w)
 	uint64_t used = (uint64_t)w->n_clients + (uint64_t)w->n_servers +
 			(uint64_t)w->n_cancel_conns + (uint64_t)w->n_listeners;
 	return used + WORKER_FD_RESERVE < w->fd_limit;
-}
-
-static void worker_sweep_clients(struct worker *w, uint64_t now)
-{
-	struct list_node *pos, *tmp;
-	uint64_t login_timeout = w->cfg->authentication_timeout_ms;
-	list_for_each_safe(pos, tmp, &w->login_clients)
-	{
-		struct client *c = list_entry(pos, struct client, node);
-		if (login_timeout && now - c->since_ms >= login_timeout)
-			client_disconnect(c, "08P01", "authentication timeout expired");
-	}
-	list_for_each_safe(pos, tmp, &w->closing_clients)
-	{
-		struct client *c = list_entry(pos, struct client, node);
-		if (now - c->since_ms >= CLOSING_GRACE_MS)
-			conn_close(&c->conn);
-	}
-}
-
-static void worker_sweep_servers(struct worker *w, uint64_t now)
-{
-	struct list_node *pos, *tmp;
-	uint64_t connect_timeout = w->cfg->pool.server_connect_timeout_ms;
-	struct list_node *lists[3] = { &w->connecting_servers, &w->login_servers,
-				       &w->reset_servers };
-	for (int i = 0; i < 3; i++) {
-		list_for_each_safe(pos, tmp, lists[i])
-		{
-			struct server *s = list_entry(pos, struct server, node);
-			if (!connect_timeout || now - s->since_ms < connect_timeout)
-				continue;
-			struct client *c = s->client;
-			log_info("server", s->id, "backend %d: %s timed out", s->node_id,
-				 i == 2 ? "reset query" : "connection or login");
-			if (i < 2)
-				w->node_down_until_ms[s->node_id] = now + NODE_DOWN_HOLD_MS;
-			server_close(s, "connect timeout");
-			if (c)
-				client_on_server_lost(c, "08006", "server connection timed out");
-		}
-	}
-	list_for_each_safe(pos, tmp, &w->closing_servers)
-	{
-		struct server *s = list_entry(pos, struct server, node);
-		if (now - s->since_ms >= CLOSING_GRACE_MS)
-			conn_close(&s->conn);
-	}
-}
-
-/* Timeouts of logged-in clients: waiting for a server, idle, idle inside a transaction. */
-#define NODE_RETRY_MS 250 /* a client waiting for a node tries again this often without a view */
-
-static void worker_sweep_waiting(struct worker *w, struct list_node *list, uint64_t now,
-				 bool for_node)
-{
-	uint64_t wait = w->cfg->pool.query_wait_timeout_ms;
-	struct list_node *pos, *tmp;
-	list_for_each_safe(pos, tmp, list)
-	{
-		struct client *c = list_entry(pos, struct client, node);
-		uint64_t since =
-			for_node && c->node_wait_since_ms ? c->node_wait_since_ms : c->since_ms;
-		if (!wait || now - since < wait)
-			continue;
-		if (for_node)
-			client_disconnect(c, "08006",
-					  "query_wait_timeout: no %s node became available within "
-					  "%llu ms",
-					  c->route.listener == ROUTE_FORCE_STANDBY ? "standby"
-										   : "primary",
-					  (unsigned long long)wait);
-		else
-			client_disconnect(c, "53300",
-					  "query_wait_timeout: no server connection became free "
-					  "within %llu ms",
-					  (unsigned long long)wait);
-	}
-}
-
-static void worker_sweep_idle_clients(struct worker *w, uint64_t now)
-{
-	uint64_t idle = w->cfg->pool.client_idle_timeout_ms;
-	uint64_t in_txn = w->cfg->pool.idle_transaction_timeout_ms;
-	if (!idle && !in_txn)
-		return;
-	struct list_node *pos, *tmp;
-	list_for_each_safe(pos, tmp, &w->active_clients)
-	{
-		struct client *c = list_entry(pos, struct client, node);
-		/* Only a client the server waits for is idle: a running query is not. */
-		if (c->server && !req_queue_empty(&c->server->reqs))
-			continue;
-		uint64_t quiet = now - c->last_active_ms;
-		if (c->txn_status == TXN_IDLE) {
-			if (idle && quiet >= idle)
-				client_disconnect(
-					c, "57P05",
-					"terminating connection due to client_idle_timeout");
-		} else if (in_txn && quiet >= in_txn) {
-			client_disconnect(c, "25P03",
-					  "terminating connection due to idle_transaction_timeout");
-		}
-	}
-}
-
-/* Idle backend connections: server_idle_timeout and server_lifetime, keeping min_pool_size. */
-static void worker_sweep_idle_servers(struct worker *w, struct pool *p, uint64_t now)
-{
-	const struct pool_conf *pc = &w->cfg->pool;
-	struct list_node *pos, *tmp;
-	for (int n = 0; n < w->n_nodes; n++) {
-		struct pool_node *pn = &p->nodes[n];
-		list_for_each_safe(pos, tmp, &pn->idle_servers)
-		{
-			struct server *s = list_entry(pos, struct server, node);
-			bool too_old = pc->server_lifetime_ms &&
-				       now - s->created_ms >= pc->server_lifetime_ms;
-			bool too_idle = pc->server_idle_timeout_ms &&
-					now - s->since_ms >= pc->server_idle_timeout_ms &&
-					pn->n_servers > pc->min_pool_size;
-			if (too_old || too_idle)
-				server_close(s, too_old ? "server_lifetime reached"
-							: "server_idle_timeout");
-		}
-		/* min_pool_size: open connections ahead of demand once the pool can log in. */
-		int want = pc->min_pool_size < pc->pool_size ? pc->min_pool_size : pc->pool_size;
-		int connecting = 0;
-		while (w->shutdown == WS_RUNNING && p->have_welcome && p->startup &&
-		       pn->n_servers < want && connecting < 4 && now >= w->node_down_until_ms[n] &&
-		       router_node_usable(&w->router, n) && server_may_open(w, p, n)) {
-			if (!server_connect(w, p, n, NULL))
-				break;
-			connecting++;
-		}
-	}
 }
 
 static void worker_cluster_async_cb(uv_async_t *a)
@@ -389,39 +252,10 @@ void worker_apply_view(struct worker *w, const struct cluster_view *v)
 	for (int n = w->n_nodeless; n > 0 && !list_empty(&w->nodeless_clients); n--)
 		client_view_changed(
 			list_entry(list_first(&w->nodeless_clients), struct client, node));
-	server_kick_pools(w);
+	pool_kick_all(w);
 }
 
-/* Clients waiting for a node try again now and then: a refusal may not change any view. */
-static void worker_retry_nodeless(struct worker *w, uint64_t now)
-{
-	/* Counted, not walked: a client that still waits goes back to the tail of this list. */
-	for (int n = w->n_nodeless; n > 0 && !list_empty(&w->nodeless_clients); n--) {
-		struct client *c =
-			list_entry(list_first(&w->nodeless_clients), struct client, node);
-		if (now - c->since_ms < NODE_RETRY_MS)
-			break; /* oldest first: the rest waited less */
-		client_view_changed(c);
-	}
-}
-
-static void worker_sweep_pools(struct worker *w, uint64_t now)
-{
-	worker_sweep_waiting(w, &w->nodeless_clients, now, true);
-	worker_retry_nodeless(w, now);
-	struct list_node *pos, *tmp;
-	list_for_each_safe(pos, tmp, &w->pools)
-	{
-		struct pool *p = list_entry(pos, struct pool, node);
-		for (int n = 0; n < w->n_nodes; n++)
-			if (p->nodes[n].n_waiting)
-				worker_sweep_waiting(w, &p->nodes[n].waiting_clients, now, false);
-		worker_sweep_idle_servers(w, p, now);
-		pool_reap_idle(w, p, now); /* last: may free p */
-	}
-}
-
-static void worker_close_idle_servers(struct worker *w)
+void worker_close_idle_servers(struct worker *w)
 {
 	struct list_node *pos, *tmp;
 	list_for_each_safe(pos, tmp, &w->pools)
@@ -463,27 +297,6 @@ static void worker_close_all_clients(struct worker *w)
 		client_disconnect(list_entry(list_first(&w->nodeless_clients), struct client, node),
 				  "57P01", "terminating connection due to administrator command");
 	worker_close_idle_servers(w);
-}
-
-static void worker_janitor_cb(uv_timer_t *t)
-{
-	struct worker *w = t->data;
-	uint64_t now = uv_now(&w->loop);
-	worker_sweep_clients(w, now);
-	worker_sweep_servers(w, now);
-	worker_sweep_pools(w, now);
-	/* Idle-client timeouts are in whole seconds or more: once every ten rounds is plenty. */
-	if (++w->janitor_rounds % 10 == 0)
-		worker_sweep_idle_clients(w, now);
-	if (w->shutdown == WS_SMART)
-		worker_close_idle_servers(w);
-	if (w->shutdown == WS_SMART &&
-	    now - w->shutdown_started_ms >= w->cfg->shutdown_timeout_ms) {
-		log_info("main", 0, "shutdown_timeout reached with %d clients: closing them",
-			 w->n_clients);
-		worker_begin_shutdown(w, WS_FAST);
-	}
-	worker_check_shutdown_done(w);
 }
 
 static void worker_close_listeners(struct worker *w)
@@ -608,9 +421,7 @@ bool worker_init(struct worker *w, struct config *cfg, char *err, size_t errcap)
 			w->n_listeners += n;
 		}
 	}
-	uv_timer_init(&w->loop, &w->janitor);
-	w->janitor.data = w;
-	uv_timer_start(&w->janitor, worker_janitor_cb, JANITOR_MS, JANITOR_MS);
+	janitor_start(w);
 	for (int i = 0; i < w->n_listeners; i++)
 		log_info("main", 0, "listening on %s", w->listeners[i].name);
 	return true;

@@ -64,7 +64,7 @@ struct worker {
 	uint64_t fd_limit;     /* RLIMIT_NOFILE at start */
 	uint64_t next_conn_id; /* for log lines: c1, c2, ... */
 
-	uv_timer_t janitor; /* sweeps timeouts every JANITOR_MS */
+	uv_timer_t janitor; /* sweeps timeouts every JANITOR_MS (janitor.c) */
 	uint64_t janitor_rounds;
 	enum worker_shutdown shutdown;
 	uint64_t shutdown_started_ms;
@@ -111,5 +111,7 @@ bool worker_fd_available(const struct worker *w);
 
 /* Called by client/server code when an object is freed, to finish a shutdown in progress. */
 void worker_check_shutdown_done(struct worker *w);
+/* Closes the idle backend connections of every pool (shutting down). */
+void worker_close_idle_servers(struct worker *w);
 
 #endif

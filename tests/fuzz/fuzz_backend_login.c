@@ -1,14 +1,14 @@
 /*
- * libFuzzer harness for backend login (src/pool/server.c, SV_LOGIN): what a PostgreSQL server
- * (or anything at its address) sends after pgrelay's StartupMessage: authentication requests
+ * libFuzzer harness for backend login (src/pool/server_login.c, SV_LOGIN): what a PostgreSQL
+ * server (or anything at its address) sends after pgrelay's StartupMessage: authentication requests
  * (cleartext, md5, SASL/SCRAM-SHA-256 with its continue and final messages), ParameterStatus,
  * BackendKeyData, notices, NegotiateProtocolVersion, ErrorResponse, ReadyForQuery.
  *
- * server.c keeps its login code static and drives it from the connection, so this harness
- * includes server.c itself and stubs what lies outside it: the connection (conn_send records
- * and checks the answers pgrelay sends), the client session and the worker. The real framing,
- * reader, builder, SCRAM, md5, pool parameter and outstanding-queue code is linked. When backend
- * login moves to a file of its own (issue 9), include that one instead.
+ * server.c drives login from the connection through static callbacks (server_on_data), so this
+ * harness includes server.c itself, links server_login.c, and stubs what lies outside them: the
+ * connection (conn_send records and checks the answers pgrelay sends), the client session and the
+ * worker. The real framing, reader, builder, SCRAM, md5, pool parameter and outstanding-queue code
+ * is linked.
  *
  * Input: a flags byte, a chunk-size byte, then the backend's bytes, delivered chunk by chunk
  * (chunk 0 = all at once) into the connection's read buffer, with server_on_data after each,

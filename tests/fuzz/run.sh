@@ -66,11 +66,11 @@ harness_inputs() {
 			"$s"/auth/scram.c "$s"/auth/md5.c "$s"/util/log.c)
 		LIBS=(-lconfig -lcrypto -lpthread -ldl) ;;
 	fuzz_backend_login)
-		# The harness #includes pool/server.c (its login code is static) and stubs the
-		# connection, client and worker.
-		SRC=("$s"/protocol/builder.c "$s"/protocol/frame.c "$s"/protocol/reader.c
-			"$s"/auth/md5.c "$s"/auth/scram.c "$s"/pool/outstanding.c "$s"/pool/prepared.c
-			"$s"/pool/pool.c "$s"/net/iobuf.c "$s"/util/log.c "$s"/route/classify.c
+		# The harness #includes pool/server.c (its connection callbacks are static), links
+		# pool/server_login.c, and stubs the connection, client and worker.
+		SRC=("$s"/pool/server_login.c "$s"/protocol/builder.c "$s"/protocol/frame.c
+			"$s"/protocol/reader.c "$s"/auth/md5.c "$s"/auth/scram.c "$s"/pool/outstanding.c
+			"$s"/pool/prepared.c "$s"/pool/pool.c "$s"/net/iobuf.c "$s"/util/log.c "$s"/route/classify.c
 			"$s"/route/classify_cache.c "$s"/route/normalize.c)
 		[[ -f $s/util/siphash.c ]] && SRC+=("$s"/util/siphash.c)
 		LIBS=(-luv -lpg_query -lcrypto -lpthread) ;;
