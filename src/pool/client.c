@@ -182,6 +182,7 @@ static void client_on_closed(struct conn *conn)
 	struct client *c = conn->owner;
 	struct worker *w = c->w;
 	list_del(&c->node);
+	server_forget_client(c);
 	if (c->cancel_pid)
 		cancel_map_remove(&w->cancels, c->cancel_pid);
 	client_free_login_state(c);
@@ -738,8 +739,12 @@ bool client_acquire_server(struct client *c, int node)
 		return false;
 	}
 	if (!list_empty(&pn->idle_servers)) {
-		/* The common case in transaction mode: reading stays on (no epoll_ctl churn). */
-		struct server *s = list_entry(pn->idle_servers.prev, struct server, node);
+		/* The common case in transaction mode: reading stays on (no epoll_ctl churn). The
+		 * backend the session used last when it is idle (affinity), else the newest idle.
+		 */
+		struct server *s = c->last_server;
+		if (!s || s->state != SV_IDLE || s->pool != p || s->node_id != node)
+			s = list_entry(pn->idle_servers.prev, struct server, node);
 		server_link(s, c);
 		return c->state == CL_ACTIVE && c->server == s;
 	}

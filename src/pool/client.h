@@ -115,6 +115,10 @@ struct client {
 	struct route_facts query_facts; /* the classifier's facts of that Query */
 	/* The last statement text classified in the read buffer (at memo_sql while the buffer's
 	 * gen is memo_gen): look-ahead, relay and bookkeeping of one Parse share one lookup. */
+	/* The backend this session used last (weak, see server.last_client): taken again when it
+	 * is idle, so per-backend state (sequences' currval, loaded libraries, plan caches and the
+	 * statements prepared there) follows a transaction-mode session when the pool allows. */
+	struct server *last_server;
 	const char *memo_sql;
 	uint64_t memo_gen;
 	struct route_facts memo_facts;

@@ -97,10 +97,38 @@ bool server_resolve(const char *host, int port, struct sockaddr_storage *out)
 	return true;
 }
 
+/*
+ * Backend affinity: client.last_server and server.last_client always form pairs (each points
+ * at the other or is NULL), so either side clears the other when it ends and no pointer dangles.
+ */
+static void server_unpair(struct server *s)
+{
+	if (s->last_client)
+		s->last_client->last_server = NULL;
+	s->last_client = NULL;
+}
+
+static void server_pair(struct server *s, struct client *c)
+{
+	if (c->last_server)
+		server_unpair(c->last_server);
+	server_unpair(s);
+	s->last_client = c;
+	c->last_server = s;
+}
+
+void server_forget_client(struct client *c)
+{
+	if (c->last_server)
+		server_unpair(c->last_server);
+}
+
 static void server_unlink(struct server *s)
 {
-	if (s->client)
+	if (s->client) {
+		server_pair(s, s->client);
 		client_link_remove(s->client, s);
+	}
 	s->client = NULL;
 }
 
@@ -162,6 +190,7 @@ static void server_on_closed(struct conn *conn)
 	struct pool *p = s->pool;
 	int node = s->node_id;
 	list_del(&s->node);
+	server_unpair(s);
 	server_free_state(s);
 	free(s);
 	w->n_servers--;

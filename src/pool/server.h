@@ -45,7 +45,9 @@ struct server {
 	struct sockaddr_storage addr; /* the backend's address */
 	struct pool *pool;	      /* borrowed */
 	struct client *client;	      /* borrowed link, NULL once unlinked */
-	uint32_t be_pid;	      /* the backend's real BackendKeyData */
+	/* The client it served last (weak: cleared when either ends), for backend affinity. */
+	struct client *last_client;
+	uint32_t be_pid; /* the backend's real BackendKeyData */
 	uint32_t be_key;
 	struct scram_client *scram; /* owned during SASL login */
 	char txn_status;	    /* from the last ReadyForQuery */
@@ -83,6 +85,8 @@ bool server_sync_params(struct server *s, struct client *c) __attribute__((warn_
 bool server_at_boundary(const struct server *s);
 /* Links an idle server to c, syncing c's tracked parameters with a hidden SET when needed. */
 void server_link(struct server *s, struct client *c);
+/* c ends: no backend keeps it as its last client (backend affinity). */
+void server_forget_client(struct client *c);
 /*
  * The linked client is gone. partial: a message from it reached the server only in part. The
  * server is reset and parked when that is provably safe, else closed.

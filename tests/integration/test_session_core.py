@@ -286,3 +286,24 @@ def test_watched_read_with_a_row_description_larger_than_the_buffer(pgrelay, clu
     finally:
         w.close()
     assert r.alive(), r.log_tail(40)
+
+
+def test_transaction_mode_gives_a_session_its_last_backend_back(pgrelay, cluster):
+    """Bug guarded: in transaction mode the pool handed out the most recently used idle backend, so a
+    session whose next transaction came after another client's got that client's backend: currval()
+    after nextval() in an earlier transaction failed ("not yet defined in this session"), and its
+    statements were prepared again. With backend affinity it gets its own back while it is idle."""
+    r = routing_relay(pgrelay, cluster, pool={"mode": "transaction"}, load_balance={"enabled": False})
+    with connect(r.port, autocommit=True) as a, connect(r.port, autocommit=True) as b:
+        a.execute("create sequence if not exists core_affinity_seq")
+        with a.transaction():  # a holds one backend while b takes another: two in the pool
+            a.execute("select 1")
+            b.execute("select 1")
+        for _ in range(5):
+            a_pid = a.execute("select pg_backend_pid() from (select nextval('core_affinity_seq')) s").fetchone()[0]
+            b_pid = b.execute("select pg_backend_pid()").fetchone()[0]  # now the most recently used
+            assert a_pid != b_pid
+            pid, cur = a.execute("select pg_backend_pid(), currval('core_affinity_seq')").fetchone()
+            assert pid == a_pid and cur > 0
+        a.execute("drop sequence core_affinity_seq")
+    assert r.alive(), r.log_tail(40)
