@@ -196,6 +196,7 @@ static void client_on_closed(struct conn *conn)
 		free(c->param[i]);
 	free(c->txn_log);
 	free(c->retry_sql);
+	free(c->unnamed_msg);
 	free(c->startup);
 	free(c);
 	w->n_clients--;
@@ -529,6 +530,73 @@ static enum relay_verdict client_before_sql(struct client *c, const struct route
 	return client_use_statement(c, f->object);
 }
 
+/*
+ * The unnamed statement. Drivers Parse, Bind and Execute it in one unit, where it never outlives
+ * its backend. A unit that prepares it without binding it (psql's \gdesc, describe-only flows)
+ * means the next unit uses it, possibly on another pooled backend: only then is a copy of its
+ * Parse kept (bounded by STMT_PARSE_MAX), and replayed, hidden, on a backend whose unnamed
+ * statement is not this client's (client_use_statement). The common Parse/Bind unit copies
+ * nothing; it only records which client's unnamed statement the backend holds.
+ */
+static void client_forget_unnamed(struct client *c)
+{
+	free(c->unnamed_msg);
+	c->unnamed_msg = NULL;
+	c->unnamed_len = 0;
+}
+
+static bool client_unit_binds_unnamed(const struct client *c)
+{
+	struct unit_walk w;
+	struct frame f;
+	client_unit_walk_start(c, &w, false);
+	if (!client_unit_next(c, &w, &f)) /* the Parse itself */
+		return false;
+	while (client_unit_next(c, &w, &f)) {
+		struct reader r;
+		const char *portal, *name;
+		reader_init(&r, f.body, f.len);
+		if (f.type == PqMsg_Parse || f.type == PqMsg_Query)
+			return false;
+		if (f.type == PqMsg_Bind && reader_cstr(&r, &portal, NULL) &&
+		    reader_cstr(&r, &name, NULL) && !name[0])
+			return true;
+	}
+	return false;
+}
+
+static void client_note_unnamed_parse(struct client *c, const struct frame *f)
+{
+	c->server->unnamed_of = c->id;
+	client_forget_unnamed(c);
+	if (f->body_avail < f->len || f->total > STMT_PARSE_MAX || client_unit_binds_unnamed(c))
+		return;
+	c->unnamed_msg = malloc(f->total);
+	if (!c->unnamed_msg)
+		return; /* not replayed: PostgreSQL's own error if it is used elsewhere */
+	memcpy(c->unnamed_msg, f->body - FRAME_HEADER_LEN, f->total);
+	c->unnamed_len = f->total;
+}
+
+/* Bind/Describe of the unnamed statement: replays the kept Parse where it is not this client's. */
+static enum relay_verdict client_use_unnamed(struct client *c)
+{
+	if (!c->unnamed_msg || c->server->unnamed_of == c->id)
+		return RELAY_SEND;
+	enum relay_verdict v = client_flush_before_inject(c);
+	if (v != RELAY_SEND)
+		return v;
+	if (!req_push(&c->server->reqs, REQ_PARSE, true) ||
+	    conn_send(&c->server->conn, c->unnamed_msg, c->unnamed_len) != 0) {
+		client_on_server_lost(c, "08006", "could not prepare a statement on the server");
+		return RELAY_GONE;
+	}
+	c->server->unnamed_of = c->id;
+	log_noise("client", c->id, "unnamed statement prepared again on backend %d",
+		  c->server->node_id);
+	return RELAY_SEND;
+}
+
 /* Parse of a named statement: remember it, and make room for it on the server. */
 static enum relay_verdict client_on_parse(struct client *c, const struct frame *f)
 {
@@ -547,8 +615,10 @@ static enum relay_verdict client_on_parse(struct client *c, const struct frame *
 			return v;
 		client_apply_sql_effects(c, query, qlen, &facts);
 	}
-	if (!name[0])
+	if (!name[0]) {
+		client_note_unnamed_parse(c, f);
 		return RELAY_SEND;
+	}
 	if (f->body_avail < f->len) {
 		client_pin(c, "prepared statement too large to replay");
 		return RELAY_SEND;
@@ -588,7 +658,7 @@ static enum relay_verdict client_on_parse(struct client *c, const struct frame *
 enum relay_verdict client_use_statement(struct client *c, const char *name)
 {
 	if (!name[0])
-		return RELAY_SEND;
+		return client_use_unnamed(c);
 	struct stmt *mine = stmt_map_find(&c->stmts, name);
 	struct stmt *have = stmt_map_find(&c->server->stmts, name);
 	if (!mine && !have && !c->server->stmts_unsure)
@@ -642,6 +712,10 @@ static enum relay_verdict client_track_statements(struct client *c, const struct
 		if (v != RELAY_SEND)
 			return v; /* presented again: classified again */
 		c->query_facts_valid = false;
+		/* A simple Query drops the unnamed statement, on this backend and for the session.
+		 */
+		c->server->unnamed_of = 0;
+		client_forget_unnamed(c);
 		client_apply_sql_effects(c, (const char *)f->body,
 					 strnlen((const char *)f->body, f->body_avail),
 					 &c->query_facts);

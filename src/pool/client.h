@@ -119,6 +119,9 @@ struct client {
 	 * is idle, so per-backend state (sequences' currval, loaded libraries, plan caches and the
 	 * statements prepared there) follows a transaction-mode session when the pool allows. */
 	struct server *last_server;
+	/* Owned copy of the last unnamed Parse when its unit did not bind it (client.c). */
+	uint8_t *unnamed_msg;
+	uint32_t unnamed_len;
 	const char *memo_sql;
 	uint64_t memo_gen;
 	struct route_facts memo_facts;

@@ -97,9 +97,14 @@ void client_apply_sql_effects(struct client *c, const char *sql, size_t len,
 	if (fl & CLASSIFY_DISCARD_ALL) {
 		/* The backend drops every statement: so do both maps. DISCARD PLANS, TEMP and
 		 * SEQUENCES keep prepared statements. */
-		if (c->server)
+		if (c->server) {
 			stmt_map_clear(&c->server->stmts);
+			c->server->unnamed_of = 0;
+		}
 		stmt_map_clear(&c->stmts);
+		free(c->unnamed_msg);
+		c->unnamed_msg = NULL;
+		c->unnamed_len = 0;
 		client_forget_unreported_settings(c);
 	}
 	if (fl & CLASSIFY_RESET_ALL)

@@ -701,6 +701,7 @@ static void server_reset_done(struct server *s)
 	/* DISCARD ALL (or the end of a pinned session) drops every prepared statement. */
 	stmt_map_clear(&s->stmts);
 	s->stmts_unsure = false;
+	s->unnamed_of = 0;
 	server_park(s);
 }
 

@@ -47,7 +47,8 @@ struct server {
 	struct client *client;	      /* borrowed link, NULL once unlinked */
 	/* The client it served last (weak: cleared when either ends), for backend affinity. */
 	struct client *last_client;
-	uint32_t be_pid; /* the backend's real BackendKeyData */
+	uint64_t unnamed_of; /* id of the client whose unnamed Parse it ran last, 0 none */
+	uint32_t be_pid;     /* the backend's real BackendKeyData */
 	uint32_t be_key;
 	struct scram_client *scram; /* owned during SASL login */
 	char txn_status;	    /* from the last ReadyForQuery */

@@ -307,3 +307,43 @@ def test_transaction_mode_gives_a_session_its_last_backend_back(pgrelay, cluster
             assert pid == a_pid and cur > 0
         a.execute("drop sequence core_affinity_seq")
     assert r.alive(), r.log_tail(40)
+
+
+@pytest.mark.parametrize("lb", [True, False], ids=["lb", "no-lb"])
+def test_unnamed_statement_prepared_alone_survives_a_backend_change(pgrelay, cluster, lb):
+    """Bug guarded: psql's \\gdesc sends Parse of the unnamed statement + Sync, then Describe of it +
+    Sync. In transaction mode the backend goes back to the pool at the first Sync; when another
+    client holds it by then, the Describe ran on another backend: "unnamed prepared statement does
+    not exist" (the psql test of PostgreSQL's suite failed this way). The Parse is now replayed."""
+    r = routing_relay(pgrelay, cluster, pool={"mode": "transaction"}, load_balance={"enabled": lb})
+    a = pgwire.connect(r.port, timeout=5)
+    with connect(r.port) as b:
+        try:
+            a.send(pgwire.parse("", "select 1 as one, 'x'::text as two") + pgwire.sync())
+            assert not a.read_cycle(timeout=5).errors
+            b.execute("select 1")  # b's transaction now holds a backend, likely a's last one
+            a.send(pgwire.describe("S", "") + pgwire.sync())
+            cyc = a.read_cycle(timeout=5)
+            assert not cyc.errors, cyc.errors
+            assert [m.type for m in cyc.messages] == ["t", "T", "Z"]
+            b.commit()
+            # The unnamed statement bound in the same unit: nothing kept, works as before.
+            for i in range(3):
+                a.send(pgwire.parse("", f"select {i}") + pgwire.bind("", "") + pgwire.execute() +
+                       pgwire.sync())
+                cyc = a.read_cycle(timeout=5)
+                assert not cyc.errors and cyc.results[0].rows == [[str(i).encode()]], cyc.messages
+            # A simple Query drops the unnamed statement: PostgreSQL's own error, not a replay.
+            # (With load balancing the Query may run on another node than the one holding the
+            # statement, which then keeps it: a known difference, doc/pooling.md.)
+            if not lb:
+                a.send(pgwire.parse("", "select 5") + pgwire.sync())
+                a.read_cycle(timeout=5)
+                a.send(pgwire.query("select 6"))
+                a.read_cycle(timeout=5)
+                a.send(pgwire.describe("S", "") + pgwire.sync())
+                cyc = a.read_cycle(timeout=5)
+                assert cyc.errors and cyc.errors[0]["C"] == "26000", cyc.messages
+        finally:
+            a.close()
+    assert r.alive(), r.log_tail(40)
