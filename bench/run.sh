@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# pgrelay benchmark harness: pgbench against PostgreSQL directly, through pgrelay and through
-# PgBouncer (and optionally pgpool-II), interleaved per workload, with the proxies' CPU per
-# transaction. See bench/README.md for the columns and the caveats.
+# pgrelay benchmark harness: pgbench against PostgreSQL directly, through pgrelay (load balancing
+# off, and on over the cluster's 3 nodes) and through PgBouncer (and optionally pgpool-II), in
+# ROUNDS interleaved rounds per workload, with the proxies' CPU per transaction; cells are the
+# medians of the rounds. See bench/README.md for the columns and the caveats.
 #
 #   bench/run.sh [--with-pgpool] [--help]
 #
 # Environment (all optional):
 #   DURATION=10              seconds per pgbench run
+#   ROUNDS=3                 rounds per (workload, mode); each round runs every target once, in the
+#                            order pgbouncer pgrelay pgrelay-lb [pgpool] direct; cells show medians
+#   BENCH_TARGETS="..."      subset of: pgbouncer pgrelay pgrelay-lb direct (default: all four;
+#                            --with-pgpool adds pgpool). pgrelay = load balancing off, pgrelay-lb =
+#                            load balancing on over every node (select-* and tpcb rows only)
 #   SCALE=10                 pgbench -i scale factor
 #   MODES="session transaction"   pool modes to try; a mode pgrelay rejects is skipped for pgrelay
 #   POOL_SIZE=40             pool size of every proxy (pgrelay pool_size, PgBouncer default_pool_size,
@@ -60,6 +66,8 @@ while (($#)); do
 done
 
 DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
+BENCH_TARGETS=${BENCH_TARGETS:-pgbouncer pgrelay pgrelay-lb direct}
 SCALE=${SCALE:-10}
 MODES=${MODES:-session transaction}
 POOL_SIZE=${POOL_SIZE:-40}
@@ -74,7 +82,7 @@ BENCH_PGPORT=${BENCH_PGPORT:-}
 BUILD_DIR=${BENCH_BUILD_DIR:-$REPO/build-bench}
 JOBS=2
 
-for v in DURATION SCALE POOL_SIZE MANY_CLIENTS MANY_POOL_SIZE MANY_CONNECT_S IDLE_CLIENTS PG_MAX_CONNECTIONS; do
+for v in DURATION ROUNDS SCALE POOL_SIZE MANY_CLIENTS MANY_POOL_SIZE MANY_CONNECT_S IDLE_CLIENTS PG_MAX_CONNECTIONS; do
   [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || {
     echo "run.sh: $v must be a positive integer, got '${!v}'" >&2
     exit 2
@@ -87,6 +95,12 @@ done
 for w in $WORKLOADS; do
   [[ " $ALL_WORKLOADS " == *" $w "* ]] || {
     echo "run.sh: unknown workload '$w' (known: $ALL_WORKLOADS)" >&2
+    exit 2
+  }
+done
+for t in $BENCH_TARGETS; do
+  [[ " pgbouncer pgrelay pgrelay-lb direct " == *" $t "* ]] || {
+    echo "run.sh: unknown target '$t' in BENCH_TARGETS (known: pgbouncer pgrelay pgrelay-lb direct)" >&2
     exit 2
   }
 done
@@ -169,7 +183,7 @@ RUN_ORDER+=$run_later
 
 TMP=""
 CLUSTER_DIR=""
-SERVER_LOG="" # the primary's log when we started the cluster: scanned for problems per run
+SERVER_LOGS=() # the nodes' logs when we started the cluster: scanned for problems per run
 OWN_CLUSTER=0
 POLICY_RC_CREATED=0
 declare -a STARTED_PIDS=() # every long-running process we started
@@ -470,7 +484,7 @@ else
   }
   PRIMARY_PORT=$base
   BACKEND_PORTS=("$base" $((base + 1)) $((base + 2)))
-  SERVER_LOG=$CLUSTER_DIR/node0.log
+  SERVER_LOGS=("$CLUSTER_DIR/node0.log" "$CLUSTER_DIR/node1.log" "$CLUSTER_DIR/node2.log")
 fi
 
 psql_as() { # USER PASSWORD SQL...
@@ -558,19 +572,23 @@ mkdir -p "$TMP/pgrelay" "$TMP/pgbouncer" "$TMP/pgpool"
 # pgrelay: users file with plain passwords; the trust variant adds an hba file.
 printf 'app:app\npostgres:postgres\n' >"$TMP/pgrelay/users.txt"
 printf 'host all trustuser 127.0.0.1/32 trust\nhost all all 0.0.0.0/0 scram-sha-256\n' >"$TMP/pgrelay/hba.conf"
+# Every node of the cluster, equal weights. With load balancing off pgrelay still knows (and
+# health-checks) the standbys but sends every statement to the primary, so "LB on" minus "LB off"
+# is the cost of the routing itself.
 pgrelay_backends() {
   local p first=1
   printf 'backends = ( '
   for p in "${BACKEND_PORTS[@]}"; do
     ((first)) || printf ', '
     first=0
-    printf '{ host = "127.0.0.1"; port = %d; }' "$p"
+    printf '{ host = "127.0.0.1"; port = %d; weight = 1.0; }' "$p"
   done
   printf ' );\n'
 }
-write_pgrelay_conf() { # FILE PORT MODE AUTH [POOL_SIZE]
-  local f=$1 port=$2 mode=$3 auth=$4 size=${5:-$POOL_SIZE} hba=""
+write_pgrelay_conf() { # FILE PORT MODE AUTH [POOL_SIZE] [LB: on|off, default off]
+  local f=$1 port=$2 mode=$3 auth=$4 size=${5:-$POOL_SIZE} lb=${6:-off} hba="" enabled=false
   [[ "$auth" == trust ]] && hba=' hba_file = "hba.conf";'
+  [[ "$lb" == on ]] && enabled=true
   {
     echo "# written by bench/run.sh"
     echo 'listen_addresses = "127.0.0.1";'
@@ -580,6 +598,7 @@ write_pgrelay_conf() { # FILE PORT MODE AUTH [POOL_SIZE]
     echo 'logging = { level = "warning"; };'
     echo "pool = { mode = \"$mode\"; pool_size = $size; max_client_conn = 20000; };"
     echo 'health_check = { user = "postgres"; password = "postgres"; database = "postgres"; };'
+    echo "load_balance = { enabled = $enabled; };"
   } >"$f"
 }
 
@@ -717,6 +736,61 @@ for mode in $MODES; do
   done
 done
 
+# pgrelay with load balancing on, SCRAM, one per mode, for the select-* and tpcb rows. It needs a
+# standby: with none answering (a reused cluster without them) its column says n/a.
+lb_workload() { [[ "$1" == select-* || "$1" == tpcb ]]; }
+# SHOW pool_nodes through instance NAME until every node is up with a known role and at least one
+# is a standby (the health check ran), at most T_START seconds. LB_NODES: "N standbys of M nodes".
+LB_NODES=""
+lb_nodes_ready() {
+  local name=$1 deadline=$((SECONDS + T_START)) rows
+  while ((SECONDS < deadline)); do
+    rows=$(PGPASSWORD=app timeout "$T_SMOKE" "$PGBIN/psql" -X -At -F'|' -h 127.0.0.1 -p "${PROC_PORT[$name]}" \
+      -U app -d app -c 'SHOW pool_nodes' 2>/dev/null || true)
+    LB_NODES=$(awk -F'|' 'NF > 7 { n++; if ($4 == "up" && $7 == "standby") s++; if ($4 != "up" || ($7 != "primary" && $7 != "standby")) bad++ }
+      END { if (n && !bad && s) printf "%d standbys of %d nodes", s, n }' <<<"$rows")
+    [[ -z "$LB_NODES" ]] || return 0
+    sleep 0.2
+  done
+  LB_NODES=$(awk -F'|' 'NF > 7 { printf "%snode %s %s %s", sep, $1, $4, $7; sep = ", " }' <<<"$rows")
+  return 1
+}
+declare -A LB_OK=() # mode -> 1 when pgrelay-lb-MODE-scram serves with standbys up
+LB_NA_WHY=""        # why the LB column is n/a everywhere
+LB_WANTED=0
+if [[ " $BENCH_TARGETS " == *" pgrelay-lb "* ]]; then
+  for w in $PGBENCH_WORKLOADS; do
+    if lb_workload "$w"; then LB_WANTED=1; fi
+  done
+fi
+if ((LB_WANTED)) && ((${#BACKEND_PORTS[@]} < 2)); then
+  LB_NA_WHY="no standby answered on 127.0.0.1:$((PRIMARY_PORT + 1)) or :$((PRIMARY_PORT + 2))"
+  warn "pgrelay with load balancing: $LB_NA_WHY; its column says n/a"
+  EXTRA_NOTES+=("- pgrelay LB on: n/a, $LB_NA_WHY.")
+elif ((LB_WANTED)); then
+  for mode in $MODES; do
+    [[ -n "${RELAY_MODE_OK[$mode]:-}" ]] || continue
+    name=pgrelay-lb-$mode-scram
+    pick_ports 1
+    port=$PORT_PICKED
+    conf=$TMP/pgrelay/$name.conf
+    write_pgrelay_conf "$conf" "$port" "$mode" scram "$POOL_SIZE" on
+    if ! start_instance "$name" "$port" "$TMP/logs/$name.log" "'$PGRELAY_BIN' -f '$conf'"; then
+      EXTRA_NOTES+=("- $name did not start (logs/$name.log); its runs were skipped")
+      unset 'PROC_PID[$name]'
+      continue
+    fi
+    smoke "$name" app app || PROC_NOTE[$name]="smoke test failed"
+    if lb_nodes_ready "$name"; then
+      LB_OK[$mode]=1
+      log "$name: load balancing over ${#BACKEND_PORTS[@]} nodes ($LB_NODES up)"
+    else
+      warn "$name: no standby up after ${T_START}s (SHOW pool_nodes: ${LB_NODES:-no answer}); its runs are skipped"
+      EXTRA_NOTES+=("- $name: no standby up after ${T_START}s (SHOW pool_nodes: ${LB_NODES:-no answer}); its runs were skipped")
+    fi
+  done
+fi
+
 if ((WITH_PGPOOL)); then
   name=pgpool-session-any
   pick_ports 1
@@ -767,7 +841,7 @@ fi
 
 # Backends the primary must allow: idle proxy pools (each proxy keeps what a run opened) plus a
 # direct run; the direct many-clients run comes first, while the pools are nearly empty.
-need=$((32 + 2 * POOL_SIZE + POOL_SIZE * WITH_PGPOOL))
+need=$((32 + 2 * POOL_SIZE + POOL_SIZE * WITH_PGPOOL + POOL_SIZE * LB_WANTED))
 if [[ "$max_conn" =~ ^[0-9]+$ ]] && ((max_conn < need)); then
   warn "the primary's max_connections is $max_conn; idle proxy pools plus a direct run may need ~$need"
 fi
@@ -797,32 +871,55 @@ wl_modes() { # WORKLOAD -> the pool modes it runs in
   esac
 }
 
-TARGETS=(direct pgrelay pgbouncer)
+# The targets in the order each round runs them: the proxies, then direct.
+TARGETS=()
+for t in pgbouncer pgrelay pgrelay-lb; do
+  if [[ " $BENCH_TARGETS " == *" $t "* ]]; then TARGETS+=("$t"); fi
+done
 ((WITH_PGPOOL)) && TARGETS+=(pgpool)
+[[ " $BENCH_TARGETS " == *" direct "* ]] && TARGETS+=(direct)
 
-declare -A TPS=() FAILED=() CPU=() STATUS=() TXN=() LOGINS=() SCONNS=() CONNECT_S=()
+# Per round, keyed WORKLOAD|MODE|TARGET|ROUND; the cells (medians over the rounds) are keyed
+# WORKLOAD|MODE|TARGET.
+declare -A R_TPS=() R_FAILED=() R_CPU=() R_STATUS=() R_TXN=() R_LOGINS=() R_SCONNS=() R_CONNECT_S=()
+declare -A TPS=() FAILED=() CPU=() STATUS=() TXN=() LOGINS=() SCONNS=() CONNECT_S=() FAIL_ROUNDS=() TPS_SPREAD=()
 RUNS_TSV=$TMP/runs.tsv
-printf 'workload\tmode\ttarget\tstatus\ttps\ttransactions\tfailed\tcpu_us_per_txn\tproxy_log_lines\tserver_log_problems\tbackend_logins\tserver_conns_after\tconnect_s\n' >"$RUNS_TSV"
+printf 'workload\tmode\ttarget\tround\tstatus\ttps\ttransactions\tfailed\tcpu_us_per_txn\tproxy_log_lines\tserver_log_problems\tbackend_logins\tserver_conns_after\tconnect_s\n' >"$RUNS_TSV"
 
-# Backend logins to database app so far (pg_stat_database.sessions, read from database postgres so
-# that the reading itself does not count); "" when unreadable. PostgreSQL flushes the counter
-# within about a second of a login, so a run's difference is approximate (a few logins).
+# Backend logins to database app so far, summed over the nodes (pg_stat_database.sessions, read
+# from database postgres so that the reading itself does not count); "" when a node is unreadable.
+# PostgreSQL flushes the counter within about a second of a login, so a run's difference is
+# approximate (a few logins).
 app_sessions() {
-  PGPASSWORD=postgres timeout "$T_SMOKE" "$PGBIN/psql" -X -q -At -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres \
-    -d postgres -c "SELECT sessions FROM pg_stat_database WHERE datname = 'app'" 2>/dev/null || true
+  local p v total=0
+  for p in "${BACKEND_PORTS[@]}"; do
+    v=$(PGPASSWORD=postgres timeout "$T_SMOKE" "$PGBIN/psql" -X -q -At -h 127.0.0.1 -p "$p" -U postgres \
+      -d postgres -c "SELECT sessions FROM pg_stat_database WHERE datname = 'app'" 2>/dev/null || true)
+    if ! [[ "$v" =~ ^[0-9]+$ ]]; then
+      echo ""
+      return 0
+    fi
+    total=$((total + v))
+  done
+  echo "$total"
 }
-# Established TCP connections from PID (or its descendants: pgpool-II) to the primary.
-server_conns() {
-  local pids
+# Established TCP connections from PID (or its descendants: pgpool-II) to each PORT, joined by "+".
+server_conns() { # PID PORT...
+  local pids p n out=""
   pids=$( (
     echo "$1"
     descendants "$1"
   ) | tr '\n' ' ')
-  { ss -Htnp state established "( dport = :$PRIMARY_PORT )" 2>/dev/null || true; } |
-    awk -v pids="$pids" 'BEGIN { n = split(pids, a, " "); for (i = 1; i <= n; i++) want["pid=" a[i] ","] = 1 }
-      { for (k in want) if (index($0, k)) { c++; break } } END { print c + 0 }'
+  shift
+  for p in "$@"; do
+    n=$({ ss -Htnp state established "( dport = :$p )" 2>/dev/null || true; } |
+      awk -v pids="$pids" 'BEGIN { n = split(pids, a, " "); for (i = 1; i <= n; i++) want["pid=" a[i] ","] = 1 }
+        { for (k in want) if (index($0, k)) { c++; break } } END { print c + 0 }')
+    out+="${out:+ + }$n"
+  done
+  echo "$out"
 }
-# Lines of the primary's log that point at trouble; the "LOG:"-style level and message are kept,
+# Lines of the nodes' logs that point at trouble; the "LOG:"-style level and message are kept,
 # without the timestamp/pid prefix, so that equal messages can be counted.
 SERVER_PROBLEMS='(ERROR|FATAL|PANIC|WARNING):|unexpected EOF|could not (receive|send)|terminating connection|incomplete startup packet'
 
@@ -835,13 +932,23 @@ instance_for() { # TARGET MODE WORKLOAD -> instance name ("" for direct, "-" ski
       direct) echo "" ;;
       pgrelay) if ((RELAY_MANY_OK)); then echo pgrelay-transaction-many; else echo "-"; fi ;;
       pgbouncer) echo pgbouncer-transaction-many ;;
-      pgpool) echo "n/a" ;;
+      pgpool | pgrelay-lb) echo "n/a" ;;
     esac
     return 0
   fi
   case "$target" in
     direct) echo "" ;;
     pgrelay) if [[ -n "${RELAY_MODE_OK[$mode]:-}" ]]; then echo "pgrelay-$mode-$auth"; else echo "-"; fi ;;
+    pgrelay-lb)
+      # Load balancing is measured on the select-* and tpcb rows only.
+      if ! lb_workload "$wl" || [[ -n "$LB_NA_WHY" ]]; then
+        echo "n/a"
+      elif [[ -n "${LB_OK[$mode]:-}" ]]; then
+        echo "pgrelay-lb-$mode-scram"
+      else
+        echo "-"
+      fi
+      ;;
     pgbouncer) echo "pgbouncer-$mode-$auth" ;;
     pgpool)
       # pgpool-II pools per session only: its column is not applicable to other modes.
@@ -879,36 +986,42 @@ wait_connected() { # TPID CLIENTS LIMIT
 }
 
 RUN_NO=0
-run_one() { # WORKLOAD MODE TARGET
-  local wl=$1 mode=$2 target=$3 key="$1|$2|$3"
-  local clients user pw opts label inst port out rc=0 t0="" t1="" lines0=0 lines1=0 slog0="" problems=n/a
-  local sess0 sess1 logins="" sconns=n/a
+run_one() { # WORKLOAD MODE TARGET ROUND
+  local wl=$1 mode=$2 target=$3 round=$4 key="$1|$2|$3|$4"
+  local clients user pw opts label inst port out rc=0 t0="" t1="" lines0=0 lines1=0 problems=n/a
+  local sess0 sess1 logins="" sconns=n/a f
+  local -A slog0=()
   IFS='|' read -r clients user pw opts label <<<"${WL[$wl]}"
   inst=$(instance_for "$target" "$mode" "$wl")
+  if [[ "$inst" == "n/a" ]]; then
+    R_STATUS[$key]=n/a
+    return 0
+  fi
   RUN_NO=$((RUN_NO + 1))
-  if [[ "$inst" == "-" || "$inst" == "n/a" ]]; then
-    local why=skipped
-    [[ "$inst" == "n/a" ]] && why=n/a
-    STATUS[$key]=$why
-    printf '%s\t%s\t%s\t%s\t\t\t\t\t\t\n' "$wl" "$mode" "$target" "$why" >>"$RUNS_TSV"
-    log "[$RUN_NO/$TOTAL_RUNS] $label [$mode] $target: $why"
+  local tag="[$RUN_NO/$TOTAL_RUNS] $label [$mode] round $round/$ROUNDS $target"
+  if [[ "$inst" == "-" ]]; then
+    R_STATUS[$key]=skipped
+    printf '%s\t%s\t%s\t%s\tskipped\t\t\t\t\t\t\t\t\t\n' "$wl" "$mode" "$target" "$round" >>"$RUNS_TSV"
+    log "$tag: skipped"
     return 0
   fi
   if [[ -z "$inst" ]]; then
     port=$PRIMARY_PORT
   else
     if ! ensure_running "$inst"; then
-      STATUS[$key]=fail
-      printf '%s\t%s\t%s\tfail\t\t\t\t\t\t\n' "$wl" "$mode" "$target" >>"$RUNS_TSV"
-      log "[$RUN_NO/$TOTAL_RUNS] $label [$mode] $target: fail ($inst is down)"
+      R_STATUS[$key]=fail
+      printf '%s\t%s\t%s\t%s\tfail\t\t\t\t\t\t\t\t\t\n' "$wl" "$mode" "$target" "$round" >>"$RUNS_TSV"
+      log "$tag: fail ($inst is down)"
       return 0
     fi
     port=${PROC_PORT[$inst]}
     lines0=$(wc -l <"${PROC_LOG[$inst]}")
     t0=$(proc_ticks "${PROC_PID[$inst]}")
   fi
-  out=$TMP/logs/run-$RUN_NO-$wl-$mode-$target.out
-  [[ -z "$SERVER_LOG" || ! -f "$SERVER_LOG" ]] || slog0=$(stat -c %s "$SERVER_LOG")
+  out=$TMP/logs/run-$RUN_NO-$wl-$mode-$target-r$round.out
+  for f in "${SERVER_LOGS[@]}"; do
+    [[ ! -f "$f" ]] || slog0[$f]=$(stat -c %s "$f")
+  done
   sess0=$(app_sessions)
   # pgbench's -T clock starts before its connections: the many-clients runs get MANY_CONNECT_S more
   # seconds, and their CPU window starts once every client is connected (pgbench's tps and
@@ -931,13 +1044,20 @@ run_one() { # WORKLOAD MODE TARGET
   if [[ -n "$inst" ]]; then
     t1=$(proc_ticks "${PROC_PID[$inst]}")
     lines1=$(wc -l <"${PROC_LOG[$inst]}")
-    sconns=$(server_conns "${PROC_PID[$inst]}")
+    if [[ "$target" == pgrelay-lb ]]; then
+      sconns=$(server_conns "${PROC_PID[$inst]}" "${BACKEND_PORTS[@]}")
+    else
+      sconns=$(server_conns "${PROC_PID[$inst]}" "$PRIMARY_PORT")
+    fi
   fi
   sess1=$(app_sessions)
   [[ "$sess0" =~ ^[0-9]+$ && "$sess1" =~ ^[0-9]+$ ]] && logins=$((sess1 - sess0))
-  if [[ -n "$slog0" ]]; then
-    { tail -c +$((slog0 + 1)) "$SERVER_LOG" | grep -E "$SERVER_PROBLEMS" || true; } |
-      sed -E 's/^.*[[:space:]](LOG|ERROR|FATAL|PANIC|WARNING|DETAIL|STATEMENT):/\1:/' >"$out.server"
+  if ((${#slog0[@]})); then
+    : >"$out.server"
+    for f in "${!slog0[@]}"; do
+      { tail -c +$((slog0[$f] + 1)) "$f" | grep -E "$SERVER_PROBLEMS" || true; } |
+        sed -E 's/^.*[[:space:]](LOG|ERROR|FATAL|PANIC|WARNING|DETAIL|STATEMENT):/\1:/' >>"$out.server"
+    done
     problems=$(wc -l <"$out.server")
     cat "$out.server" >>"$TMP/server-problems-$target.txt"
   fi
@@ -948,7 +1068,7 @@ run_one() { # WORKLOAD MODE TARGET
   failed=${failed:-0}
   if ((rc != 0)) || [[ -z "$tps" || -z "$txn" ]] || ((txn == 0)); then
     st=fail
-    warn "$label [$mode] via $target failed (pgbench exit $rc):"
+    warn "$label [$mode] round $round via $target failed (pgbench exit $rc):"
     { grep -E 'error|ERROR|FATAL|abort|timeout' "$out" | sort | uniq -c | sort -rn | head -n 5; } >&2 || true
     [[ $rc -eq 124 || $rc -eq 137 ]] && echo "  (pgbench timed out after $((DURATION + T_RUN_EXTRA))s)" >&2
     tail -n 3 "$out" >&2 || true
@@ -962,39 +1082,98 @@ run_one() { # WORKLOAD MODE TARGET
       cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" -v n="$txn" 'BEGIN { printf "%.1f", (b - a) * 1e6 / hz / n }')
     fi
   fi
-  STATUS[$key]=$st
-  TPS[$key]=$tps
-  FAILED[$key]=$failed
-  CPU[$key]=$cpu
-  TXN[$key]=${txn:-}
-  LOGINS[$key]=$logins
-  SCONNS[$key]=$sconns
-  CONNECT_S[$key]=$connect_s
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$wl" "$mode" "$target" "$st" "${tps:-}" "${txn:-}" "$failed" \
-    "$cpu" "$([[ -n "$inst" ]] && echo $((lines1 - lines0)) || echo n/a)" "$problems" "$logins" "$sconns" "$connect_s" >>"$RUNS_TSV"
+  R_STATUS[$key]=$st
+  R_TPS[$key]=$tps
+  R_FAILED[$key]=$failed
+  R_CPU[$key]=$cpu
+  R_TXN[$key]=${txn:-}
+  R_LOGINS[$key]=$logins
+  R_SCONNS[$key]=$sconns
+  R_CONNECT_S[$key]=$connect_s
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$wl" "$mode" "$target" "$round" "$st" "${tps:-}" \
+    "${txn:-}" "$failed" "$cpu" "$([[ -n "$inst" ]] && echo $((lines1 - lines0)) || echo n/a)" "$problems" "$logins" \
+    "$sconns" "$connect_s" >>"$RUNS_TSV"
   if [[ "$st" == ok ]]; then
-    log "[$RUN_NO/$TOTAL_RUNS] $label [$mode] $target: $(printf '%.0f' "$tps") tps, $failed failed, CPU/txn $cpu µs, ${logins:-?} backend logins, server conns $sconns${connect_s:+, all connected after ${connect_s}s}"
+    log "$tag: $(printf '%.0f' "$tps") tps, $failed failed, CPU/txn $cpu µs, ${logins:-?} backend logins, server conns $sconns${connect_s:+, all connected after ${connect_s}s}"
   else
-    log "[$RUN_NO/$TOTAL_RUNS] $label [$mode] $target: fail"
+    log "$tag: fail"
+  fi
+}
+
+# The median of the numbers given ("" when none).
+median() {
+  (($#)) || return 0
+  printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+
+# The cell of WORKLOAD|MODE|TARGET from its rounds: status ok when at least one round succeeded;
+# median tps and CPU/txn over the successful rounds; transactions, failed transactions and backend
+# logins summed over them; server connections after the last one; FAIL_ROUNDS counts failed rounds.
+aggregate() { # KEY
+  local key=$1 r s other="" nfail=0 txn=0 failed=0 logins=0 logins_ok=1 sconns=""
+  local -a tps=() cpu=() conn=()
+  for ((r = 1; r <= ROUNDS; r++)); do
+    s=${R_STATUS[$key|$r]:-}
+    case "$s" in
+      ok)
+        tps+=("${R_TPS[$key|$r]}")
+        [[ "${R_CPU[$key|$r]}" == n/a ]] || cpu+=("${R_CPU[$key|$r]}")
+        [[ -z "${R_CONNECT_S[$key|$r]}" ]] || conn+=("${R_CONNECT_S[$key|$r]}")
+        txn=$((txn + ${R_TXN[$key|$r]}))
+        failed=$((failed + ${R_FAILED[$key|$r]}))
+        if [[ "${R_LOGINS[$key|$r]}" =~ ^-?[0-9]+$ ]]; then logins=$((logins + ${R_LOGINS[$key|$r]})); else logins_ok=0; fi
+        sconns=${R_SCONNS[$key|$r]}
+        ;;
+      fail) nfail=$((nfail + 1)) ;;
+      "") ;;
+      *) other=$s ;;
+    esac
+  done
+  FAIL_ROUNDS[$key]=$nfail
+  if ((${#tps[@]})); then
+    STATUS[$key]=ok
+    TPS[$key]=$(median "${tps[@]}")
+    CPU[$key]=n/a
+    ((${#cpu[@]} == 0)) || CPU[$key]=$(median "${cpu[@]}" | awk '{ printf "%.1f", $1 }')
+    FAILED[$key]=$failed
+    TXN[$key]=$txn
+    LOGINS[$key]=""
+    ((logins_ok)) && LOGINS[$key]=$logins
+    SCONNS[$key]=$sconns
+    CONNECT_S[$key]=$(median "${conn[@]}")
+    # Spread of the rounds' tps: (max - min) / median, in percent.
+    ((${#tps[@]} < 2)) || TPS_SPREAD[$key]=$(printf '%s\n' "${tps[@]}" |
+      awk -v m="${TPS[$key]}" 'NR == 1 || $1 < lo { lo = $1 } NR == 1 || $1 > hi { hi = $1 } END { if (m > 0) printf "%.0f", (hi - lo) * 100 / m }')
+  elif ((nfail)); then
+    STATUS[$key]=fail
+  elif [[ -n "$other" ]]; then
+    STATUS[$key]=$other
   fi
 }
 
 n_modes=$(wc -w <<<"$MODES")
 TOTAL_RUNS=0
 for wl in $RUN_ORDER; do
-  TOTAL_RUNS=$((TOTAL_RUNS + $(wc -w <<<"$(wl_modes "$wl")") * ${#TARGETS[@]}))
+  for mode in $(wl_modes "$wl"); do
+    for target in "${TARGETS[@]}"; do
+      [[ "$(instance_for "$target" "$mode" "$wl")" == "n/a" ]] || TOTAL_RUNS=$((TOTAL_RUNS + ROUNDS))
+    done
+  done
 done
 log "warming up (direct select-only, $((DURATION < 5 ? DURATION : 5))s)"
 PGPASSWORD=app timeout -k 10 $((DURATION + T_RUN_EXTRA)) "$PGBIN/pgbench" -h 127.0.0.1 -p "$PRIMARY_PORT" -U app \
   -n -S -c 8 -j "$JOBS" -T $((DURATION < 5 ? DURATION : 5)) app >"$TMP/logs/warmup.out" 2>&1 ||
   warn "warm-up run failed: $(tail -n 2 "$TMP/logs/warmup.out" | tr '\n' ' ')"
 
-log "$TOTAL_RUNS runs of ${DURATION}s: workloads [$RUN_ORDER], modes [$MODES], targets [${TARGETS[*]}]"
+log "$TOTAL_RUNS runs of ${DURATION}s: workloads [$RUN_ORDER], modes [$MODES], $ROUNDS round(s) of targets [${TARGETS[*]}]"
 for wl in $RUN_ORDER; do
   for mode in $(wl_modes "$wl"); do
-    for target in "${TARGETS[@]}"; do
-      run_one "$wl" "$mode" "$target"
+    for ((round = 1; round <= ROUNDS; round++)); do
+      for target in "${TARGETS[@]}"; do
+        run_one "$wl" "$mode" "$target" "$round"
+      done
     done
+    for target in "${TARGETS[@]}"; do aggregate "$wl|$mode|$target"; done
   done
 done
 
@@ -1065,11 +1244,11 @@ fi
 cell_tps() { # KEY
   case "${STATUS[$1]:-}" in
     ok)
-      if ((${FAILED[$1]:-0} > 0)); then
-        printf '%.0f (%s failed)' "${TPS[$1]}" "${FAILED[$1]}"
-      else
-        printf '%.0f' "${TPS[$1]}"
-      fi
+      printf '%.0f' "${TPS[$1]}"
+      local notes=""
+      ((${FAILED[$1]:-0} == 0)) || notes="${FAILED[$1]} failed"
+      ((${FAIL_ROUNDS[$1]:-0} == 0)) || notes+="${notes:+, }${FAIL_ROUNDS[$1]} of $ROUNDS rounds failed"
+      [[ -z "$notes" ]] || printf ' (%s)' "$notes"
       ;;
     skipped) printf 'skipped' ;;
     fail) printf 'fail' ;;
@@ -1091,28 +1270,42 @@ cell_cpu() { # KEY
     *) printf 'n/a' ;;
   esac
 }
+cell_cpu_delta() { # KEY_A KEY_B -> CPU/txn(a) - CPU/txn(b), in µs
+  if [[ "${STATUS[$1]:-}" == ok && "${STATUS[$2]:-}" == ok && "${CPU[$1]}" != n/a && "${CPU[$2]}" != n/a ]]; then
+    awk -v a="${CPU[$1]}" -v b="${CPU[$2]}" 'BEGIN { printf "%+.1f", a - b }'
+  else
+    printf '—'
+  fi
+}
 
 mode_label=1
 ((n_modes == 1)) && mode_label=0
 
 table() {
-  local hdr="| workload | direct tps | pgrelay tps | ratio to direct | pgbouncer tps | pgrelay/pgbouncer | pgrelay µs CPU/txn | pgbouncer µs CPU/txn |"
+  local hdr="| workload | direct tps | pgrelay LB off tps | ratio to direct | pgbouncer tps | pgrelay/pgbouncer | pgrelay LB off µs CPU/txn | pgbouncer µs CPU/txn |"
   local sep="|---|---:|---:|---:|---:|---:|---:|---:|"
+  if ((LB_WANTED)); then
+    hdr+=" pgrelay LB on tps | LB on/pgbouncer | pgrelay LB on µs CPU/txn | LB on − LB off CPU/txn (µs) |"
+    sep+="---:|---:|---:|---:|"
+  fi
   if ((WITH_PGPOOL)); then
     hdr+=" pgpool-II tps | pgrelay/pgpool-II | pgpool-II µs CPU/txn |"
     sep+="---:|---:|---:|"
   fi
   echo "$hdr"
   echo "$sep"
-  local wl mode label d r b p row
+  local wl mode label d r b p l row
   for wl in $PGBENCH_WORKLOADS; do
     IFS='|' read -r _ _ _ _ label <<<"${WL[$wl]}"
     for mode in $(wl_modes "$wl"); do
-      d="$wl|$mode|direct" r="$wl|$mode|pgrelay" b="$wl|$mode|pgbouncer" p="$wl|$mode|pgpool"
+      d="$wl|$mode|direct" r="$wl|$mode|pgrelay" b="$wl|$mode|pgbouncer" p="$wl|$mode|pgpool" l="$wl|$mode|pgrelay-lb"
       row="| $label"
       ((mode_label)) && row+=" [$mode]"
       row+=" | $(cell_tps "$d") | $(cell_tps "$r") | $(cell_ratio "$r" "$d") | $(cell_tps "$b")"
       row+=" | $(cell_ratio "$r" "$b") | $(cell_cpu "$r") | $(cell_cpu "$b") |"
+      if ((LB_WANTED)); then
+        row+=" $(cell_tps "$l") | $(cell_ratio "$l" "$b") | $(cell_cpu "$l") | $(cell_cpu_delta "$l" "$r") |"
+      fi
       if ((WITH_PGPOOL)); then
         row+=" $(cell_tps "$p") | $(cell_ratio "$r" "$p") | $(cell_cpu "$p") |"
       fi
@@ -1122,11 +1315,16 @@ table() {
 }
 
 # The issue's targets, each with the measured value and met / not met.
-# tgt_ratio KEY_RELAY KEY_REF MIN REF_NAME -> "measured | verdict" cells for pgrelay tps >= MIN x ref tps.
+# tgt_ratio KEY_RELAY KEY_REF MIN REF_NAME [NAME] -> "measured | verdict" cells for pgrelay tps >=
+# MIN x ref tps (medians of the rounds; a failed round of pgrelay fails the target).
 tgt_ratio() {
-  local r=$1 b=$2 min=$3 refname=$4 rs=${STATUS[$1]:-} bs=${STATUS[$2]:-}
+  local r=$1 b=$2 min=$3 refname=$4 name=${5:-pgrelay} rs=${STATUS[$1]:-} bs=${STATUS[$2]:-}
+  if [[ "$rs" == n/a ]]; then
+    printf '%s: n/a | —' "$name"
+    return 0
+  fi
   if [[ "$rs" != ok ]]; then
-    printf 'pgrelay: %s | not met' "${rs:-n/a}"
+    printf '%s: %s | not met' "$name" "${rs:-n/a}"
     return 0
   fi
   if [[ "$bs" != ok ]]; then
@@ -1137,12 +1335,34 @@ tgt_ratio() {
     fi
     return 0
   fi
-  awk -v a="${TPS[$r]}" -v b="${TPS[$2]}" -v m="$min" -v n="$refname" -v fr="${FAILED[$r]:-0}" 'BEGIN {
+  awk -v a="${TPS[$r]}" -v b="${TPS[$2]}" -v m="$min" -v n="$refname" -v fr="${FAILED[$r]:-0}" \
+    -v fo="${FAIL_ROUNDS[$r]:-0}" -v rounds="$ROUNDS" 'BEGIN {
     x = (b > 0) ? a / b : 0
     printf "%.2f× %s (%.0f vs %.0f tps)", x, n, a, b
-    if (fr > 0) printf ", %d failed transactions | not met (failed transactions)", fr
+    if (fo > 0) printf ", %d of %d rounds failed | not met (failed rounds)", fo, rounds
+    else if (fr > 0) printf ", %d failed transactions | not met (failed transactions)", fr
     else printf " | %s", (x >= m) ? "met" : "not met"
   }'
+}
+
+# The issue's goal for load balancing: at most LB_MAX_US µs more proxy CPU per transaction than
+# with load balancing off. tgt_lb KEY_ON KEY_OFF -> "measured | verdict".
+LB_MAX_US=3
+tgt_lb() {
+  local on=$1 off=$2 os=${STATUS[$1]:-} fs=${STATUS[$2]:-}
+  if [[ "$os" == n/a || -z "$os" ]]; then
+    printf 'LB on: n/a | —'
+  elif [[ "$os" != ok ]]; then
+    printf 'LB on: %s | not met' "$os"
+  elif [[ "$fs" != ok || "${CPU[$on]}" == n/a || "${CPU[$off]}" == n/a ]]; then
+    printf 'LB on %s µs/txn, LB off: %s | — (no reference)' "${CPU[$on]}" "${fs:-n/a}"
+  else
+    awk -v a="${CPU[$on]}" -v b="${CPU[$off]}" -v m="$LB_MAX_US" -v fo="${FAIL_ROUNDS[$on]:-0}" 'BEGIN {
+      printf "%+.1f µs (%.1f vs %.1f µs/txn)", a - b, a, b
+      if (fo > 0) printf ", %d rounds failed | not met (failed rounds)", fo
+      else printf " | %s", (a - b <= m) ? "met" : "not met"
+    }'
+  fi
 }
 
 targets() {
@@ -1153,8 +1373,20 @@ targets() {
     IFS='|' read -r _ _ _ _ label <<<"${WL[$wl]}"
     for mode in $(wl_modes "$wl"); do
       echo "| pgrelay ≥ PgBouncer | $label [$mode] | $(tgt_ratio "$wl|$mode|pgrelay" "$wl|$mode|pgbouncer" 1 PgBouncer) |"
+      if ((LB_WANTED)) && lb_workload "$wl"; then
+        echo "| pgrelay LB on ≥ PgBouncer | $label [$mode] | $(tgt_ratio "$wl|$mode|pgrelay-lb" "$wl|$mode|pgbouncer" 1 PgBouncer "pgrelay LB on") |"
+      fi
     done
   done
+  if ((LB_WANTED)); then
+    for wl in $PGBENCH_WORKLOADS; do
+      lb_workload "$wl" || continue
+      IFS='|' read -r _ _ _ _ label <<<"${WL[$wl]}"
+      for mode in $MODES; do
+        echo "| load balancing adds ≤ $LB_MAX_US µs CPU/txn over LB off | $label [$mode] | $(tgt_lb "$wl|$mode|pgrelay-lb" "$wl|$mode|pgrelay") |"
+      done
+    done
+  fi
   for wl in select-simple select-extended select-prepared; do
     [[ " $PGBENCH_WORKLOADS " == *" $wl "* ]] || continue
     IFS='|' read -r _ _ _ _ label <<<"${WL[$wl]}"
@@ -1206,14 +1438,21 @@ targets() {
 # Pooling check: backend logins during each run (pg_stat_database.sessions of database app) and
 # the proxy's server connections to the primary right after it.
 pooling_check() {
-  local wl mode label r b
-  echo "| run | transactions (pgrelay) | pgrelay backend logins | pgrelay server conns | transactions (PgBouncer) | PgBouncer backend logins | PgBouncer server conns |"
-  echo "|---|---:|---:|---:|---:|---:|---:|"
+  local wl mode label r b l row hdr="| run | transactions (pgrelay LB off) | pgrelay backend logins | pgrelay server conns | transactions (PgBouncer) | PgBouncer backend logins | PgBouncer server conns |"
+  local sep="|---|---:|---:|---:|---:|---:|---:|"
+  if ((LB_WANTED)); then
+    hdr+=" transactions (pgrelay LB on) | LB on backend logins | LB on server conns (node $(seq -s ' + ' 0 $((${#BACKEND_PORTS[@]} - 1)))) |"
+    sep+="---:|---:|---:|"
+  fi
+  echo "$hdr"
+  echo "$sep"
   for wl in $PGBENCH_WORKLOADS; do
     IFS='|' read -r _ _ _ _ label <<<"${WL[$wl]}"
     for mode in $(wl_modes "$wl"); do
-      r="$wl|$mode|pgrelay" b="$wl|$mode|pgbouncer"
-      echo "| $label [$mode] | ${TXN[$r]:-—} | ${LOGINS[$r]:-—} | ${SCONNS[$r]:-—} | ${TXN[$b]:-—} | ${LOGINS[$b]:-—} | ${SCONNS[$b]:-—} |"
+      r="$wl|$mode|pgrelay" b="$wl|$mode|pgbouncer" l="$wl|$mode|pgrelay-lb"
+      row="| $label [$mode] | ${TXN[$r]:-—} | ${LOGINS[$r]:-—} | ${SCONNS[$r]:-—} | ${TXN[$b]:-—} | ${LOGINS[$b]:-—} | ${SCONNS[$b]:-—} |"
+      ((LB_WANTED)) && row+=" ${TXN[$l]:-—} | ${LOGINS[$l]:-—} | ${SCONNS[$l]:-—} |"
+      echo "$row"
     done
   done
   local t line
@@ -1253,9 +1492,30 @@ notes() {
   for t in "${TARGETS[@]}"; do
     f=$TMP/server-problems-$t.txt
     [[ -s "$f" ]] || continue
-    echo "- PostgreSQL primary log during the $t runs: $(wc -l <"$f") problem lines; most frequent:"
+    echo "- PostgreSQL logs (all nodes) during the $t runs: $(wc -l <"$f") problem lines; most frequent:"
     # shellcheck disable=SC2016 # backquotes are Markdown
     sort "$f" | uniq -c | sort -rn | head -n 3 | sed -E 's/^ *([0-9]+) (.*)$/  - \1 × `\2`/'
+  done
+  # How far the rounds of one cell were apart: a hint of the noise behind the medians.
+  if ((ROUNDS > 1 && ${#TPS_SPREAD[@]} > 0)); then
+    local k w md tg
+    for k in "${!TPS_SPREAD[@]}"; do printf '%s\t%s\n' "${TPS_SPREAD[$k]}" "$k"; done | sort -n |
+      awk -F'\t' '{ v[NR] = $1; k[NR] = $2 } END { printf "%s\t%s\t%s\n", v[int((NR + 1) / 2)], v[NR], k[NR] }' >"$TMP/spread.txt"
+    IFS=$'\t' read -r md n k <"$TMP/spread.txt"
+    IFS='|' read -r w mode tg <<<"$k"
+    IFS='|' read -r _ _ _ _ msg <<<"${WL[$w]}"
+    echo "- Spread of tps between the $ROUNDS rounds of a cell ((max − min) / median): median $md %, largest $n % ($msg [$mode], $tg); per round: latest-runs.tsv."
+  fi
+  # Where the load-balanced SELECTs went (SHOW pool_nodes: select_cnt per node since its start).
+  local rows
+  for mode in $MODES; do
+    [[ -n "${LB_OK[$mode]:-}" ]] || continue
+    name=pgrelay-lb-$mode-scram
+    kill -0 "${PROC_PID[$name]}" 2>/dev/null || continue
+    rows=$(PGPASSWORD=app timeout "$T_SMOKE" "$PGBIN/psql" -X -At -F'|' -h 127.0.0.1 -p "${PROC_PORT[$name]}" \
+      -U app -d app -c 'SHOW pool_nodes' 2>/dev/null || true)
+    [[ -n "$rows" ]] || continue
+    echo "- $name, SELECTs sent to each node (SHOW pool_nodes select_cnt): $(awk -F'|' 'NF > 8 { printf "%snode %s (%s) %s", sep, $1, $7, $9; sep = ", " }' <<<"$rows")."
   done
 }
 
@@ -1279,12 +1539,12 @@ NOTES=$(cat "$TMP/notes.txt")
 report() {
   echo "$TABLE"
   echo
-  echo "Targets (from the issue; verdicts are for this one run, see the caveats in bench/README.md):"
+  echo "Targets (from the issue; verdicts use the medians of this run's $ROUNDS round(s), see the caveats in bench/README.md):"
   echo
   echo "$TARGETS_MD"
   echo
-  echo "Pooling check (backend logins during the run, from pg_stat_database.sessions, approximate; the proxy's"
-  echo "connections to the primary right after the run):"
+  echo "Pooling check (transactions and backend logins summed over the rounds, logins from pg_stat_database.sessions"
+  echo "of every node, approximate; the proxy's connections to the primary, or to each node with LB on, after the last round):"
   echo
   echo "$POOLING_MD"
   if [[ -n "$NOTES" ]]; then
@@ -1300,7 +1560,8 @@ many_desc=""
   echo
   echo "pgrelay $GIT_REV (release build), PostgreSQL $PG_VERSION, PgBouncer $BOUNCER_VERSION${POOL_VERSION:+, pgpool-II $POOL_VERSION};"
   echo "$(nproc) cores, $(uname -r); pgbench -s $SCALE, ${DURATION}s per run, -j $JOBS, pool size $POOL_SIZE$many_desc;"
-  echo "direct, pgrelay and PgBouncer runs interleaved per workload and mode. Compare ratios within this run only (bench/README.md)."
+  echo "pgrelay LB off and LB on over ${#BACKEND_PORTS[@]} node(s); each cell is the median of $ROUNDS round(s), every round running the targets"
+  echo "one after the other (${TARGETS[*]}). Compare ratios within this run only (bench/README.md)."
   echo
   report
   echo
