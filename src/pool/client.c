@@ -197,6 +197,8 @@ static void client_on_closed(struct conn *conn)
 	free(c->txn_log);
 	free(c->retry_sql);
 	free(c->unnamed_msg);
+	for (int i = 0; i < TP_COUNT; i++)
+		free(c->set_snap[i]);
 	free(c->startup);
 	free(c);
 	w->n_clients--;

@@ -119,6 +119,18 @@ struct client {
 	 * is idle, so per-backend state (sequences' currval, loaded libraries, plan caches and the
 	 * statements prepared there) follows a transaction-mode session when the pool allows. */
 	struct server *last_server;
+	/*
+	 * Followed settings PostgreSQL does not report, as they were before the first SET of the
+	 * open transaction block (owned copies; client_sql.c): restored if the block rolls back,
+	 * as PostgreSQL restores them. set_snap_taken says the snapshot exists; txn_rolled_back
+	 * that the block's end was a ROLLBACK (its CommandComplete tag).
+	 */
+	char *set_snap[TP_COUNT];
+	bool set_snap_taken;
+	bool txn_rolled_back;
+	/* The primary is joining the open transaction: its settings are synced inside it, after
+	 * the replayed BEGIN, so that a ROLLBACK reverts them there too (client_route.c). */
+	bool defer_param_sync;
 	/* Owned copy of the last unnamed Parse when its unit did not bind it (client.c). */
 	uint8_t *unnamed_msg;
 	uint32_t unnamed_len;
@@ -257,6 +269,8 @@ void client_classify_text(struct client *c, const char *sql, size_t avail, bool 
 /* Applies the session effects of sql (classified as f) that is about to run on c->server. */
 void client_apply_sql_effects(struct client *c, const char *sql, size_t len,
 			      const struct route_facts *f);
+/* The transaction block ended (ReadyForQuery idle): a rollback restores followed settings. */
+void client_settings_txn_ended(struct client *c);
 /* c keeps its backend connection from now on, and reads from the primary (why: for the log). */
 void client_pin(struct client *c, const char *why);
 /* The worker's cluster view changed: waiting clients may go on, lost nodes are dropped. */

@@ -370,6 +370,16 @@ static bool client_join_primary(struct client *c)
 		client_on_server_lost(c, "08006", "could not send data to server");
 		return false;
 	}
+	/*
+	 * The session's settings go after the BEGIN, inside the transaction: a SET made earlier
+	 * in it on the standby is then rolled back on the primary too, which reports the old value
+	 * to the client as PostgreSQL would. Unreported ones are resent after it (params_unsure).
+	 */
+	c->defer_param_sync = false;
+	struct server *s = c->server;
+	if (!server_sync_params(s, c) || c->server != s)
+		return false;
+	s->params_unsure = true;
 	c->route.primary_in_txn = true; /* done once, even if this unit is decided again */
 	return true;
 }
@@ -390,6 +400,7 @@ void client_on_ready(struct client *c, struct server *s)
 {
 	router_on_ready(&c->w->router, &c->route, s->node_id, s->txn_status, router_now_ms());
 	if (s->txn_status == TXN_IDLE) {
+		client_settings_txn_ended(c);
 		client_txn_log_reset(c);
 		if (c->n_links > 1)
 			client_end_other_transactions(c);
@@ -584,6 +595,8 @@ enum relay_verdict client_route_message(struct client *c, const struct frame *f)
 		client_decide(c, f, &d);
 	}
 	c->route_pending = false;
+	/* Settings are synced at link time, unless this very decision joins the primary. */
+	c->defer_param_sync = c->defer_param_sync && d.join_primary;
 	if (d.node == ROUTER_NO_NODE) {
 		if (!client_at_boundary(c))
 			return client_hold_for_boundary(c);
@@ -617,6 +630,7 @@ enum relay_verdict client_route_message(struct client *c, const struct frame *f)
 		/* client_relay switches and presents this message again. */
 		c->pending = d;
 		c->route_pending = true;
+		c->defer_param_sync = d.join_primary;
 		return client_set_hold(c, HOLD_SWITCH) ? RELAY_STOP : RELAY_GONE;
 	}
 	c->node_wait_since_ms = 0;

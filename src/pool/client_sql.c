@@ -20,6 +20,7 @@
 #include "pool/client.h"
 #include "pool/server.h"
 #include "pool/worker.h"
+#include "protocol/pqmsg.h"
 #include "route/classify.h"
 #include "util/log.h"
 
@@ -44,10 +45,45 @@ static void client_follow_set(struct client *c, int i, const char *value)
 	}
 }
 
+static void client_snapshot_settings(struct client *c);
+
 static void client_forget_unreported_settings(struct client *c)
 {
+	client_snapshot_settings(c);
 	for (int t = TP_FIRST_UNREPORTED; t < TP_COUNT; t++)
 		client_follow_set(c, t, NULL);
+}
+
+/* Before the first followed SET inside a transaction block: what a ROLLBACK brings back. */
+static void client_snapshot_settings(struct client *c)
+{
+	if (c->set_snap_taken || c->txn_status == TXN_IDLE)
+		return;
+	for (int t = TP_FIRST_UNREPORTED; t < TP_COUNT; t++)
+		c->set_snap[t] = c->param[t] ? strdup(c->param[t]) : NULL;
+	c->set_snap_taken = true;
+	c->txn_rolled_back = false;
+}
+
+void client_settings_txn_ended(struct client *c)
+{
+	if (!c->set_snap_taken)
+		return;
+	for (int t = TP_FIRST_UNREPORTED; t < TP_COUNT; t++) {
+		if (c->txn_rolled_back) {
+			free(c->param[t]);
+			c->param[t] = c->set_snap[t];
+		} else {
+			free(c->set_snap[t]);
+		}
+		c->set_snap[t] = NULL;
+	}
+	/* The backends rolled back too; what each holds is resent at the next sync. */
+	if (c->txn_rolled_back)
+		for (int i = 0; i < c->n_links; i++)
+			c->links[i]->params_unsure = true;
+	c->set_snap_taken = false;
+	c->txn_rolled_back = false;
 }
 
 /* Every SET/RESET of a followed, unreported setting in sql (several in a multi-statement). */
@@ -60,8 +96,10 @@ static void client_follow_sets(struct client *c, const char *sql, size_t len)
 					    &reset))
 			return;
 		int t = pool_tracked_param(name);
-		if (t >= TP_FIRST_UNREPORTED)
-			client_follow_set(c, t, reset ? NULL : value);
+		if (t < TP_FIRST_UNREPORTED)
+			continue;
+		client_snapshot_settings(c);
+		client_follow_set(c, t, reset ? NULL : value);
 	}
 }
 

@@ -274,8 +274,12 @@ void server_record_param(struct server *s, const uint8_t *body, uint32_t len, bo
 	if (login)
 		pool_set_param(s->pool, name, value);
 	int i = pool_tracked_param(name);
+	/* The client's view is what reached it: the active link's reports only. A hidden ROLLBACK
+	 * on another link of a transaction that committed must not undo a SET the client made. */
 	if (i >= 0)
-		server_set_param(s, i, value, !login && s->state == SV_ACTIVE);
+		server_set_param(s, i, value,
+				 !login && s->state == SV_ACTIVE && s->client &&
+					 s->client->server == s);
 }
 
 /* Quotes value as a SQL string literal into b (standard_conforming_strings style, E'' safe). */
@@ -297,6 +301,8 @@ static void server_put_literal(struct builder *b, const char *value)
  */
 bool server_sync_params(struct server *s, struct client *c)
 {
+	if (c->defer_param_sync)
+		return true; /* client_join_primary syncs inside the transaction */
 	struct builder b;
 	uint8_t store[1024];
 	builder_init(&b, store, sizeof(store));
@@ -499,6 +505,9 @@ static uint32_t server_needs_bytes(const void *owner, uint8_t type, uint32_t len
 	/* ReadyForQuery's status byte; ParameterStatus for tracking (short types, they fit). */
 	if (type == PqMsg_ReadyForQuery || type == PqMsg_ParameterStatus)
 		return len;
+	/* The tag of a command that may end a block whose settings must then be restored. */
+	if (type == PqMsg_CommandComplete && s->client && s->client->set_snap_taken)
+		return len < 16 ? len : 16;
 	/* The SQLSTATE of an error that may start a retry (it comes early in the body). */
 	if (type == PqMsg_ErrorResponse && s->retry_watch)
 		return len < 512 ? len : 512;
@@ -625,6 +634,11 @@ static enum relay_verdict server_relay_message(void *owner, const struct frame *
 		s->retry_fire = true;
 	}
 	switch (f->type) {
+	case PqMsg_CommandComplete:
+		if (visible && s->client->set_snap_taken)
+			s->client->txn_rolled_back =
+				f->body_avail >= 8 && memcmp(f->body, "ROLLBACK", 8) == 0;
+		break;
 	case PqMsg_ReadyForQuery:
 		if (f->len == 1)
 			s->txn_status = (char)f->body[0];
