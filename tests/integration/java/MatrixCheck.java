@@ -384,22 +384,31 @@ public class MatrixCheck {
                     for (String port : nodePorts)
                         direct.add(DriverManager.getConnection("jdbc:postgresql://127.0.0.1:" + port
                                 + "/postgres?connectTimeout=5&socketTimeout=10&sslmode=disable", p));
+                    // A cancel that reaches the backend while it still reads the statement's
+                    // messages (it shows as active from its Parse on) is dropped by PostgreSQL:
+                    // while the statement stays active, it is cancelled again, 500 ms apart.
+                    boolean sent = false;
                     while (true) {
+                        boolean active = false;
                         for (Connection d : direct) {
                             try (PreparedStatement ps = d.prepareStatement("SELECT count(*) FROM pg_stat_activity "
                                     + "WHERE state = 'active' AND pid <> pg_backend_pid() AND strpos(query, ?) > 0")) {
                                 ps.setString(1, tag);
-                                if (one(ps) > 0) {
-                                    st.cancel();
-                                    return;
-                                }
+                                active |= one(ps) > 0;
                             }
                         }
-                        if (System.currentTimeMillis() > deadline) {
-                            errs.add("the statement tagged " + tag + " never ran within 10 s");
+                        if (active) {
+                            st.cancel();
+                            sent = true;
+                        } else if (sent) {
                             return;
                         }
-                        Thread.sleep(50);
+                        if (System.currentTimeMillis() > deadline) {
+                            if (!sent)
+                                errs.add("the statement tagged " + tag + " never ran within 10 s");
+                            return;
+                        }
+                        Thread.sleep(sent ? 500 : 50);
                     }
                 } finally {
                     for (Connection d : direct) d.close();
