@@ -10,6 +10,8 @@
 #   DURATION=10              seconds per pgbench run
 #   ROUNDS=3                 rounds per (workload, mode); each round runs every target once, in the
 #                            order pgbouncer pgrelay pgrelay-lb [pgpool] direct; cells show medians
+#   LB_WEIGHTS="1 1 1"       backend weights of the pgrelay-lb target (primary first); "1 0 0"
+#                            keeps every read on the primary: the routing work without the standbys
 #   BENCH_TARGETS="..."      subset of: pgbouncer pgrelay pgrelay-lb direct (default: all four;
 #                            --with-pgpool adds pgpool). pgrelay = load balancing off, pgrelay-lb =
 #                            load balancing on over every node (select-* and tpcb rows only)
@@ -68,6 +70,7 @@ done
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-3}
 BENCH_TARGETS=${BENCH_TARGETS:-pgbouncer pgrelay pgrelay-lb direct}
+LB_WEIGHTS=${LB_WEIGHTS:-1 1 1}
 SCALE=${SCALE:-10}
 MODES=${MODES:-session transaction}
 POOL_SIZE=${POOL_SIZE:-40}
@@ -575,13 +578,17 @@ printf 'host all trustuser 127.0.0.1/32 trust\nhost all all 0.0.0.0/0 scram-sha-
 # Every node of the cluster, equal weights. With load balancing off pgrelay still knows (and
 # health-checks) the standbys but sends every statement to the primary, so "LB on" minus "LB off"
 # is the cost of the routing itself.
-pgrelay_backends() {
-  local p first=1
+pgrelay_backends() { # [WEIGHT...] (default 1 each)
+  local p first=1 i=0 w
+  local -a weights=("$@")
   printf 'backends = ( '
   for p in "${BACKEND_PORTS[@]}"; do
     ((first)) || printf ', '
     first=0
-    printf '{ host = "127.0.0.1"; port = %d; weight = 1.0; }' "$p"
+    w=${weights[$i]:-1}
+    [[ $w == *.* ]] || w=$w.0
+    i=$((i + 1))
+    printf '{ host = "127.0.0.1"; port = %d; weight = %s; }' "$p" "$w"
   done
   printf ' );\n'
 }
@@ -593,7 +600,12 @@ write_pgrelay_conf() { # FILE PORT MODE AUTH [POOL_SIZE] [LB: on|off, default of
     echo "# written by bench/run.sh"
     echo 'listen_addresses = "127.0.0.1";'
     echo "port = $port;"
-    pgrelay_backends
+    if [[ "$lb" == on ]]; then
+      # shellcheck disable=SC2086  # LB_WEIGHTS is a list of numbers
+      pgrelay_backends $LB_WEIGHTS
+    else
+      pgrelay_backends
+    fi
     echo "auth = { users_file = \"users.txt\";$hba };"
     echo 'logging = { level = "warning"; };'
     echo "pool = { mode = \"$mode\"; pool_size = $size; max_client_conn = 20000; };"
