@@ -8,8 +8,9 @@
 #
 # Environment (all optional):
 #   DURATION=10              seconds per pgbench run
-#   ROUNDS=3                 rounds per (workload, mode); each round runs every target once, in the
-#                            order pgbouncer pgrelay pgrelay-lb [pgpool] direct; cells show medians
+#   ROUNDS=3                 rounds per (workload, mode); each round runs every target once, the
+#                            order pgbouncer pgrelay pgrelay-lb [pgpool] direct rotated by one per
+#                            round (round 2 starts with the second target); cells show medians
 #   LB_WEIGHTS="1 1 1"       backend weights of the pgrelay-lb target (primary first); "1 0 0"
 #                            keeps every read on the primary: the routing work without the standbys
 #   BENCH_TARGETS="..."      subset of: pgbouncer pgrelay pgrelay-lb direct (default: all four;
@@ -1181,8 +1182,11 @@ log "$TOTAL_RUNS runs of ${DURATION}s: workloads [$RUN_ORDER], modes [$MODES], $
 for wl in $RUN_ORDER; do
   for mode in $(wl_modes "$wl"); do
     for ((round = 1; round <= ROUNDS; round++)); do
-      for target in "${TARGETS[@]}"; do
-        run_one "$wl" "$mode" "$target" "$round"
+      # Each round starts one target later (round 1: the list's order, round 2: from its second
+      # target...), so no target always runs right after the same other one.
+      n=${#TARGETS[@]}
+      for ((k = 0; k < n; k++)); do
+        run_one "$wl" "$mode" "${TARGETS[$(((k + round - 1) % n))]}" "$round"
       done
     done
     for target in "${TARGETS[@]}"; do aggregate "$wl|$mode|$target"; done
@@ -1573,7 +1577,7 @@ many_desc=""
   echo "pgrelay $GIT_REV (release build), PostgreSQL $PG_VERSION, PgBouncer $BOUNCER_VERSION${POOL_VERSION:+, pgpool-II $POOL_VERSION};"
   echo "$(nproc) cores, $(uname -r); pgbench -s $SCALE, ${DURATION}s per run, -j $JOBS, pool size $POOL_SIZE$many_desc;"
   echo "pgrelay LB off and LB on over ${#BACKEND_PORTS[@]} node(s); each cell is the median of $ROUNDS round(s), every round running the targets"
-  echo "one after the other (${TARGETS[*]}). Compare ratios within this run only (bench/README.md)."
+  echo "one after the other (${TARGETS[*]}, rotated by one target per round). Compare ratios within this run only (bench/README.md)."
   echo
   report
   echo
