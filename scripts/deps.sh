@@ -10,7 +10,7 @@ PACKAGES=(
   postgresql postgresql-contrib
   python3-psycopg python3-pytest
   python3-asyncpg libpostgresql-jdbc-java openjdk-17-jdk-headless
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev clang-format
 )
 
 missing=()

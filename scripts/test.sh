@@ -63,7 +63,15 @@ integration_tests() {
     "$PY" -m pytest -v -p no:cacheprovider tests/integration "$@"
 }
 
+# Every C source and header as the repository's .clang-format lays it out (nothing is rewritten).
+format_check() {
+  local files
+  mapfile -t files < <(git ls-files '*.c' '*.h' 2>/dev/null || find src tests -name '*.[ch]')
+  clang-format --dry-run -Werror "${files[@]}"
+}
+
 step "dependencies (scripts/deps.sh)" bash scripts/deps.sh || exit 1
+step "format (clang-format --dry-run -Werror, .clang-format)" format_check || true
 
 built=0
 if step "build with gcc, ASan+UBSan, -Werror (build-test)" build_test; then built=1; fi

@@ -7,9 +7,10 @@
  * function names), so they are replaced: numbers by 0, string literals (plain, E'', B'', X'', U&'',
  * dollar-quoted) by ''. Comments are dropped, except a leading routing hint (a block comment
  * whose first character is '+'), which is kept verbatim. Identifiers, quoted identifiers,
- * parameters ($1), operators and keywords are copied as they are. The result is again valid SQL whenever the input was, and a syntax error in
- * the input stays an error or becomes a different read (sent where a read may go, where it fails
- * the same way): a write can never disappear, because no keyword or name is touched.
+ * parameters ($1), operators and keywords are copied as they are. The result is again valid SQL
+ * whenever the input was, and a syntax error in the input stays an error or becomes a different
+ * read (sent where a read may go, where it fails the same way): a write can never disappear,
+ * because no keyword or name is touched.
  *
  * Scanning assumes standard_conforming_strings = on, like the parser (libpg_query) does; text
  * that scans differently under "off" then parses as more statements, never fewer (routing errs to
