@@ -239,7 +239,7 @@ static bool is_group_name(const char *name)
 /* Groups of features still to come; named in the contract, so the error says so. */
 static bool is_reserved_group(const char *name)
 {
-	static const char *const reserved[] = { "http", "tls" };
+	static const char *const reserved[] = { "http" };
 	for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++)
 		if (strcmp(name, reserved[i]) == 0)
 			return true;

@@ -283,7 +283,7 @@ static const struct error_case error_cases[] = {
 	  { DIR "err_reserved_group.conf:3: http: unknown key (the http group is not supported "
 		"yet)",
 	    DIR
-	    "err_reserved_group.conf:4: tls: unknown key (the tls group is not supported yet)" } },
+	    "err_reserved_group.conf:4: tls.cert_fil: unknown key; did you mean \"cert_file\"?" } },
 	{ "err_syntax.conf", { DIR "err_syntax.conf:4: syntax error" } },
 };
 

@@ -145,7 +145,15 @@ static void test_load_errors_table(void **state)
 		{ "host all all all \"md5\"", "unsupported authentication method \"md5\"" },
 		{ "local all all unknown", "unsupported authentication method \"unknown\"" },
 		{ "host all all all md5 clientcert=verify-full",
-		  "authentication options are not supported (\"clientcert=verify-full\")" },
+		  "clientcert can only be configured for hostssl rows" },
+		{ "hostssl all all all md5 clientcert=maybe",
+		  "invalid value for clientcert: \"maybe\"" },
+		{ "hostssl all all all cert clientcert=verify-ca",
+		  "invalid value for clientcert: \"verify-ca\"" },
+		{ "hostssl all all all md5 map=x",
+		  "authentication option \"map=x\" is not supported" },
+		{ "host all all all cert",
+		  "cert authentication is only supported on hostssl lines" },
 		{ "host all all 10.0.0.0/33 md5", "invalid CIDR mask in address \"10.0.0.0/33\"" },
 		{ "host all all ::/129 md5", "invalid CIDR mask in address \"::/129\"" },
 		{ "host all all 10.0.0.0/ md5", "invalid CIDR mask in address \"10.0.0.0/\"" },
@@ -245,6 +253,37 @@ static void test_load_accepts(void **state)
 	}
 }
 
+/* clientcert and cert: what the matching rule asks of the client certificate. */
+static void test_clientcert(void **state)
+{
+	char err[512];
+	struct sockaddr_storage ss;
+	enum hba_clientcert cert;
+	const char *path = write_temp("hostssl a all all cert\n"
+				      "hostssl b all all md5 clientcert=verify-ca\n"
+				      "hostssl c all all scram-sha-256 clientcert=verify-full\n"
+				      "hostnossl all all all md5\n"
+				      "hostssl all all all trust\n");
+	struct hba *hba = hba_load(path, err, sizeof(err));
+
+	(void)state;
+	if (!hba)
+		fail_msg("%s", err);
+	const struct sockaddr *addr = make_addr("10.0.0.1", &ss);
+	assert_int_equal(hba_match_cert(hba, "a", "u", addr, true, &cert), HBA_CERT);
+	assert_int_equal(cert, HBA_CLIENTCERT_VERIFY_FULL);
+	assert_int_equal(hba_match_cert(hba, "b", "u", addr, true, &cert), HBA_MD5);
+	assert_int_equal(cert, HBA_CLIENTCERT_VERIFY_CA);
+	assert_int_equal(hba_match_cert(hba, "c", "u", addr, true, &cert), HBA_SCRAM);
+	assert_int_equal(cert, HBA_CLIENTCERT_VERIFY_FULL);
+	assert_int_equal(hba_match_cert(hba, "a", "u", addr, false, &cert), HBA_MD5);
+	assert_int_equal(cert, HBA_CLIENTCERT_NONE);
+	assert_int_equal(hba_match_cert(hba, "z", "u", addr, true, &cert), HBA_TRUST);
+	assert_int_equal(cert, HBA_CLIENTCERT_NONE);
+	hba_free(hba);
+	unlink(path);
+}
+
 static void test_load_several_errors(void **state)
 {
 	char err[1024];
@@ -294,6 +333,7 @@ static void test_method_names(void **state)
 	assert_string_equal(hba_method_name(HBA_MD5), "md5");
 	assert_string_equal(hba_method_name(HBA_SCRAM), "scram-sha-256");
 	assert_string_equal(hba_method_name(HBA_PASSWORD), "password");
+	assert_string_equal(hba_method_name(HBA_CERT), "cert");
 	assert_string_equal(hba_method_name(HBA_NOMATCH), "no match");
 }
 
@@ -303,7 +343,7 @@ int main(void)
 		cmocka_unit_test(test_match_table),	    cmocka_unit_test(test_match_non_ip),
 		cmocka_unit_test(test_load_errors_table),   cmocka_unit_test(test_load_accepts),
 		cmocka_unit_test(test_load_several_errors), cmocka_unit_test(test_long_line),
-		cmocka_unit_test(test_method_names),
+		cmocka_unit_test(test_method_names),	    cmocka_unit_test(test_clientcert),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

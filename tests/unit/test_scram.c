@@ -365,6 +365,7 @@ static void test_client_rfc7677(void **state)
 		strcpy(ex.srv.server_first, RFC_SERVER_FIRST);
 		strcpy(ex.srv.nonce, RFC_NONCE);
 		ex.srv.cbind_flag = 'n';
+		strcpy(ex.srv.cbind_b64, "biws");
 		ex.srv.step = 1;
 		assert_true(scram_server_final(&ex.srv, RFC_CLIENT_FINAL, strlen(RFC_CLIENT_FINAL),
 					       out, sizeof(out), &len));
@@ -577,6 +578,43 @@ static void server_at_first(struct scram_server *srv, const struct scram_secret 
 	snprintf(first, sizeof(first), "%c,,n=,r=abc", flag);
 	assert_true(scram_server_first(srv, s, NULL, first, strlen(first), out, sizeof(out), &len));
 	snprintf(nonce, SCRAM_MAX_MSG, "%.*s", (int)strcspn(out + 2, ","), out + 2);
+}
+
+/* Channel binding negotiation (RFC 5802 section 6) and the c= the final message must carry. */
+static void test_server_channel_binding(void **state)
+{
+	static const uint8_t hash[32] = { 1, 2, 3 };
+	struct scram_cbind offered = { true, false, hash, sizeof(hash) };
+	struct scram_cbind plus = { true, true, hash, sizeof(hash) };
+	struct scram_cbind plain = { false, false, NULL, 0 };
+	static const char p_first[] = "p=tls-server-end-point,,n=,r=abc";
+	struct scram_server srv;
+	struct scram_secret s;
+	char out[SCRAM_MAX_MSG];
+	size_t len;
+
+	(void)state;
+	assert_true(scram_secret_parse(RFC_VERIFIER, &s));
+	assert_true(scram_server_first(&srv, &s, &plus, p_first, strlen(p_first), out, sizeof(out),
+				       &len));
+	/* base64("p=tls-server-end-point,," followed by the hash) */
+	assert_int_equal(strncmp(srv.cbind_b64, "cD10bHMtc2VydmVyLWVuZC1wb2ludCwsAQID", 36), 0);
+	/* 'p' without the PLUS mechanism, PLUS with 'n', an unknown binding type. */
+	assert_false(scram_server_first(&srv, &s, &offered, p_first, strlen(p_first), out,
+					sizeof(out), &len));
+	assert_false(
+		scram_server_first(&srv, &s, &plus, "n,,n=,r=abc", 11, out, sizeof(out), &len));
+	assert_false(scram_server_first(&srv, &s, &plus, "p=tls-unique,,n=,r=abc", 22, out,
+					sizeof(out), &len));
+	/* 'y' (client could bind, thinks we cannot) is a downgrade when we offered PLUS. */
+	assert_false(
+		scram_server_first(&srv, &s, &offered, "y,,n=,r=abc", 11, out, sizeof(out), &len));
+	assert_true(
+		scram_server_first(&srv, &s, &plain, "y,,n=,r=abc", 11, out, sizeof(out), &len));
+	assert_string_equal(srv.cbind_b64, "eSws");
+	assert_true(
+		scram_server_first(&srv, &s, &offered, "n,,n=,r=abc", 11, out, sizeof(out), &len));
+	assert_string_equal(srv.cbind_b64, "biws");
 }
 
 static void test_server_final_rejects(void **state)
@@ -797,6 +835,7 @@ int main(void)
 		cmocka_unit_test(test_server_first_rejects),
 		cmocka_unit_test(test_server_final_rejects),
 		cmocka_unit_test(test_server_final_truncated),
+		cmocka_unit_test(test_server_channel_binding),
 		cmocka_unit_test(test_server_reference_client),
 		cmocka_unit_test(test_cache_threads_and_eviction),
 	};
