@@ -18,8 +18,9 @@
 
 #include "net/tls_ctx.h"
 
-#define TLS_OUT_CAP (64u * 1024u) /* holds the ciphertext of one full rbuf and a handshake flight  \
-				   */
+#define TLS_OUT_CAP                                                                                \
+	(64u * 1024u) /* holds the ciphertext of one full rbuf and a handshake flight              \
+		       */
 
 struct conn_tls {
 	SSL *ssl;	    /* owned */
