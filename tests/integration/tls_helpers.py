@@ -209,6 +209,8 @@ def der_of(path):
 def tls_context(ca=None, cert=None, verify=True, alpn=None, max_version=None):
     """A client SSLContext: verifies the server against ca (hostname check on) unless verify is False;
     presents cert (a Cert) when given."""
+    if isinstance(ca, Cert):
+        ca = ca.crt
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if verify:
         ctx.load_verify_locations(cafile=str(ca))
