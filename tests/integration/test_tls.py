@@ -520,6 +520,22 @@ def wait_peer_cert(port, der, timeout=15.0):
     return False
 
 
+KEY_PROBLEM = re.compile(r"(?im)^.*(key_file|private key|server\.key|key.*(match|certificate|invalid|read|open)).*$")
+
+
+def expect_kept(r, pki, what):
+    """After SIGHUP with a bad key: a log line says why, new sessions still get server2's certificate."""
+    off = r.log_size()
+    r.reload()
+    assert r.wait_log(KEY_PROBLEM, timeout=10, start=off) is not None, \
+        f"no log line about {what} after SIGHUP:\n{r.log_tail()}"
+    time.sleep(0.5)
+    for _ in range(3):
+        assert peer_cert(r.port) == der_of(pki.server2.crt), f"{what}: the presented certificate changed"
+    with libpq(r.port, "verify-full", pki) as p:
+        assert p.execute("select 'kept'").fetchone() == ("kept",)
+
+
 @pytest.mark.deadline(120)
 def test_sighup_reloads_certificate(pgrelay, pki, tmp_path):
     """Bug guarded: SIGHUP does not re-read cert_file/key_file (a renewed certificate needs a restart),
@@ -542,25 +558,15 @@ def test_sighup_reloads_certificate(pgrelay, pki, tmp_path):
             assert p.execute("select 1").fetchone() == (1,)
 
         # A key that does not match the certificate: the old pair stays.
-        off = r.log_size()
         shutil.copy(pki.server.crt, d / "server.crt")  # certificate 1001 with server2's key
-        r.reload()
-        line = r.wait_log(re.compile(r"(?i).*(key).*"), timeout=10, start=off)
-        assert line is not None, f"no log line about the mismatched key:\n{r.log_tail()}"
-        time.sleep(0.5)
-        for _ in range(3):
-            assert peer_cert(r.port) == der_of(pki.server2.crt)
-        with libpq(r.port, "verify-full", pki) as p:
-            assert p.execute("select 2").fetchone() == (2,)
-
+        expect_kept(r, pki, "a key that does not match the certificate")
         # An unusable key file (not a key at all): the old pair stays.
         copy_cert(pki.server, d)
         (d / "server.key").write_text("this is not a private key\n")
-        off = r.log_size()
-        r.reload()
-        assert r.wait_log(re.compile(r"(?i)key"), timeout=10, start=off) is not None, r.log_tail()
-        time.sleep(0.5)
-        assert peer_cert(r.port) == der_of(pki.server2.crt)
+        expect_kept(r, pki, "a key file that holds no key")
+        # No key file at all.
+        (d / "server.key").unlink()
+        expect_kept(r, pki, "a missing key file")
         assert s1.scalar("select 'still open'") == "still open"
         assert r.alive()
     finally:
@@ -586,15 +592,36 @@ def test_key_file_permissions(pgrelay, pki, tmp_path):
     assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
     assert "tls.key_file" in p.stdout + p.stderr, p.stdout + p.stderr
     # Starting it fails the same way.
-    env = dict(os.environ)
-    started = subprocess.run([str(pgrelay_bin()), "-f", str(r.config_path), "-d"], capture_output=True, text=True,
-                             timeout=20, stdin=subprocess.DEVNULL, env=env, cwd=r.dir)
+    try:
+        started = subprocess.run([str(pgrelay_bin()), "-f", str(r.config_path), "-d"], capture_output=True,
+                                 text=True, timeout=20, stdin=subprocess.DEVNULL, cwd=r.dir)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("pgrelay started (and kept running) with a key file of mode 0644") from None
     assert started.returncode == 1, (started.returncode, started.stdout[-2000:], started.stderr[-2000:])
     assert "tls.key_file" in started.stdout + started.stderr
     for mode, name in ((0o600, "private"), (0o640, "group")):
         _, p = check_config(pgrelay, pki, tmp_path, mode, name)
         assert os.stat(tmp_path / name / "server.key").st_uid == 0
         assert p.returncode == 0, (oct(mode), p.stdout, p.stderr)
+
+
+@pytest.mark.parametrize("tls,key", [
+    ({"client_mode": "bogus"}, "tls.client_mode"),
+    ({"server_mode": "verify-everything"}, "tls.server_mode"),
+    ({"cert_file": "/nonexistent/server.crt"}, "tls.cert_file"),
+    ({"ca_file": "/nonexistent/root.crt", "client_mode": "verify-ca"}, "tls.ca_file"),
+    ({"min_protocol": "SSLv2"}, "tls.min_protocol"),
+], ids=["client_mode", "server_mode", "cert_file", "ca_file", "min_protocol"])
+def test_bad_tls_config_is_refused(pgrelay, pki, tls, key):
+    """Bug guarded: a bad tls value (unknown mode, missing file, unknown protocol) is accepted by -t and
+    fails only when a client arrives, or the message does not name the key."""
+    if not pgrelay_bin().exists():
+        pytest.skip(f"{pgrelay_bin()} not built")
+    r = pgrelay(start=False, tls=tls_group(pki, **tls))
+    p = subprocess.run([str(pgrelay_bin()), "-t", "-f", str(r.config_path)], capture_output=True, text=True,
+                       timeout=15, stdin=subprocess.DEVNULL)
+    assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
+    assert key in p.stdout + p.stderr, p.stdout + p.stderr
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -878,6 +905,11 @@ def test_per_backend_tls_mode_override(pgrelay, pki, pg_tls, cluster):
     r2 = pgrelay(tls=server_tls(pki, server_mode="require"), load_balance=PRIMARY_ONLY,
                  backends=backends(cluster, node0={"tls_mode": "disable"}))
     assert backend_tls(r2.port)[0] is False
+    # A backend's tls_ca_file replaces server_ca_file (here the global one could not verify anything).
+    r3 = pgrelay(tls={"server_mode": "verify-full", "server_ca_file": str(pki.wrong_ca.crt)},
+                 load_balance=PRIMARY_ONLY,
+                 backends=backends(cluster, node0={"tls_ca_file": str(pki.ca.crt)})[:1])
+    assert backend_tls(r3.port)[0] is True
 
 
 def test_server_client_certificate(pgrelay, pki, pg_tls):
