@@ -635,6 +635,109 @@ static void load_auth(struct loader *L, const char *dir)
 	}
 }
 
+static void tls_error(struct loader *L, const char *key, const char *why)
+{
+	int ki = find_key("tls", 0, key);
+	errs_add(&L->errs, L->path, ki >= 0 && L->seen[ki] ? L->seen[ki] : 1, "tls.%s: %s", key,
+		 why);
+}
+
+/* The tls group's cross-key rules: what a mode needs must be configured. */
+static bool check_tls(struct loader *L)
+{
+	const struct tls_conf *t = &L->cfg->tls;
+	int before = L->errs.count;
+	if (!t->cert_file != !t->key_file)
+		tls_error(L, t->cert_file ? "key_file" : "cert_file",
+			  "cert_file and key_file go together");
+	if (t->client_mode >= TLS_REQUIRE && !t->cert_file)
+		tls_error(L, "client_mode", "require and stronger need cert_file and key_file");
+	if (t->client_mode >= TLS_VERIFY_CA && !t->ca_file)
+		tls_error(L, "client_mode", "verify-ca and verify-full need ca_file");
+	if (!t->server_cert_file != !t->server_key_file)
+		tls_error(L, t->server_cert_file ? "server_key_file" : "server_cert_file",
+			  "server_cert_file and server_key_file go together");
+	for (int i = 0; i < L->cfg->n_backends; i++)
+		if (config_backend_tls_mode(L->cfg, i) >= TLS_VERIFY_CA &&
+		    !config_backend_tls_ca(L->cfg, i)) {
+			char why[128];
+			snprintf(why, sizeof(why),
+				 "backends[%d] uses verify-ca or verify-full and has no CA file",
+				 i);
+			tls_error(L, "server_ca_file", why);
+		}
+	return L->errs.count == before;
+}
+
+/* Builds the contexts the tls group asks for (certificates and keys are read now). */
+static void load_tls(struct loader *L, const char *dir)
+{
+	struct config *cfg = L->cfg;
+	struct tls_conf *t = &cfg->tls;
+	char **files[] = { &t->cert_file,      &t->key_file,	     &t->ca_file,
+			   &t->server_ca_file, &t->server_cert_file, &t->server_key_file };
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+		if (!resolve_path(dir, files[i])) {
+			errs_add(&L->errs, L->path, 1, "out of memory");
+			return;
+		}
+	for (int i = 0; i < cfg->n_backends; i++)
+		if (!resolve_path(dir, &cfg->backends[i].tls_ca_file)) {
+			errs_add(&L->errs, L->path, 1, "out of memory");
+			return;
+		}
+	if (!check_tls(L))
+		return;
+	char why[768];
+	if (t->cert_file && t->client_mode != TLS_DISABLE) {
+		struct tls_server_settings ss = { t->cert_file, t->key_file, t->ca_file,
+						  t->min_protocol, t->ciphers };
+		if (!tls_server_ctx_build(&cfg->tls_clients, &ss, why, sizeof(why)))
+			tls_error(L, "cert_file", why);
+	}
+	for (int i = 0; i < cfg->n_backends; i++) {
+		enum tls_mode m = config_backend_tls_mode(cfg, i);
+		if (m == TLS_DISABLE)
+			continue;
+		struct tls_client_settings cs = { m,
+						  config_backend_tls_ca(cfg, i),
+						  t->server_cert_file,
+						  t->server_key_file,
+						  t->min_protocol,
+						  t->ciphers };
+		cfg->tls_backends[i] = tls_client_ctx_build(&cs, why, sizeof(why));
+		if (!cfg->tls_backends[i]) {
+			char msg[900];
+			snprintf(msg, sizeof(msg), "backends[%d]: %s", i, why);
+			tls_error(L, "server_mode", msg);
+		}
+	}
+}
+
+enum tls_mode config_backend_tls_mode(const struct config *cfg, int i)
+{
+	int own = cfg->backends[i].tls_mode;
+	return (enum tls_mode)(own > 0 ? own - 1 : cfg->tls.server_mode);
+}
+
+const char *config_backend_tls_ca(const struct config *cfg, int i)
+{
+	const char *own = cfg->backends[i].tls_ca_file;
+	return own ? own : cfg->tls.server_ca_file;
+}
+
+void config_backend_libpq_tls(const struct config *cfg, int i, struct libpq_tls *out)
+{
+	enum tls_mode m = config_backend_tls_mode(cfg, i);
+	memset(out, 0, sizeof(*out));
+	out->sslmode = m == TLS_ALLOW ? "prefer" : tls_mode_names[m];
+	if (m == TLS_DISABLE)
+		return;
+	out->sslrootcert = config_backend_tls_ca(cfg, i);
+	out->sslcert = cfg->tls.server_cert_file;
+	out->sslkey = cfg->tls.server_key_file;
+}
+
 struct config *config_load(const char *path, char *err, size_t errcap)
 {
 	struct loader L = { .errs = { .buf = err, .cap = errcap }, .path = path };
@@ -677,6 +780,7 @@ struct config *config_load(const char *path, char *err, size_t errcap)
 			check_required(&L, root, 0, -1, NULL, cfg, L.seen);
 			check_cross(&L);
 			load_auth(&L, dir);
+			load_tls(&L, dir);
 		}
 	}
 	config_destroy(&lc);
@@ -699,6 +803,9 @@ void config_free(struct config *cfg)
 		users_free(cfg->users);
 	if (cfg->hba)
 		hba_free(cfg->hba);
+	tls_server_ctx_free(&cfg->tls_clients);
+	for (int i = 0; i < CONFIG_MAX_BACKENDS; i++)
+		tls_ctx_release(cfg->tls_backends[i]);
 	free(cfg->path);
 	free(cfg);
 }

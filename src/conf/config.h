@@ -15,6 +15,7 @@
 
 #include "auth/hba.h"
 #include "auth/users.h"
+#include "net/tls_ctx.h"
 
 #define CONFIG_MAX_BACKENDS  64
 #define CONFIG_MAX_LISTEN    16
@@ -31,7 +32,21 @@ struct backend_conf {
 	char *data_directory;	/* owned, may be "" */
 	char *application_name; /* owned, may be "" */
 	unsigned flags;		/* BACKEND_FLAG_* */
+	int tls_mode;		/* 0: tls.server_mode, else 1 + enum tls_mode */
+	char *tls_ca_file;	/* owned or NULL: tls.server_ca_file */
 	int line;		/* line of the entry in the file, for messages */
+};
+
+/* The `tls` group: pgrelay's certificate towards clients, and how it talks to backends. */
+struct tls_conf {
+	char *cert_file, *key_file; /* owned or NULL; both or neither */
+	char *ca_file;		    /* owned or NULL: CA of client certificates */
+	int client_mode;	    /* enum tls_mode towards clients; default prefer */
+	int server_mode;	    /* enum tls_mode towards backends; default prefer */
+	char *server_ca_file;	    /* owned or NULL */
+	char *server_cert_file, *server_key_file; /* owned or NULL: our certificate to backends */
+	char *min_protocol;			  /* owned; default "TLSv1.2" */
+	char *ciphers;				  /* owned; default "HIGH:!aNULL" */
 };
 
 struct health_check_conf {
@@ -120,6 +135,11 @@ struct config {
 	struct pool_conf pool;
 	struct health_check_conf health_check;
 	struct load_balance_conf load_balance;
+	struct tls_conf tls;
+	/* Built from tls at load (owned): the client-facing context when clients may use TLS,
+	 * and one backend-facing context per backend whose mode is not disable. */
+	struct tls_server_ctx tls_clients;
+	SSL_CTX *tls_backends[CONFIG_MAX_BACKENDS];
 	struct listener_conf listeners[CONFIG_MAX_LISTENERS]; /* extra role-pinned ports */
 	int n_listeners;
 
@@ -159,6 +179,12 @@ void config_diff_restart_keys(const struct config *a, const struct config *b, ch
 bool config_parse_duration(const char *text, uint32_t *ms_out) __attribute__((warn_unused_result));
 /* Parses "64kB", "16MB", "1GB" or a bare number of bytes. */
 bool config_parse_size(const char *text, uint64_t *bytes_out) __attribute__((warn_unused_result));
+
+/* The TLS mode and CA file towards backend i (its own, else the tls group's). */
+enum tls_mode config_backend_tls_mode(const struct config *cfg, int i);
+const char *config_backend_tls_ca(const struct config *cfg, int i);
+/* libpq's TLS parameters for backend i (pointers into cfg). */
+void config_backend_libpq_tls(const struct config *cfg, int i, struct libpq_tls *out);
 
 /* Index of the backend that takes writes for now: the ALWAYS_PRIMARY one, else 0. */
 int config_primary_backend(const struct config *cfg);

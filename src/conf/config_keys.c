@@ -38,6 +38,9 @@ static const char *const lb_on_write[] = { "transaction", "off", "trans_transact
 static const char *const backend_flags[] = { "ALLOW_TO_FAILOVER", "DISALLOW_TO_FAILOVER",
 					     "ALWAYS_PRIMARY", NULL };
 
+static const char *const backend_tls_modes[] = { "default", "disable",	 "allow",	"prefer",
+						 "require", "verify-ca", "verify-full", NULL };
+
 static bool parse_log_level(const char *text, int *out)
 {
 	enum log_level lvl;
@@ -134,6 +137,42 @@ const struct key_def config_keys[] = {
 		"pgpool-II's backend_flag, flags joined with | "
 		"(\"ALWAYS_PRIMARY|DISALLOW_TO_FAILOVER\"); at most one node may be "
 		"ALWAYS_PRIMARY."),
+
+	BACKEND("tls_mode", KT_ENUM, 0, "default", 0, 0, tls_mode, backend_tls_modes,
+		"TLS towards this node with libpq's sslmode names; \"default\" uses "
+		"tls.server_mode."),
+	BACKEND("tls_ca_file", KT_STRING, KF_EMPTY_IS_NULL, NULL, 0, 0, tls_ca_file, NULL,
+		"CA file that verifies this node's certificate; unset uses tls.server_ca_file."),
+
+	GRP("tls", "cert_file", KT_STRING, KF_EMPTY_IS_NULL, NULL, 0, 0, tls.cert_file, NULL,
+	    "pgrelay's certificate (PEM, chain allowed) towards clients; unset: clients cannot use "
+	    "TLS."),
+	GRP("tls", "key_file", KT_STRING, KF_EMPTY_IS_NULL, NULL, 0, 0, tls.key_file, NULL,
+	    "Private key of cert_file; must not be readable by group or others (0640 allowed when "
+	    "root owns it)."),
+	GRP("tls", "ca_file", KT_STRING, KF_EMPTY_IS_NULL, NULL, 0, 0, tls.ca_file, NULL,
+	    "CA certificates that sign client certificates (client_mode verify-ca / verify-full, "
+	    "hba method cert); unset: no client certificate is asked for."),
+	GRP("tls", "client_mode", KT_ENUM, 0, "prefer", 0, 0, tls.client_mode, tls_mode_names,
+	    "TLS towards clients: disable answers SSLRequest with N; allow and prefer offer TLS "
+	    "and accept plaintext; require refuses plaintext; verify-ca also wants a client "
+	    "certificate from ca_file; verify-full also wants its CN to be the user name."),
+	GRP("tls", "server_mode", KT_ENUM, 0, "prefer", 0, 0, tls.server_mode, tls_mode_names,
+	    "TLS towards backends, health checks and catalog reads, with libpq's sslmode "
+	    "meanings (allow is treated as prefer)."),
+	GRP("tls", "server_ca_file", KT_STRING, KF_EMPTY_IS_NULL, NULL, 0, 0, tls.server_ca_file,
+	    NULL,
+	    "CA file that verifies backend certificates (server_mode verify-ca / verify-full)."),
+	GRP("tls", "server_cert_file", KT_STRING, KF_EMPTY_IS_NULL, NULL, 0, 0,
+	    tls.server_cert_file, NULL,
+	    "Client certificate pgrelay presents to backends; unset: none."),
+	GRP("tls", "server_key_file", KT_STRING, KF_EMPTY_IS_NULL, NULL, 0, 0, tls.server_key_file,
+	    NULL, "Private key of server_cert_file."),
+	GRP("tls", "min_protocol", KT_STRING, 0, "TLSv1.2", 0, 0, tls.min_protocol, NULL,
+	    "Oldest TLS version accepted on both sides: TLSv1.2 or TLSv1.3."),
+	GRP("tls", "ciphers", KT_STRING, 0, "HIGH:!aNULL", 0, 0, tls.ciphers, NULL,
+	    "OpenSSL cipher list for TLS 1.2 on both sides (TLS 1.3 suites are OpenSSL's "
+	    "defaults)."),
 
 	GRP("auth", "users_file", KT_STRING, KF_REQUIRED, NULL, 0, 0, users_file, NULL,
 	    "File of user:secret lines (secret: SCRAM-SHA-256 verifier, md5 hash or plain text); "
@@ -919,11 +958,10 @@ void config_write_reference(FILE *out)
 	      "- **Sizes** are strings with a unit: `\"512B\"`, `\"64kB\"`, `\"16MB\"`, `\"1GB\"` "
 	      "(1024-based, as in PostgreSQL; the\n"
 	      "  units are case-sensitive). A bare integer means bytes.\n"
-	      "- Relative paths (`auth.users_file`, `auth.hba_file`) are resolved against the "
-	      "folder of the configuration file.\n"
-	      "- Unknown keys are errors, at every level, with a \"did you mean\" hint. The groups "
-	      "`load_balance`, `listeners`,\n"
-	      "  `http` and `tls` are not supported yet and are rejected too.\n"
+	      "- Relative paths (`auth.users_file`, `auth.hba_file`, the `tls` files) are resolved "
+	      "against the folder of the configuration file.\n"
+	      "- Unknown keys are errors, at every level, with a \"did you mean\" hint. The group "
+	      "`http` is not supported yet and is rejected too.\n"
 	      "- *Reload* `yes`: SIGHUP applies a change. `restart`: the change is logged and "
 	      "waits "
 	      "for a restart; for\n"

@@ -748,9 +748,11 @@ cluster_t *cluster_start(const struct config *cfg, void (*notify)(void *arg), vo
 		struct probe_target t[CLUSTER_MAX_NODES];
 
 		health_cfg(cfg, &hc);
-		for (int i = 0; i < c->n; i++)
+		for (int i = 0; i < c->n; i++) {
 			t[i] = (struct probe_target){ .host = c->nodes[i].host,
 						      .port = c->nodes[i].port };
+			config_backend_libpq_tls(cfg, i, &t[i].tls);
+		}
 		c->health = health_start(&hc, t, c->n, on_health, c);
 		if (c->health == NULL)
 			goto fail;

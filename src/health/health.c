@@ -60,6 +60,7 @@ struct health_node {
 	char *eff_user;		    /* owned: the credentials target uses (override or settings) */
 	char *eff_password;	    /* owned */
 	char *eff_dbname;	    /* owned */
+	struct libpq_tls tls;	    /* owned copies: sslmode and its files */
 	struct probe_target target; /* borrows host and eff_* (all owned by this node) */
 	uint64_t target_gen;	    /* settings generation target was built from */
 	struct probe probe;	    /* keeps the node's connection between attempts */
@@ -322,6 +323,7 @@ static void node_refresh_target(struct health *h, struct health_node *nd)
 	nd->target.user = u;
 	nd->target.password = pw;
 	nd->target.dbname = db;
+	nd->target.tls = nd->tls;
 	nd->target_gen = h->gen;
 }
 
@@ -635,6 +637,7 @@ static void free_handle(struct health *h)
 		free(nd->eff_user);
 		free_secret(nd->eff_password);
 		free(nd->eff_dbname);
+		libpq_tls_free(&nd->tls);
 	}
 	if (h->pending != NULL) {
 		settings_free(h->pending);
@@ -688,6 +691,8 @@ health_t *health_start(const struct health_config_copy *cfg, const struct probe_
 		nd->user = dup_override(t->user);
 		nd->password = dup_override(t->password);
 		nd->dbname = dup_override(t->dbname);
+		if (!libpq_tls_dup(&t->tls, &nd->tls))
+			goto fail;
 		if (nd->host == NULL || (t->user != NULL && t->user[0] && nd->user == NULL) ||
 		    (t->password != NULL && t->password[0] && nd->password == NULL) ||
 		    (t->dbname != NULL && t->dbname[0] && nd->dbname == NULL))

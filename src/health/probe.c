@@ -286,7 +286,7 @@ static bool connect_start(struct probe *p, uint64_t now_ms)
 {
 	const struct probe_target *t = p->target;
 	char port[16], options[64];
-	const char *keys[12], *vals[12];
+	const char *keys[16], *vals[16];
 	int k = 0;
 	struct in6_addr a6;
 	struct in_addr a4;
@@ -322,6 +322,7 @@ static bool connect_start(struct probe *p, uint64_t now_ms)
 	vals[k++] = PROBE_APPLICATION;
 	keys[k] = "options";
 	vals[k++] = options;
+	k += libpq_tls_params(&t->tls, keys + k, vals + k);
 	/* GSSAPI negotiation may talk to a KDC with blocking calls: never for a health check. */
 	keys[k] = "gssencmode";
 	vals[k++] = "disable";

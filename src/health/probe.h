@@ -24,6 +24,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "net/tls_ctx.h"
+
 #define PROBE_MAX_REPLICAS 64  /* pg_stat_replication rows kept per observation */
 #define PROBE_NAME_MAX	   64  /* application_name bytes kept, NUL included (63 + 1) */
 #define PROBE_WORD_MAX	   16  /* state / sync_state bytes kept, NUL included */
@@ -37,6 +39,7 @@ struct probe_target {
 	const char *user;     /* borrowed */
 	const char *password; /* borrowed; never copied into an observation or a log line */
 	const char *dbname;   /* borrowed */
+	struct libpq_tls tls; /* borrowed strings: sslmode and its files */
 };
 
 /* How a probe ended. Only PROBE_OK means the node answered the whole query. */

@@ -5,6 +5,7 @@
  *  - the conn outlives every write that points into its buffer (refs).
  */
 #include "net/conn.h"
+#include "net/conn_tls.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,15 +13,17 @@
 
 struct send_req {
 	uv_write_t req;
-	struct conn *c; /* borrowed: the destination, alive until this callback (libuv order) */
+	struct conn *c;	  /* borrowed: the destination, alive until this callback (libuv order) */
+	struct conn *src; /* borrowed (a reference held): the forward these bytes stand for */
 	uint32_t len;
 	uint8_t data[];
 };
 
-static void conn_release(struct conn *c)
+void conn_unref(struct conn *c)
 {
 	if (--c->refs > 0)
 		return;
+	conn_tls_free(c);
 	if (c->rbuf) {
 		iobuf_put(c->bufs, c->rbuf);
 		c->rbuf = NULL;
@@ -30,13 +33,17 @@ static void conn_release(struct conn *c)
 
 static void conn_close_cb(uv_handle_t *h)
 {
-	conn_release(h->data);
+	conn_unref(h->data);
 }
 
 static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
 	(void)suggested;
 	struct conn *c = h->data;
+	if (c->tls) { /* ciphertext: decrypted into rbuf right away */
+		conn_tls_read_buffer(buf);
+		return;
+	}
 	if (!c->rbuf) {
 		c->rbuf = iobuf_get(c->bufs);
 		if (!c->rbuf) {
@@ -55,6 +62,11 @@ void conn_update_reading(struct conn *c)
 {
 	bool room = !c->rbuf || c->rbuf->recv < c->rbuf->cap;
 	bool want = c->want_read && !c->fwd_len && !c->closing && room;
+	if (c->tls) {
+		if (want && conn_tls_has_pending(c))
+			conn_tls_schedule_drain(c);
+		want = want && !conn_tls_backlogged(c);
+	}
 	if (want == c->reading)
 		return;
 	if (want) {
@@ -73,6 +85,11 @@ static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	struct conn *c = s->data;
 	if (c->closing)
 		return;
+	if (nread > 0 && c->tls) {
+		conn_tls_on_read(c, (const uint8_t *)buf->base, (size_t)nread);
+		conn_settle(c);
+		return;
+	}
 	if (nread > 0) {
 		c->rbuf->recv += (uint32_t)nread;
 		c->ops->on_data(c);
@@ -140,20 +157,30 @@ void conn_want_read(struct conn *c, bool want)
 	conn_update_reading(c);
 }
 
+static void conn_forward_finish(struct conn *src, int status);
+
 static void conn_send_cb(uv_write_t *req, int status)
 {
 	struct send_req *sr = (struct send_req *)req;
-	struct conn *c = sr->c;
-	c->queued -= sr->len;
+	struct conn *c = sr->c, *src = sr->src;
+	if (!src)
+		c->queued -= sr->len;
 	free(sr);
+	if (src) {
+		conn_forward_finish(src, status);
+		return;
+	}
 	if (status < 0 && !c->closing)
 		c->ops->on_event(c, CONN_EV_WRITE_ERROR, status);
 }
 
-int conn_send(struct conn *c, const void *data, size_t len)
+int conn_write_raw(struct conn *c, const uint8_t *data, size_t len, struct conn *src,
+		   uint32_t src_len)
 {
 	if (c->closing)
 		return UV_ECANCELED;
+	if (len == 0)
+		return 0;
 	uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
 	int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
 	if (n == (int)len)
@@ -162,13 +189,14 @@ int conn_send(struct conn *c, const void *data, size_t len)
 		return n;
 	size_t off = n > 0 ? (size_t)n : 0;
 	size_t rest = len - off;
-	if (c->queued + rest > CONN_MAX_QUEUED)
+	if (!src && c->queued + rest > CONN_MAX_QUEUED)
 		return UV_ENOBUFS;
 	struct send_req *sr = malloc(sizeof(*sr) + rest);
 	if (!sr)
 		return UV_ENOMEM;
-	memcpy(sr->data, (const uint8_t *)data + off, rest);
+	memcpy(sr->data, data + off, rest);
 	sr->c = c;
+	sr->src = src;
 	sr->len = (uint32_t)rest;
 	b = uv_buf_init((char *)sr->data, (unsigned)rest);
 	int rc = uv_write(&sr->req, (uv_stream_t *)&c->tcp, &b, 1, conn_send_cb);
@@ -176,13 +204,32 @@ int conn_send(struct conn *c, const void *data, size_t len)
 		free(sr);
 		return rc;
 	}
-	c->queued += (uint32_t)rest;
-	return 0;
+	if (!src) {
+		c->queued += (uint32_t)rest;
+		return 0;
+	}
+	src->fwd_len = src_len;
+	src->refs++;
+	conn_update_reading(src);
+	return 1;
+}
+
+int conn_send(struct conn *c, const void *data, size_t len)
+{
+	if (c->closing)
+		return UV_ECANCELED;
+	if (c->tls)
+		return conn_tls_send(c, data, len);
+	return conn_write_raw(c, data, len, NULL, 0);
 }
 
 static void conn_forward_cb(uv_write_t *req, int status)
 {
-	struct conn *src = req->data;
+	conn_forward_finish(req->data, status);
+}
+
+static void conn_forward_finish(struct conn *src, int status)
+{
 	src->rbuf->done += src->fwd_len;
 	src->fwd_len = 0;
 	if (!src->closing) {
@@ -193,7 +240,7 @@ static void conn_forward_cb(uv_write_t *req, int status)
 			conn_settle(src);
 		}
 	}
-	conn_release(src);
+	conn_unref(src);
 }
 
 int conn_forward(struct conn *src, struct conn *dst)
@@ -203,6 +250,8 @@ int conn_forward(struct conn *src, struct conn *dst)
 		return 1;
 	if (dst->closing)
 		return UV_ECANCELED;
+	if (dst->tls)
+		return conn_tls_forward(src, dst);
 	uint32_t len = b->parsed - b->done;
 	if (len == 0)
 		return 0;
@@ -264,6 +313,7 @@ void conn_close(struct conn *c)
 		uv_read_stop((uv_stream_t *)&c->tcp);
 		c->reading = false;
 	}
+	conn_tls_close(c);
 	uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
 }
 
@@ -279,12 +329,14 @@ void conn_close_after_flush(struct conn *c)
 {
 	if (!c->open || c->closing)
 		return;
+	conn_tls_notify_close(c); /* close_notify goes out before the FIN */
 	c->closing = true;
 	c->want_read = false;
 	if (c->reading) {
 		uv_read_stop((uv_stream_t *)&c->tcp);
 		c->reading = false;
 	}
+	conn_tls_close(c);
 	c->shutdown_req.data = c;
 	if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, conn_shutdown_cb) < 0)
 		uv_close((uv_handle_t *)&c->tcp, conn_close_cb);

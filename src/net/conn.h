@@ -26,6 +26,9 @@
 #define CONN_MAX_QUEUED (1u << 20) /* bound on copied (injected) bytes waiting to be written */
 
 struct conn;
+struct conn_tls;
+typedef struct ssl_ctx_st SSL_CTX;
+typedef struct ssl_st SSL;
 
 enum conn_event {
 	CONN_EV_EOF,		/* peer closed its side */
@@ -35,6 +38,8 @@ enum conn_event {
 	CONN_EV_CONNECT_FAILED, /* status holds the libuv error */
 	CONN_EV_FORWARD_DONE,	/* a forward out of this conn's buffer completed; rescan */
 	CONN_EV_FORWARD_FAILED, /* a forward out of this conn's buffer could not be written */
+	CONN_EV_TLS_READY,	/* the TLS handshake finished (conn_ssl() tells the details) */
+	CONN_EV_TLS_ERROR,	/* the handshake or a record failed; conn_tls_error() says why */
 };
 
 struct conn_ops {
@@ -52,6 +57,7 @@ struct conn {
 	void *owner;		    /* borrowed: the object this conn is embedded in */
 	struct iobuf_pool *bufs;    /* borrowed: the worker's buffer pool */
 	struct iobuf *rbuf;	    /* owned; NULL while nothing is buffered */
+	struct conn_tls *tls;	    /* owned; NULL for plaintext (conn_tls.c) */
 	uint32_t fwd_len;	    /* bytes of rbuf in the forward in flight */
 	uint32_t queued;	    /* injected bytes waiting in write requests */
 	uint32_t pkt_remaining;	    /* bytes of the current message not yet scanned */
@@ -96,6 +102,24 @@ void conn_settle(struct conn *c);
 void conn_close(struct conn *c);
 /* Closes after pending writes are flushed (the caller bounds how long with a timer). */
 void conn_close_after_flush(struct conn *c);
+
+/*
+ * From now on the bytes on the wire are TLS: rbuf keeps receiving plaintext, conn_send and
+ * conn_forward take plaintext. server: pgrelay accepts (towards a client); else it connects, with
+ * host as SNI and, when verify_host, checked against the certificate. Bytes already received
+ * and not yet scanned are TLS input (direct TLS). CONN_EV_TLS_READY or CONN_EV_TLS_ERROR follow.
+ * Returns a libuv error code.
+ */
+int conn_start_tls(struct conn *c, SSL_CTX *ctx, bool server, const char *host, bool verify_host)
+	__attribute__((warn_unused_result));
+/* The TLS session once its handshake finished, else NULL. */
+SSL *conn_ssl(const struct conn *c);
+static inline bool conn_is_tls(const struct conn *c)
+{
+	return c->tls != NULL;
+}
+/* Why TLS failed (for logs; names no secret). */
+const char *conn_tls_error(const struct conn *c);
 
 /* Peer address as text, for logs. */
 void conn_peer_name(const struct conn *c, char *out, size_t cap);

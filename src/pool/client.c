@@ -23,6 +23,7 @@
 #include "protocol/pqmsg.h"
 #include "protocol/reader.h"
 #include "protocol/startup.h"
+#include "net/tls_ctx.h"
 #include "util/log.h"
 
 #define CLIENT_AUTH_MSG_MAX 8192 /* bound on a password / SASL message during login */
@@ -369,6 +370,11 @@ static void client_handle_startup(struct client *c, const struct frame *f)
 		if (!ok)
 			return;
 	}
+	if (c->w->cfg->tls.client_mode >= TLS_REQUIRE && !conn_is_tls(&c->conn)) {
+		client_disconnect(c, "28000", "TLS is required (tls.client_mode is %s)",
+				  tls_mode_names[c->w->cfg->tls.client_mode]);
+		return;
+	}
 	if (log_enabled(LOG_LVL_DEBUG)) {
 		char user[LOG_UNTRUSTED_BUF], db[LOG_UNTRUSTED_BUF], app[LOG_UNTRUSTED_BUF];
 		log_debug("client", c->id, "login user=%s database=%s application_name=%s",
@@ -377,6 +383,64 @@ static void client_handle_startup(struct client *c, const struct frame *f)
 			  log_untrusted(c->application_name, app, sizeof(app)));
 	}
 	client_auth_start(c);
+}
+
+/* The context clients may use TLS with, NULL when TLS is off towards clients. */
+static SSL_CTX *client_tls_ctx(const struct client *c)
+{
+	const struct config *cfg = c->w->cfg;
+	return cfg->tls.client_mode != TLS_DISABLE ? cfg->tls_clients.ctx : NULL;
+}
+
+static void client_start_tls(struct client *c, SSL_CTX *ctx)
+{
+	int rc = conn_start_tls(&c->conn, ctx, true, NULL, false);
+	if (rc < 0)
+		client_disconnect(c, NULL, "could not start TLS: %s", uv_strerror(rc));
+}
+
+/* SSLRequest: 'S' and a handshake when TLS is configured, else 'N' (plaintext goes on). */
+static void client_answer_ssl_request(struct client *c)
+{
+	SSL_CTX *ctx = client_tls_ctx(c);
+	if (!ctx) {
+		if (!client_send(c, "N", 1))
+			return; /* the client was closed */
+		return;
+	}
+	if (client_send(c, "S", 1))
+		client_start_tls(c, ctx);
+}
+
+/*
+ * PostgreSQL 17's direct TLS: the first byte is a TLS handshake record instead of a length.
+ * The bytes received so far are the start of the ClientHello; ALPN "postgresql" is checked once
+ * the handshake is done.
+ */
+static void client_start_direct_tls(struct client *c)
+{
+	SSL_CTX *ctx = client_tls_ctx(c);
+	if (!ctx) {
+		log_info("client", c->id,
+			 "closing: direct TLS connection but TLS is not configured");
+		client_disconnect(c, NULL, "direct TLS without TLS configured");
+		return;
+	}
+	c->ssl_answered = true;
+	c->tls_direct = true;
+	client_start_tls(c, ctx);
+}
+
+static void client_on_tls_ready(struct client *c)
+{
+	SSL *ssl = conn_ssl(&c->conn);
+	if (c->tls_direct && !tls_alpn_agreed(ssl)) {
+		log_info("client", c->id,
+			 "closing: direct TLS connection without ALPN \"postgresql\"");
+		client_disconnect(c, NULL, "direct TLS without ALPN");
+		return;
+	}
+	log_debug("client", c->id, "TLS established (%s)", tls_version_name(ssl));
 }
 
 /* Handles one complete length-first packet in the startup step. */
@@ -398,12 +462,14 @@ static void client_startup_packet(struct client *c, const struct frame *f)
 					  ssl ? "SSL" : "GSSAPI encryption");
 			return;
 		}
-		if (ssl)
-			c->ssl_answered = true;
-		else
+		if (!ssl) {
 			c->gss_answered = true;
-		if (!client_send(c, "N", 1))
+			if (!client_send(c, "N", 1))
+				return; /* the client was closed */
 			return;
+		}
+		c->ssl_answered = true;
+		client_answer_ssl_request(c);
 		return;
 	}
 	case CANCEL_REQUEST_CODE:
@@ -430,6 +496,10 @@ static void client_login_scan(struct client *c)
 			return;
 		}
 		enum frame_status st;
+		if (c->login == CLS_STARTUP && !c->ssl_answered && p[0] == TLS_RECORD_HANDSHAKE) {
+			client_start_direct_tls(c);
+			return;
+		}
 		if (c->login == CLS_STARTUP) {
 			st = frame_parse_startup(p, avail, &f);
 			if (st == FRAME_BAD) {
@@ -996,6 +1066,16 @@ static void client_on_event(struct conn *conn, enum conn_event ev, int status)
 	case CONN_EV_FORWARD_FAILED:
 		client_on_server_lost(c, "08006", "could not send data to server");
 		return;
+	case CONN_EV_TLS_READY:
+		client_on_tls_ready(c);
+		return;
+	case CONN_EV_TLS_ERROR: {
+		char peer[80];
+		conn_peer_name(&c->conn, peer, sizeof(peer));
+		log_info("client", c->id, "closing: %s (from %s)", conn_tls_error(&c->conn), peer);
+		client_disconnect(c, NULL, "TLS error");
+		return;
+	}
 	case CONN_EV_CONNECTED:
 	case CONN_EV_CONNECT_FAILED:
 		return;

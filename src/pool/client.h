@@ -153,6 +153,7 @@ struct client {
 	char txn_status;    /* from the last ReadyForQuery: I, T or E */
 	bool ssl_answered;  /* answered one SSLRequest already */
 	bool gss_answered;  /* answered one GSSENCRequest already */
+	bool tls_direct;    /* TLS started without SSLRequest (needs ALPN postgresql) */
 	bool pinned; /* used a session feature: keeps its backend connection (transaction mode) */
 	uint64_t last_active_ms; /* loop time of the last client bytes or finished request */
 	struct stmt_map stmts;	 /* its named prepared statements (transaction mode) */

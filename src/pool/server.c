@@ -165,8 +165,8 @@ void server_close(struct server *s, const char *reason)
 
 /* The session cannot continue: tell the client (if any) and close. */
 /* Closes s; its client is told, or goes on without it when the link was idle (see there). */
-static void server_fail_link(struct server *s, const char *sqlstate, const char *reason,
-			     enum link_loss how)
+void server_fail_link(struct server *s, const char *sqlstate, const char *reason,
+		      enum link_loss how)
 {
 	struct client *c = s->client;
 	int node = s->node_id;
@@ -862,6 +862,8 @@ static void server_on_data(struct conn *conn)
 			server_close(s, "unexpected data while idle");
 		return;
 	case SV_CONNECTING:
+		server_tls_answer(s);
+		return;
 	case SV_CLOSING:
 		return;
 	}
@@ -873,7 +875,19 @@ static void server_on_event(struct conn *conn, enum conn_event ev, int status)
 	char msg[160];
 	switch (ev) {
 	case CONN_EV_CONNECTED:
+		server_begin_login(s);
+		return;
+	case CONN_EV_TLS_READY:
+		log_debug("server", s->id, "TLS established with backend %d (%s)", s->node_id,
+			  tls_version_name(conn_ssl(&s->conn)));
 		server_send_startup(s);
+		return;
+	case CONN_EV_TLS_ERROR:
+		worker_report_backend_error(s->w, s->node_id);
+		snprintf(msg, sizeof(msg), "TLS with backend %d failed: %s", s->node_id,
+			 conn_tls_error(&s->conn));
+		log_warning("server", s->id, "%s", msg);
+		server_fail_link(s, "08006", msg, LINK_LOST_UNUSED);
 		return;
 	case CONN_EV_CONNECT_FAILED:
 		s->w->node_down_until_ms[s->node_id] = uv_now(&s->w->loop) + NODE_DOWN_HOLD_MS;

@@ -11,10 +11,12 @@
  */
 #include "pool/server_login.h"
 
+#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "auth/md5.h"
+#include "conf/config.h"
 #include "pool/client.h"
 #include "pool/pool.h"
 #include "pool/server.h"
@@ -44,6 +46,62 @@ void server_send_startup(struct server *s)
 	}
 	server_set_state(s, SV_LOGIN);
 	conn_want_read(&s->conn, true);
+}
+
+void server_begin_login(struct server *s)
+{
+	const struct config *cfg = s->w->cfg;
+	if (!cfg->tls_backends[s->node_id]) {
+		server_send_startup(s);
+		return;
+	}
+	uint8_t req[8];
+	uint32_t len = htonl(8), code = htonl(NEGOTIATE_SSL_CODE);
+	memcpy(req, &len, 4);
+	memcpy(req + 4, &code, 4);
+	if (conn_send(&s->conn, req, sizeof(req)) < 0) {
+		server_fail(s, "08006", "could not send SSLRequest to server");
+		return;
+	}
+	s->tls_asked = true;
+	conn_want_read(&s->conn, true);
+}
+
+/*
+ * 'S': TLS handshake (verify-full also checks the host name); 'N': plaintext unless the mode
+ * requires TLS. More than the one byte is refused: bytes sent before the handshake could be
+ * injected by a man in the middle (CVE-2021-23222).
+ */
+void server_tls_answer(struct server *s)
+{
+	struct iobuf *b = s->conn.rbuf;
+	const struct config *cfg = s->w->cfg;
+	if (!s->tls_asked || conn_is_tls(&s->conn) || !b || iobuf_empty(b))
+		return;
+	char msg[160];
+	uint8_t answer = b->data[b->parsed];
+	if ((answer != 'S' && answer != 'N') || b->recv - b->parsed != 1) {
+		snprintf(msg, sizeof(msg), "backend %d sent an unexpected answer to SSLRequest",
+			 s->node_id);
+		server_fail_link(s, "08P01", msg, LINK_LOST_UNUSED);
+		return;
+	}
+	iobuf_consume(b, 1);
+	enum tls_mode mode = config_backend_tls_mode(cfg, s->node_id);
+	if (answer == 'N') {
+		if (mode >= TLS_REQUIRE) {
+			snprintf(msg, sizeof(msg), "backend %d does not support TLS (tls mode %s)",
+				 s->node_id, tls_mode_names[mode]);
+			server_fail_link(s, "08006", msg, LINK_LOST_UNUSED);
+			return;
+		}
+		server_send_startup(s);
+		return;
+	}
+	int rc = conn_start_tls(&s->conn, cfg->tls_backends[s->node_id], false,
+				cfg->backends[s->node_id].host, mode == TLS_VERIFY_FULL);
+	if (rc < 0)
+		server_fail(s, "08006", "could not start TLS with server");
 }
 
 /* Sends a PasswordMessage-family ('p') packet with body bytes. */

@@ -92,17 +92,28 @@ struct catalog_job {
 	int db;
 	uint64_t generation;
 	char *host, *user, *password, *dbname; /* owned copies: the config may be reloaded */
+	struct libpq_tls tls;		       /* owned copies */
 	int port;
 	uint32_t timeout_ms;
 	struct func_catalog *catalog; /* result, owned until installed */
 	char err[256];
 };
 
+static void worker_catalog_job_free(struct catalog_job *job)
+{
+	free(job->host);
+	free(job->user);
+	free(job->password);
+	free(job->dbname);
+	libpq_tls_free(&job->tls);
+	free(job);
+}
+
 static void worker_catalog_work(uv_work_t *req)
 {
 	struct catalog_job *job = req->data;
-	struct catalog_source src = { job->host,     job->port,	  job->user,
-				      job->password, job->dbname, job->timeout_ms };
+	struct catalog_source src = { job->host,   job->port,	    job->user, job->password,
+				      job->dbname, job->timeout_ms, job->tls };
 	job->catalog = catalog_load(&src, job->err, sizeof(job->err));
 }
 
@@ -124,11 +135,7 @@ static void worker_catalog_done(uv_work_t *req, int status)
 			    job->dbname, job->err[0] ? job->err : "cancelled");
 	router_db_loaded(&w->router, job->db, job->generation, job->catalog, router_now_ms(),
 			 CATALOG_RETRY_MS);
-	free(job->host);
-	free(job->user);
-	free(job->password);
-	free(job->dbname);
-	free(job);
+	worker_catalog_job_free(job);
 }
 
 void worker_want_catalog(struct worker *w, int db)
@@ -153,13 +160,12 @@ void worker_want_catalog(struct worker *w, int db)
 	job->dbname = strdup(r->dbs[db].name);
 	job->timeout_ms = hc->timeout_ms < 2000 ? 2000 : hc->timeout_ms;
 	job->req.data = job;
-	if (!job->host || !job->user || !job->password || !job->dbname ||
+	struct libpq_tls tls;
+	config_backend_libpq_tls(w->cfg, node, &tls);
+	bool tls_ok = libpq_tls_dup(&tls, &job->tls);
+	if (!job->host || !job->user || !job->password || !job->dbname || !tls_ok ||
 	    uv_queue_work(&w->loop, &job->req, worker_catalog_work, worker_catalog_done) < 0) {
-		free(job->host);
-		free(job->user);
-		free(job->password);
-		free(job->dbname);
-		free(job);
+		worker_catalog_job_free(job);
 		return;
 	}
 	r->dbs[db].loading = true;

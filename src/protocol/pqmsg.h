@@ -61,10 +61,11 @@
 #define AUTH_REQ_SASL_FIN  12
 
 /* Length-first packets with a code instead of a type byte */
-#define PG_PROTOCOL_3_0	    0x00030000u
-#define CANCEL_REQUEST_CODE 80877102u
-#define NEGOTIATE_SSL_CODE  80877103u
-#define NEGOTIATE_GSS_CODE  80877104u
+#define PG_PROTOCOL_3_0	     0x00030000u
+#define CANCEL_REQUEST_CODE  80877102u
+#define NEGOTIATE_SSL_CODE   80877103u
+#define TLS_RECORD_HANDSHAKE 0x16 /* first byte of a ClientHello: PostgreSQL 17 direct TLS */
+#define NEGOTIATE_GSS_CODE   80877104u
 
 /* Transaction status byte of ReadyForQuery */
 #define TXN_IDLE   'I'

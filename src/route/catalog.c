@@ -134,13 +134,15 @@ struct func_catalog *catalog_load(const struct catalog_source *src, char *err, s
 	/* libpq's connect_timeout counts whole seconds (at least 2 are honoured). */
 	snprintf(timeout, sizeof(timeout), "%u", (src->timeout_ms + 999) / 1000);
 	snprintf(options, sizeof(options), "-c statement_timeout=%u", src->timeout_ms);
-	const char *keys[] = { "host",	  "port",
-			       "user",	  "password",
-			       "dbname",  "connect_timeout",
-			       "options", "application_name",
-			       NULL };
-	const char *vals[] = { src->host, port,	   src->user,	      src->password, src->dbname,
-			       timeout,	  options, "pgrelay catalog", NULL };
+	const char *keys[16] = { "host",    "port",
+				 "user",    "password",
+				 "dbname",  "connect_timeout",
+				 "options", "application_name" };
+	const char *vals[16] = { src->host,   port,    src->user, src->password,
+				 src->dbname, timeout, options,	  "pgrelay catalog" };
+	int n = 8;
+	n += libpq_tls_params(&src->tls, keys + n, vals + n);
+	keys[n] = vals[n] = NULL;
 	PGconn *conn = PQconnectdbParams(keys, vals, 0);
 	if (PQstatus(conn) != CONNECTION_OK) {
 		snprintf(err, errcap, "%s", PQerrorMessage(conn));

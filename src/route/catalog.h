@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "net/tls_ctx.h"
+
 #define CATALOG_MAX_FUNCTIONS                                                                      \
 	200000 /* rows kept; a larger catalog is cut (safe: unknown = 'v')                         \
 		*/
@@ -27,6 +29,7 @@ struct catalog_source {
 	const char *password; /* borrowed */
 	const char *dbname;   /* borrowed */
 	uint32_t timeout_ms;  /* connect and query */
+	struct libpq_tls tls; /* borrowed strings */
 };
 
 /* Connects, reads pg_proc and returns the catalog; NULL with a reason in err. Blocking. */
