@@ -580,7 +580,7 @@ printf 'host all trustuser 127.0.0.1/32 trust\nhost all all 0.0.0.0/0 scram-sha-
 # health-checks) the standbys but sends every statement to the primary, so "LB on" minus "LB off"
 # is the cost of the routing itself.
 pgrelay_backends() { # [WEIGHT...] (default 1 each)
-  local p first=1 i=0 w
+  local p first=1 i=0 w flag
   local -a weights=("$@")
   printf 'backends = ( '
   for p in "${BACKEND_PORTS[@]}"; do
@@ -589,7 +589,11 @@ pgrelay_backends() { # [WEIGHT...] (default 1 each)
     w=${weights[$i]:-1}
     [[ $w == *.* ]] || w=$w.0
     i=$((i + 1))
-    printf '{ host = "127.0.0.1"; port = %d; weight = %s; }' "$p" "$w"
+    # The benchmark measures pooling, not failover: a node that misses checks on an overloaded
+    # machine (1000 direct clients) must not be detached in the middle of the run.
+    flag=DISALLOW_TO_FAILOVER
+    ((i == 1)) && flag="ALWAYS_PRIMARY|DISALLOW_TO_FAILOVER"
+    printf '{ host = "127.0.0.1"; port = %d; weight = %s; flag = "%s"; }' "$p" "$w" "$flag"
   done
   printf ' );\n'
 }
@@ -610,7 +614,7 @@ write_pgrelay_conf() { # FILE PORT MODE AUTH [POOL_SIZE] [LB: on|off, default of
     echo "auth = { users_file = \"users.txt\";$hba };"
     echo 'logging = { level = "warning"; };'
     echo "pool = { mode = \"$mode\"; pool_size = $size; max_client_conn = 20000; };"
-    echo 'health_check = { user = "postgres"; password = "postgres"; database = "postgres"; };'
+    echo 'health_check = { user = "postgres"; password = "postgres"; database = "postgres"; timeout = "10s"; };'
     echo "load_balance = { enabled = $enabled; };"
   } >"$f"
 }

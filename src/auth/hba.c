@@ -5,7 +5,7 @@
  * field with the next token ("db1, db2" is one field). A quoted keyword ("all") is a plain name.
  *
  * Anything PostgreSQL understands but pgrelay cannot honour (host names, samehost/samenet, +group,
- * @file, regular expressions, auth options, methods other than the five in hba.h) is an error
+ * @file, regular expressions, auth options but clientcert, methods other than hba.h's) is an error
  * rather than being ignored, because silently widening or narrowing access is worse than refusing
  * to load. The one leniency: "local" lines keep any PostgreSQL method and options, since they never
  * match anything here and copied server files are full of "local all all peer".
@@ -61,6 +61,7 @@ struct hba_rule {
 	uint8_t addr[16]; /* network address, already masked; 4 bytes used for AF_INET */
 	uint8_t mask[16]; /* netmask in the same layout */
 	enum hba_method method;
+	enum hba_clientcert clientcert;
 };
 
 struct hba {
@@ -345,15 +346,13 @@ static bool hba_parse_address(struct errbuf *err, int lineno, const struct hba_f
 static const struct {
 	const char *name;
 	enum hba_method method;
-} hba_methods[] = { { "trust", HBA_TRUST },
-		    { "reject", HBA_REJECT },
-		    { "md5", HBA_MD5 },
-		    { "scram-sha-256", HBA_SCRAM },
-		    { "password", HBA_PASSWORD } };
+} hba_methods[] = { { "trust", HBA_TRUST },	  { "reject", HBA_REJECT },
+		    { "md5", HBA_MD5 },		  { "scram-sha-256", HBA_SCRAM },
+		    { "password", HBA_PASSWORD }, { "cert", HBA_CERT } };
 
 /* PostgreSQL methods pgrelay cannot run; tolerated on "local" lines only. */
-static const char *const hba_foreign_methods[] = { "peer", "ident",  "gss",  "sspi", "pam",
-						   "ldap", "radius", "cert", "bsd" };
+static const char *const hba_foreign_methods[] = { "peer", "ident", "gss",    "sspi",
+						   "pam",  "ldap",  "radius", "bsd" };
 
 static bool hba_parse_method(struct errbuf *err, int lineno, const struct hba_field *f, bool local,
 			     enum hba_method *out)
@@ -376,6 +375,34 @@ static bool hba_parse_method(struct errbuf *err, int lineno, const struct hba_fi
 	}
 	errbuf_add(err, lineno, "unsupported authentication method \"%s\"", t->text);
 	return false;
+}
+
+/* NAME=VALUE options after the method: only clientcert, as PostgreSQL spells it. */
+static bool hba_parse_option(struct errbuf *err, int lineno, const struct hba_field *f,
+			     struct hba_rule *rule)
+{
+	const struct hba_token *t = hba_single(err, lineno, f, "authentication option");
+	if (!t)
+		return false;
+	static const char prefix[] = "clientcert=";
+	if (strncmp(t->text, prefix, sizeof(prefix) - 1) != 0) {
+		errbuf_add(err, lineno, "authentication option \"%s\" is not supported", t->text);
+		return false;
+	}
+	const char *v = t->text + sizeof(prefix) - 1;
+	if (rule->type != HBA_HOSTSSL) {
+		errbuf_add(err, lineno, "clientcert can only be configured for hostssl rows");
+		return false;
+	}
+	if (strcmp(v, "verify-ca") == 0 && rule->method != HBA_CERT) {
+		rule->clientcert = HBA_CLIENTCERT_VERIFY_CA;
+	} else if (strcmp(v, "verify-full") == 0) {
+		rule->clientcert = HBA_CLIENTCERT_VERIFY_FULL;
+	} else {
+		errbuf_add(err, lineno, "invalid value for clientcert: \"%s\"", v);
+		return false;
+	}
+	return true;
 }
 
 /* Fills rule from a line's fields; false after reporting an error. */
@@ -408,11 +435,15 @@ static bool hba_parse_rule(struct errbuf *err, int lineno, const struct hba_fiel
 	}
 	if (!hba_parse_method(err, lineno, &f[i], local, &rule->method))
 		return false;
-	if (!local && i + 1 < nf) {
-		errbuf_add(err, lineno, "authentication options are not supported (\"%s\")",
-			   f[i + 1].tokens[0].text);
+	if (rule->method == HBA_CERT && rule->type != HBA_HOSTSSL && !local) {
+		errbuf_add(err, lineno, "cert authentication is only supported on hostssl lines");
 		return false;
 	}
+	if (rule->method == HBA_CERT)
+		rule->clientcert = HBA_CLIENTCERT_VERIFY_FULL;
+	for (int o = i + 1; !local && o < nf; o++)
+		if (!hba_parse_option(err, lineno, &f[o], rule))
+			return false;
 	return true;
 }
 
@@ -577,6 +608,14 @@ static bool hba_addr_match(const struct hba_rule *rule, int family, const uint8_
 enum hba_method hba_match(const struct hba *hba, const char *database, const char *user,
 			  const struct sockaddr *addr, bool tls)
 {
+	enum hba_clientcert cert;
+	return hba_match_cert(hba, database, user, addr, tls, &cert);
+}
+
+enum hba_method hba_match_cert(const struct hba *hba, const char *database, const char *user,
+			       const struct sockaddr *addr, bool tls, enum hba_clientcert *cert)
+{
+	*cert = HBA_CLIENTCERT_NONE;
 	uint8_t bytes[16];
 	int family = 0;
 
@@ -589,8 +628,10 @@ enum hba_method hba_match(const struct hba *hba, const char *database, const cha
 		    (r->type == HBA_HOSTNOSSL && tls))
 			continue;
 		if (hba_names_match(&r->databases, database, user) &&
-		    hba_names_match(&r->users, user, user) && hba_addr_match(r, family, bytes))
+		    hba_names_match(&r->users, user, user) && hba_addr_match(r, family, bytes)) {
+			*cert = r->clientcert;
 			return r->method;
+		}
 	}
 	return HBA_NOMATCH;
 }

@@ -485,21 +485,28 @@ static bool scram_output(const char *msg, char *out, size_t cap, size_t *out_len
 
 /*
  * client-first-message = gs2-header client-first-message-bare
- *   gs2-header = ("n" / "y") "," "," (no authzid; "p=..." asks for channel binding we never offer)
+ *   gs2-header = ("n" / "y" / "p=tls-server-end-point") "," "," (no authzid)
  *   bare = "n=" user "," "r=" nonce *("," ext)  (user ignored: it comes from the startup packet)
  * Leaves the flag, the bare part and the client nonce in st.
  */
 static bool scram_server_read_first(struct scram_server *st, const char *msg, const char **cnonce,
-				    size_t *cnonce_len)
+				    size_t *cnonce_len, size_t *gs2_len)
 {
 	const char *p = msg, *v;
 	size_t vlen;
 
-	if (*p != 'n' && *p != 'y')
+	static const char plus[] = "p=tls-server-end-point";
+	if (strncmp(p, plus, sizeof(plus) - 1) == 0) {
+		st->cbind_flag = 'p';
+		p += sizeof(plus) - 1;
+	} else if (*p == 'n' || *p == 'y') {
+		st->cbind_flag = *p++;
+	} else {
 		return false;
-	st->cbind_flag = *p++;
-	if (!msg_take_comma(&p) || !msg_take_comma(&p))
+	}
+	if (!msg_take_comma(&p) || !msg_take_comma(&p)) /* no authzid */
 		return false;
+	*gs2_len = (size_t)(p - msg);
 	if (strlen(p) >= sizeof(st->client_first_bare))
 		return false;
 	strcpy(st->client_first_bare, p);
@@ -516,20 +523,48 @@ static bool scram_server_read_first(struct scram_server *st, const char *msg, co
 	return true;
 }
 
+/*
+ * The client's GS2 flag against what was offered (RFC 5802 section 6): 'p' only with the PLUS
+ * mechanism and binding data; 'y' ("I could bind, you did not offer it") is a downgrade when we
+ * did offer it; the PLUS mechanism needs 'p'. Stores what client-final's c= must be.
+ */
+static bool scram_server_check_cbind(struct scram_server *st, const struct scram_cbind *cb,
+				     const char *msg, size_t gs2_len)
+{
+	bool offered = cb && cb->offered, selected = cb && cb->selected;
+	uint8_t raw[64 + 64];
+	if (selected != (st->cbind_flag == 'p') || (st->cbind_flag == 'y' && offered))
+		return false;
+	if (gs2_len > 64)
+		return false;
+	memcpy(raw, msg, gs2_len);
+	size_t n = gs2_len;
+	if (selected) {
+		if (!cb->data || !cb->len || cb->len > 64)
+			return false;
+		memcpy(raw + n, cb->data, cb->len);
+		n += cb->len;
+	}
+	return b64_encode(raw, n, st->cbind_b64, sizeof(st->cbind_b64));
+}
+
 bool scram_server_first(struct scram_server *st, const struct scram_secret *secret,
-			const char *client_first, size_t len, char *out, size_t cap,
-			size_t *out_len)
+			const struct scram_cbind *cb, const char *client_first, size_t len,
+			char *out, size_t cap, size_t *out_len)
 {
 	char msg[SCRAM_MAX_MSG], snonce[SCRAM_NONCE_B64 + 1], salt[SCRAM_MAX_MSG];
 	const char *cnonce;
 	size_t cnonce_len;
 	int n;
 
+	size_t gs2_len;
+
 	memset(st, 0, sizeof(*st));
 	st->step = -1;
 	if (!secret || !scram_salt_valid(secret) ||
 	    !msg_copy(client_first, len, msg, sizeof(msg)) ||
-	    !scram_server_read_first(st, msg, &cnonce, &cnonce_len))
+	    !scram_server_read_first(st, msg, &cnonce, &cnonce_len, &gs2_len) ||
+	    !scram_server_check_cbind(st, cb, msg, gs2_len))
 		return false;
 	if (!scram_make_nonce(snonce) ||
 	    !b64_encode(secret->salt, secret->salt_len, salt, sizeof(salt)))
@@ -556,11 +591,11 @@ static bool scram_server_read_final(const struct scram_server *st, const char *m
 				    uint8_t proof[SCRAM_KEY_LEN], size_t *no_proof_len)
 {
 	const char *p = msg, *v, *proof_at;
-	const char *cbind = st->cbind_flag == 'y' ? "eSws" : "biws"; /* b64("y,,") / b64("n,,") */
-	size_t vlen;
+	size_t vlen, cblen = strlen(st->cbind_b64);
 	char attr = 0;
 
-	if (!msg_take_attr(&p, 'c', NULL, &v, &vlen) || vlen != 4 || memcmp(v, cbind, 4) != 0)
+	if (!msg_take_attr(&p, 'c', NULL, &v, &vlen) || vlen != cblen ||
+	    CRYPTO_memcmp(v, st->cbind_b64, cblen) != 0)
 		return false;
 	if (!msg_take_comma(&p) || !msg_take_attr(&p, 'r', NULL, &v, &vlen))
 		return false;

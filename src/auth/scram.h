@@ -1,6 +1,7 @@
 /*
- * SCRAM-SHA-256 (RFC 5802 / 7677, as PostgreSQL uses it: no channel binding, empty user name in
- * client-first-message, "n,," GS2 header) on both sides:
+ * SCRAM-SHA-256 (RFC 5802 / 7677, as PostgreSQL uses it: empty user name in client-first-message)
+ * on both sides; the server side also runs SCRAM-SHA-256-PLUS with tls-server-end-point channel
+ * binding, the client side (towards backends) never binds:
  *  - server side: pgrelay authenticates a client against a stored secret;
  *  - client side: pgrelay authenticates itself to a backend, either with the plain password or
  *    with the ClientKey recovered from the client's own SCRAM proof (PgBouncer's trick), which
@@ -48,14 +49,28 @@ bool scram_secret_parse(const char *text, struct scram_secret *out)
 bool scram_secret_from_password(const char *password, int iterations, struct scram_secret *out)
 	__attribute__((warn_unused_result));
 
+/*
+ * Channel binding on the server side (tls-server-end-point, RFC 5929): whether the connection
+ * offered SCRAM-SHA-256-PLUS, whether the client picked it, and the binding data (the hash of
+ * pgrelay's certificate).
+ */
+struct scram_cbind {
+	bool offered;
+	bool selected;
+	const uint8_t *data;
+	size_t len;
+};
+#define SCRAM_CBIND_B64_MAX 160 /* base64 of the GS2 header and a 64-byte hash, with NUL */
+
 /* Server-side exchange state, embedded in the client object during authentication. */
 struct scram_server {
 	const struct scram_secret *secret; /* borrowed: lives as long as the config that owns it */
 	char client_first_bare[SCRAM_MAX_MSG];
 	char server_first[SCRAM_MAX_MSG];
 	char nonce[SCRAM_MAX_CLIENT_NONCE + SCRAM_NONCE_B64 + 1]; /* client nonce + server nonce */
-	char cbind_flag; /* GS2 flag the client sent, 'n' or 'y'; client-final's c= must echo it */
-	uint8_t client_key[SCRAM_KEY_LEN]; /* recovered from the client's proof after success */
+	char cbind_flag; /* GS2 flag the client sent: 'n', 'y' or 'p' (channel binding) */
+	char cbind_b64[SCRAM_CBIND_B64_MAX]; /* what client-final's c= must be */
+	uint8_t client_key[SCRAM_KEY_LEN];   /* recovered from the client's proof after success */
 	int step; /* 0 before first, 1 after server-first, 2 done, -1 failed (final) */
 };
 
@@ -64,8 +79,8 @@ struct scram_server {
  * server-first-message into out (NUL-terminated, *out_len without NUL). False on malformed input.
  */
 bool scram_server_first(struct scram_server *st, const struct scram_secret *secret,
-			const char *client_first, size_t len, char *out, size_t cap,
-			size_t *out_len) __attribute__((warn_unused_result));
+			const struct scram_cbind *cb, const char *client_first, size_t len,
+			char *out, size_t cap, size_t *out_len) __attribute__((warn_unused_result));
 /*
  * Consumes client-final-message; on a valid proof writes server-final-message ("v=...") into out,
  * fills st->client_key and returns true. False on malformed input or wrong proof.

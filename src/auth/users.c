@@ -315,6 +315,7 @@ enum hba_method users_pick_method(const struct user_entry *u, enum hba_method m)
 	case HBA_TRUST:
 	case HBA_REJECT:
 	case HBA_PASSWORD:
+	case HBA_CERT:
 	case HBA_NOMATCH:
 		break;
 	}

@@ -154,6 +154,7 @@ struct client {
 	bool ssl_answered;  /* answered one SSLRequest already */
 	bool gss_answered;  /* answered one GSSENCRequest already */
 	bool tls_direct;    /* TLS started without SSLRequest (needs ALPN postgresql) */
+	uint8_t auth_clientcert; /* enum hba_clientcert of the matching hba rule */
 	bool pinned; /* used a session feature: keeps its backend connection (transaction mode) */
 	uint64_t last_active_ms; /* loop time of the last client bytes or finished request */
 	struct stmt_map stmts;	 /* its named prepared statements (transaction mode) */

@@ -25,6 +25,7 @@
 #include "auth/md5.h"
 #include "auth/scram.h"
 #include "auth/users.h"
+#include "net/tls_ctx.h"
 #include "pool/client.h"
 #include "pool/pool.h"
 #include "pool/server.h"
@@ -115,7 +116,10 @@ static enum hba_method client_pick_method(struct client *c, const struct user_en
 		memset(&ss, 0, sizeof(ss));
 		if (uv_tcp_getpeername(&c->conn.tcp, (struct sockaddr *)&ss, &len) < 0)
 			return HBA_NOMATCH;
-		m = hba_match(cfg->hba, c->database, c->user, (struct sockaddr *)&ss, false);
+		enum hba_clientcert cert;
+		m = hba_match_cert(cfg->hba, c->database, c->user, (struct sockaddr *)&ss,
+				   conn_is_tls(&c->conn), &cert);
+		c->auth_clientcert = (uint8_t)cert;
 		enum hba_method picked = users_pick_method(e, m);
 		/* An md5-only secret under a scram rule fails like a wrong password, as PostgreSQL.
 		 */
@@ -126,12 +130,59 @@ static enum hba_method client_pick_method(struct client *c, const struct user_en
 	return users_default_method(e);
 }
 
+/*
+ * The client certificate checks the hba rule (clientcert, method cert) or tls.client_mode ask
+ * for, PostgreSQL's wording. False after closing the client.
+ */
+static bool client_check_certificate(struct client *c, enum hba_method m)
+{
+	enum hba_clientcert need = (enum hba_clientcert)c->auth_clientcert;
+	int mode = c->w->cfg->tls.client_mode;
+	if (mode == TLS_VERIFY_CA && need < HBA_CLIENTCERT_VERIFY_CA)
+		need = HBA_CLIENTCERT_VERIFY_CA;
+	if (mode == TLS_VERIFY_FULL)
+		need = HBA_CLIENTCERT_VERIFY_FULL;
+	if (need == HBA_CLIENTCERT_NONE)
+		return true;
+	SSL *ssl = conn_ssl(&c->conn);
+	char user[LOG_UNTRUSTED_BUF];
+	log_untrusted(c->user, user, sizeof(user));
+	if (!ssl || !tls_peer_verified(ssl)) {
+		client_disconnect(c, "28000", "connection requires a valid client certificate");
+		return false;
+	}
+	char cn[256];
+	if (need == HBA_CLIENTCERT_VERIFY_FULL &&
+	    (!tls_peer_cn(ssl, cn, sizeof(cn)) || strcmp(cn, c->user) != 0)) {
+		if (m == HBA_CERT)
+			client_disconnect(c, "28000",
+					  "certificate authentication failed for user \"%s\"",
+					  user);
+		else
+			client_disconnect(
+				c, "28000",
+				"certificate validation (clientcert=verify-full) failed for "
+				"user \"%s\": CN mismatch",
+				user);
+		return false;
+	}
+	return true;
+}
+
+/* SCRAM-SHA-256-PLUS is offered over TLS when pgrelay's certificate has a binding hash. */
+static bool client_offers_plus(const struct client *c)
+{
+	return conn_ssl(&c->conn) && c->w->cfg->tls_clients.endpoint_len > 0;
+}
+
 void client_auth_start(struct client *c)
 {
 	const struct user_entry *e = users_find(c->w->cfg->users, c->user);
 	enum hba_method m = client_pick_method(c, e);
 	client_copy_creds(c, e);
 	c->auth_method = (int)m;
+	if (m != HBA_NOMATCH && m != HBA_REJECT && !client_check_certificate(c, m))
+		return;
 	switch (m) {
 	case HBA_NOMATCH:
 	case HBA_REJECT: {
@@ -143,6 +194,7 @@ void client_auth_start(struct client *c)
 		return;
 	}
 	case HBA_TRUST:
+	case HBA_CERT: /* client_check_certificate matched the CN to the user */
 		client_auth_ok(c);
 		return;
 	case HBA_PASSWORD:
@@ -175,9 +227,15 @@ void client_auth_start(struct client *c)
 			client_disconnect(c, "53200", "out of memory");
 			return;
 		}
-		static const char mechs[] = "SCRAM-SHA-256\0"; /* list ends with an empty name */
+		/* Lists end with an empty name; PLUS first, as PostgreSQL orders them. */
+		static const char mechs[] = "SCRAM-SHA-256\0";
+		static const char mechs_plus[] = "SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0";
 		c->login = CLS_SASL_INITIAL;
-		(void)client_send_auth_request(c, AUTH_REQ_SASL, mechs, sizeof(mechs));
+		if (client_offers_plus(c))
+			(void)client_send_auth_request(c, AUTH_REQ_SASL, mechs_plus,
+						       sizeof(mechs_plus));
+		else
+			(void)client_send_auth_request(c, AUTH_REQ_SASL, mechs, sizeof(mechs));
 		return;
 	}
 	}
@@ -339,7 +397,12 @@ static void client_auth_sasl_initial(struct client *c, const uint8_t *body, uint
 		client_disconnect(c, "08P01", "invalid SASL initial response");
 		return;
 	}
-	if (strcmp(mech, "SCRAM-SHA-256") != 0) {
+	const struct tls_server_ctx *tc = &c->w->cfg->tls_clients;
+	struct scram_cbind cb = { client_offers_plus(c), false, tc->endpoint_hash,
+				  tc->endpoint_len };
+	if (cb.offered && strcmp(mech, "SCRAM-SHA-256-PLUS") == 0) {
+		cb.selected = true;
+	} else if (strcmp(mech, "SCRAM-SHA-256") != 0) {
 		client_disconnect(c, "08P01",
 				  "client selected an invalid SASL authentication mechanism");
 		return;
@@ -350,8 +413,8 @@ static void client_auth_sasl_initial(struct client *c, const uint8_t *body, uint
 	}
 	char out[SCRAM_MAX_MSG];
 	size_t outlen;
-	if (!scram_server_first(c->scram, &c->creds.scram, (const char *)data, (size_t)dlen, out,
-				sizeof(out), &outlen)) {
+	if (!scram_server_first(c->scram, &c->creds.scram, &cb, (const char *)data, (size_t)dlen,
+				out, sizeof(out), &outlen)) {
 		client_disconnect(c, "08P01", "malformed SCRAM message");
 		return;
 	}

@@ -886,7 +886,6 @@ static void server_on_event(struct conn *conn, enum conn_event ev, int status)
 		worker_report_backend_error(s->w, s->node_id);
 		snprintf(msg, sizeof(msg), "TLS with backend %d failed: %s", s->node_id,
 			 conn_tls_error(&s->conn));
-		log_warning("server", s->id, "%s", msg);
 		server_fail_link(s, "08006", msg, LINK_LOST_UNUSED);
 		return;
 	case CONN_EV_CONNECT_FAILED:

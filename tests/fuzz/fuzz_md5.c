@@ -132,7 +132,7 @@ static void sasl_initial(const uint8_t *body, size_t len)
 	struct scram_server st;
 	char out[SCRAM_MAX_MSG];
 	size_t outlen;
-	if (scram_server_first(&st, &secret, (const char *)d, (size_t)dlen, out, sizeof(out),
+	if (scram_server_first(&st, &secret, NULL, (const char *)d, (size_t)dlen, out, sizeof(out),
 			       &outlen))
 		CHECK(outlen == strlen(out) && st.step == 1);
 }

@@ -135,7 +135,7 @@ static void server_side(const char *first, size_t flen, const char *final, size_
 	struct scram_server st;
 	char out[SCRAM_MAX_MSG];
 	size_t out_len = 0;
-	if (!scram_server_first(&st, &verifier, first, flen, out, sizeof(out), &out_len)) {
+	if (!scram_server_first(&st, &verifier, NULL, first, flen, out, sizeof(out), &out_len)) {
 		CHECK(st.step == -1);
 		return;
 	}

@@ -192,7 +192,7 @@ static void test_parse_limits(void **state)
 	assert_int_equal(s.iterations, SCRAM_MAX_ITERATIONS);
 	assert_int_equal(s.salt_len, SCRAM_MAX_SALT);
 	assert_true(scram_server_first(
-		&srv, &s,
+		&srv, &s, NULL,
 		"n,,n=,r=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", 72, out,
 		sizeof(out), &len));
 }
@@ -232,8 +232,8 @@ static void exchange_start(struct exchange *ex, const struct scram_secret *secre
 	assert_int_equal(first_len, strlen(first));
 	assert_int_equal(strncmp(first, "n,,n=,r=", 8), 0);
 	assert_int_equal(strlen(first), 8 + SCRAM_NONCE_B64);
-	assert_true(scram_server_first(&ex->srv, secret, first, first_len, ex->buf, sizeof(ex->buf),
-				       &ex->len));
+	assert_true(scram_server_first(&ex->srv, secret, NULL, first, first_len, ex->buf,
+				       sizeof(ex->buf), &ex->len));
 }
 
 /* Full exchange; true if both the server accepted the proof and the client the signature. */
@@ -495,7 +495,8 @@ static void test_server_first_accepts(void **state)
 		const char *r = strstr(good[i], ",r=") + 3;
 		size_t rlen = strcspn(r, ",");
 
-		if (!scram_server_first(&srv, &s, good[i], strlen(good[i]), out, sizeof(out), &len))
+		if (!scram_server_first(&srv, &s, NULL, good[i], strlen(good[i]), out, sizeof(out),
+					&len))
 			fail_msg("refused good client-first #%zu: %s", i, good[i]);
 		/* r=<client nonce><24 chars>,s=<salt>,i=4096 */
 		assert_int_equal(strncmp(out, "r=", 2), 0);
@@ -544,21 +545,26 @@ static void test_server_first_rejects(void **state)
 	(void)state;
 	parse_ok(PG_VERIFIER_X, &s);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		if (scram_server_first(&srv, &s, bad[i], strlen(bad[i]), out, sizeof(out), &len))
+		if (scram_server_first(&srv, &s, NULL, bad[i], strlen(bad[i]), out, sizeof(out),
+				       &len))
 			fail_msg("accepted bad client-first #%zu: %s", i, bad[i]);
 		assert_int_equal(srv.step, -1);
 	}
 	/* Length not matching the string: embedded NUL, trailing NUL. */
-	assert_false(scram_server_first(&srv, &s, "n,,n=\0,r=abc", 12, out, sizeof(out), &len));
-	assert_false(scram_server_first(&srv, &s, "n,,n=,r=abc", 12, out, sizeof(out), &len));
+	assert_false(
+		scram_server_first(&srv, &s, NULL, "n,,n=\0,r=abc", 12, out, sizeof(out), &len));
+	assert_false(scram_server_first(&srv, &s, NULL, "n,,n=,r=abc", 12, out, sizeof(out), &len));
 	/* Huge lengths never get read. */
-	assert_false(scram_server_first(&srv, &s, "n,,n=,r=abc", SIZE_MAX, out, sizeof(out), &len));
+	assert_false(scram_server_first(&srv, &s, NULL, "n,,n=,r=abc", SIZE_MAX, out, sizeof(out),
+					&len));
 	memset(big, 'a', sizeof(big));
 	memcpy(big, "n,,n=", 5);
-	assert_false(scram_server_first(&srv, &s, big, SCRAM_MAX_MSG, out, sizeof(out), &len));
+	assert_false(
+		scram_server_first(&srv, &s, NULL, big, SCRAM_MAX_MSG, out, sizeof(out), &len));
 	/* No secret, or an output buffer too small. */
-	assert_false(scram_server_first(&srv, NULL, "n,,n=,r=abc", 11, out, sizeof(out), &len));
-	assert_false(scram_server_first(&srv, &s, "n,,n=,r=abc", 11, out, 40, &len));
+	assert_false(
+		scram_server_first(&srv, NULL, NULL, "n,,n=,r=abc", 11, out, sizeof(out), &len));
+	assert_false(scram_server_first(&srv, &s, NULL, "n,,n=,r=abc", 11, out, 40, &len));
 }
 
 /* Starts a server exchange with the client nonce "abc" ('n' or 'y' flag); fills nonce. */
@@ -569,7 +575,7 @@ static void server_at_first(struct scram_server *srv, const struct scram_secret 
 	size_t len;
 
 	snprintf(first, sizeof(first), "%c,,n=,r=abc", flag);
-	assert_true(scram_server_first(srv, s, first, strlen(first), out, sizeof(out), &len));
+	assert_true(scram_server_first(srv, s, NULL, first, strlen(first), out, sizeof(out), &len));
 	snprintf(nonce, SCRAM_MAX_MSG, "%.*s", (int)strcspn(out + 2, ","), out + 2);
 }
 
