@@ -689,15 +689,18 @@ static void load_tls(struct loader *L, const char *dir)
 	if (!check_tls(L))
 		return;
 	char why[768];
+	const char *which = "cert_file";
 	if (t->cert_file && t->client_mode != TLS_DISABLE) {
 		struct tls_server_settings ss = { t->cert_file, t->key_file, t->ca_file,
 						  t->min_protocol, t->ciphers };
-		if (!tls_server_ctx_build(&cfg->tls_clients, &ss, why, sizeof(why)))
-			tls_error(L, "cert_file", why);
+		if (!tls_server_ctx_build(&cfg->tls_clients, &ss, why, sizeof(why), &which)) {
+			tls_error(L, which, why);
+			return;
+		}
 	}
 	for (int i = 0; i < cfg->n_backends; i++) {
 		enum tls_mode m = config_backend_tls_mode(cfg, i);
-		if (m == TLS_DISABLE)
+		if (m <= TLS_ALLOW) /* allow: plaintext, as libpq tries first (no retry) */
 			continue;
 		struct tls_client_settings cs = { m,
 						  config_backend_tls_ca(cfg, i),
@@ -705,12 +708,16 @@ static void load_tls(struct loader *L, const char *dir)
 						  t->server_key_file,
 						  t->min_protocol,
 						  t->ciphers };
-		cfg->tls_backends[i] = tls_client_ctx_build(&cs, why, sizeof(why));
-		if (!cfg->tls_backends[i]) {
-			char msg[900];
-			snprintf(msg, sizeof(msg), "backends[%d]: %s", i, why);
-			tls_error(L, "server_mode", msg);
+		cfg->tls_backends[i] = tls_client_ctx_build(&cs, why, sizeof(why), &which);
+		if (cfg->tls_backends[i])
+			continue;
+		if (cfg->backends[i].tls_ca_file && strcmp(which, "server_ca_file") == 0) {
+			errs_add(&L->errs, L->path, cfg->backends[i].line,
+				 "backends[%d].tls_ca_file: %s", i, why);
+			return;
 		}
+		tls_error(L, which, why); /* the same for every backend: said once */
+		return;
 	}
 }
 
@@ -730,7 +737,7 @@ void config_backend_libpq_tls(const struct config *cfg, int i, struct libpq_tls 
 {
 	enum tls_mode m = config_backend_tls_mode(cfg, i);
 	memset(out, 0, sizeof(*out));
-	out->sslmode = m == TLS_ALLOW ? "prefer" : tls_mode_names[m];
+	out->sslmode = tls_mode_names[m];
 	if (m == TLS_DISABLE)
 		return;
 	out->sslrootcert = config_backend_tls_ca(cfg, i);

@@ -159,7 +159,7 @@ const struct key_def config_keys[] = {
 	    "certificate from ca_file; verify-full also wants its CN to be the user name."),
 	GRP("tls", "server_mode", KT_ENUM, 0, "prefer", 0, 0, tls.server_mode, tls_mode_names,
 	    "TLS towards backends, health checks and catalog reads, with libpq's sslmode "
-	    "meanings (allow is treated as prefer)."),
+	    "meanings; allow connects in plaintext (pooled connections do not retry with TLS)."),
 	GRP("tls", "server_ca_file", KT_STRING, KF_EMPTY_IS_NULL, NULL, 0, 0, tls.server_ca_file,
 	    NULL,
 	    "CA file that verifies backend certificates (server_mode verify-ca / verify-full)."),

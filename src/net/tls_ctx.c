@@ -93,9 +93,10 @@ static int tls_parse_version(const char *name)
 
 /* What every context shares: protocol floor, ciphers, no renegotiation, lean idle buffers. */
 static SSL_CTX *tls_ctx_common(const SSL_METHOD *method, const char *min_protocol,
-			       const char *ciphers, char *err, size_t cap)
+			       const char *ciphers, char *err, size_t cap, const char **which)
 {
 	int version = tls_parse_version(min_protocol);
+	*which = "min_protocol";
 	if (!version) {
 		snprintf(err, cap, "unknown TLS protocol version \"%s\" (TLSv1.2 or TLSv1.3)",
 			 min_protocol);
@@ -115,6 +116,7 @@ static SSL_CTX *tls_ctx_common(const SSL_METHOD *method, const char *min_protoco
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
+	*which = "ciphers";
 	if (ciphers && ciphers[0] && SSL_CTX_set_cipher_list(ctx, ciphers) != 1) {
 		snprintf(err, cap, "no usable cipher in \"%s\"", ciphers);
 		ERR_clear_error();
@@ -124,12 +126,17 @@ static SSL_CTX *tls_ctx_common(const SSL_METHOD *method, const char *min_protoco
 	return ctx;
 }
 
-static bool tls_load_pair(SSL_CTX *ctx, const char *cert, const char *key, char *err, size_t cap)
+/* names: the configuration keys of cert and key, one of which *which gets on failure. */
+static bool tls_load_pair(SSL_CTX *ctx, const char *cert, const char *key,
+			  const char *const names[2], char *err, size_t cap, const char **which)
 {
+	*which = names[1];
 	if (!tls_key_file_private(key, err, cap))
 		return false;
+	*which = names[0];
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
 		return tls_fail(err, cap, "could not load certificate file", cert);
+	*which = names[1];
 	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
 		return tls_fail(err, cap, "could not load private key file", key);
 	if (SSL_CTX_check_private_key(ctx) != 1)
@@ -175,22 +182,25 @@ static int tls_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *o
 }
 
 bool tls_server_ctx_build(struct tls_server_ctx *out, const struct tls_server_settings *s,
-			  char *err, size_t cap)
+			  char *err, size_t cap, const char **which)
 {
+	static const char *const names[2] = { "cert_file", "key_file" };
 	memset(out, 0, sizeof(*out));
-	SSL_CTX *ctx = tls_ctx_common(TLS_server_method(), s->min_protocol, s->ciphers, err, cap);
+	SSL_CTX *ctx =
+		tls_ctx_common(TLS_server_method(), s->min_protocol, s->ciphers, err, cap, which);
 	if (!ctx)
 		return false;
-	if (!tls_load_pair(ctx, s->cert_file, s->key_file, err, cap))
+	if (!tls_load_pair(ctx, s->cert_file, s->key_file, names, err, cap, which))
 		goto fail;
+	*which = "ca_file";
 	if (s->ca_file) {
-		STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(s->ca_file);
-		if (!names || SSL_CTX_load_verify_locations(ctx, s->ca_file, NULL) != 1) {
-			sk_X509_NAME_pop_free(names, X509_NAME_free);
+		STACK_OF(X509_NAME) *ca_names = SSL_load_client_CA_file(s->ca_file);
+		if (!ca_names || SSL_CTX_load_verify_locations(ctx, s->ca_file, NULL) != 1) {
+			sk_X509_NAME_pop_free(ca_names, X509_NAME_free);
 			tls_fail(err, cap, "could not load CA file", s->ca_file);
 			goto fail;
 		}
-		SSL_CTX_set_client_CA_list(ctx, names);
+		SSL_CTX_set_client_CA_list(ctx, ca_names);
 		/* Asked, not required: a client without one gets an ErrorResponse from the auth
 		 * step, one with a bad one fails the handshake (PostgreSQL's behaviour). */
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
@@ -214,13 +224,18 @@ void tls_server_ctx_free(struct tls_server_ctx *t)
 	memset(t, 0, sizeof(*t));
 }
 
-SSL_CTX *tls_client_ctx_build(const struct tls_client_settings *s, char *err, size_t cap)
+SSL_CTX *tls_client_ctx_build(const struct tls_client_settings *s, char *err, size_t cap,
+			      const char **which)
 {
-	SSL_CTX *ctx = tls_ctx_common(TLS_client_method(), s->min_protocol, s->ciphers, err, cap);
+	static const char *const names[2] = { "server_cert_file", "server_key_file" };
+	SSL_CTX *ctx =
+		tls_ctx_common(TLS_client_method(), s->min_protocol, s->ciphers, err, cap, which);
 	if (!ctx)
 		return NULL;
-	if (s->cert_file && s->key_file && !tls_load_pair(ctx, s->cert_file, s->key_file, err, cap))
+	if (s->cert_file && s->key_file &&
+	    !tls_load_pair(ctx, s->cert_file, s->key_file, names, err, cap, which))
 		goto fail;
+	*which = "server_ca_file";
 	if (s->mode >= TLS_VERIFY_CA) {
 		if (!s->ca_file) {
 			snprintf(err, cap, "sslmode %s needs a CA file", tls_mode_names[s->mode]);

@@ -71,13 +71,19 @@ extern const char *const tls_mode_names[];
  */
 bool tls_key_file_private(const char *path, char *err, size_t cap);
 
-/* Builds the client-facing context. False with an OpenSSL-derived reason in err. */
+/*
+ * Builds the client-facing context. False with an OpenSSL-derived reason in err and, in *which,
+ * the tls key at fault ("key_file", "ca_file", "min_protocol", ...).
+ */
 bool tls_server_ctx_build(struct tls_server_ctx *out, const struct tls_server_settings *s,
-			  char *err, size_t cap) __attribute__((warn_unused_result));
+			  char *err, size_t cap, const char **which)
+	__attribute__((warn_unused_result));
 void tls_server_ctx_free(struct tls_server_ctx *t);
 
-/* Builds a backend-facing context for s->mode (> TLS_DISABLE). NULL with the reason in err. */
-SSL_CTX *tls_client_ctx_build(const struct tls_client_settings *s, char *err, size_t cap);
+/* Builds a backend-facing context for s->mode (> TLS_DISABLE). NULL with the reason in err and
+ * the key at fault in *which ("server_ca_file", "server_key_file", ...). */
+SSL_CTX *tls_client_ctx_build(const struct tls_client_settings *s, char *err, size_t cap,
+			      const char **which);
 void tls_ctx_release(SSL_CTX *ctx);
 
 /*
