@@ -37,7 +37,7 @@ struct users_load {
 	struct errbuf err;
 };
 
-static void users_entry_clear(struct user_entry *u)
+void users_entry_clear(struct user_entry *u)
 {
 	free(u->name);
 	if (u->plain) {
@@ -45,6 +45,18 @@ static void users_entry_clear(struct user_entry *u)
 		free(u->plain);
 	}
 	OPENSSL_cleanse(u, sizeof(*u));
+}
+
+bool users_entry_copy(struct user_entry *dst, const struct user_entry *src)
+{
+	*dst = *src;
+	dst->name = src->name ? strdup(src->name) : NULL;
+	dst->plain = src->plain ? strdup(src->plain) : NULL;
+	if ((src->name && !dst->name) || (src->plain && !dst->plain)) {
+		users_entry_clear(dst);
+		return false;
+	}
+	return true;
 }
 
 static bool users_name_valid(struct users_load *ld, int line, const char *name, size_t len)
@@ -70,44 +82,58 @@ static bool users_name_valid(struct users_load *ld, int line, const char *name, 
 	return true;
 }
 
-/* Fills u's secret fields from text, which the file held for user name. */
-static bool users_parse_secret(struct users_load *ld, int line, const char *name, const char *text,
-			       struct user_entry *u)
+enum users_secret_status users_secret_parse(const char *name, const char *text,
+					    struct user_entry *u)
 {
-	if (text[0] == '\0') {
-		errbuf_add(&ld->err, line, "empty secret for user \"%s\"", name);
-		return false;
-	}
+	if (text[0] == '\0')
+		return USERS_SECRET_EMPTY;
 	if (strncmp(text, SCRAM_PREFIX, strlen(SCRAM_PREFIX)) == 0) {
 		u->kind = SECRET_SCRAM;
 		u->has_scram = scram_secret_parse(text, &u->scram);
-		if (!u->has_scram)
-			errbuf_add(&ld->err, line,
-				   "malformed SCRAM-SHA-256 verifier for user \"%s\"", name);
-		return u->has_scram;
+		return u->has_scram ? USERS_SECRET_OK : USERS_SECRET_BAD_SCRAM;
 	}
 	if (strlen(text) == MD5_PASSWD_LEN && strncmp(text, "md5", 3) == 0) {
 		/* PostgreSQL would take a mistyped hash as a password; we call it a mistake. */
-		if (!md5_secret_is_valid(text)) {
-			errbuf_add(&ld->err, line,
-				   "malformed md5 secret for user \"%s\" (need \"md5\" and 32 "
-				   "lower-case hex digits)",
-				   name);
-			return false;
-		}
+		if (!md5_secret_is_valid(text))
+			return USERS_SECRET_BAD_MD5;
 		u->kind = SECRET_MD5;
 		memcpy(u->md5, text, MD5_PASSWD_LEN + 1);
-		return true;
+		return USERS_SECRET_OK;
 	}
 	u->kind = SECRET_PLAIN;
 	u->plain = strdup(text);
 	md5_secret_from_password(text, name, u->md5);
 	u->has_scram = scram_secret_from_password(text, SCRAM_DEFAULT_ITERATIONS, &u->scram);
-	if (!u->plain || !md5_secret_is_valid(u->md5) || !u->has_scram) {
-		errbuf_add(&ld->err, line, "could not derive secrets for user \"%s\"", name);
+	if (!u->plain || !md5_secret_is_valid(u->md5) || !u->has_scram)
+		return USERS_SECRET_NO_DERIVE;
+	return USERS_SECRET_OK;
+}
+
+/* Fills u's secret fields from text, which the file held for user name. */
+static bool users_parse_secret(struct users_load *ld, int line, const char *name, const char *text,
+			       struct user_entry *u)
+{
+	switch (users_secret_parse(name, text, u)) {
+	case USERS_SECRET_OK:
+		return true;
+	case USERS_SECRET_EMPTY:
+		errbuf_add(&ld->err, line, "empty secret for user \"%s\"", name);
 		return false;
+	case USERS_SECRET_BAD_SCRAM:
+		errbuf_add(&ld->err, line, "malformed SCRAM-SHA-256 verifier for user \"%s\"",
+			   name);
+		return false;
+	case USERS_SECRET_BAD_MD5:
+		errbuf_add(&ld->err, line,
+			   "malformed md5 secret for user \"%s\" (need \"md5\" and 32 "
+			   "lower-case hex digits)",
+			   name);
+		return false;
+	case USERS_SECRET_NO_DERIVE:
+		break;
 	}
-	return true;
+	errbuf_add(&ld->err, line, "could not derive secrets for user \"%s\"", name);
+	return false;
 }
 
 static bool users_append(struct users_load *ld, int line, struct user_entry *u)

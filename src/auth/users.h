@@ -37,6 +37,29 @@ struct userlist {
  */
 struct userlist *users_load(const char *path, char *err, size_t errcap);
 void users_free(struct userlist *list);
+/* Frees what u owns (name, plain) and wipes it; u itself is the caller's. */
+void users_entry_clear(struct user_entry *u);
+/* Deep copy (dst owns its own name and plain); false when out of memory (dst is then empty). */
+bool users_entry_copy(struct user_entry *dst, const struct user_entry *src)
+	__attribute__((warn_unused_result));
+
+/* What users_secret_parse() made of a secret's text. */
+enum users_secret_status {
+	USERS_SECRET_OK,
+	USERS_SECRET_EMPTY,	/* "" */
+	USERS_SECRET_BAD_SCRAM, /* starts with "SCRAM-SHA-256$" but is not a valid verifier */
+	USERS_SECRET_BAD_MD5,	/* 35 characters starting with "md5" but not 32 lower-case hex */
+	USERS_SECRET_NO_DERIVE, /* plain text whose md5 secret or verifier could not be made */
+};
+/*
+ * Fills u's secret fields (kind, plain, md5, has_scram, scram; not name) from text, the secret of
+ * user name, with the users file's rules (a verifier, an md5 hash, else plain text, which gets its
+ * md5 secret and a verifier: one PBKDF2 run). Shared by the users file and auth_query, so a
+ * secret means the same wherever it came from. On failure u may own a plain copy: clear it.
+ */
+enum users_secret_status users_secret_parse(const char *name, const char *text,
+					    struct user_entry *u)
+	__attribute__((warn_unused_result));
 /* Binary search; NULL if absent. */
 const struct user_entry *users_find(const struct userlist *list, const char *name);
 /*

@@ -745,6 +745,52 @@ void config_backend_libpq_tls(const struct config *cfg, int i, struct libpq_tls 
 	out->sslkey = cfg->tls.server_key_file;
 }
 
+/* The line of key group.name in the file, or 1 when it was not written. */
+static int key_line(const struct loader *L, const char *group, const char *name)
+{
+	int ki = find_key(group, 0, name);
+	return ki >= 0 && L->seen[ki] ? L->seen[ki] : 1;
+}
+
+/*
+ * auth_query needs auth_user, and auth_user's plain-text password: pgrelay logs in as it with
+ * libpq, and a SCRAM verifier (or an md5 hash) cannot answer a server's SCRAM challenge. A
+ * verifier copied from pg_authid into the users file is exactly what PgBouncer users report in
+ * PgBouncer issue #1186 (the lookup connection fails at the server's last step); here the file
+ * is refused up front, naming the fix.
+ */
+static void check_auth_query(struct loader *L)
+{
+	const struct config *cfg = L->cfg;
+	if (!cfg->auth_user) {
+		int ki = find_key("auth", 0, "auth_query");
+		if (ki >= 0 && L->seen[ki])
+			errs_add(&L->errs, L->path, key_line(L, "auth", "auth_query"),
+				 "auth.auth_query: needs auth.auth_user (the role that runs it)");
+		return;
+	}
+	int line = key_line(L, "auth", "auth_user");
+	if (!cfg->auth_query || !cfg->auth_query[0])
+		errs_add(&L->errs, L->path, key_line(L, "auth", "auth_query"),
+			 "auth.auth_query: empty; unset auth.auth_user to turn auth_query off");
+	if (!cfg->users)
+		return; /* the users file's own errors were reported */
+	const struct user_entry *e = users_find(cfg->users, cfg->auth_user);
+	if (!e)
+		errs_add(&L->errs, L->path, line,
+			 "auth.auth_user: \"%s\" is not in users_file %s; pgrelay logs in as it "
+			 "with the password found there",
+			 cfg->auth_user, cfg->users_file);
+	else if (e->kind != SECRET_PLAIN)
+		errs_add(
+			&L->errs, L->path, line,
+			"auth.auth_user: \"%s\" has %s in users_file; running auth_query needs its "
+			"plain-text password, since a stored hash cannot answer the server's "
+			"challenge (PgBouncer issue #1186)",
+			cfg->auth_user,
+			e->kind == SECRET_SCRAM ? "a SCRAM verifier" : "an md5 hash");
+}
+
 struct config *config_load(const char *path, char *err, size_t errcap)
 {
 	struct loader L = { .errs = { .buf = err, .cap = errcap }, .path = path };
@@ -788,6 +834,7 @@ struct config *config_load(const char *path, char *err, size_t errcap)
 			check_cross(&L);
 			load_auth(&L, dir);
 			load_tls(&L, dir);
+			check_auth_query(&L);
 		}
 	}
 	config_destroy(&lc);

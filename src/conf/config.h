@@ -126,6 +126,11 @@ struct config {
 	char *hba_file;		/* owned or NULL */
 	struct userlist *users; /* owned; loaded from users_file */
 	struct hba *hba;	/* owned or NULL */
+	/* auth_query (doc/auth.md): on when auth_user is set. */
+	char *auth_user;	      /* owned or NULL; in users, with a plain-text secret */
+	char *auth_query;	      /* owned; default AUTH_QUERY_DEFAULT */
+	char *auth_dbname;	      /* owned or NULL: the client's database */
+	uint32_t auth_query_cache_ms; /* TTL of a fetched secret; default 0 = no cache */
 
 	uint32_t authentication_timeout_ms; /* login timeout, default 60s (pgpool's name) */
 	uint32_t max_message_size;    /* bytes, default 64MB; largest client message accepted */

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "auth/auth_query.h"
 #include "util/log.h"
 
 #define MS_PER_S   1000LL
@@ -180,6 +181,18 @@ const struct key_def config_keys[] = {
 	GRP("auth", "hba_file", KT_STRING, KF_EMPTY_IS_NULL, NULL, 0, 0, hba_file, NULL,
 	    "Client authentication rules in pg_hba.conf syntax, relative to this file's folder; "
 	    "unset: scram or md5 as users_file allows."),
+	GRP("auth", "auth_user", KT_STRING, KF_EMPTY_IS_NULL, NULL, 0, 0, auth_user, NULL,
+	    "Role that runs auth_query for users not in users_file (set: auth_query is on); it "
+	    "must be in users_file with its plain-text password."),
+	GRP("auth", "auth_query", KT_STRING, 0, AUTH_QUERY_DEFAULT, 0, 0, auth_query, NULL,
+	    "SQL run on the primary as auth_user with the user name as $1; returns at most one "
+	    "row (name, secret); a NULL secret or no row fails like a wrong password."),
+	GRP("auth", "auth_dbname", KT_STRING, KF_EMPTY_IS_NULL, NULL, 0, 0, auth_dbname, NULL,
+	    "Database auth_query runs in; unset: the database the client asked for."),
+	GRP("auth", "auth_query_cache", KT_DURATION, 0, "0", 0, DUR_MAX, auth_query_cache_ms, NULL,
+	    "How long a secret auth_query fetched serves further logins of that user (counted "
+	    "from the lookup, kept only after a successful login); 0 looks up at every login, as "
+	    "PgBouncer."),
 
 	{ "logging", "level", KT_ENUM, 0, "log", 0, 0, offsetof(struct config, log_level),
 	  log_levels, parse_log_level,
@@ -972,7 +985,7 @@ void config_write_reference(FILE *out)
 	      out);
 	for (size_t i = 0; i < config_key_count; i++) {
 		const struct key_def *k = &config_keys[i];
-		char group[64], name[128], def[128], range[256];
+		char group[64], name[128], def[512], range[256];
 		if (k->flags & KF_BACKEND)
 			snprintf(group, sizeof(group), "backends[]");
 		else

@@ -187,6 +187,7 @@ static void client_on_closed(struct conn *conn)
 	if (c->cancel_pid)
 		cancel_map_remove(&w->cancels, c->cancel_pid);
 	client_free_login_state(c);
+	client_authq_free(c);
 	pool_creds_free(&c->creds);
 	if (c->pool) {
 		c->pool->n_clients--;

@@ -21,6 +21,7 @@
 
 #include "auth/scram.h"
 #include "net/conn.h"
+#include "pool/client_authq.h"
 #include "pool/pool.h"
 #include "pool/prepared.h"
 #include "net/relay.h"
@@ -79,6 +80,7 @@ enum client_login_step {
 	CLS_SASL_INITIAL, /* sent the SASL mechanisms; waiting for SASLInitialResponse */
 	CLS_SASL_FINAL,	  /* sent server-first; waiting for client-final */
 	CLS_WAIT_SERVER,  /* authenticated; waiting for the first backend login (the welcome) */
+	CLS_AUTH_QUERY,	  /* waiting for auth_query to fetch the user's secret (client_authq.c) */
 };
 
 struct client {
@@ -147,6 +149,8 @@ struct client {
 	uint8_t md5_salt[4];
 	int auth_method; /* enum hba_method chosen at client_auth_start */
 	bool auth_mock;	 /* unknown user or unusable secret: the exchange must fail */
+	/* auth_query's part of the login (client_authq.c). */
+	struct authq_login authq;
 	enum client_retry retry;
 	char *retry_sql;    /* owned, CLIENT_RETRY_MAX bytes made at first use: the Query text */
 	uint32_t retry_len; /* its length without the NUL */
@@ -295,6 +299,8 @@ void client_pool_login_settled(struct worker *w, struct pool *p);
 
 /* The login steps (client_auth.c). */
 void client_auth_start(struct client *c);
+/* Runs the login of c against e (users_file's or auth_query's entry; NULL: unknown user). */
+void client_auth_continue(struct client *c, const struct user_entry *e);
 void client_auth_message(struct client *c, uint8_t type, const uint8_t *body, uint32_t len);
 /* Sends AuthenticationOk's tail: ParameterStatus, BackendKeyData, ReadyForQuery. */
 void client_send_welcome(struct client *c);

@@ -27,6 +27,7 @@
 #include "auth/users.h"
 #include "net/tls_ctx.h"
 #include "pool/client.h"
+#include "pool/client_authq.h"
 #include "pool/pool.h"
 #include "pool/server.h"
 #include "pool/worker.h"
@@ -53,6 +54,7 @@ void client_free_login_state(struct client *c)
 static void client_auth_fail(struct client *c)
 {
 	char user[LOG_UNTRUSTED_BUF];
+	client_authq_login_failed(c);
 	client_disconnect(c, "28P01", "password authentication failed for user \"%s\"",
 			  log_untrusted(c->user, user, sizeof(user)));
 }
@@ -178,6 +180,14 @@ static bool client_offers_plus(const struct client *c)
 void client_auth_start(struct client *c)
 {
 	const struct user_entry *e = users_find(c->w->cfg->users, c->user);
+	/* Not in users_file: auth_query may know the user (unless the hba rule needs no secret). */
+	if (!e && client_authq_start(c, client_pick_method(c, NULL)))
+		return; /* it calls client_auth_continue with the answer */
+	client_auth_continue(c, e);
+}
+
+void client_auth_continue(struct client *c, const struct user_entry *e)
+{
 	enum hba_method m = client_pick_method(c, e);
 	client_copy_creds(c, e);
 	c->auth_method = (int)m;
@@ -460,6 +470,7 @@ void client_auth_message(struct client *c, uint8_t type, const uint8_t *body, ui
 		return;
 	case CLS_STARTUP:
 	case CLS_WAIT_SERVER:
+	case CLS_AUTH_QUERY:
 		client_disconnect(c, "08P01", "unexpected message during login");
 		return;
 	}
@@ -469,6 +480,7 @@ void client_auth_ok(struct client *c)
 {
 	if (!client_send_auth_request(c, AUTH_REQ_OK, NULL, 0))
 		return;
+	client_authq_login_ok(c);
 	if (log_enabled(LOG_LVL_DEBUG)) {
 		char user[LOG_UNTRUSTED_BUF];
 		log_debug("client", c->id, "authenticated user=%s method=%s",

@@ -127,8 +127,12 @@ void pool_adopt_login(struct pool *p, const struct client *c)
 			p->startup_len = c->startup_len;
 		}
 	}
-	/* A trust login carries no secret; a later password login can supply one. */
-	if (p->creds.kind == CRED_NONE && c->creds.kind != CRED_NONE)
+	/*
+	 * A trust login carries no secret; a password login supplies one, and the latest is the
+	 * freshest (a password changed on the server and fetched again by auth_query): new backend
+	 * connections use it.
+	 */
+	if (c->creds.kind != CRED_NONE)
 		pool_creds_copy(&p->creds, &c->creds);
 }
 

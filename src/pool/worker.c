@@ -396,6 +396,7 @@ bool worker_init(struct worker *w, struct config *cfg, char *err, size_t errcap)
 	list_init(&w->pools);
 	list_init(&w->nodeless_clients);
 	iobuf_pool_init(&w->bufs);
+	authq_sched_init(&w->authq);
 	worker_raise_fd_limit(w);
 	if (!cancel_map_init(&w->cancels)) {
 		snprintf(err, errcap, "out of memory");
@@ -462,6 +463,7 @@ void worker_destroy(struct worker *w)
 	pool_free_all(w);
 	router_free(&w->router);
 	cancel_map_destroy(&w->cancels);
+	authq_sched_destroy(&w->authq);
 	iobuf_pool_destroy(&w->bufs);
 	config_free(w->cfg);
 	w->cfg = NULL;
@@ -484,6 +486,7 @@ void worker_apply_config(struct worker *w, struct config *cfg)
 		log_error("config", 0, "reload: the cluster manager kept its previous settings");
 	config_free(w->cfg);
 	w->cfg = cfg;
+	authq_sched_config_changed(&w->authq);
 	log_set_level(w->force_debug ? LOG_LVL_DEBUG : (enum log_level)cfg->log_level);
 	log_info("main", 0, "reload: configuration %s applied", cfg->path);
 }

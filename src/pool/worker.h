@@ -19,6 +19,7 @@
 #include "conf/config.h"
 #include "net/iobuf.h"
 #include "net/listener.h"
+#include "pool/client_authq.h"
 #include "pool/cancel.h"
 #include "route/router.h"
 #include "util/list.h"
@@ -47,6 +48,7 @@ struct worker {
 	int64_t started_wall_ms;		 /* CLOCK_REALTIME ms at start */
 	/* Loop time until which a node counts as down after a failed connect (fail fast). */
 	uint64_t node_down_until_ms[CONFIG_MAX_BACKENDS];
+	struct authq_sched authq; /* auth_query lookups and their cache (client_authq.c) */
 
 	struct list_node login_clients;
 	struct list_node active_clients;
