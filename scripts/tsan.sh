@@ -36,6 +36,12 @@ INTEGRATION=(
   tests/integration/test_failover_e2e.py::test_standby_loss
   tests/integration/test_failover_e2e.py::test_write_waits_query_wait_timeout_during_failover_then_fails_at_once
   tests/integration/test_failover_e2e.py::test_clients_waiting_for_a_primary_do_not_wedge_pgrelay
+  # TLS (thread-local scratch buffers, contexts shared across reloads) and auth_query (lookups on
+  # the thread pool finding their clients again).
+  tests/integration/test_tls.py::test_sighup_reloads_certificate
+  tests/integration/test_tls.py::test_many_idle_tls_clients
+  tests/integration/test_tls.py::test_server_mode
+  tests/integration/test_auth_query.py
 )
 
 # Tests whose assertion is a time bound (failover within 4 s of a freeze): under TSan's slowdown on
