@@ -203,6 +203,20 @@ def mass_login_tls(port, n, user, database, deadline_s=60.0, in_flight=256, host
     return res
 
 
+def close_tls(res):
+    """Closes TLS sessions as libpq does (close_notify first), so the proxy logs no unexpected EOF."""
+    for s in res.ok:
+        try:
+            s.unwrap()  # sends close_notify; on a non-blocking socket it then wants the peer's
+        except (ssl.SSLError, OSError, ValueError):
+            pass
+        try:
+            s.close()
+        except OSError:
+            pass
+    res.ok = []
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, required=True)
@@ -214,6 +228,7 @@ def main():
     ap.add_argument("--tls", action="store_true", help="log in over TLS (SSLRequest, sslmode=require)")
     a = ap.parse_args()
     login = mass_login_tls if a.tls else pgwire.mass_login
+    close = close_tls if a.tls else (lambda r: r.close_all())
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = a.clients + 64
@@ -225,7 +240,7 @@ def main():
 
     warm = login(a.port, 20, a.user, a.database, deadline_s=20)
     warm_ok = len(warm.ok)
-    warm.close_all()
+    close(warm)
     time.sleep(0.3)
     before = vmrss_kb(a.pid)
     res = login(a.port, a.clients, a.user, a.database, deadline_s=a.deadline)
@@ -234,7 +249,7 @@ def main():
         after = vmrss_kb(a.pid)
     finally:
         res_ok = len(res.ok)
-        res.close_all()
+        close(res)
     errs = sorted({str(e[1]) for e in res.errors})[:3]
     print(f"before_kb={before} after_kb={after} clients={a.clients} ok={res_ok} errors={len(res.errors)} "
           f"closed={len(res.closed)} hung={len(res.hung)} login_s={res.elapsed:.2f} warmup_ok={warm_ok}"
