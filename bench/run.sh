@@ -27,7 +27,14 @@
 #   PG_MAX_CONNECTIONS=1200  max_connections of our own cluster (direct many-clients needs > MANY_CLIENTS)
 #   WORKLOADS="..."          subset of: select-simple select-extended select-prepared tpcb
 #                            connect-scram connect-trust many-clients many-clients-prepared idle-memory
-#                            (default: all; the many-clients runs go first, idle-memory comes last)
+#                            (default: all of these; the many-clients runs go first, idle-memory comes
+#                            last), and the opt-in TLS rows: tls-select-simple tls-select-extended
+#                            tls-select-prepared tls-connect-scram tls-idle-memory ("tls" = all five).
+#                            TLS rows: sslmode=require from pgbench to the proxy (or to PostgreSQL for
+#                            direct) and TLS from the proxy to PostgreSQL; the script makes a CA and a
+#                            server certificate with openssl and turns ssl on in its own cluster.
+#                            tls-idle-memory measures idle-memory with and without TLS (the ratio)
+#   TLS_KEY=rsa:2048         key of the TLS rows' server certificate (openssl -newkey: rsa:N or ec)
 #   BENCH_PGPORT=PORT        reuse a running scripts/cluster.sh cluster whose primary listens on
 #                            127.0.0.1:PORT (standbys PORT+1, PORT+2 are used when they answer);
 #                            it must have the roles of scripts/cluster.sh. Default: start our own.
@@ -81,7 +88,11 @@ IDLE_CLIENTS=${IDLE_CLIENTS:-1000}
 PG_MAX_CONNECTIONS=${PG_MAX_CONNECTIONS:-1200}
 MANY_CONNECT_S=${MANY_CONNECT_S:-40}
 ALL_WORKLOADS="select-simple select-extended select-prepared tpcb connect-scram connect-trust many-clients many-clients-prepared idle-memory"
+# Opt-in: only run when named in WORKLOADS ("tls" names all of them).
+TLS_WORKLOADS="tls-select-simple tls-select-extended tls-select-prepared tls-connect-scram tls-idle-memory"
 WORKLOADS=${WORKLOADS:-$ALL_WORKLOADS}
+WORKLOADS=$(for w in $WORKLOADS; do if [[ "$w" == tls ]]; then echo "$TLS_WORKLOADS"; else echo "$w"; fi; done | tr '\n' ' ')
+TLS_KEY=${TLS_KEY:-rsa:2048}
 BENCH_PGPORT=${BENCH_PGPORT:-}
 BUILD_DIR=${BENCH_BUILD_DIR:-$REPO/build-bench}
 JOBS=2
@@ -97,11 +108,15 @@ done
   exit 2
 }
 for w in $WORKLOADS; do
-  [[ " $ALL_WORKLOADS " == *" $w "* ]] || {
-    echo "run.sh: unknown workload '$w' (known: $ALL_WORKLOADS)" >&2
+  [[ " $ALL_WORKLOADS $TLS_WORKLOADS " == *" $w "* ]] || {
+    echo "run.sh: unknown workload '$w' (known: $ALL_WORKLOADS $TLS_WORKLOADS tls)" >&2
     exit 2
   }
 done
+[[ "$TLS_KEY" =~ ^(rsa:[1-9][0-9]*|ec)$ ]] || {
+  echo "run.sh: TLS_KEY must be rsa:BITS or ec, got '$TLS_KEY'" >&2
+  exit 2
+}
 for t in $BENCH_TARGETS; do
   [[ " pgbouncer pgrelay pgrelay-lb direct " == *" $t "* ]] || {
     echo "run.sh: unknown target '$t' in BENCH_TARGETS (known: pgbouncer pgrelay pgrelay-lb direct)" >&2
@@ -146,7 +161,8 @@ fi
   die "PostgreSQL client binaries (pgbench, psql) not found; set PGBIN or run scripts/deps.sh"
 
 # libpq settings shared by every client: plain TCP (no SSL/GSS round trips, same for all targets),
-# a bounded connect; no password file (PGPASSFILE is pointed into the temp folder below).
+# a bounded connect; no password file (PGPASSFILE is pointed into the temp folder below). The TLS
+# rows and their smoke tests set PGSSLMODE=require for their own commands.
 export PGSSLMODE=disable PGGSSENCMODE=disable PGCONNECT_TIMEOUT=10
 unset PGHOST PGPORT PGUSER PGDATABASE PGPASSWORD PGSERVICE PGOPTIONS 2>/dev/null || true
 
@@ -163,11 +179,14 @@ fi
 # The pgbench workloads in table order (as given) and in run order: the many-clients runs first,
 # because their direct run needs MANY_CLIENTS backends while the other proxies' pools are still
 # small. They exist in transaction mode only. idle-memory is not a pgbench run; it comes last.
-HAS_MANY=0 HAS_IDLE=0 PGBENCH_WORKLOADS="" RUN_ORDER=""
+HAS_MANY=0 HAS_IDLE=0 HAS_TLS=0 HAS_TLS_IDLE=0 HAS_TLS_PGBENCH=0 PGBENCH_WORKLOADS="" RUN_ORDER=""
 run_later=""
 for w in $WORKLOADS; do
+  [[ "$w" != tls-* ]] || HAS_TLS=1
   case "$w" in
     idle-memory) HAS_IDLE=1 ;;
+    # The TLS idle figure is compared with the plaintext one: both are measured.
+    tls-idle-memory) HAS_IDLE=1 HAS_TLS_IDLE=1 ;;
     many-clients*)
       if [[ " $MODES " == *" transaction "* ]]; then
         HAS_MANY=1
@@ -178,6 +197,7 @@ for w in $WORKLOADS; do
       fi
       ;;
     *)
+      [[ "$w" != tls-* ]] || HAS_TLS_PGBENCH=1
       PGBENCH_WORKLOADS+="$w "
       run_later+="$w "
       ;;
@@ -518,6 +538,67 @@ psql_as app app -c 'GRANT SELECT ON pgbench_accounts, pgbench_branches, pgbench_
 }
 psql_as postgres postgres -c 'CHECKPOINT' >/dev/null 2>&1 || true
 
+# 2b. TLS, for the tls-* workloads only: a CA and a server certificate for 127.0.0.1 made with the
+# openssl CLI in $TMP/tls (keys 0600, owned by the postgres user when we are root: PostgreSQL and
+# PgBouncer run as that user); every node of our own cluster gets ssl = on with them (ALTER SYSTEM,
+# pg_reload_conf). pgrelay and PgBouncer present the same certificate to their clients.
+TLS_DIR=$TMP/tls
+TLS_DESC=""
+if ((HAS_TLS)); then
+  command -v openssl >/dev/null || die "the TLS workloads need the openssl command (apt-get install openssl)"
+  mkdir -p "$TLS_DIR"
+  keyopt=(-newkey "$TLS_KEY")
+  [[ "$TLS_KEY" == ec ]] && keyopt=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1)
+  (
+    cd "$TLS_DIR"
+    umask 077
+    openssl req -x509 -new -nodes "${keyopt[@]}" -keyout ca.key -out ca.crt -days 7 -subj "/CN=pgrelay bench CA"
+    openssl req -new -nodes "${keyopt[@]}" -keyout server.key -out server.csr -subj "/CN=127.0.0.1"
+    usage=digitalSignature
+    [[ "$TLS_KEY" == ec ]] || usage+=", keyEncipherment"
+    printf '%s\n' 'subjectAltName = IP:127.0.0.1, DNS:localhost' 'basicConstraints = CA:FALSE' \
+      "keyUsage = $usage" 'extendedKeyUsage = serverAuth' >server.ext
+    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 7 -extfile server.ext \
+      -out server.crt
+  ) >"$TMP/openssl.log" 2>&1 || {
+    cat "$TMP/openssl.log" >&2
+    die "making the TLS certificates with openssl failed"
+  }
+  chmod 644 "$TLS_DIR/ca.crt" "$TLS_DIR/server.crt"
+  chmod 600 "$TLS_DIR/ca.key" "$TLS_DIR/server.key"
+  [[ ${#AS_PG[@]} -eq 0 ]] || chown postgres: "$TLS_DIR/server.key" "$TLS_DIR/server.crt"
+  if ((OWN_CLUSTER)); then
+    for p in "${BACKEND_PORTS[@]}"; do
+      PGPASSWORD=postgres timeout "$T_SMOKE" "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$p" \
+        -U postgres -d postgres -c "ALTER SYSTEM SET ssl_cert_file = '$TLS_DIR/server.crt'" \
+        -c "ALTER SYSTEM SET ssl_key_file = '$TLS_DIR/server.key'" -c 'ALTER SYSTEM SET ssl = on' \
+        -c 'SELECT pg_reload_conf()' >/dev/null 2>"$TMP/psql.err" || {
+        cat "$TMP/psql.err" >&2
+        die "turning ssl on in the node on port $p failed"
+      }
+    done
+  fi
+  # Every node must accept TLS now (the reload is asynchronous); a reused cluster must have it on.
+  for p in "${BACKEND_PORTS[@]}"; do
+    deadline=$((SECONDS + T_START)) v=""
+    while ((SECONDS < deadline)); do
+      v=$(PGSSLMODE=require PGPASSWORD=postgres timeout "$T_SMOKE" "$PGBIN/psql" -X -q -At -F' ' -h 127.0.0.1 \
+        -p "$p" -U postgres -d postgres -c 'SELECT ssl, version, cipher, bits FROM pg_stat_ssl WHERE pid = pg_backend_pid()' \
+        2>"$TMP/psql.err" || true)
+      [[ "$v" != t\ * ]] || break
+      sleep 0.2
+    done
+    [[ "$v" == t\ * ]] || {
+      cat "$TMP/psql.err" >&2
+      why=""
+      ((OWN_CLUSTER)) || why="; the TLS workloads need ssl = on in the reused cluster"
+      die "PostgreSQL on port $p does not accept TLS (sslmode=require)$why"
+    }
+    [[ -n "$TLS_DESC" ]] || TLS_DESC=${v#t }
+  done
+  log "TLS on every node (libpq to PostgreSQL: $TLS_DESC; server key $TLS_KEY)"
+fi
+
 # ------------------------------------------------------------------------------------------------
 # 3b. The proxies. Instances are named TARGET-MODE-AUTH (pgrelay-session-scram, ...).
 
@@ -562,8 +643,17 @@ ensure_running() {
   }
 }
 
-smoke() { # NAME USER PASSWORD
+smoke() { # NAME USER PASSWORD [tls]
   local name=$1 user=$2 pw=$3 out
+  if [[ "${4:-}" == tls ]]; then
+    # sslmode=require towards the proxy; pg_stat_ssl shows the proxy's backend connection is TLS too.
+    out=$(PGSSLMODE=require PGPASSWORD=$pw timeout "$T_SMOKE" "$PGBIN/psql" -X -At -F' ' -h 127.0.0.1 \
+      -p "${PROC_PORT[$name]}" -U "$user" -d app \
+      -c 'SELECT count(*), (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()) FROM pgbench_branches' 2>&1) &&
+      [[ "$out" == "$SCALE t" ]] && return 0
+    warn "$name: sslmode=require, SELECT count(*) and pg_stat_ssl.ssl of the backend as $user: '$out' (want '$SCALE t')"
+    return 1
+  fi
   out=$(PGPASSWORD=$pw timeout "$T_SMOKE" "$PGBIN/psql" -X -At -h 127.0.0.1 -p "${PROC_PORT[$name]}" \
     -U "$user" -d app -c 'SELECT count(*) FROM pgbench_branches' 2>&1) && [[ "$out" == "$SCALE" ]] && return 0
   warn "$name: 'SELECT count(*) FROM pgbench_branches' as $user failed: $out"
@@ -597,8 +687,8 @@ pgrelay_backends() { # [WEIGHT...] (default 1 each)
   done
   printf ' );\n'
 }
-write_pgrelay_conf() { # FILE PORT MODE AUTH [POOL_SIZE] [LB: on|off, default off]
-  local f=$1 port=$2 mode=$3 auth=$4 size=${5:-$POOL_SIZE} lb=${6:-off} hba="" enabled=false
+write_pgrelay_conf() { # FILE PORT MODE AUTH [POOL_SIZE] [LB: on|off, default off] [tls]
+  local f=$1 port=$2 mode=$3 auth=$4 size=${5:-$POOL_SIZE} lb=${6:-off} tls=${7:-} hba="" enabled=false
   [[ "$auth" == trust ]] && hba=' hba_file = "hba.conf";'
   [[ "$lb" == on ]] && enabled=true
   {
@@ -616,13 +706,17 @@ write_pgrelay_conf() { # FILE PORT MODE AUTH [POOL_SIZE] [LB: on|off, default of
     echo "pool = { mode = \"$mode\"; pool_size = $size; max_client_conn = 20000; };"
     echo 'health_check = { user = "postgres"; password = "postgres"; database = "postgres"; timeout = "10s"; };'
     echo "load_balance = { enabled = $enabled; };"
+    # TLS rows: TLS from the clients (required, like PgBouncer's client_tls_sslmode) and to every node.
+    if [[ "$tls" == tls ]]; then
+      echo "tls = { cert_file = \"$TLS_DIR/server.crt\"; key_file = \"$TLS_DIR/server.key\"; client_mode = \"require\"; server_mode = \"require\"; };"
+    fi
   } >"$f"
 }
 
 # PgBouncer: plain-text userlist; auth_type scram-sha-256, or trust for the trust variant.
 printf '"app" "app"\n"trustuser" ""\n' >"$TMP/pgbouncer/userlist.txt"
-write_pgbouncer_conf() { # FILE PORT MODE AUTH [POOL_SIZE]
-  local f=$1 port=$2 mode=$3 auth=$4 size=${5:-$POOL_SIZE} dir
+write_pgbouncer_conf() { # FILE PORT MODE AUTH [POOL_SIZE] [tls]
+  local f=$1 port=$2 mode=$3 auth=$4 size=${5:-$POOL_SIZE} tls=${6:-} dir
   dir=$(dirname "$f")
   local authtype=scram-sha-256
   [[ "$auth" == trust ]] && authtype=trust
@@ -647,6 +741,14 @@ log_disconnections = 0
 log_pooler_errors = 1
 stats_period = 60
 EOF
+  if [[ "$tls" == tls ]]; then
+    cat >>"$f" <<EOF
+client_tls_sslmode = require
+client_tls_key_file = $TLS_DIR/server.key
+client_tls_cert_file = $TLS_DIR/server.crt
+server_tls_sslmode = require
+EOF
+  fi
 }
 
 # pgpool-II 4.3: connection pooling only, streaming-replication mode, no load balancing, no
@@ -701,6 +803,7 @@ write_pgpool_conf() { # DIR PORT PCPPORT
 }
 
 declare -A RELAY_MODE_OK=()   # mode -> 1 when pgrelay accepted and serves it
+declare -A RELAY_TLS_OK=()    # mode -> 1 when pgrelay-MODE-scram-tls started
 declare -A RELAY_MODE_NOTE=() # mode -> why it was skipped
 mkdir -p "$TMP/logs"
 
@@ -751,6 +854,39 @@ for mode in $MODES; do
     [[ "$auth" == trust ]] && user=trustuser pw=""
     smoke "$name" "$user" "$pw" || die "PgBouncer ($name) does not serve queries; see $TMP/logs/$name.log"
   done
+
+  # The TLS rows' instances: SCRAM, TLS from the clients and to PostgreSQL (pgbench sslmode=require).
+  if ((HAS_TLS_PGBENCH)); then
+    name=pgrelay-$mode-scram-tls
+    if [[ -n "${RELAY_MODE_OK[$mode]:-}" ]]; then
+      pick_ports 1
+      port=$PORT_PICKED
+      conf=$TMP/pgrelay/$name.conf
+      write_pgrelay_conf "$conf" "$port" "$mode" scram "$POOL_SIZE" off tls
+      if ! out=$("$PGRELAY_BIN" -t -f "$conf" 2>&1); then
+        msg="pgrelay rejects its TLS configuration: $(echo "${out//"$TMP/"/}" | head -n 3 | tr '\n' ' ')"
+        warn "$name: $msg; its runs are skipped"
+        EXTRA_NOTES+=("- $name: $msg; its runs were skipped")
+      elif start_instance "$name" "$port" "$TMP/logs/$name.log" "'$PGRELAY_BIN' -f '$conf'"; then
+        RELAY_TLS_OK[$mode]=1
+        smoke "$name" app app tls || PROC_NOTE[$name]="smoke test over TLS failed"
+      else
+        warn "$name did not start; its runs are skipped"
+        EXTRA_NOTES+=("- $name did not start (logs/$name.log); its runs were skipped")
+        unset 'PROC_PID[$name]'
+      fi
+    fi
+    name=pgbouncer-$mode-scram-tls
+    pick_ports 1
+    port=$PORT_PICKED
+    conf=$TMP/pgbouncer/$name.ini
+    write_pgbouncer_conf "$conf" "$port" "$mode" scram "$POOL_SIZE" tls
+    [[ ${#AS_PG[@]} -eq 0 ]] || chown postgres: "$conf"
+    touch "$TMP/logs/$name.log"
+    start_instance "$name" "$port" "$TMP/logs/$name.log" "${AS_PG[*]} pgbouncer '$conf'" ||
+      die "PgBouncer ($name) did not start"
+    smoke "$name" app app tls || die "PgBouncer ($name) does not serve queries over TLS; see $TMP/logs/$name.log"
+  fi
 done
 
 # pgrelay with load balancing on, SCRAM, one per mode, for the select-* and tpcb rows. It needs a
@@ -858,7 +994,7 @@ fi
 
 # Backends the primary must allow: idle proxy pools (each proxy keeps what a run opened) plus a
 # direct run; the direct many-clients run comes first, while the pools are nearly empty.
-need=$((32 + 2 * POOL_SIZE + POOL_SIZE * WITH_PGPOOL + POOL_SIZE * LB_WANTED))
+need=$((32 + 2 * POOL_SIZE + POOL_SIZE * WITH_PGPOOL + POOL_SIZE * LB_WANTED + 2 * POOL_SIZE * HAS_TLS_PGBENCH))
 if [[ "$max_conn" =~ ^[0-9]+$ ]] && ((max_conn < need)); then
   warn "the primary's max_connections is $max_conn; idle proxy pools plus a direct run may need ~$need"
 fi
@@ -880,6 +1016,11 @@ declare -A WL=(
   [connect-trust]="16|trustuser||-S -C -M simple|select-only -C (trust)"
   [many-clients]="$MANY_CLIENTS|app|app|-S -M simple|select-only -M simple, $MANY_CLIENTS clients, pool $MANY_POOL_SIZE"
   [many-clients-prepared]="$MANY_CLIENTS|app|app|-S -M prepared|select-only -M prepared, $MANY_CLIENTS clients, pool $MANY_POOL_SIZE"
+  # TLS rows (opt-in): pgbench with sslmode=require; the proxies speak TLS to PostgreSQL too.
+  [tls-select-simple]="32|app|app|-S -M simple|select-only -M simple, TLS"
+  [tls-select-extended]="32|app|app|-S -M extended|select-only -M extended, TLS"
+  [tls-select-prepared]="32|app|app|-S -M prepared|select-only -M prepared, TLS"
+  [tls-connect-scram]="16|app|app|-S -C -M simple|select-only -C (SCRAM), TLS"
 )
 wl_modes() { # WORKLOAD -> the pool modes it runs in
   case "$1" in
@@ -944,6 +1085,15 @@ SERVER_PROBLEMS='(ERROR|FATAL|PANIC|WARNING):|unexpected EOF|could not (receive|
 instance_for() { # TARGET MODE WORKLOAD -> instance name ("" for direct, "-" skipped, "n/a" not applicable)
   local target=$1 mode=$2 wl=$3 auth=scram
   [[ "$wl" == connect-trust ]] && auth=trust
+  if [[ "$wl" == tls-* ]]; then
+    case "$target" in
+      direct) echo "" ;;
+      pgrelay) if [[ -n "${RELAY_TLS_OK[$mode]:-}" ]]; then echo "pgrelay-$mode-scram-tls"; else echo "-"; fi ;;
+      pgbouncer) echo "pgbouncer-$mode-scram-tls" ;;
+      pgpool | pgrelay-lb) echo "n/a" ;;
+    esac
+    return 0
+  fi
   if [[ "$wl" == many-clients* ]]; then
     case "$target" in
       direct) echo "" ;;
@@ -1043,10 +1193,11 @@ run_one() { # WORKLOAD MODE TARGET ROUND
   # pgbench's -T clock starts before its connections: the many-clients runs get MANY_CONNECT_S more
   # seconds, and their CPU window starts once every client is connected (pgbench's tps and
   # transaction count exclude the connection phase too).
-  local secs=$DURATION connect_s="" bpid
+  local secs=$DURATION connect_s="" bpid sslmode=disable
   [[ "$wl" == many-clients* ]] && secs=$((DURATION + MANY_CONNECT_S))
+  [[ "$wl" == tls-* ]] && sslmode=require
   # shellcheck disable=SC2086
-  PGPASSWORD=$pw timeout -k 10 $((secs + T_RUN_EXTRA)) "$PGBIN/pgbench" -h 127.0.0.1 -p "$port" -U "$user" \
+  PGSSLMODE=$sslmode PGPASSWORD=$pw timeout -k 10 $((secs + T_RUN_EXTRA)) "$PGBIN/pgbench" -h 127.0.0.1 -p "$port" -U "$user" \
     -n -c "$clients" -j "$JOBS" -T "$secs" $opts app >"$out" 2>&1 &
   bpid=$!
   if [[ "$wl" == many-clients* ]]; then
@@ -1199,27 +1350,32 @@ done
 
 # ------------------------------------------------------------------------------------------------
 # 5b. Memory per idle client: a fresh proxy (transaction mode, trust, pool MANY_POOL_SIZE), its VmRSS
-# before and after IDLE_CLIENTS idle logged-in connections (bench/idle_clients.py).
+# before and after IDLE_CLIENTS idle logged-in connections (bench/idle_clients.py). With "tls"
+# (tls-idle-memory) the proxy has the TLS rows' tls settings and every client logs in over TLS;
+# its figures are keyed TARGET-tls.
 
 declare -A IDLE_KB=() IDLE_DESC=() STOPPED=()
-idle_memory() { # TARGET (pgrelay | pgbouncer)
-  local target=$1 name=$1-idle-memory port conf out rc=0 before after ok
+IDLE_DEADLINE=$((IDLE_CLIENTS / 50 > 60 ? IDLE_CLIENTS / 50 : 60)) # seconds for all the logins
+idle_memory() { # TARGET (pgrelay | pgbouncer) [tls]
+  local tls=${2:-} target=$1${2:+-$2} name=$1-idle-memory${2:+-$2} port conf out rc=0 before after ok
+  local -a tlsarg=()
+  [[ "$tls" != tls ]] || tlsarg=(--tls)
   pick_ports 1
   port=$PORT_PICKED
-  if [[ "$target" == pgrelay ]]; then
+  if [[ "$target" == pgrelay* ]]; then
     if [[ -z "${RELAY_MODE_OK[transaction]:-}" ]]; then
       IDLE_DESC[$target]="skipped (pgrelay does not run in transaction mode)"
       return 0
     fi
     conf=$TMP/pgrelay/$name.conf
-    write_pgrelay_conf "$conf" "$port" transaction trust "$MANY_POOL_SIZE"
+    write_pgrelay_conf "$conf" "$port" transaction trust "$MANY_POOL_SIZE" off "$tls"
     start_instance "$name" "$port" "$TMP/logs/$name.log" "'$PGRELAY_BIN' -f '$conf'" || {
       IDLE_DESC[$target]="fail (did not start)"
       return 0
     }
   else
     conf=$TMP/pgbouncer/$name.ini
-    write_pgbouncer_conf "$conf" "$port" transaction trust "$MANY_POOL_SIZE"
+    write_pgbouncer_conf "$conf" "$port" transaction trust "$MANY_POOL_SIZE" "$tls"
     [[ ${#AS_PG[@]} -eq 0 ]] || chown postgres: "$conf"
     touch "$TMP/logs/$name.log"
     start_instance "$name" "$port" "$TMP/logs/$name.log" "${AS_PG[*]} pgbouncer '$conf'" || {
@@ -1228,9 +1384,9 @@ idle_memory() { # TARGET (pgrelay | pgbouncer)
     }
   fi
   # The first login of trustuser creates the pool and its welcome (a backend login); then idle.
-  smoke "$name" trustuser "" || PROC_NOTE[$name]="smoke test failed"
-  out=$(timeout -k 5 $((T_RUN_EXTRA + 60)) /usr/bin/python3 "$REPO/bench/idle_clients.py" --port "$port" \
-    --pid "${PROC_PID[$name]}" --clients "$IDLE_CLIENTS" --deadline 60 2>&1) || rc=$?
+  smoke "$name" trustuser "" "$tls" || PROC_NOTE[$name]="smoke test${tls:+ over TLS} failed"
+  out=$(timeout -k 5 $((IDLE_DEADLINE + T_RUN_EXTRA)) /usr/bin/python3 "$REPO/bench/idle_clients.py" --port "$port" \
+    --pid "${PROC_PID[$name]}" --clients "$IDLE_CLIENTS" --deadline "$IDLE_DEADLINE" "${tlsarg[@]}" 2>&1) || rc=$?
   echo "$out" >"$TMP/logs/$name.out"
   before=$(sed -n 's/.*before_kb=\([0-9]*\).*/\1/p' <<<"$out" | tail -n 1)
   after=$(sed -n 's/.*after_kb=\([0-9]*\).*/\1/p' <<<"$out" | tail -n 1)
@@ -1256,6 +1412,11 @@ if ((HAS_IDLE)); then
   log "idle-memory: $IDLE_CLIENTS idle clients on a fresh pgrelay and PgBouncer (transaction mode, trust)"
   idle_memory pgrelay
   idle_memory pgbouncer
+fi
+if ((HAS_TLS_IDLE)); then
+  log "tls-idle-memory: $IDLE_CLIENTS idle TLS clients on a fresh pgrelay and PgBouncer (transaction mode, trust, TLS both sides)"
+  idle_memory pgrelay tls
+  idle_memory pgbouncer tls
 fi
 
 # ------------------------------------------------------------------------------------------------
@@ -1385,6 +1546,44 @@ tgt_lb() {
   fi
 }
 
+# The TLS rows' CPU goal: pgrelay's µs CPU per transaction at most PgBouncer's.
+# tgt_cpu KEY_RELAY KEY_PGBOUNCER -> "measured | verdict" (a failed PgBouncer counts as met).
+tgt_cpu() {
+  local r=$1 b=$2 rs=${STATUS[$1]:-} bs=${STATUS[$2]:-}
+  if [[ "$rs" != ok ]]; then
+    printf 'pgrelay: %s | not met' "${rs:-n/a}"
+  elif [[ "$bs" != ok ]]; then
+    printf 'pgrelay %s µs/txn, PgBouncer: %s | met (PgBouncer failed)' "${CPU[$r]}" "${bs:-n/a}"
+  elif [[ "${CPU[$r]}" == n/a || "${CPU[$b]}" == n/a ]]; then
+    printf 'pgrelay %s, PgBouncer %s µs/txn | — (no CPU figure)' "${CPU[$r]}" "${CPU[$b]}"
+  else
+    awk -v a="${CPU[$r]}" -v b="${CPU[$b]}" -v fr="${FAILED[$r]:-0}" -v fo="${FAIL_ROUNDS[$r]:-0}" -v rounds="$ROUNDS" 'BEGIN {
+      printf "%.1f vs %.1f µs/txn", a, b
+      if (b > 0) printf " (%.2f×)", a / b
+      if (fo > 0) printf ", %d of %d rounds failed | not met (failed rounds)", fo, rounds
+      else if (fr > 0) printf ", %d failed transactions | not met (failed transactions)", fr
+      else printf " | %s", (a <= b) ? "met" : "not met"
+    }'
+  fi
+}
+
+# tls-idle-memory: RSS per 1,000 idle TLS clients against the plaintext figure of the same proxy.
+# idle_tls_ratio TARGET -> "X KB per 1,000 TLS clients vs Y KB plaintext (R×)"; sets IDLE_RATIO.
+IDLE_RATIO=""
+idle_tls_ratio() {
+  local t=${IDLE_KB[$1-tls]:-} p=${IDLE_KB[$1]:-}
+  IDLE_RATIO=""
+  if [[ -z "$t" ]]; then
+    printf '%s' "${IDLE_DESC[$1-tls]:-n/a}"
+    return 0
+  fi
+  printf '%s KB per 1,000 TLS clients %s vs %s KB plaintext' "$t" "${IDLE_DESC[$1-tls]#"$t KB "}" "${p:-n/a}"
+  if [[ -n "$p" ]] && ((p > 0)); then
+    IDLE_RATIO=$(awk -v a="$t" -v b="$p" 'BEGIN { printf "%.2f", a / b }')
+    printf ' (%s×)' "$IDLE_RATIO"
+  fi
+}
+
 targets() {
   local wl mode label r b d m
   echo "| target | run | measured | verdict |"
@@ -1435,6 +1634,32 @@ targets() {
       ((kb <= 2048)) && v=met
     fi
     echo "| ≤ 2 MB (2048 KB) RSS per 1,000 idle clients | pgrelay, transaction mode, trust | ${IDLE_DESC[pgrelay]:-n/a}; PgBouncer: ${IDLE_DESC[pgbouncer]:-n/a} | $v |"
+  fi
+  # The TLS rows' own goals (the rows' "pgrelay ≥ PgBouncer" lines are above).
+  for wl in tls-select-simple tls-select-extended tls-select-prepared; do
+    [[ " $PGBENCH_WORKLOADS " == *" $wl "* ]] || continue
+    IFS='|' read -r _ _ _ _ label <<<"${WL[$wl]}"
+    for mode in $MODES; do
+      echo "| TLS: pgrelay µs CPU/txn ≤ PgBouncer | $label [$mode] | $(tgt_cpu "$wl|$mode|pgrelay" "$wl|$mode|pgbouncer") |"
+    done
+  done
+  if [[ " $PGBENCH_WORKLOADS " == *" tls-connect-scram "* ]]; then
+    IFS='|' read -r _ _ _ _ label <<<"${WL[tls-connect-scram]}"
+    for mode in $MODES; do
+      echo "| -C with TLS: pgrelay connections/s ≥ PgBouncer | $label [$mode] | $(tgt_ratio "tls-connect-scram|$mode|pgrelay" "tls-connect-scram|$mode|pgbouncer" 1 PgBouncer) |"
+    done
+  fi
+  if ((HAS_TLS_IDLE)); then
+    local rel bou v="not met"
+    rel=$(idle_tls_ratio pgrelay)
+    idle_tls_ratio pgrelay >/dev/null
+    if [[ -n "$IDLE_RATIO" ]]; then
+      awk -v x="$IDLE_RATIO" 'BEGIN { exit !(x <= 2) }' && v=met
+    elif [[ -n "${IDLE_KB[pgrelay-tls]:-}" ]]; then
+      v="— (no plaintext figure)"
+    fi
+    bou=$(idle_tls_ratio pgbouncer)
+    echo "| idle TLS clients: pgrelay RSS per client ≤ 2× plaintext | pgrelay, transaction mode, trust, $IDLE_CLIENTS clients | pgrelay: $rel; PgBouncer: $bou | $v |"
   fi
   # CPU per transaction: reported against PgBouncer's (no threshold given); per row in the table.
   local n=0 lower=0 ratios=""
@@ -1582,6 +1807,10 @@ many_desc=""
   echo "$(nproc) cores, $(uname -r); pgbench -s $SCALE, ${DURATION}s per run, -j $JOBS, pool size $POOL_SIZE$many_desc;"
   echo "pgrelay LB off and LB on over ${#BACKEND_PORTS[@]} node(s); each cell is the median of $ROUNDS round(s), every round running the targets"
   echo "one after the other (${TARGETS[*]}, rotated by one target per round). Compare ratios within this run only (bench/README.md)."
+  if ((HAS_TLS)); then
+    echo "TLS rows: pgbench sslmode=require to the proxy (direct: to PostgreSQL), each proxy sslmode=require to PostgreSQL;"
+    echo "server certificate $TLS_KEY (openssl); libpq to PostgreSQL negotiated $TLS_DESC."
+  fi
   echo
   report
   echo
