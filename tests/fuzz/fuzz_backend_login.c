@@ -99,6 +99,46 @@ int conn_connect(struct conn *c, const struct sockaddr *addr)
 	return UV_ENOMEM;
 }
 
+/* TLS towards backends is off in this harness (no tls contexts in its config). */
+int conn_start_tls(struct conn *c, SSL_CTX *ctx, bool server, const char *host, bool verify_host)
+{
+	(void)c;
+	(void)ctx;
+	(void)server;
+	(void)host;
+	(void)verify_host;
+	CHECK(0);
+	return UV_EINVAL;
+}
+
+SSL *conn_ssl(const struct conn *c)
+{
+	(void)c;
+	return NULL;
+}
+
+const char *conn_tls_error(const struct conn *c)
+{
+	(void)c;
+	return "TLS error";
+}
+
+const char *tls_version_name(SSL *ssl)
+{
+	(void)ssl;
+	return "none";
+}
+
+const char *const tls_mode_names[] = { "disable",   "allow",	   "prefer", "require",
+				       "verify-ca", "verify-full", NULL };
+
+enum tls_mode config_backend_tls_mode(const struct config *cfg, int i)
+{
+	(void)cfg;
+	(void)i;
+	return TLS_DISABLE;
+}
+
 enum relay_result relay_scan(struct conn *src, struct conn *dst, uint32_t max_len,
 			     const struct relay_ops *ops, void *owner)
 {

@@ -63,8 +63,8 @@ harness_inputs() {
 		SRC=("$s"/pool/outstanding.c) ;;
 	fuzz_config)
 		SRC=("$s"/conf/config.c "$s"/conf/config_keys.c "$s"/auth/hba.c "$s"/auth/users.c
-			"$s"/auth/scram.c "$s"/auth/md5.c "$s"/util/log.c)
-		LIBS=(-lconfig -lcrypto -lpthread -ldl) ;;
+			"$s"/auth/scram.c "$s"/auth/md5.c "$s"/util/log.c "$s"/net/tls_ctx.c)
+		LIBS=(-lconfig -lssl -lcrypto -lpthread -ldl) ;;
 	fuzz_backend_login)
 		# The harness #includes pool/server.c (its connection callbacks are static), links
 		# pool/server_login.c, and stubs the connection, client and worker.
