@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages pgrelay needs to build and test. Idempotent: when every package is
-# already installed it returns at once without touching apt. promtool (Debian's prometheus, ~100 MB
-# with its web assets) is left out: tests/integration/test_http.py runs it only when present. Bench-only packages (pgbouncer, pgpool2)
-# are installed by the bench scripts, not here.
+# already installed it returns at once without touching apt. Bench-only packages (pgbouncer, pgpool2)
+# are installed by the bench scripts, not here. promtool (Debian's prometheus, ~100 MB with its web
+# assets) is left out for its size: tests/integration/test_http.py runs it only when present.
 set -euo pipefail
 
 PACKAGES=(
