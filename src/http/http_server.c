@@ -40,6 +40,7 @@ struct http_server {
 	int max_conns;	     /* http.max_connections */
 	uint64_t timeout_ms; /* http.idle_timeout */
 	bool closing;	     /* http_server_close ran: no new connection */
+	uint64_t next_id;    /* for log lines */
 };
 
 struct http_conn {
@@ -69,8 +70,6 @@ struct http_write {
 	struct textbuf head; /* owned: status line and headers */
 	struct textbuf body; /* owned: the body, empty for HEAD and OPTIONS */
 };
-
-static uint64_t http_next_id;
 
 static void http_conn_handle_closed(uv_handle_t *h)
 {
@@ -347,6 +346,11 @@ static bool http_peer_allowed(struct http_conn *c)
 	return cidr_list_match(&c->srv->allow, (struct sockaddr *)&ss);
 }
 
+static void http_refused_closed(uv_handle_t *h)
+{
+	free(h);
+}
+
 /* Accepts and drops: the backlog must drain even when no connection may be kept. */
 static void http_refuse(uv_stream_t *server)
 {
@@ -355,9 +359,8 @@ static void http_refuse(uv_stream_t *server)
 		free(t);
 		return;
 	}
-	t->data = t;
 	(void)uv_accept(server, (uv_stream_t *)t);
-	uv_close((uv_handle_t *)t, (uv_close_cb)free);
+	uv_close((uv_handle_t *)t, http_refused_closed);
 }
 
 static void http_on_connection(struct listener *l, int status)
@@ -379,7 +382,7 @@ static void http_on_connection(struct listener *l, int status)
 		return;
 	}
 	c->srv = h;
-	c->id = ++http_next_id;
+	c->id = ++h->next_id;
 	uv_tcp_init(l->tcp.loop, &c->tcp);
 	uv_timer_init(l->tcp.loop, &c->timer);
 	c->tcp.data = c;
