@@ -149,8 +149,41 @@ static const char *expected_desc(const struct key_def *k, char *buf, size_t cap)
 		return "a list of groups ( { host = ...; }, ... )";
 	case KT_LISTENERS:
 		return "a list of groups ( { port = ...; role = ...; }, ... )";
+	case KT_CIDRS:
+		return "a list of strings ( \"10.0.0.0/8\", ... ) or a string";
 	}
 	return "?";
+}
+
+/*
+ * A list or array of strings ( "a", "b" ) joined with ", " and stored like the one-string form.
+ * *type_ok turns false when an element is not a string.
+ */
+static bool store_string_list(const struct key_def *k, const config_setting_t *s, void *base,
+			      char *why, size_t cap, bool *type_ok)
+{
+	char joined[4096];
+	size_t len = 0;
+	joined[0] = '\0';
+	int n = config_setting_length(s);
+	if (n > k->max) {
+		snprintf(why, cap, "more than %lld entries", (long long)k->max);
+		return false;
+	}
+	for (int i = 0; i < n; i++) {
+		const char *v = config_setting_get_string_elem(s, (unsigned)i);
+		if (!v) {
+			*type_ok = false;
+			return false;
+		}
+		int w = snprintf(joined + len, sizeof(joined) - len, "%s%s", i ? ", " : "", v);
+		if (w < 0 || (size_t)w >= sizeof(joined) - len) {
+			snprintf(why, cap, "the list is too long");
+			return false;
+		}
+		len += (size_t)w;
+	}
+	return key_set_text(k, base, joined, why, cap);
 }
 
 /* Converts one scalar setting and stores it into base; reports and returns false on problems. */
@@ -189,8 +222,16 @@ static bool store_setting(struct loader *L, const struct key_def *k, const confi
 		break;
 	case CONFIG_TYPE_STRING:
 		if (k->type == KT_STRING || k->type == KT_DURATION || k->type == KT_SIZE ||
-		    k->type == KT_ENUM || k->type == KT_FLAGS || k->type == KT_ADDRLIST)
+		    k->type == KT_ENUM || k->type == KT_FLAGS || k->type == KT_ADDRLIST ||
+		    k->type == KT_CIDRS)
 			ok = key_set_text(k, base, config_setting_get_string(s), why, sizeof(why));
+		else
+			type_ok = false;
+		break;
+	case CONFIG_TYPE_LIST:
+	case CONFIG_TYPE_ARRAY:
+		if (k->type == KT_CIDRS)
+			ok = store_string_list(k, s, base, why, sizeof(why), &type_ok);
 		else
 			type_ok = false;
 		break;
@@ -232,16 +273,6 @@ static bool is_group_name(const char *name)
 	for (size_t i = 0; i < config_key_count; i++)
 		if (!(config_keys[i].flags & KF_BACKEND) && config_keys[i].group[0] &&
 		    strcmp(config_keys[i].group, name) == 0)
-			return true;
-	return false;
-}
-
-/* Groups of features still to come; named in the contract, so the error says so. */
-static bool is_reserved_group(const char *name)
-{
-	static const char *const reserved[] = { "http" };
-	for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++)
-		if (strcmp(name, reserved[i]) == 0)
 			return true;
 	return false;
 }
@@ -380,9 +411,6 @@ static void parse_members(struct loader *L, const config_setting_t *grp, const c
 				errs_add(&L->errs, setting_file(L, s), setting_line(s),
 					 "%s: expected a group { ... }, got %s", path,
 					 type_desc(s));
-		} else if (!group[0] && !backend_flag && is_reserved_group(name)) {
-			errs_add(&L->errs, setting_file(L, s), setting_line(s),
-				 "%s: unknown key (the %s group is not supported yet)", path, name);
 		} else {
 			char hint[256];
 			suggest(group, backend_flag, name, hint, sizeof(hint));

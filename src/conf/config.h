@@ -60,6 +60,15 @@ struct health_check_conf {
 	int rise;		 /* successful checks before a failed node counts as healthy */
 };
 
+/* The `http` group: health paths, /cluster and /metrics (doc/http.md). */
+struct http_conf {
+	int port;		/* 0 (default): no HTTP listener */
+	char *listen_addresses; /* owned; comma-separated, default "127.0.0.1" */
+	char *allow;		/* owned; canonical comma-separated CIDRs for /metrics, /cluster */
+	int max_connections;	/* HTTP connections open at once; beyond, new ones are closed */
+	uint32_t idle_timeout_ms; /* a connection silent (or slow) this long is closed */
+};
+
 enum pool_mode { POOL_MODE_SESSION, POOL_MODE_TRANSACTION, POOL_MODE_STATEMENT };
 
 struct pool_conf {
@@ -141,6 +150,7 @@ struct config {
 	struct health_check_conf health_check;
 	struct load_balance_conf load_balance;
 	struct tls_conf tls;
+	struct http_conf http;
 	/* Built from tls at load (owned): the client-facing context when clients may use TLS,
 	 * and one backend-facing context per backend whose mode is not disable. */
 	struct tls_server_ctx tls_clients;

@@ -19,6 +19,7 @@
 #include <strings.h>
 
 #include "auth/auth_query.h"
+#include "util/cidr.h"
 #include "util/log.h"
 
 #define MS_PER_S   1000LL
@@ -174,6 +175,24 @@ const struct key_def config_keys[] = {
 	GRP("tls", "ciphers", KT_STRING, 0, "HIGH:!aNULL", 0, 0, tls.ciphers, NULL,
 	    "OpenSSL cipher list for TLS 1.2 on both sides (TLS 1.3 suites are OpenSSL's "
 	    "defaults)."),
+
+	GRP("http", "port", KT_INT, KF_RESTART, "0", 0, 65535, http.port, NULL,
+	    "TCP port of the HTTP listener (health paths, /cluster, /metrics; doc/http.md); 0 "
+	    "means no HTTP listener. 9998 is the port the examples use."),
+	GRP("http", "listen_addresses", KT_STRING, KF_RESTART, "127.0.0.1", 0, 0,
+	    http.listen_addresses, NULL,
+	    "Comma-separated IP addresses the HTTP listener binds; \"*\" means all IPv4 and IPv6 "
+	    "addresses."),
+	GRP("http", "allow", KT_CIDRS, KF_RESTART, "127.0.0.1/32, ::1/128", 0, CIDR_LIST_MAX,
+	    http.allow, NULL,
+	    "Networks that may read /metrics and /cluster, a list of strings ( \"10.0.0.0/8\", "
+	    "... ); others get 403. The health paths are open to every peer that can connect."),
+	GRP("http", "max_connections", KT_INT, KF_RESTART, "256", 1, 10000, http.max_connections,
+	    NULL, "Most HTTP connections open at once; further ones are closed at once."),
+	GRP("http", "idle_timeout", KT_DURATION, KF_RESTART, "5s", 100, DUR_MAX,
+	    http.idle_timeout_ms, NULL,
+	    "An HTTP connection that does not finish its request (or send the next one) within "
+	    "this time is closed."),
 
 	GRP("auth", "users_file", KT_STRING, KF_REQUIRED, NULL, 0, 0, users_file, NULL,
 	    "File of user:secret lines (secret: SCRAM-SHA-256 verifier, md5 hash or plain text); "
@@ -622,6 +641,23 @@ static bool set_addrs(struct config *cfg, const char *text, char *why, size_t ca
 	return true;
 }
 
+/* Checks every entry with cidr.h, then stores the text as given (the HTTP module parses it). */
+static bool set_cidrs(const struct key_def *k, void *base, const char *text, char *why, size_t cap)
+{
+	struct cidr_list l;
+	if (!cidr_list_parse(text, &l, why, cap))
+		return false;
+	char *copy = strdup(text);
+	if (!copy) {
+		snprintf(why, cap, "out of memory");
+		return false;
+	}
+	char **dst = field(k, base);
+	free(*dst);
+	*dst = copy;
+	return true;
+}
+
 bool key_set_text(const struct key_def *k, void *base, const char *text, char *why, size_t cap)
 {
 	uint64_t u;
@@ -688,6 +724,8 @@ bool key_set_text(const struct key_def *k, void *base, const char *text, char *w
 		return set_flags(k, base, text, why, cap);
 	case KT_ADDRLIST:
 		return set_addrs(base, text, why, cap);
+	case KT_CIDRS:
+		return set_cidrs(k, base, text, why, cap);
 	case KT_BACKENDS:
 	case KT_LISTENERS:
 		break;
@@ -715,7 +753,7 @@ void config_keys_free(void *base, unsigned backend_flag)
 		const struct key_def *k = &config_keys[i];
 		if ((k->flags & KF_BACKEND) != backend_flag)
 			continue;
-		if (k->type == KT_STRING) {
+		if (k->type == KT_STRING || k->type == KT_CIDRS) {
 			char **s = field(k, base);
 			free(*s);
 			*s = NULL;
@@ -742,6 +780,7 @@ bool key_equal(const struct key_def *k, const void *a, const void *b)
 	case KT_BOOL:
 		return *(const bool *)fa == *(const bool *)fb;
 	case KT_STRING:
+	case KT_CIDRS:
 		return str_equal(*(char *const *)fa, *(char *const *)fb);
 	case KT_DURATION:
 	case KT_SIZE:
@@ -797,6 +836,7 @@ void key_format(const struct key_def *k, const void *base, char *buf, size_t cap
 		snprintf(buf, cap, "%s", *(const bool *)f ? "true" : "false");
 		break;
 	case KT_STRING:
+	case KT_CIDRS:
 		snprintf(buf, cap, "%s", *(char *const *)f ? *(char *const *)f : "");
 		break;
 	case KT_DURATION:
@@ -899,6 +939,7 @@ static const char *type_name(enum key_type t)
 		return "enum";
 	case KT_BACKENDS:
 	case KT_LISTENERS:
+	case KT_CIDRS:
 		return "list";
 	}
 	return "?";
@@ -938,6 +979,7 @@ static void range_text(const struct key_def *k, char *buf, size_t cap)
 		break;
 	case KT_BACKENDS:
 	case KT_LISTENERS:
+	case KT_CIDRS:
 		snprintf(buf, cap, "%" PRId64 " .. %" PRId64 " entries", k->min, k->max);
 		break;
 	case KT_BOOL:
@@ -973,8 +1015,7 @@ void config_write_reference(FILE *out)
 	      "  units are case-sensitive). A bare integer means bytes.\n"
 	      "- Relative paths (`auth.users_file`, `auth.hba_file`, the `tls` files) are resolved "
 	      "against the folder of the configuration file.\n"
-	      "- Unknown keys are errors, at every level, with a \"did you mean\" hint. The group "
-	      "`http` is not supported yet and is rejected too.\n"
+	      "- Unknown keys are errors, at every level, with a \"did you mean\" hint.\n"
 	      "- *Reload* `yes`: SIGHUP applies a change. `restart`: the change is logged and "
 	      "waits "
 	      "for a restart; for\n"

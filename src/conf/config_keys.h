@@ -8,7 +8,8 @@
  * KF_BACKEND (keys of one entry of the backends list), struct config for all others.
  * Storage per type: KT_INT int, KT_DOUBLE double, KT_BOOL bool, KT_STRING char * (owned or NULL),
  * KT_DURATION uint32_t milliseconds, KT_SIZE uint32_t bytes, KT_ENUM int, KT_FLAGS unsigned,
- * KT_ADDRLIST struct config's listen_addresses/n_listen, KT_BACKENDS struct config's backends.
+ * KT_ADDRLIST struct config's listen_addresses/n_listen, KT_BACKENDS struct config's backends,
+ * KT_CIDRS char * (owned, never NULL).
  */
 #ifndef PGRELAY_CONF_CONFIG_KEYS_H
 #define PGRELAY_CONF_CONFIG_KEYS_H
@@ -29,6 +30,8 @@ enum key_type {
 	KT_FLAGS,     /* string "FLAG|FLAG" of backend flags */
 	KT_BACKENDS,  /* the list of backend groups; parsed by config.c */
 	KT_LISTENERS, /* the list of role-pinned listener groups; parsed by config.c */
+	KT_CIDRS,     /* a list of strings ( "10.0.0.0/8", ... ) or one string "a, b": IP networks
+			 checked with cidr.h, stored as one comma-separated char * */
 };
 
 #define KF_RESTART	 0x1u  /* a change needs a restart (otherwise SIGHUP applies it) */

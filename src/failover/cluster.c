@@ -440,6 +440,8 @@ static void build_view(struct cluster *c, struct cluster_view *v)
 	v->n_nodes = c->n;
 	v->primary = p;
 	v->failing_over = f->failing_over;
+	v->failovers_ok = f->failovers_ok;
+	v->failovers_failed = f->failovers_failed;
 	v->checks_enabled = f->set.checks_enabled;
 	memcpy(v->lsn_samples, c->samples, sizeof(c->samples[0]) * (size_t)c->n_samples);
 	v->n_lsn_samples = c->n_samples;

@@ -72,10 +72,12 @@ struct lsn_sample {
 };
 
 struct cluster_view {
-	uint64_t seq;	   /* increases with every publication */
-	int n_nodes;	   /* == cfg->n_backends */
-	int primary;	   /* node id that takes writes, -1 while there is none */
-	bool failing_over; /* the primary was lost and a new one is being set up */
+	uint64_t seq;		   /* increases with every publication */
+	int n_nodes;		   /* == cfg->n_backends */
+	int primary;		   /* node id that takes writes, -1 while there is none */
+	bool failing_over;	   /* the primary was lost and a new one is being set up */
+	uint64_t failovers_ok;	   /* failovers that found a new primary, since start */
+	uint64_t failovers_failed; /* failovers whose primary search timed out, since start */
 	bool checks_enabled;
 	/* The primary's recent WAL positions, oldest first (n_lsn_samples used). A sample taken
 	 * after a commit returned is an upper bound of that commit's LSN. */

@@ -295,6 +295,8 @@ static void search_done(struct fsm *f, int64_t wall_ms, uint64_t mono_ms)
 	if (f->op != FSM_OP_SEARCH)
 		return;
 	f->follow_todo = 0;
+	if (after_failover)
+		f->failovers_ok++;
 	if (after_failover && f->set.has_follow_cmd) {
 		for (int i = 0; i < f->set.n; i++) {
 			if (i != f->primary && i != f->op_cmd.node && attached(f->nodes[i].status))
@@ -623,6 +625,8 @@ void fsm_update(struct fsm *f, const struct fsm_obs *obs, int64_t wall_ms, uint6
 			  "no primary found within search_primary_node_timeout (%u ms); still "
 			  "checking every period",
 			  f->set.search_primary_node_timeout_ms);
+		if (f->op_cmd.kind == FSM_CMD_FAILOVER)
+			f->failovers_failed++;
 		f->failing_over = false;
 		f->discovered = true;
 		f->op = FSM_OP_IDLE;

@@ -90,10 +90,12 @@ struct fsm_node {
 struct fsm {
 	struct fsm_settings set;
 	struct fsm_node nodes[CLUSTER_MAX_NODES];
-	int primary;	   /* -1 while none */
-	bool failing_over; /* the primary was lost and no new one is published yet */
-	bool discovered;   /* the start-up discovery is over */
-	bool changed;	   /* something in nodes/primary changed since the caller cleared it */
+	int primary;	       /* -1 while none */
+	bool failing_over;     /* the primary was lost and no new one is published yet */
+	bool discovered;       /* the start-up discovery is over */
+	bool changed;	       /* something in nodes/primary changed since the caller cleared it */
+	uint64_t failovers_ok; /* failovers (and switchovers) that found a new primary */
+	uint64_t failovers_failed; /* failovers whose search for a primary timed out */
 
 	enum fsm_op op;
 	struct fsm_cmd op_cmd;	 /* the op's failover values (node = failed, ...); kind

@@ -105,13 +105,15 @@ struct client {
 	struct route_session route;  /* where its statements go (router.h) */
 	int want_node;		     /* CL_WAITING: the node it waits for; -1 for any primary */
 	uint64_t node_wait_since_ms; /* loop time it began to wait for a node to exist, 0 if not */
-	int unit_node;		     /* the node of the unit being sent, -1 between units */
-	enum client_unit unit;	     /* the unit whose messages are being relayed */
-	enum client_hold hold;	     /* why the relay is holding; only client_set_hold() */
-	uint8_t unnamed_route;	     /* 1 + route of the unnamed statement, 0 unknown */
-	uint32_t unnamed_flags;	     /* its CLASSIFY_* flags */
-	char *txn_log;		     /* owned: BEGIN/SAVEPOINT/SET LOCAL text of the open
-					transaction, replayed when the primary joins it */
+	uint64_t unit_sent_us;	/* uv_hrtime/1000 when the oldest unanswered unit was sent, 0 if
+				   none is being timed (pool/stats.h) */
+	int unit_node;		/* the node of the unit being sent, -1 between units */
+	enum client_unit unit;	/* the unit whose messages are being relayed */
+	enum client_hold hold;	/* why the relay is holding; only client_set_hold() */
+	uint8_t unnamed_route;	/* 1 + route of the unnamed statement, 0 unknown */
+	uint32_t unnamed_flags; /* its CLASSIFY_* flags */
+	char *txn_log;		/* owned: BEGIN/SAVEPOINT/SET LOCAL text of the open
+				   transaction, replayed when the primary joins it */
 	uint32_t txn_log_len;
 	bool query_facts_valid;		/* query_facts are those of the Query at the cursor */
 	struct route_facts query_facts; /* the classifier's facts of that Query */

@@ -399,6 +399,12 @@ static void client_end_other_transactions(struct client *c)
 void client_on_ready(struct client *c, struct server *s)
 {
 	router_on_ready(&c->w->router, &c->route, s->node_id, s->txn_status, router_now_ms());
+	uint64_t dur_us = UINT64_MAX;
+	if (c->unit_sent_us) {
+		dur_us = uv_hrtime() / 1000 - c->unit_sent_us;
+		c->unit_sent_us = 0;
+	}
+	stats_unit_done(&c->w->stats, s->txn_status == TXN_IDLE, dur_us);
 	if (s->txn_status == TXN_IDLE) {
 		client_settings_txn_ended(c);
 		client_txn_log_reset(c);
@@ -646,6 +652,8 @@ enum relay_verdict client_route_message(struct client *c, const struct frame *f)
 	}
 	client_log_txn_control(c, f, &d);
 	router_commit(&c->w->router, &c->route, &d);
+	if (!c->unit_sent_us)
+		c->unit_sent_us = uv_hrtime() / 1000;
 	client_arm_retry(c, f, &d);
 	log_noise("client", c->id, "unit '%c' -> backend %d (%s)", f->type, d.node,
 		  d.why ? d.why : "");

@@ -13,6 +13,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "http/http_server.h"
 #include "pool/client.h"
 #include "pool/janitor.h"
 #include "protocol/pqmsg.h"
@@ -34,7 +35,8 @@ static void worker_on_connection(struct listener *l, int status)
 bool worker_fd_available(const struct worker *w)
 {
 	uint64_t used = (uint64_t)w->n_clients + (uint64_t)w->n_servers +
-			(uint64_t)w->n_cancel_conns + (uint64_t)w->n_listeners;
+			(uint64_t)w->n_cancel_conns + (uint64_t)w->n_listeners +
+			(uint64_t)http_server_conn_count(w->http);
 	return used + WORKER_FD_RESERVE < w->fd_limit;
 }
 
@@ -428,6 +430,8 @@ bool worker_init(struct worker *w, struct config *cfg, char *err, size_t errcap)
 			w->n_listeners += n;
 		}
 	}
+	if (!http_server_start(w, &w->http, err, errcap))
+		return false;
 	janitor_start(w);
 	for (int i = 0; i < w->n_listeners; i++)
 		log_info("main", 0, "listening on %s", w->listeners[i].name);
@@ -444,6 +448,8 @@ static void worker_close_walk_cb(uv_handle_t *h, void *arg)
 int worker_run(struct worker *w)
 {
 	uv_run(&w->loop, UV_RUN_DEFAULT);
+	/* The HTTP connections' close callbacks free them: close them before the walk below. */
+	http_server_close(w->http);
 	/* No view may arrive once its handle is closed: stop the manager's thread first. */
 	cluster_stop(w->cluster);
 	w->cluster = NULL;
@@ -460,6 +466,8 @@ void worker_destroy(struct worker *w)
 		log_warning("main", 0, "event loop closed with handles open: %s", uv_strerror(rc));
 	cluster_stop(w->cluster);
 	w->cluster = NULL;
+	http_server_free(w->http);
+	w->http = NULL;
 	pool_free_all(w);
 	router_free(&w->router);
 	cancel_map_destroy(&w->cancels);

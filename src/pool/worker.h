@@ -21,8 +21,11 @@
 #include "net/listener.h"
 #include "pool/client_authq.h"
 #include "pool/cancel.h"
+#include "pool/stats.h"
 #include "route/router.h"
 #include "util/list.h"
+
+struct http_server;
 
 #define WORKER_MAX_LISTENERS 32
 #define WORKER_FD_RESERVE    32 /* descriptors kept free for backends, logs and cancels */
@@ -45,7 +48,9 @@ struct worker {
 	struct list_node nodeless_clients; /* CL_WAITING for a node to exist (no primary) */
 	int n_nodeless;
 	uint64_t error_cnt[CONFIG_MAX_BACKENDS]; /* ErrorResponses relayed per node */
-	int64_t started_wall_ms;		 /* CLOCK_REALTIME ms at start */
+	struct relay_stats stats;		 /* queries, transactions, durations (stats.h) */
+	struct http_server *http; /* owned: the HTTP listener, or NULL (http.port 0) */
+	int64_t started_wall_ms;  /* CLOCK_REALTIME ms at start */
 	/* Loop time until which a node counts as down after a failed connect (fail fast). */
 	uint64_t node_down_until_ms[CONFIG_MAX_BACKENDS];
 	struct authq_sched authq; /* auth_query lookups and their cache (client_authq.c) */

@@ -279,11 +279,13 @@ static const struct error_case error_cases[] = {
 		"ALLOW_TO_FAILOVER, DISALLOW_TO_FAILOVER or ALWAYS_PRIMARY, joined with |)",
 	    DIR "err_backend_entry.conf:5: backends[3]: same host and port as backends[2] (line "
 		"4)" } },
-	{ "err_reserved_group.conf",
-	  { DIR "err_reserved_group.conf:3: http: unknown key (the http group is not supported "
-		"yet)",
-	    DIR
-	    "err_reserved_group.conf:4: tls.cert_fil: unknown key; did you mean \"cert_file\"?" } },
+	/* The http group is accepted since the HTTP listener exists; its keys are checked. */
+	{ "err_http_group.conf",
+	  { DIR "err_http_group.conf:3: http.enabled: unknown key; did you mean "
+		"\"load_balance.enabled\"?",
+	    DIR "err_http_group.conf:3: http.allow: \"10.0.0.0/33\" is not an IP address or "
+		"network (a.b.c.d/n or an IPv6 address/n)",
+	    DIR "err_http_group.conf:4: tls.cert_fil: unknown key; did you mean \"cert_file\"?" } },
 	{ "err_syntax.conf", { DIR "err_syntax.conf:4: syntax error" } },
 };
 

@@ -1,0 +1,266 @@
+/*
+ * /metrics in Prometheus text format 0.0.4 (doc/http.md lists every family and its
+ * pgbouncer_exporter / pgpool2_exporter counterpart). Read on the worker's loop from the
+ * worker's own counters, pools and cluster view, so nothing is shared across threads; the
+ * process figures come from /proc/self (procfs reads do not block on disk).
+ */
+#include <dirent.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "failover/cluster.h"
+#include "http/http_routes.h"
+#include "pool/pool.h"
+#include "pool/stats.h"
+#include "pool/worker.h"
+#include "route/router.h"
+
+static void prom_family(struct textbuf *b, const char *name, const char *type, const char *help)
+{
+	textbuf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void metrics_nodes(struct worker *w, struct textbuf *b)
+{
+	const struct router *r = &w->router;
+	int n = r->view.n_nodes < w->cfg->n_backends ? r->view.n_nodes : w->cfg->n_backends;
+	prom_family(b, "pgrelay_node_up", "gauge",
+		    "1 if the node may take work for its role (SHOW pool_nodes status up).");
+	for (int i = 0; i < n; i++) {
+		textbuf_printf(b, "pgrelay_node_up{node_id=\"%d\",host=\"", i);
+		textbuf_prom_label(b, w->cfg->backends[i].host);
+		textbuf_printf(b, "\",port=\"%d\",role=\"%s\"} %d\n", w->cfg->backends[i].port,
+			       cluster_role_name(r->view.nodes[i].role),
+			       router_node_usable(r, i) ? 1 : 0);
+	}
+	prom_family(b, "pgrelay_node_replication_delay_bytes", "gauge",
+		    "Bytes the standby's replay is behind the primary.");
+	for (int i = 0; i < n; i++)
+		textbuf_printf(b,
+			       "pgrelay_node_replication_delay_bytes{node_id=\"%d\"} %" PRIu64 "\n",
+			       i, r->view.nodes[i].replication_delay);
+	prom_family(b, "pgrelay_node_replication_delay_seconds", "gauge",
+		    "Replay delay of the standby in seconds, when known; 0 when it replayed "
+		    "everything.");
+	for (int i = 0; i < n; i++)
+		if (r->view.nodes[i].has_delay_time)
+			textbuf_printf(
+				b, "pgrelay_node_replication_delay_seconds{node_id=\"%d\"} %.6f\n",
+				i,
+				r->view.nodes[i].replication_delay ? r->view.nodes[i].delay_s
+								   : 0.0);
+	prom_family(b, "pgrelay_node_selects_total", "counter",
+		    "Reads routed to the node (SHOW pool_nodes select_cnt).");
+	for (int i = 0; i < n; i++)
+		textbuf_printf(b, "pgrelay_node_selects_total{node_id=\"%d\"} %" PRIu64 "\n", i,
+			       r->select_cnt[i]);
+	prom_family(b, "pgrelay_node_writes_total", "counter",
+		    "Other units routed to the node (SHOW pool_backend_stats write_cnt).");
+	for (int i = 0; i < n; i++)
+		textbuf_printf(b, "pgrelay_node_writes_total{node_id=\"%d\"} %" PRIu64 "\n", i,
+			       r->write_cnt[i]);
+	prom_family(b, "pgrelay_health_checks_total", "counter",
+		    "Health-check sessions by result (SHOW pool_health_check_stats).");
+	for (int i = 0; i < n; i++) {
+		const struct health_stats *s = &r->view.stats[i];
+		textbuf_printf(b,
+			       "pgrelay_health_checks_total{node_id=\"%d\",result=\"success\"} "
+			       "%" PRIu64 "\n"
+			       "pgrelay_health_checks_total{node_id=\"%d\",result=\"failure\"} "
+			       "%" PRIu64 "\n"
+			       "pgrelay_health_checks_total{node_id=\"%d\",result=\"skipped\"} "
+			       "%" PRIu64 "\n",
+			       i, s->success_count, i, s->fail_count, i, s->skip_count);
+	}
+}
+
+/* True if an earlier pool in the list has p's database and user (pools also split by options;
+ * the metrics add them up per pair). Quadratic in the number of pools, which is small. */
+static bool pool_seen_before(struct worker *w, const struct pool *p)
+{
+	struct list_node *pos, *tmp;
+	list_for_each_safe(pos, tmp, &w->pools)
+	{
+		const struct pool *q = list_entry(pos, struct pool, node);
+		if (q == p)
+			return false;
+		if (strcmp(q->database, p->database) == 0 && strcmp(q->user, p->user) == 0)
+			return true;
+	}
+	return false;
+}
+
+struct pool_sums {
+	int clients_active, clients_waiting;
+	int srv_active[CONFIG_MAX_BACKENDS], srv_idle[CONFIG_MAX_BACKENDS],
+		srv_reset[CONFIG_MAX_BACKENDS];
+};
+
+static void pool_sum(struct worker *w, const struct pool *p, struct pool_sums *s)
+{
+	memset(s, 0, sizeof(*s));
+	struct list_node *pos, *tmp;
+	list_for_each_safe(pos, tmp, &w->pools)
+	{
+		const struct pool *q = list_entry(pos, struct pool, node);
+		if (strcmp(q->database, p->database) != 0 || strcmp(q->user, p->user) != 0)
+			continue;
+		s->clients_waiting += q->n_waiting;
+		s->clients_active += q->n_clients - q->n_waiting;
+		for (int i = 0; i < w->n_nodes; i++) {
+			const struct pool_node *pn = &q->nodes[i];
+			s->srv_idle[i] += pn->n_idle;
+			s->srv_reset[i] += pn->n_resetting;
+			s->srv_active[i] += pn->n_servers - pn->n_idle - pn->n_resetting;
+		}
+	}
+}
+
+static void pool_labels(struct textbuf *b, const char *family, const struct pool *p)
+{
+	textbuf_printf(b, "%s{database=\"", family);
+	textbuf_prom_label(b, p->database);
+	textbuf_puts(b, "\",user=\"");
+	textbuf_prom_label(b, p->user);
+	textbuf_puts(b, "\",");
+}
+
+static void metrics_pools(struct worker *w, struct textbuf *b)
+{
+	static const char *const srv_states[] = { "active", "idle", "reset" };
+	prom_family(b, "pgrelay_pool_clients", "gauge",
+		    "Logged-in clients per database and user: active (not waiting) or waiting for "
+		    "a server connection.");
+	struct list_node *pos, *tmp;
+	struct pool_sums s;
+	list_for_each_safe(pos, tmp, &w->pools)
+	{
+		const struct pool *p = list_entry(pos, struct pool, node);
+		if (pool_seen_before(w, p))
+			continue;
+		pool_sum(w, p, &s);
+		pool_labels(b, "pgrelay_pool_clients", p);
+		textbuf_printf(b, "state=\"active\"} %d\n", s.clients_active);
+		pool_labels(b, "pgrelay_pool_clients", p);
+		textbuf_printf(b, "state=\"waiting\"} %d\n", s.clients_waiting);
+	}
+	prom_family(b, "pgrelay_pool_servers", "gauge",
+		    "Backend connections per database, user and node: active (linked, connecting "
+		    "or logging in), idle, or reset (running the reset query).");
+	list_for_each_safe(pos, tmp, &w->pools)
+	{
+		const struct pool *p = list_entry(pos, struct pool, node);
+		if (pool_seen_before(w, p))
+			continue;
+		pool_sum(w, p, &s);
+		for (int i = 0; i < w->n_nodes; i++) {
+			const int v[3] = { s.srv_active[i], s.srv_idle[i], s.srv_reset[i] };
+			for (int k = 0; k < 3; k++) {
+				pool_labels(b, "pgrelay_pool_servers", p);
+				textbuf_printf(b, "node_id=\"%d\",state=\"%s\"} %d\n", i,
+					       srv_states[k], v[k]);
+			}
+		}
+	}
+}
+
+static void metrics_totals(struct worker *w, struct textbuf *b)
+{
+	const struct relay_stats *st = &w->stats;
+	prom_family(b, "pgrelay_transactions_total", "counter",
+		    "Transactions ended (ReadyForQuery idle; an autocommit statement is one).");
+	textbuf_printf(b, "pgrelay_transactions_total %" PRIu64 "\n", st->xact_cnt);
+	prom_family(b, "pgrelay_queries_total", "counter",
+		    "Units answered (a Query, or an extended batch up to Sync).");
+	textbuf_printf(b, "pgrelay_queries_total %" PRIu64 "\n", st->query_cnt);
+	prom_family(b, "pgrelay_query_duration_seconds", "histogram",
+		    "From a unit being sent to its ReadyForQuery.");
+	uint64_t cum = 0;
+	for (int i = 0; i <= STATS_BUCKETS; i++) {
+		cum += st->dur_bucket[i];
+		if (i < STATS_BUCKETS)
+			textbuf_printf(
+				b, "pgrelay_query_duration_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+				stats_bucket_bounds_us[i] / 1e6, cum);
+		else
+			textbuf_printf(b,
+				       "pgrelay_query_duration_seconds_bucket{le=\"+Inf\"} %" PRIu64
+				       "\n",
+				       cum);
+	}
+	textbuf_printf(b, "pgrelay_query_duration_seconds_sum %.6f\n", st->dur_sum_us / 1e6);
+	textbuf_printf(b, "pgrelay_query_duration_seconds_count %" PRIu64 "\n", st->dur_count);
+	prom_family(b, "pgrelay_failovers_total", "counter",
+		    "Failovers since start: success found a new primary, failure timed out.");
+	textbuf_printf(b, "pgrelay_failovers_total{result=\"success\"} %" PRIu64 "\n",
+		       w->router.view.failovers_ok);
+	textbuf_printf(b, "pgrelay_failovers_total{result=\"failure\"} %" PRIu64 "\n",
+		       w->router.view.failovers_failed);
+	prom_family(b, "pgrelay_clients", "gauge", "Client connections, any state.");
+	textbuf_printf(b, "pgrelay_clients %d\n", w->n_clients);
+	prom_family(b, "pgrelay_servers", "gauge", "Backend connections, any state.");
+	textbuf_printf(b, "pgrelay_servers %d\n", w->n_servers);
+}
+
+/* Open descriptors: entries of /proc/self/fd (bounded by the descriptor limit). */
+static int metrics_open_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	if (!d)
+		return -1;
+	int n = 0;
+	struct dirent *e;
+	while ((e = readdir(d)))
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n - 1; /* the descriptor opendir used */
+}
+
+static long metrics_rss_bytes(void)
+{
+	FILE *f = fopen("/proc/self/statm", "r");
+	if (!f)
+		return -1;
+	long size = 0, rss = -1;
+	if (fscanf(f, "%ld %ld", &size, &rss) != 2)
+		rss = -1;
+	fclose(f);
+	return rss < 0 ? -1 : rss * sysconf(_SC_PAGESIZE);
+}
+
+static void metrics_process(struct worker *w, struct textbuf *b)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	int64_t now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+	prom_family(b, "pgrelay_uptime_seconds", "gauge", "Seconds since pgrelay started.");
+	textbuf_printf(b, "pgrelay_uptime_seconds %.3f\n", (now_ms - w->started_wall_ms) / 1000.0);
+	prom_family(b, "process_start_time_seconds", "gauge", "Start time, Unix seconds.");
+	textbuf_printf(b, "process_start_time_seconds %.3f\n", w->started_wall_ms / 1000.0);
+	int fds = metrics_open_fds();
+	if (fds >= 0) {
+		prom_family(b, "process_open_fds", "gauge", "Open file descriptors.");
+		textbuf_printf(b, "process_open_fds %d\n", fds);
+	}
+	prom_family(b, "process_max_fds", "gauge", "Descriptor limit (RLIMIT_NOFILE).");
+	textbuf_printf(b, "process_max_fds %" PRIu64 "\n", w->fd_limit);
+	long rss = metrics_rss_bytes();
+	if (rss >= 0) {
+		prom_family(b, "process_resident_memory_bytes", "gauge", "Resident memory size.");
+		textbuf_printf(b, "process_resident_memory_bytes %ld\n", rss);
+	}
+}
+
+void http_metrics_write(struct worker *w, struct textbuf *b)
+{
+	prom_family(b, "pgrelay_up", "gauge", "1 while pgrelay serves.");
+	textbuf_puts(b, "pgrelay_up 1\n");
+	metrics_nodes(w, b);
+	metrics_pools(w, b);
+	metrics_totals(w, b);
+	metrics_process(w, b);
+}
