@@ -191,7 +191,7 @@ static bool store_setting(struct loader *L, const struct key_def *k, const confi
 			  void *base, const char *path)
 {
 	char why[512];
-	bool ok;
+	bool ok = false;
 	bool type_ok = true;
 	switch (config_setting_type(s)) {
 	case CONFIG_TYPE_INT:

@@ -63,7 +63,7 @@ harness_inputs() {
 		SRC=("$s"/pool/outstanding.c) ;;
 	fuzz_config)
 		SRC=("$s"/conf/config.c "$s"/conf/config_keys.c "$s"/auth/hba.c "$s"/auth/users.c
-			"$s"/auth/scram.c "$s"/auth/md5.c "$s"/util/log.c "$s"/net/tls_ctx.c)
+			"$s"/auth/scram.c "$s"/auth/md5.c "$s"/util/log.c "$s"/net/tls_ctx.c "$s"/util/cidr.c)
 		LIBS=(-lconfig -lssl -lcrypto -lpthread -ldl) ;;
 	fuzz_backend_login)
 		# The harness #includes pool/server.c (its connection callbacks are static), links
