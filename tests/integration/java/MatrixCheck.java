@@ -387,6 +387,9 @@ public class MatrixCheck {
                     // A cancel that reaches the backend while it still reads the statement's
                     // messages (it shows as active from its Parse on) is dropped by PostgreSQL:
                     // while the statement stays active, it is cancelled again, 500 ms apart.
+                    // A poll that fails (a standby cancelling it for a recovery conflict, a busy
+                    // machine) counts as "still active": the canceller keeps trying until the
+                    // deadline instead of dying silently, and says why in errs.
                     boolean sent = false;
                     while (true) {
                         boolean active = false;
@@ -395,6 +398,9 @@ public class MatrixCheck {
                                     + "WHERE state = 'active' AND pid <> pg_backend_pid() AND strpos(query, ?) > 0")) {
                                 ps.setString(1, tag);
                                 active |= one(ps) > 0;
+                            } catch (SQLException e) {
+                                errs.add("canceller poll: " + e.getSQLState() + " " + e.getMessage());
+                                active |= sent;
                             }
                         }
                         if (active) {
@@ -423,13 +429,18 @@ public class MatrixCheck {
     }
 
     static void cancelOne(Connection c, String sql, String tag) throws Exception {
-        List<String> errs = new ArrayList<>();
+        List<String> errs = java.util.Collections.synchronizedList(new ArrayList<>());
         try (Statement st = c.createStatement()) {
             Thread t = cancelWhenActive(st, tag, errs);
             long t0 = System.currentTimeMillis();
-            expectState("57014", () -> st.executeQuery(sql + " /* " + tag + " */"));
+            try {
+                expectState("57014", () -> st.executeQuery(sql + " /* " + tag + " */"));
+            } catch (Exception e) {
+                throw new Exception(e.getMessage() + " (canceller: " + errs + ")", e);
+            }
             check(System.currentTimeMillis() - t0 < 15000, sql + " was not cancelled in time");
             t.join(15000);
+            errs.removeIf(m -> m.startsWith("canceller poll: "));
             check(errs.isEmpty(), errs.toString());
         }
     }
@@ -454,7 +465,7 @@ public class MatrixCheck {
                     ps.setDouble(1, 0.0);
                     ps.executeQuery().close();
                 }
-                List<String> errs = new ArrayList<>();
+                List<String> errs = java.util.Collections.synchronizedList(new ArrayList<>());
                 Thread t = cancelWhenActive(ps, "dm-cancel-" + table + "-2", errs);
                 ps.setDouble(1, 30.0);
                 expectState("57014", () -> ps.executeQuery());
