@@ -36,29 +36,39 @@ def test_reported_settings_follow_client(pgrelay, cluster):
             c.execute(f"set DateStyle = '{ds}'")
             c.execute(f"set application_name = '{app}'")
 
-        def client(i):
+        def check(i, k):
             c = conns[i]
             tz, ds, app, date_text = SETTINGS[i]
-            pids = set()
-            for k in range(40):
-                row = c.execute("select current_setting('TimeZone'), current_setting('DateStyle'), "
-                                "current_setting('application_name'), '2024-03-05'::date::text, "
-                                "pg_backend_pid()").fetchone()
-                assert row[0] == tz, f"client {i} query {k}: TimeZone {row[0]!r}, its own is {tz!r}"
-                assert row[1] == ds, f"client {i} query {k}: DateStyle {row[1]!r}, its own is {ds!r}"
-                assert row[2] == app, f"client {i} query {k}: application_name {row[2]!r}, its own is {app!r}"
-                assert row[3] == date_text, f"client {i} query {k}: date printed {row[3]!r}"
-                assert c.execute("show timezone").fetchone()[0] == tz
-                assert c.info.parameter_status("TimeZone") == tz, (
-                    f"client {i}: ParameterStatus TimeZone {c.info.parameter_status('TimeZone')!r} "
-                    f"(pgrelay forwarded another backend's value?)")
-                assert c.info.parameter_status("application_name") == app
-                pids.add(row[4])
-            return pids
+            row = c.execute("select current_setting('TimeZone'), current_setting('DateStyle'), "
+                            "current_setting('application_name'), '2024-03-05'::date::text, "
+                            "pg_backend_pid()").fetchone()
+            assert row[0] == tz, f"client {i} query {k}: TimeZone {row[0]!r}, its own is {tz!r}"
+            assert row[1] == ds, f"client {i} query {k}: DateStyle {row[1]!r}, its own is {ds!r}"
+            assert row[2] == app, f"client {i} query {k}: application_name {row[2]!r}, its own is {app!r}"
+            assert row[3] == date_text, f"client {i} query {k}: date printed {row[3]!r}"
+            assert c.execute("show timezone").fetchone()[0] == tz
+            assert c.info.parameter_status("TimeZone") == tz, (
+                f"client {i}: ParameterStatus TimeZone {c.info.parameter_status('TimeZone')!r} "
+                f"(pgrelay forwarded another backend's value?)")
+            assert c.info.parameter_status("application_name") == app
+            return row[4]
 
-        pids = run_threads(client, len(conns), timeout=50)
-        assert DIRECT or any(len(p) > 1 for p in pids), (
-            f"no client ever changed backend ({pids}); the test did not exercise re-synchronisation")
+        def client(i):
+            return {check(i, k) for k in range(40)}
+
+        run_threads(client, len(conns), timeout=50)
+
+        # Forced sharing: a fifth client holds one of the two pooled backends in a transaction, so
+        # the four clients take turns on the one that is left and every turn must re-synchronise it
+        # to that client's settings (the concurrent phase above may, by chance, never move a client).
+        if not DIRECT:
+            with connect(r.port) as holder:
+                holder.execute("begin")
+                held = holder.execute("select pg_backend_pid()").fetchone()[0]
+                shared = {check(i, 100 + k) for k in range(3) for i in range(len(conns))}
+                holder.execute("rollback")
+            assert held not in shared and len(shared) == 1, (
+                f"clients did not share the one free backend (held {held}, used {shared})")
     finally:
         for c in conns:
             c.close()
