@@ -135,6 +135,7 @@ int conn_accept(struct conn *c, uv_stream_t *server)
 static void conn_connect_cb(uv_connect_t *req, int status)
 {
 	struct conn *c = req->handle->data;
+	c->connecting = false;
 	if (c->closing)
 		return;
 	if (status < 0) {
@@ -148,7 +149,9 @@ static void conn_connect_cb(uv_connect_t *req, int status)
 int conn_connect(struct conn *c, const struct sockaddr *addr)
 {
 	c->connect_req.data = c;
-	return uv_tcp_connect(&c->connect_req, &c->tcp, addr, conn_connect_cb);
+	int rc = uv_tcp_connect(&c->connect_req, &c->tcp, addr, conn_connect_cb);
+	c->connecting = rc == 0;
+	return rc;
 }
 
 void conn_want_read(struct conn *c, bool want)
@@ -268,8 +271,8 @@ int conn_forward(struct conn *src, struct conn *dst)
 		len -= (uint32_t)n;
 		ub = uv_buf_init((char *)b->data + b->done, len);
 	}
-	src->fwd_req.data = src;
-	int rc = uv_write(&src->fwd_req, (uv_stream_t *)&dst->tcp, &ub, 1, conn_forward_cb);
+	b->fwd_req.data = src;
+	int rc = uv_write(&b->fwd_req, (uv_stream_t *)&dst->tcp, &ub, 1, conn_forward_cb);
 	if (rc < 0)
 		return rc;
 	src->fwd_len = len;
@@ -337,6 +340,10 @@ void conn_close_after_flush(struct conn *c)
 		c->reading = false;
 	}
 	conn_tls_close(c);
+	if (c->connecting) { /* shutdown_req shares connect_req's storage */
+		uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
+		return;
+	}
 	c->shutdown_req.data = c;
 	if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, conn_shutdown_cb) < 0)
 		uv_close((uv_handle_t *)&c->tcp, conn_close_cb);

@@ -49,10 +49,11 @@ struct conn_ops {
 };
 
 struct conn {
-	uv_tcp_t tcp;		    /* the handle; tcp.data points at this conn */
-	uv_connect_t connect_req;   /* outgoing connect */
-	uv_write_t fwd_req;	    /* the forward in flight out of rbuf, if fwd_len != 0 */
-	uv_shutdown_t shutdown_req; /* graceful close */
+	uv_tcp_t tcp; /* the handle; tcp.data points at this conn */
+	union { /* a connect in flight is never shut down (conn_close_after_flush closes it) */
+		uv_connect_t connect_req;   /* outgoing connect, while connecting */
+		uv_shutdown_t shutdown_req; /* graceful close */
+	};
 	const struct conn_ops *ops; /* borrowed, static */
 	void *owner;		    /* borrowed: the object this conn is embedded in */
 	struct iobuf_pool *bufs;    /* borrowed: the worker's buffer pool */
@@ -65,8 +66,9 @@ struct conn {
 	bool want_read;		    /* the owner wants bytes */
 	bool reading;		    /* uv_read_start is active */
 	bool pkt_skip;		    /* the current message is skipped, not sent */
-	bool closing; /* uv_close or shutdown started; no more callbacks but on_closed */
-	bool open;    /* the handle was initialised */
+	bool closing;	 /* uv_close or shutdown started; no more callbacks but on_closed */
+	bool open;	 /* the handle was initialised */
+	bool connecting; /* connect_req is in flight */
 };
 
 /* Initialises c and its handle on loop. Returns a libuv error code. */

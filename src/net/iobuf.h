@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <uv.h>
 
 #define IOBUF_SIZE	(32u * 1024u) /* must exceed FRAME_SHORT_MAX + 5: whole short messages fit */
 #define IOBUF_POOL_KEEP 1024	      /* free buffers kept for reuse; more are returned to malloc */
@@ -25,6 +26,10 @@ struct iobuf {
 	 * data with an equal gen still points at the same bytes. Unique per worker thread. */
 	uint64_t gen;
 	struct iobuf *next_free; /* link in the pool's free list while free */
+	/* The write of a forward out of this buffer that the socket did not take at once
+	 * (conn_forward). It lives here, not in struct conn, because a forward in flight always
+	 * holds its buffer: an idle connection, which holds no buffer, pays nothing for it. */
+	uv_write_t fwd_req;
 	uint8_t data[];
 };
 
