@@ -4,7 +4,8 @@
  *   SHOW pool_nodes | pool_version | pool_health_check_stats | pool_failover_history |
  *        pool_pools | pool_processes | pool_backend_stats
  *   PGRELAY EXPLAIN ROUTE <sql>
- *   PGRELAY ATTACH NODE n | DETACH NODE n | PROMOTE NODE n     (admin_users only)
+ *   PGRELAY ATTACH NODE n | DETACH NODE n | PROMOTE NODE n [SWITCHOVER]   (admin_users only)
+ *   PGRELAY RELOAD | STOP [SMART|FAST]     (admin_users only; as SIGHUP / SIGTERM / SIGINT)
  *   SET pgrelay.route = primary | standby | auto;  RESET pgrelay.route
  * The simple protocol (psql, pgrelayctl) and the extended protocol (JDBC, prepared psycopg; the
  * session layer answers the whole unit, client_route.c) both carry them. Each answer is complete:
