@@ -304,7 +304,7 @@ static void print_record(FILE *out, const PGresult *res, int row)
 struct ctl {
 	bool json;
 	int timeout_s;
-	char notice[NOTICE_MAX]; /* the last NoticeResponse's message (one line) */
+	char notice[NOTICE_MAX]; /* the first NoticeResponse's message */
 };
 
 static void on_notice(void *arg, const PGresult *res)
@@ -312,7 +312,9 @@ static void on_notice(void *arg, const PGresult *res)
 	struct ctl *ctl = arg;
 	const char *m = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
 
-	snprintf(ctl->notice, sizeof(ctl->notice), "%s", m != NULL ? m : "");
+	/* The command's own NOTICE comes first; later ones (a shutdown's goodbye) are not its. */
+	if (ctl->notice[0] == '\0')
+		snprintf(ctl->notice, sizeof(ctl->notice), "%s", m != NULL ? m : "");
 }
 
 static double now_s(void)

@@ -849,7 +849,18 @@ bool cluster_command(cluster_t *c, enum cluster_command cmd, int node, const cha
 		q->node = node;
 		snprintf(q->reason, sizeof(q->reason), "%s",
 			 reason != NULL && reason[0] ? reason : "operator request");
-		snprintf(msg, msgcap, "%s of node %d accepted", names[cmd], node);
+		if (cmd == CLUSTER_PROMOTE_ONLY)
+			snprintf(msg, msgcap,
+				 "promote of node %d accepted (the primary is detached; the other "
+				 "nodes do not follow)",
+				 node);
+		else if (cmd == CLUSTER_PROMOTE)
+			snprintf(msg, msgcap,
+				 "promote of node %d accepted (switchover: the other nodes follow "
+				 "it)",
+				 node);
+		else
+			snprintf(msg, msgcap, "%s of node %d accepted", names[cmd], node);
 	}
 	pthread_mutex_unlock(&c->mu);
 	if (ok)
