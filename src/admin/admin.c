@@ -5,8 +5,8 @@
 #include "admin/admin.h"
 
 #include <ctype.h>
-#include <signal.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -541,6 +541,13 @@ static bool admin_parse_node(const char *sql, size_t len, size_t i, int *node, b
 	return admin_end(sql, len, i);
 }
 
+static int admin_raise_self(int sig)
+{
+	return kill(getpid(), sig);
+}
+
+int (*admin_raise_signal)(int sig) = admin_raise_self;
+
 /*
  * PGRELAY RELOAD and PGRELAY STOP [SMART|FAST]: the same as SIGHUP, SIGTERM and SIGINT. The
  * signal is raised, not acted on here: its handler runs on the next loop turn, after this answer
@@ -587,7 +594,7 @@ static bool admin_signal_command(struct client *c, const char *sql, size_t len, 
 		return true;
 	}
 	log_info("admin", c->id, "%s requested by user %s", what, c->user);
-	if (kill(getpid(), sig) != 0) {
+	if (admin_raise_signal(sig) != 0) {
 		admin_error(out, c->txn_status, "58000", "could not signal the pgrelay process");
 		return true;
 	}

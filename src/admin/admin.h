@@ -29,6 +29,12 @@ struct client;
  */
 int admin_match_route_setting(const char *sql, size_t len, enum route_force *out);
 
+/*
+ * How PGRELAY RELOAD / STOP reach the process's own signal handlers: kill(getpid(), sig) by
+ * default (0 or -1 with errno). Replaced only by test harnesses that must not be signalled.
+ */
+extern int (*admin_raise_signal)(int sig);
+
 /* Answers sql into out if it is an admin statement of c's session; false if it is not one. */
 bool admin_answer(struct client *c, const char *sql, size_t len, struct builder *out);
 

@@ -838,6 +838,11 @@ bool cluster_command(cluster_t *c, enum cluster_command cmd, int node, const cha
 		snprintf(msg, msgcap, "a failover is in progress");
 	else if (promote && node == c->view->primary)
 		snprintf(msg, msgcap, "node %d is already the primary", node);
+	/* The thread checks again; refusing the obvious here lets the caller see it at once. */
+	else if (promote && c->view->primary < 0)
+		snprintf(msg, msgcap, "there is no primary to switch over from");
+	else if (promote && (vn->status != NODE_UP || vn->role != NODE_ROLE_STANDBY))
+		snprintf(msg, msgcap, "node %d is not an up standby", node);
 	else if (c->n_queued == QUEUE_MAX)
 		snprintf(msg, msgcap, "too many commands queued; try again");
 	else
