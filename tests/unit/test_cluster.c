@@ -482,16 +482,16 @@ static void test_operator_commands(void **state)
 static void test_promote_only(void **state)
 {
 	/*
-	 * Bug guarded: PGRELAY PROMOTE NODE n without SWITCHOVER runs follow_primary_command for the
-	 * other nodes (pcp_promote_node without -s leaves them as they are).
+	 * Bug guarded: PGRELAY PROMOTE NODE n without SWITCHOVER runs follow_primary_command for
+	 * the other nodes (pcp_promote_node without -s leaves them as they are).
 	 */
 	struct sim s;
 	char msg[160];
 
 	(void)state;
 	sim_healthy(&s, true, true);
-	assert_true(fsm_command(&s.f, CLUSTER_PROMOTE_ONLY, 2, "planned", 0, s.now, msg,
-				sizeof(msg)));
+	assert_true(
+		fsm_command(&s.f, CLUSTER_PROMOTE_ONLY, 2, "planned", 0, s.now, msg, sizeof(msg)));
 	assert_non_null(strstr(msg, "do not follow"));
 	assert_true(s.f.want_cmd);
 	assert_int_equal(s.f.cmd.kind, FSM_CMD_FAILOVER);
