@@ -12,6 +12,8 @@ Each test gets a private cluster (failover_helpers.own_cluster; its teardown alw
 to a frozen node before stopping it) and a pgrelay running the repository's failover scripts.
 """
 
+import datetime
+import re
 import time
 
 import pytest
@@ -37,6 +39,22 @@ WRITE_RESUME_BOUND = 6.5
 WRITER_TIMEOUT = 8.0  # the writer's own per-request deadline
 
 
+def breakdown(log, wall_stop):
+    """Where the time went, from pgrelay's log (local wall clock, ms): the confirmation, the
+    failover command."""
+    def at(pattern):
+        m = re.search(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) .*" + pattern, log, re.M)
+        if not m:
+            return None
+        t = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f")
+        return (t - wall_stop).total_seconds() * 1000
+    confirmed = at(r"node 0 \S+ failed \d+ health checks")
+    done = at(r"failover for node 0 succeeded")
+    return (f"breakdown from the SIGSTOP: node 0 confirmed failed at +{confirmed:.0f} ms, "
+            f"failover_command done at +{done:.0f} ms" if confirmed is not None and done is not None
+            else "breakdown: log lines not found")
+
+
 def stats(port):
     return {int(r["node_id"]): r for r in query_dicts(port, "show pool_health_check_stats")}
 
@@ -55,6 +73,7 @@ def test_frozen_primary_confirmed_in_timeout_plus_retries(own_cluster, e2e_relay
     w.start()
     assert w.wait_ops(10, 15), w.all_ops()[-5:]
     t_stop = time.monotonic()
+    wall_stop = datetime.datetime.now()
     c.freeze(0)
     try:
         first = wait_for(lambda: first_write_elsewhere(c, w, t_stop), 20, "a write after the freeze",
@@ -70,6 +89,7 @@ def test_frozen_primary_confirmed_in_timeout_plus_retries(own_cluster, e2e_relay
           f"(timeout 2 s, max_retries 2, retry_delay 500 ms); node0 session: "
           f"retries {st['retry_count']}, fail_count {st['fail_count']}, "
           f"max_duration {st['max_duration']} ms")
+    print(breakdown(r.log_text(), wall_stop))
     assert took < WRITE_RESUME_BOUND, f"writes resumed only after {took:.2f}s"
     # The session that confirmed it: three attempts, about timeout + 2 x retry_delay long.
     assert int(st["fail_count"]) >= 1 and int(st["retry_count"]) >= 2, st
