@@ -54,7 +54,7 @@ void health_config_from_conf(const struct health_check_conf *hc, struct health_c
 /*
  * Per-node counters with the meaning of pgpool's SHOW pool_health_check_stats columns. A session
  * is one first attempt plus its retries. Times are wall clock (CLOCK_REALTIME) milliseconds since
- * the epoch, 0 meaning never; durations cover the whole session, retry delays included.
+ * the epoch, 0 meaning never; durations run from the first attempt's start to the session's end.
  */
 struct health_stats {
 	uint64_t total_count;		      /* sessions started, skipped ones included */
