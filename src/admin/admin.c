@@ -6,6 +6,7 @@
 
 #include <ctype.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -492,7 +493,7 @@ static bool admin_may_see_stats(const struct client *c)
 static void admin_node_command(struct client *c, enum cluster_command cmd, int node,
 			       struct builder *out)
 {
-	static const char *const names[] = { "ATTACH", "DETACH", "PROMOTE" };
+	static const char *const names[] = { "ATTACH", "DETACH", "PROMOTE", "PROMOTE" };
 	if (!admin_is_admin_user(c)) {
 		admin_error(out, c->txn_status, "42501",
 			    "permission denied: PGRELAY node commands need a user in admin_users");
@@ -521,7 +522,8 @@ static void admin_node_command(struct client *c, enum cluster_command cmd, int n
 	builder_ready(out, c->txn_status);
 }
 
-static bool admin_parse_node(const char *sql, size_t len, size_t i, int *node)
+/* NODE n [SWITCHOVER]: *switchover (NULL where the word is not accepted) says if it was given. */
+static bool admin_parse_node(const char *sql, size_t len, size_t i, int *node, bool *switchover)
 {
 	if (!admin_word(sql, len, &i, "node"))
 		return false;
@@ -534,7 +536,74 @@ static bool admin_parse_node(const char *sql, size_t len, size_t i, int *node)
 	if (i == start || v > 1000)
 		return false;
 	*node = (int)v;
+	if (switchover != NULL)
+		*switchover = admin_word(sql, len, &i, "switchover");
 	return admin_end(sql, len, i);
+}
+
+static int admin_raise_self(int sig)
+{
+	return kill(getpid(), sig);
+}
+
+int (*admin_raise_signal)(int sig) = admin_raise_self;
+
+/*
+ * PGRELAY RELOAD and PGRELAY STOP [SMART|FAST]: the same as SIGHUP, SIGTERM and SIGINT. The
+ * signal is raised, not acted on here: its handler runs on the next loop turn, after this answer
+ * was queued, exactly as if it came from outside (a reload never swaps the config under this
+ * session's feet). Returns false if sql is neither.
+ */
+static bool admin_signal_command(struct client *c, const char *sql, size_t len, size_t i,
+				 struct builder *out)
+{
+	size_t j = i;
+	int sig;
+	const char *tag, *what;
+
+	if (admin_word(sql, len, &j, "reload")) {
+		sig = SIGHUP;
+		tag = "PGRELAY RELOAD";
+		what = "reload";
+	} else if (j = i, admin_word(sql, len, &j, "stop")) {
+		size_t k = j;
+
+		sig = SIGTERM;
+		what = "smart shutdown";
+		if (admin_word(sql, len, &k, "fast")) {
+			sig = SIGINT;
+			what = "fast shutdown";
+			j = k;
+		} else if (admin_word(sql, len, &k, "smart")) {
+			j = k;
+		}
+		tag = "PGRELAY STOP";
+	} else {
+		return false;
+	}
+	if (!admin_end(sql, len, j)) {
+		admin_error(out, c->txn_status, "42601",
+			    "syntax: PGRELAY RELOAD | PGRELAY STOP [SMART|FAST]");
+		return true;
+	}
+	if (!admin_is_admin_user(c)) {
+		char msg[128];
+		snprintf(msg, sizeof(msg), "permission denied: %s needs a user in admin_users",
+			 tag);
+		admin_error(out, c->txn_status, "42501", msg);
+		return true;
+	}
+	log_info("admin", c->id, "%s requested by user %s", what, c->user);
+	if (admin_raise_signal(sig) != 0) {
+		admin_error(out, c->txn_status, "58000", "could not signal the pgrelay process");
+		return true;
+	}
+	char msg[64];
+	snprintf(msg, sizeof(msg), "%s requested", what);
+	builder_notice(out, "00000", msg);
+	builder_command_complete(out, tag);
+	builder_ready(out, c->txn_status);
+	return true;
 }
 
 static bool admin_pgrelay(struct client *c, const char *sql, size_t len, size_t i,
@@ -547,6 +616,8 @@ static bool admin_pgrelay(struct client *c, const char *sql, size_t len, size_t 
 		     { "detach", CLUSTER_DETACH },
 		     { "promote", CLUSTER_PROMOTE } };
 	size_t j = i;
+	if (admin_signal_command(c, sql, len, i, out))
+		return true;
 	if (admin_word(sql, len, &j, "explain") && admin_word(sql, len, &j, "route")) {
 		/* Blanks only: a leading comment of the statement may be a routing hint. */
 		while (j < len && isspace((unsigned char)sql[j]))
@@ -559,17 +630,22 @@ static bool admin_pgrelay(struct client *c, const char *sql, size_t len, size_t 
 		if (!admin_word(sql, len, &j, cmds[k].word))
 			continue;
 		int node;
-		if (!admin_parse_node(sql, len, j, &node)) {
+		bool switchover = false;
+		bool promote = cmds[k].cmd == CLUSTER_PROMOTE;
+		if (!admin_parse_node(sql, len, j, &node, promote ? &switchover : NULL)) {
 			admin_error(out, c->txn_status, "42601",
-				    "syntax: PGRELAY ATTACH|DETACH|PROMOTE NODE n");
+				    "syntax: PGRELAY ATTACH|DETACH NODE n, PGRELAY PROMOTE NODE n "
+				    "[SWITCHOVER]");
 			return true;
 		}
-		admin_node_command(c, cmds[k].cmd, node, out);
+		/* Without SWITCHOVER only n is promoted; the other nodes do not follow it. */
+		admin_node_command(c, promote && !switchover ? CLUSTER_PROMOTE_ONLY : cmds[k].cmd,
+				   node, out);
 		return true;
 	}
 	admin_error(out, c->txn_status, "42601",
 		    "unknown PGRELAY command; try PGRELAY EXPLAIN ROUTE <sql>, PGRELAY "
-		    "ATTACH|DETACH|PROMOTE NODE n");
+		    "ATTACH|DETACH|PROMOTE NODE n, PGRELAY RELOAD, PGRELAY STOP [SMART|FAST]");
 	return true;
 }
 

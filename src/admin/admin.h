@@ -4,7 +4,8 @@
  *   SHOW pool_nodes | pool_version | pool_health_check_stats | pool_failover_history |
  *        pool_pools | pool_processes | pool_backend_stats
  *   PGRELAY EXPLAIN ROUTE <sql>
- *   PGRELAY ATTACH NODE n | DETACH NODE n | PROMOTE NODE n     (admin_users only)
+ *   PGRELAY ATTACH NODE n | DETACH NODE n | PROMOTE NODE n [SWITCHOVER]   (admin_users only)
+ *   PGRELAY RELOAD | STOP [SMART|FAST]     (admin_users only; as SIGHUP / SIGTERM / SIGINT)
  *   SET pgrelay.route = primary | standby | auto;  RESET pgrelay.route
  * The simple protocol (psql, pgrelayctl) and the extended protocol (JDBC, prepared psycopg; the
  * session layer answers the whole unit, client_route.c) both carry them. Each answer is complete:
@@ -27,6 +28,12 @@ struct client;
  * one, 1 for SET (force in *out), 2 for RESET (*out = AUTO), -1 for SET with a bad value.
  */
 int admin_match_route_setting(const char *sql, size_t len, enum route_force *out);
+
+/*
+ * How PGRELAY RELOAD / STOP reach the process's own signal handlers: kill(getpid(), sig) by
+ * default (0 or -1 with errno). Replaced only by test harnesses that must not be signalled.
+ */
+extern int (*admin_raise_signal)(int sig);
 
 /* Answers sql into out if it is an admin statement of c's session; false if it is not one. */
 bool admin_answer(struct client *c, const char *sql, size_t len, struct builder *out);

@@ -82,9 +82,9 @@ const struct key_def config_keys[] = {
 	    "How long a smart shutdown (SIGTERM) waits for clients to leave before closing them; 0 "
 	    "closes them at once."),
 	TOP("admin_users", KT_STRING, 0, "postgres", 0, 0, admin_users, NULL,
-	    "Comma-separated users who may run the PGRELAY ATTACH/DETACH/PROMOTE NODE commands "
-	    "and every SHOW pool_* command; SHOW pool_nodes and SHOW pool_version are open to "
-	    "every user."),
+	    "Comma-separated users who may run the PGRELAY ATTACH/DETACH/PROMOTE NODE, RELOAD and "
+	    "STOP commands and every SHOW pool_* command; SHOW pool_nodes and SHOW pool_version "
+	    "are open to every user."),
 	TOP("stats_users", KT_STRING, KF_EMPTY_IS_NULL, NULL, 0, 0, stats_users, NULL,
 	    "Comma-separated users who may run every SHOW pool_* command (statistics, sessions, "
 	    "failover history) but no node command; unset means only admin_users."),
@@ -264,9 +264,13 @@ const struct key_def config_keys[] = {
 	GRP("health_check", "timeout", KT_DURATION, 0, "2s", 1, DUR_MAX, health_check.timeout_ms,
 	    NULL, "Deadline of one check (connect and query)."),
 	GRP("health_check", "max_retries", KT_INT, 0, "2", 0, 1000, health_check.max_retries, NULL,
-	    "Failed checks retried this many times before the node is declared down."),
+	    "Retries of a check: the node is declared down when 1 + max_retries attempts of a "
+	    "session failed."),
 	GRP("health_check", "retry_delay", KT_DURATION, 0, "500ms", 0, DUR_MAX,
-	    health_check.retry_delay_ms, NULL, "Pause between retries of a failed check."),
+	    health_check.retry_delay_ms, NULL,
+	    "Time between the starts of a session's attempts; a retry does not wait for the "
+	    "earlier attempt to time out, so a frozen node is declared down after timeout + "
+	    "max_retries x retry_delay."),
 	GRP("health_check", "user", KT_STRING, 0, "postgres", 0, 0, health_check.user, NULL,
 	    "Role the health check connects as."),
 	GRP("health_check", "password", KT_STRING, KF_SECRET, "", 0, 0, health_check.password, NULL,

@@ -570,7 +570,7 @@ static void apply_settings(struct cluster *c, struct cluster_settings *ns)
 
 static void run_queued(struct cluster *c, const struct queued_cmd *q, int n)
 {
-	static const char *const names[] = { "attach", "detach", "promote" };
+	static const char *const names[] = { "attach", "detach", "promote", "promote" };
 
 	for (int k = 0; k < n; k++) {
 		char msg[CLUSTER_REASON_MAX];
@@ -814,11 +814,12 @@ void cluster_report_backend_error(cluster_t *c, int node)
 bool cluster_command(cluster_t *c, enum cluster_command cmd, int node, const char *reason,
 		     char *msg, size_t msgcap)
 {
-	static const char *const names[] = { "attach", "detach", "promote" };
+	static const char *const names[] = { "attach", "detach", "promote", "promote" };
 	const struct cluster_node *vn;
+	bool promote = cmd == CLUSTER_PROMOTE || cmd == CLUSTER_PROMOTE_ONLY;
 	bool ok = false;
 
-	if ((int)cmd < 0 || cmd > CLUSTER_PROMOTE) {
+	if ((int)cmd < 0 || cmd > CLUSTER_PROMOTE_ONLY) {
 		snprintf(msg, msgcap, "unknown command");
 		return false;
 	}
@@ -833,10 +834,15 @@ bool cluster_command(cluster_t *c, enum cluster_command cmd, int node, const cha
 			 cluster_status_name(vn->status));
 	else if (cmd == CLUSTER_DETACH && vn->status == NODE_DOWN)
 		snprintf(msg, msgcap, "node %d is already down", node);
-	else if (c->view->failing_over && (cmd == CLUSTER_PROMOTE || node == c->view->primary))
+	else if (c->view->failing_over && (promote || node == c->view->primary))
 		snprintf(msg, msgcap, "a failover is in progress");
-	else if (cmd == CLUSTER_PROMOTE && node == c->view->primary)
+	else if (promote && node == c->view->primary)
 		snprintf(msg, msgcap, "node %d is already the primary", node);
+	/* The thread checks again; refusing the obvious here lets the caller see it at once. */
+	else if (promote && c->view->primary < 0)
+		snprintf(msg, msgcap, "there is no primary to switch over from");
+	else if (promote && (vn->status != NODE_UP || vn->role != NODE_ROLE_STANDBY))
+		snprintf(msg, msgcap, "node %d is not an up standby", node);
 	else if (c->n_queued == QUEUE_MAX)
 		snprintf(msg, msgcap, "too many commands queued; try again");
 	else
@@ -848,7 +854,18 @@ bool cluster_command(cluster_t *c, enum cluster_command cmd, int node, const cha
 		q->node = node;
 		snprintf(q->reason, sizeof(q->reason), "%s",
 			 reason != NULL && reason[0] ? reason : "operator request");
-		snprintf(msg, msgcap, "%s of node %d accepted", names[cmd], node);
+		if (cmd == CLUSTER_PROMOTE_ONLY)
+			snprintf(msg, msgcap,
+				 "promote of node %d accepted (the primary is detached; the other "
+				 "nodes do not follow)",
+				 node);
+		else if (cmd == CLUSTER_PROMOTE)
+			snprintf(msg, msgcap,
+				 "promote of node %d accepted (switchover: the other nodes follow "
+				 "it)",
+				 node);
+		else
+			snprintf(msg, msgcap, "%s of node %d accepted", names[cmd], node);
 	}
 	pthread_mutex_unlock(&c->mu);
 	if (ok)

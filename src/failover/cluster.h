@@ -100,7 +100,13 @@ struct cluster_event {
 	char detail[CLUSTER_REASON_MAX];   /* reason, "timed out", output's last line, ... */
 };
 
-enum cluster_command { CLUSTER_ATTACH, CLUSTER_DETACH, CLUSTER_PROMOTE };
+/*
+ * CLUSTER_PROMOTE is a switchover (pcp_promote_node -s): the primary is detached, n promoted and
+ * every other node, the old primary included, follows n (follow_primary_command).
+ * CLUSTER_PROMOTE_ONLY promotes n the same way but runs no follow_primary_command: the other
+ * nodes are left as they are (the old primary stays detached until ATTACH).
+ */
+enum cluster_command { CLUSTER_ATTACH, CLUSTER_DETACH, CLUSTER_PROMOTE, CLUSTER_PROMOTE_ONLY };
 
 typedef struct cluster cluster_t; /* opaque */
 
@@ -131,10 +137,10 @@ bool cluster_wait_discovery(cluster_t *c, uint32_t timeout_ms);
 void cluster_report_backend_error(cluster_t *c, int node);
 
 /*
- * An operator's request (PGRELAY ATTACH/DETACH/PROMOTE NODE n), logged with reason. Queued for
- * the manager's thread; returns at once. False with a message in msg when refused outright (no
- * such node, already in that state, a failover in progress); true means accepted, msg says what
- * will happen. The outcome shows in views and the history.
+ * An operator's request (PGRELAY ATTACH/DETACH/PROMOTE NODE n [SWITCHOVER]), logged with reason.
+ * Queued for the manager's thread; returns at once. False with a message in msg when refused
+ * outright (no such node, already in that state, a failover in progress); true means accepted, msg
+ * says what will happen. The outcome shows in views and the history.
  */
 bool cluster_command(cluster_t *c, enum cluster_command cmd, int node, const char *reason,
 		     char *msg, size_t msgcap);

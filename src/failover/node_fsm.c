@@ -269,6 +269,7 @@ static void begin_failover(struct fsm *f, int failed, int target, int64_t wall_m
 	f->primary = -1;
 	f->failing_over = true;
 	f->switchover_target = target;
+	f->promote_only = false;
 	f->op_cmd_started = false;
 	f->follow_todo = 0;
 	add_event(f, wall_ms, "detach", failed, "primary detached: %s; new main node %d", reason,
@@ -297,7 +298,7 @@ static void search_done(struct fsm *f, int64_t wall_ms, uint64_t mono_ms)
 	f->follow_todo = 0;
 	if (after_failover)
 		f->failovers_ok++;
-	if (after_failover && f->set.has_follow_cmd) {
+	if (after_failover && f->set.has_follow_cmd && !f->promote_only) {
 		for (int i = 0; i < f->set.n; i++) {
 			if (i != f->primary && i != f->op_cmd.node && attached(f->nodes[i].status))
 				f->follow_todo |= BIT(i);
@@ -752,6 +753,7 @@ bool fsm_command(struct fsm *f, enum cluster_command cmd, int node, const char *
 		snprintf(msg, msgcap, "node %d attached; it is up after a successful check", node);
 		return true;
 	case CLUSTER_PROMOTE:
+	case CLUSTER_PROMOTE_ONLY:
 		if (!f->set.checks_enabled) {
 			snprintf(msg, msgcap, "health checks are disabled: cannot switch over");
 			return false;
@@ -776,12 +778,26 @@ bool fsm_command(struct fsm *f, enum cluster_command cmd, int node, const char *
 			snprintf(msg, msgcap, "node %d is ALWAYS_PRIMARY", f->primary);
 			return false;
 		}
-		add_event(f, wall_ms, "promote", node, "switchover from node %d to node %d (%s)",
-			  f->primary, node, why);
-		snprintf(r, sizeof(r), "switchover to node %d by operator (%s)", node, why);
-		snprintf(msg, msgcap, "switchover from node %d to node %d started", f->primary,
-			 node);
+		if (cmd == CLUSTER_PROMOTE_ONLY) {
+			add_event(f, wall_ms, "promote", node,
+				  "promotion of node %d, node %d detached, the others left as they "
+				  "are (%s)",
+				  node, f->primary, why);
+			snprintf(r, sizeof(r), "promotion of node %d by operator (%s)", node, why);
+			snprintf(msg, msgcap,
+				 "promotion of node %d started; node %d is detached, the other "
+				 "nodes "
+				 "do not follow",
+				 node, f->primary);
+		} else {
+			add_event(f, wall_ms, "promote", node,
+				  "switchover from node %d to node %d (%s)", f->primary, node, why);
+			snprintf(r, sizeof(r), "switchover to node %d by operator (%s)", node, why);
+			snprintf(msg, msgcap, "switchover from node %d to node %d started",
+				 f->primary, node);
+		}
 		begin_failover(f, f->primary, node, wall_ms, mono_ms, r);
+		f->promote_only = cmd == CLUSTER_PROMOTE_ONLY;
 		return true;
 	}
 	snprintf(msg, msgcap, "unknown command");

@@ -102,6 +102,7 @@ struct fsm {
 				    FSM_CMD_NONE for the start-up discovery */
 	bool op_cmd_started;	 /* FAILOVER_CMD: the command was handed out */
 	int switchover_target;	 /* PROMOTE: the node to promote, else -1 */
+	bool promote_only;	 /* PROMOTE without SWITCHOVER: no follow_primary_command */
 	uint64_t search_started; /* monotonic ms */
 	uint64_t follow_todo;	 /* bit i: follow_primary_command still to run for i */
 	uint64_t failback_todo;	 /* bit i: failback_command still to run for i */

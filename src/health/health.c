@@ -7,9 +7,16 @@
  * health_stop reads them only after pthread_join). The wake pipe turns any request into a poll()
  * wake-up; requests themselves travel in the "mu" fields.
  *
- * Per node the thread cycles IDLE -> PROBING -> (RETRY_WAIT -> PROBING)* -> IDLE; next_due is
- * when the node leaves IDLE or RETRY_WAIT. One poll() waits on the wake pipe and every probing
- * node's socket, for at most the nearest deadline or due time.
+ * Per node the thread cycles IDLE (-> LIGHT)* -> PROBING -> IDLE. In PROBING a session runs:
+ * its attempts start on the schedule of health_fsm_next_attempt_at, each in a free slot of
+ * nd->slots (slot 0 keeps the node's connection between sessions, the others always connect
+ * afresh and close when done), and they overlap. When the session ends (a success, or the
+ * confirmed failure), every attempt still in flight is closed (PQfinish on a non-blocking
+ * connection; nothing of it is read again), so no connection outlives its session except slot
+ * 0's healthy one. A light poll (slot 0) left unanswered for grace_ms becomes the first attempt
+ * of a requested session (light_to_session). next_due is when an IDLE node's next session
+ * starts. One poll() waits on the wake pipe and every running slot's socket, for at most the
+ * nearest deadline or due time.
  */
 #include "health/health.h"
 
@@ -30,14 +37,23 @@ _Static_assert(HEALTH_MAX_NODES >= CONFIG_MAX_BACKENDS, "a snapshot must hold ev
 #define COMPONENT "health"
 
 enum node_phase {
-	NODE_IDLE,	 /* between sessions; next_due = next session start */
-	NODE_PROBING,	 /* an attempt runs in probe */
-	NODE_RETRY_WAIT, /* a failed attempt waits for its retry at next_due */
-	NODE_LIGHT,	 /* between sessions: a light WAL-position poll runs in probe */
+	NODE_IDLE,    /* between sessions; next_due = next session start */
+	NODE_PROBING, /* a session runs: attempts in flight in slots, or still due */
+	NODE_LIGHT,   /* between sessions: a light WAL-position poll runs in slot 0 */
+};
+
+/* What a slot's probe is doing. */
+enum slot_use {
+	SLOT_FREE,	    /* not running; slot 0 may keep an idle connection */
+	SLOT_ATTEMPT,	    /* an attempt of the running session */
+	SLOT_LIGHT,	    /* slot 0 only: a light poll outside any session */
+	SLOT_LIGHT_ATTEMPT, /* slot 0 only: a light poll that became the session's first attempt */
 };
 
 /* A light poll never waits longer than this, whatever the health-check timeout. */
 #define LIGHT_TIMEOUT_MAX_MS 1000
+/* ... and counts as unanswered (the first attempt of a session) after no less than this. */
+#define LIGHT_GRACE_MIN_MS 100
 
 /* Owned copy of the settings. */
 struct health_settings {
@@ -63,7 +79,9 @@ struct health_node {
 	struct libpq_tls tls;	    /* owned copies: sslmode and its files */
 	struct probe_target target; /* borrows host and eff_* (all owned by this node) */
 	uint64_t target_gen;	    /* settings generation target was built from */
-	struct probe probe;	    /* keeps the node's connection between attempts */
+	/* Slot 0 keeps the node's connection between sessions; the others connect afresh. */
+	struct probe slots[HEALTH_MAX_IN_FLIGHT];
+	enum slot_use use[HEALTH_MAX_IN_FLIGHT];
 	enum node_phase phase;
 	uint64_t next_due;	     /* monotonic ms */
 	uint64_t next_light;	     /* monotonic ms of the next light poll */
@@ -118,9 +136,30 @@ void health_fsm_session_begin(struct health_node_state *s, int64_t wall_ms, uint
 {
 	(void)wall_ms;
 	s->in_session = true;
+	s->session_attempts = 0;
+	s->session_failures = 0;
 	s->session_retries = 0;
 	s->session_started_at = mono_ms;
 	s->stats.total_count++;
+}
+
+uint64_t health_fsm_next_attempt_at(const struct health_node_state *s, int max_retries,
+				    uint32_t retry_delay_ms)
+{
+	/* A node already failed gets one attempt a period: retries only protect a healthy node. */
+	int limit = s->failed ? 1 : 1 + (max_retries < 0 ? 0 : max_retries);
+
+	if (!s->in_session || s->session_attempts >= limit)
+		return UINT64_MAX;
+	return s->session_started_at + (uint64_t)s->session_attempts * retry_delay_ms;
+}
+
+void health_fsm_attempt_started(struct health_node_state *s)
+{
+	if (s->session_attempts++ > 0) {
+		s->session_retries++;
+		s->stats.retry_count++;
+	}
 }
 
 static void session_end(struct health_node_state *s, uint64_t mono_ms)
@@ -144,6 +183,7 @@ enum health_next health_fsm_record(struct health_node_state *s, bool ok, int max
 				   int64_t wall_ms, uint64_t mono_ms)
 {
 	struct health_stats *st = &s->stats;
+	int needed = 1 + (max_retries < 0 ? 0 : max_retries);
 
 	st->last_health_check = wall_ms;
 	if (ok) {
@@ -157,11 +197,16 @@ enum health_next health_fsm_record(struct health_node_state *s, bool ok, int max
 	}
 	s->consecutive_successes = 0;
 	s->consecutive_failures++;
-	if (!s->failed && s->consecutive_failures < 1 + (max_retries < 0 ? 0 : max_retries)) {
-		s->session_retries++;
-		st->retry_count++;
+	s->session_failures++;
+	/*
+	 * A healthy node is confirmed failed by its (1 + max_retries)th failed attempt of the
+	 * session (attempts overlap, so they may end in any order); a node already failed ends its
+	 * session when every attempt it started failed (it starts one).
+	 */
+	if (!s->failed && s->session_failures < needed)
 		return HEALTH_NEXT_RETRY;
-	}
+	if (s->failed && s->session_failures < s->session_attempts)
+		return HEALTH_NEXT_RETRY;
 	s->failed = true;
 	st->last_failed_health_check = wall_ms;
 	session_end(s, mono_ms);
@@ -291,6 +336,15 @@ static void publish(struct health *h, uint64_t now)
 		h->notify(h->notify_arg);
 }
 
+/* Closes every slot (running or idle), e.g. to stop or before new credentials. */
+static void node_close_all(struct health_node *nd)
+{
+	for (int k = 0; k < HEALTH_MAX_IN_FLIGHT; k++) {
+		probe_close(&nd->slots[k]);
+		nd->use[k] = SLOT_FREE;
+	}
+}
+
 /*
  * Rebuilds a node's target from the current settings when they changed, and reopens its
  * connection. Called only between attempts; the node owns the strings its target points at, so a
@@ -311,7 +365,7 @@ static void node_refresh_target(struct health *h, struct health_node *nd)
 		free(db);
 		return;
 	}
-	probe_close(&nd->probe);
+	node_close_all(nd);
 	free(nd->eff_user);
 	free_secret(nd->eff_password);
 	free(nd->eff_dbname);
@@ -356,16 +410,67 @@ static void apply_settings(struct health *h, struct health_settings *ns, uint64_
 		 h->cur.period_ms, h->cur.timeout_ms, h->cur.max_retries, h->cur.retry_delay_ms);
 }
 
-/* An attempt ended: record it and schedule what comes next. */
-static void node_attempt_done(struct health *h, int i, uint64_t now)
+/*
+ * The session ended because slot `winner` answered (or every attempt failed: winner -1). The
+ * attempts still in flight are abandoned: probe_close PQfinishes them (non-blocking, their late
+ * answers are never read). Only slot 0 keeps a connection between sessions: a healthy one from
+ * another slot moves there, so the next session and the light polls reuse it.
+ */
+static void node_session_over(struct health_node *nd, int winner)
+{
+	for (int k = 0; k < HEALTH_MAX_IN_FLIGHT; k++) {
+		if (k == winner)
+			continue;
+		if (nd->use[k] != SLOT_FREE || k != 0)
+			probe_close(&nd->slots[k]);
+		nd->use[k] = SLOT_FREE;
+	}
+	if (winner > 0) {
+		struct probe tmp = nd->slots[0];
+
+		/* Slot 0 is closed (it was running or idle without winning): swap, then close. */
+		nd->slots[0] = nd->slots[winner];
+		nd->slots[winner] = tmp;
+		probe_close(&nd->slots[winner]);
+	}
+	nd->use[0] = SLOT_FREE;
+	if (winner > 0)
+		nd->use[winner] = SLOT_FREE;
+}
+
+/* A light poll's answer becomes the node's WAL sample. */
+static void node_take_lsn(struct health_node *nd, const struct probe *p, uint64_t now)
+{
+	nd->st.has_lsn = true;
+	nd->st.lsn_in_recovery = p->obs.in_recovery;
+	nd->st.lsn_current = p->obs.current_lsn;
+	nd->st.lsn_replay = p->obs.replay_lsn;
+	nd->st.lsn_receive = p->obs.receive_lsn;
+	nd->st.lsn_started_at = p->started_at;
+	nd->st.lsn_observed_at = now;
+}
+
+/* An attempt in slot k ended: record it and, when the session is over, schedule the next one. */
+static void node_attempt_done(struct health *h, int i, int k, uint64_t now)
 {
 	struct health_node *nd = &h->nodes[i];
-	const struct node_observation *o = &nd->probe.obs;
+	const struct probe *p = &nd->slots[k];
+	const struct node_observation *o = &p->obs;
 	bool was_failed = nd->st.failed;
+	bool light = nd->use[k] == SLOT_LIGHT_ATTEMPT;
 	enum health_next next;
 
-	nd->st.obs = *o;
-	nd->st.has_observation = true;
+	nd->use[k] = SLOT_FREE;
+	/*
+	 * A light poll that answered as the first attempt carries no pg_stat_replication rows:
+	 * its LSNs update the WAL sample and obs keeps the last full answer.
+	 */
+	if (light && o->reachable) {
+		node_take_lsn(nd, p, now);
+	} else {
+		nd->st.obs = *o;
+		nd->st.has_observation = true;
+	}
 	nd->next_light = now + h->cur.lsn_poll_ms;
 	/* A node that refuses the check's login is alive: it is not failed, only unchecked. */
 	if (o->rejected && !nd->warned_rejected)
@@ -378,23 +483,27 @@ static void node_attempt_done(struct health *h, int i, uint64_t now)
 	next = health_fsm_record(&nd->st, o->reachable || o->rejected, h->cur.max_retries,
 				 wall_now_ms(), now);
 	if (nd->st.failed && !was_failed)
-		log_info(COMPONENT, 0, "node %d (%s:%d) failed %d consecutive health checks: %s", i,
-			 nd->host, nd->port, nd->st.consecutive_failures, o->error);
+		log_info(COMPONENT, 0,
+			 "node %d (%s:%d) failed %d health checks in %u ms (%d started %u ms "
+			 "apart): "
+			 "%s",
+			 i, nd->host, nd->port, nd->st.session_failures,
+			 (unsigned)(now - nd->st.session_started_at), nd->st.session_attempts,
+			 h->cur.retry_delay_ms, o->error);
 	else if (!nd->st.failed && was_failed)
 		log_info(COMPONENT, 0, "node %d (%s:%d) answers health checks again", i, nd->host,
 			 nd->port);
 	else if (!o->reachable)
-		log_debug(COMPONENT, 0, "node %d (%s:%d) health check failed (%s): %s", i, nd->host,
-			  nd->port, probe_status_name(o->status), o->error);
-	if (next == HEALTH_NEXT_RETRY) {
-		nd->phase = NODE_RETRY_WAIT;
-		nd->next_due = now + h->cur.retry_delay_ms;
-	} else {
-		nd->phase = NODE_IDLE;
-		nd->next_due = nd->st.session_started_at + h->cur.period_ms;
-		if (nd->next_due < now)
-			nd->next_due = now;
-	}
+		log_debug(COMPONENT, 0, "node %d (%s:%d) health check attempt %d failed (%s): %s",
+			  i, nd->host, nd->port, nd->st.session_failures,
+			  probe_status_name(o->status), o->error);
+	if (next == HEALTH_NEXT_RETRY)
+		return;
+	node_session_over(nd, o->reachable || o->rejected ? k : -1);
+	nd->phase = NODE_IDLE;
+	nd->next_due = nd->st.session_started_at + h->cur.period_ms;
+	if (nd->next_due < now)
+		nd->next_due = now;
 }
 
 /*
@@ -405,24 +514,53 @@ static void node_attempt_done(struct health *h, int i, uint64_t now)
 static void node_light_done(struct health *h, int i, uint64_t now)
 {
 	struct health_node *nd = &h->nodes[i];
-	const struct node_observation *o = &nd->probe.obs;
+	const struct probe *p = &nd->slots[0];
 
 	nd->phase = NODE_IDLE;
-	nd->next_light = nd->probe.started_at + h->cur.lsn_poll_ms;
-	if (o->reachable) {
-		nd->st.has_lsn = true;
-		nd->st.lsn_in_recovery = o->in_recovery;
-		nd->st.lsn_current = o->current_lsn;
-		nd->st.lsn_replay = o->replay_lsn;
-		nd->st.lsn_receive = o->receive_lsn;
-		nd->st.lsn_started_at = nd->probe.started_at;
-		nd->st.lsn_observed_at = now;
+	nd->use[0] = SLOT_FREE;
+	nd->next_light = p->started_at + h->cur.lsn_poll_ms;
+	if (p->obs.reachable) {
+		node_take_lsn(nd, p, now);
 		return;
 	}
-	probe_close(&nd->probe);
+	probe_close(&nd->slots[0]);
 	log_debug(COMPONENT, 0, "node %d (%s:%d) light poll failed (%s): %s; checking now", i,
-		  nd->host, nd->port, probe_status_name(o->status), o->error);
+		  nd->host, nd->port, probe_status_name(p->obs.status), p->obs.error);
 	nd->request_pending = true;
+}
+
+/* How long a light poll may go unanswered before it counts as a session's first attempt. */
+static uint32_t light_grace_ms(const struct health *h)
+{
+	uint32_t g = h->cur.retry_delay_ms;
+
+	if (g > LIGHT_TIMEOUT_MAX_MS)
+		g = LIGHT_TIMEOUT_MAX_MS;
+	return g < LIGHT_GRACE_MIN_MS ? LIGHT_GRACE_MIN_MS : g;
+}
+
+/*
+ * A light poll answers in about a millisecond; one left unanswered for light_grace_ms is the
+ * first sign of a frozen node. It becomes the first attempt of a requested session that started
+ * when the poll was sent (its deadline stretched to the full timeout), so the retries start now
+ * instead of after the poll's own deadline and the session's confirmation time counts from the
+ * moment the node stopped answering.
+ */
+static void light_to_session(struct health *h, int i)
+{
+	struct health_node *nd = &h->nodes[i];
+	struct probe *p = &nd->slots[0];
+
+	nd->phase = NODE_PROBING;
+	nd->use[0] = SLOT_LIGHT_ATTEMPT;
+	nd->request_pending = false;
+	nd->next_requested = false;
+	p->deadline = p->started_at + h->cur.timeout_ms;
+	health_fsm_session_begin(&nd->st, wall_now_ms(), p->started_at);
+	nd->st.session_requested = true;
+	health_fsm_attempt_started(&nd->st);
+	log_debug(COMPONENT, 0, "node %d (%s:%d) light poll unanswered for %u ms; checking now", i,
+		  nd->host, nd->port, light_grace_ms(h));
 }
 
 /* Starts a light poll on an idle node that keeps a connection and has no session due. */
@@ -433,19 +571,46 @@ static bool start_light(struct health *h, int i, const bool *skip, uint64_t now)
 
 	if (h->cur.lsn_poll_ms == 0 || h->cur.period_ms == 0 || nd->phase != NODE_IDLE || skip[i] ||
 	    nd->request_pending || nd->next_light > now || nd->next_due <= now ||
-	    nd->target_gen != h->gen || !probe_has_conn(&nd->probe))
+	    nd->target_gen != h->gen || !probe_has_conn(&nd->slots[0]))
 		return false;
 	if (t > LIGHT_TIMEOUT_MAX_MS)
 		t = LIGHT_TIMEOUT_MAX_MS;
 	nd->phase = NODE_LIGHT;
-	if (!probe_start_light(&nd->probe, t, now)) {
+	nd->use[0] = SLOT_LIGHT;
+	if (!probe_start_light(&nd->slots[0], t, now)) {
 		node_light_done(h, i, now);
 		return true;
 	}
 	return false;
 }
 
-/* Starts every due attempt; returns true if something worth publishing happened. */
+/* Starts the session's attempts that are due, each in a free slot; true if one ended at once. */
+static bool start_attempts(struct health *h, int i, uint64_t now)
+{
+	struct health_node *nd = &h->nodes[i];
+	bool changed = false;
+
+	while (nd->phase == NODE_PROBING &&
+	       health_fsm_next_attempt_at(&nd->st, h->cur.max_retries, h->cur.retry_delay_ms) <=
+		       now) {
+		int k = 0;
+
+		while (k < HEALTH_MAX_IN_FLIGHT && nd->use[k] != SLOT_FREE)
+			k++;
+		if (k == HEALTH_MAX_IN_FLIGHT)
+			break; /* every slot runs an attempt: the next one waits for a free slot */
+		if (k > 0)
+			probe_close(&nd->slots[k]); /* other slots never reuse a connection */
+		health_fsm_attempt_started(&nd->st);
+		nd->use[k] = SLOT_ATTEMPT;
+		changed = true;
+		if (!probe_start(&nd->slots[k], &nd->target, h->cur.timeout_ms, now))
+			node_attempt_done(h, i, k, now);
+	}
+	return changed;
+}
+
+/* Starts every due session and attempt; returns true if something worth publishing happened. */
 static bool start_due(struct health *h, const bool *skip, uint64_t now)
 {
 	bool changed = false;
@@ -460,34 +625,38 @@ static bool start_due(struct health *h, const bool *skip, uint64_t now)
 				nd->next_requested = true;
 			}
 		}
-		if (nd->phase == NODE_PROBING || nd->phase == NODE_LIGHT)
-			continue;
-		if (nd->next_due > now) {
-			changed |= start_light(h, i, skip, now);
-			continue;
+		if (nd->phase == NODE_LIGHT) {
+			if (!skip[i] && h->cur.period_ms > 0 &&
+			    now >= nd->slots[0].started_at + light_grace_ms(h)) {
+				light_to_session(h, i);
+				changed = true;
+			} else {
+				continue;
+			}
 		}
 		if (nd->phase == NODE_IDLE) {
 			bool requested = nd->next_requested;
 
+			if (nd->next_due > now) {
+				changed |= start_light(h, i, skip, now);
+				continue;
+			}
 			nd->next_requested = false;
 			if (h->cur.period_ms == 0)
 				continue;
 			if (skip[i]) {
 				health_fsm_skip(&nd->st, wall_now_ms());
-				probe_close(&nd->probe);
+				node_close_all(nd);
 				nd->next_due = now + h->cur.period_ms;
 				changed = true;
 				continue;
 			}
+			node_refresh_target(h, nd);
 			health_fsm_session_begin(&nd->st, wall_now_ms(), now);
 			nd->st.session_requested = requested;
+			nd->phase = NODE_PROBING;
 		}
-		node_refresh_target(h, nd);
-		nd->phase = NODE_PROBING;
-		if (!probe_start(&nd->probe, &nd->target, h->cur.timeout_ms, now)) {
-			node_attempt_done(h, i, now);
-			changed = true;
-		}
+		changed |= start_attempts(h, i, now);
 	}
 	return changed;
 }
@@ -499,17 +668,32 @@ static int next_timeout(const struct health *h, uint64_t now)
 
 	for (int i = 0; i < h->n; i++) {
 		const struct health_node *nd = &h->nodes[i];
-		uint64_t t;
+		bool slot_free = false;
+		uint64_t t = UINT64_MAX;
 
-		if (nd->phase == NODE_PROBING || nd->phase == NODE_LIGHT)
-			t = nd->probe.deadline;
-		else if (nd->phase == NODE_RETRY_WAIT || h->cur.period_ms > 0)
+		for (int k = 0; k < HEALTH_MAX_IN_FLIGHT; k++) {
+			if (nd->use[k] == SLOT_FREE)
+				slot_free = true;
+			else if (nd->slots[k].deadline < t)
+				t = nd->slots[k].deadline;
+		}
+		if (nd->phase == NODE_LIGHT && h->cur.period_ms > 0) {
+			uint64_t g = nd->slots[0].started_at + light_grace_ms(h);
+
+			if (g < t)
+				t = g;
+		} else if (nd->phase == NODE_PROBING && slot_free) {
+			uint64_t a = health_fsm_next_attempt_at(&nd->st, h->cur.max_retries,
+								h->cur.retry_delay_ms);
+
+			if (a < t)
+				t = a;
+		} else if (nd->phase == NODE_IDLE && h->cur.period_ms > 0) {
 			t = nd->next_due;
-		else
-			continue;
-		if (nd->phase == NODE_IDLE && h->cur.period_ms > 0 && h->cur.lsn_poll_ms > 0 &&
-		    probe_has_conn(&nd->probe) && nd->next_light < t)
-			t = nd->next_light;
+			if (h->cur.lsn_poll_ms > 0 && probe_has_conn(&nd->slots[0]) &&
+			    nd->next_light < t)
+				t = nd->next_light;
+		}
 		if (t < next)
 			next = t;
 	}
@@ -520,11 +704,14 @@ static int next_timeout(const struct health *h, uint64_t now)
 	return next - now > 60000 ? 60000 : (int)(next - now);
 }
 
+#define MAX_PFDS (1 + HEALTH_MAX_NODES * HEALTH_MAX_IN_FLIGHT)
+
 static void *health_main(void *arg)
 {
 	struct health *h = arg;
-	struct pollfd pfds[1 + HEALTH_MAX_NODES];
-	int owner[1 + HEALTH_MAX_NODES];
+	struct pollfd pfds[MAX_PFDS];
+	int owner[MAX_PFDS]; /* node * HEALTH_MAX_IN_FLIGHT + slot */
+	bool ready[HEALTH_MAX_NODES * HEALTH_MAX_IN_FLIGHT];
 	bool skip[HEALTH_MAX_NODES];
 	bool changed;
 
@@ -567,10 +754,11 @@ static void *health_main(void *arg)
 		pfds[0].events = POLLIN;
 		pfds[0].revents = 0;
 		for (int i = 0; i < h->n; i++) {
-			if ((h->nodes[i].phase == NODE_PROBING ||
-			     h->nodes[i].phase == NODE_LIGHT) &&
-			    probe_pollfd(&h->nodes[i].probe, &pfds[npfd]))
-				owner[npfd++] = i;
+			for (int k = 0; k < HEALTH_MAX_IN_FLIGHT; k++) {
+				if (h->nodes[i].use[k] != SLOT_FREE &&
+				    probe_pollfd(&h->nodes[i].slots[k], &pfds[npfd]))
+					owner[npfd++] = i * HEALTH_MAX_IN_FLIGHT + k;
+			}
 		}
 		n = poll(pfds, (nfds_t)npfd, next_timeout(h, now));
 		if (n < 0 && errno != EINTR) {
@@ -587,31 +775,39 @@ static void *health_main(void *arg)
 		 */
 		now = probe_now_ms();
 		changed = false;
-		bool ready[HEALTH_MAX_NODES] = { false };
-		for (int k = 1; k < npfd; k++) {
-			if (pfds[k].revents != 0)
-				ready[owner[k]] = true;
+		memset(ready, 0, sizeof(ready));
+		for (int q = 1; q < npfd; q++) {
+			if (pfds[q].revents != 0)
+				ready[owner[q]] = true;
 		}
 		for (int i = 0; i < h->n; i++) {
 			struct health_node *nd = &h->nodes[i];
 
-			if (nd->phase != NODE_PROBING && nd->phase != NODE_LIGHT)
-				continue;
-			if (!ready[i] && now < nd->probe.deadline)
-				continue;
-			if (!probe_step(&nd->probe, now))
-				continue;
-			if (nd->phase == NODE_LIGHT)
-				node_light_done(h, i, now);
-			else
-				node_attempt_done(h, i, now);
-			changed = true;
+			/*
+			 * A session ending here closes the node's other slots (use becomes
+			 * SLOT_FREE), so later slots of the same node are skipped below: an
+			 * abandoned probe is never stepped again.
+			 */
+			for (int k = 0; k < HEALTH_MAX_IN_FLIGHT; k++) {
+				if (nd->use[k] == SLOT_FREE)
+					continue;
+				if (!ready[i * HEALTH_MAX_IN_FLIGHT + k] &&
+				    now < nd->slots[k].deadline)
+					continue;
+				if (!probe_step(&nd->slots[k], now))
+					continue;
+				if (nd->use[k] == SLOT_LIGHT)
+					node_light_done(h, i, now);
+				else
+					node_attempt_done(h, i, k, now);
+				changed = true;
+			}
 		}
 		if (changed)
 			publish(h, now);
 	}
 	for (int i = 0; i < h->n; i++)
-		probe_close(&h->nodes[i].probe);
+		node_close_all(&h->nodes[i]);
 	return NULL;
 }
 
@@ -629,7 +825,7 @@ static void free_handle(struct health *h)
 	for (int i = 0; i < h->n; i++) {
 		struct health_node *nd = &h->nodes[i];
 
-		probe_close(&nd->probe);
+		node_close_all(nd);
 		free(nd->host);
 		free(nd->user);
 		free_secret(nd->password);
@@ -685,7 +881,8 @@ health_t *health_start(const struct health_config_copy *cfg, const struct probe_
 		struct health_node *nd = &h->nodes[i];
 		const struct probe_target *t = &targets[i];
 
-		probe_init(&nd->probe);
+		for (int k = 0; k < HEALTH_MAX_IN_FLIGHT; k++)
+			probe_init(&nd->slots[k]);
 		nd->port = t->port;
 		nd->host = dup_or_empty(t->host);
 		nd->user = dup_override(t->user);

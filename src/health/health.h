@@ -3,10 +3,14 @@
  *
  * One pthread runs all probes concurrently in one poll() loop (struct probe from probe.h), so a
  * dead or frozen node costs at most one timeout_ms of its own and never delays the others. Each
- * node runs "sessions" every period_ms: a first attempt, then up to max_retries retries spaced by
- * retry_delay_ms while attempts fail. A node is reported failed after 1 + max_retries consecutive
- * failed attempts and stays failed (probed once a period, without retries) until an attempt
- * succeeds. The thread never touches pool or worker objects: after any change it copies a whole
+ * node runs "sessions" every period_ms: a first attempt, then up to max_retries retries, attempt
+ * k started at session start + k * retry_delay_ms whether or not the earlier ones ended (they
+ * overlap: a frozen node is confirmed in timeout_ms + max_retries * retry_delay_ms, not in
+ * (1 + max_retries) timeouts). The first success ends the session (the other attempts are
+ * abandoned); a node is reported failed when 1 + max_retries attempts of a session failed and
+ * stays failed (probed once a period, without retries) until an attempt succeeds. At most
+ * HEALTH_MAX_IN_FLIGHT attempts of one node run at once; a later retry waits for a free slot.
+ * The thread never touches pool or worker objects: after any change it copies a whole
  * snapshot into a mailbox under a mutex and calls notify(arg) (the worker passes a function that
  * does uv_async_send; sends coalesce, hence whole snapshots, never deltas). The worker reads the
  * mailbox with health_snapshot_copy().
@@ -24,6 +28,8 @@
 #include "health/probe.h"
 
 #define HEALTH_MAX_NODES 64 /* == CONFIG_MAX_BACKENDS (checked in health.c) */
+/* Attempts of one node running at once (each holds a connection): bounds max_retries' overlap. */
+#define HEALTH_MAX_IN_FLIGHT 8
 
 struct health_check_conf;
 
@@ -35,7 +41,7 @@ struct health_config_copy {
 	uint32_t period_ms;	 /* time between session starts per node; 0 disables probing */
 	uint32_t timeout_ms;	 /* bound on one attempt (connect + query); >= 1 */
 	int max_retries;	 /* retries after a failed first attempt; >= 0 */
-	uint32_t retry_delay_ms; /* pause between a failed attempt and its retry */
+	uint32_t retry_delay_ms; /* between the starts of a session's attempts (they overlap) */
 	const char *user;	 /* borrowed; NULL or "" means libpq's default */
 	const char *password;	 /* borrowed; never logged or published */
 	const char *database;	 /* borrowed */
@@ -48,15 +54,16 @@ void health_config_from_conf(const struct health_check_conf *hc, struct health_c
 /*
  * Per-node counters with the meaning of pgpool's SHOW pool_health_check_stats columns. A session
  * is one first attempt plus its retries. Times are wall clock (CLOCK_REALTIME) milliseconds since
- * the epoch, 0 meaning never; durations cover the whole session, retry delays included.
+ * the epoch, 0 meaning never; durations run from the first attempt's start to the session's end.
  */
 struct health_stats {
 	uint64_t total_count;		      /* sessions started, skipped ones included */
 	uint64_t success_count;		      /* sessions that ended with a successful attempt */
 	uint64_t fail_count;		      /* sessions that ended with every attempt failed */
 	uint64_t skip_count;		      /* periods not probed because of health_set_skip */
-	uint64_t retry_count;		      /* retries over all sessions */
-	uint32_t max_retry_count;	      /* most retries in one session */
+	uint64_t retry_count;		      /* retries started over all sessions (one abandoned
+						 because an earlier attempt answered counts) */
+	uint32_t max_retry_count;	      /* most retries started in one session */
 	uint32_t max_duration_ms;	      /* longest completed session */
 	uint32_t min_duration_ms;	      /* shortest completed session (0 before the first) */
 	uint64_t duration_sum_ms;	      /* over completed sessions, for the average */
@@ -77,13 +84,15 @@ struct health_node_state {
 	struct node_observation obs; /* the latest completed attempt (failed ones included) */
 	bool failed;		     /* 1 + max_retries consecutive failures and no success since */
 	bool skipped;		     /* health_set_skip(node, true) is in effect */
-	bool in_session;	     /* a session is running (attempt or retry pending) */
+	bool in_session;	     /* a session is running (attempts in flight or still due) */
 	int consecutive_failures;    /* failed attempts since the last success */
 	int consecutive_successes;   /* successful attempts since the last failure */
-	int session_retries;	     /* retries so far in the running (or last) session */
+	int session_attempts;	     /* attempts started in the running (or last) session */
+	int session_failures;	     /* of those, the ones that ended failed */
+	int session_retries;	     /* retries started so far in the running (or last) session */
 	uint64_t session_started_at; /* monotonic ms of the running (or last) session's start */
 	bool session_requested;	     /* the running (or last) session was asked for (a request, or
-					the kept connection broke during a light poll), not periodic */
+					a light poll failed or went unanswered), not periodic */
 	/*
 	 * The latest light poll (lsn_poll_ms): pg_is_in_recovery() and WAL positions read on the
 	 * kept connection between sessions. Not a health check: no counter moves. A light poll that
@@ -156,16 +165,25 @@ void health_stop(health_t *h);
 
 enum health_next {
 	HEALTH_NEXT_PERIOD, /* the session is over: next session at session start + period */
-	HEALTH_NEXT_RETRY,  /* retry after retry_delay_ms */
+	HEALTH_NEXT_RETRY,  /* the session goes on: attempts are in flight or still due */
 };
 
-/* A session starts (its first attempt is about to run). */
+/* A session starts (no attempt started yet). */
 void health_fsm_session_begin(struct health_node_state *s, int64_t wall_ms, uint64_t mono_ms);
 /*
- * Records one attempt's outcome (ok or not) at wall_ms/mono_ms and says what comes next. A failed
- * attempt is retried while the node is not failed and it had fewer than 1 + max_retries
- * consecutive failures; the failure that reaches that count marks the node failed and ends the
- * session. A node already failed is not retried. Success clears failed.
+ * When the session's next attempt is due (monotonic ms): attempt k at session start + k *
+ * retry_delay_ms, for k < 1 + max_retries (k < 1 on a node already failed). UINT64_MAX when no
+ * further attempt may start or no session runs. Earlier attempts need not have ended.
+ */
+uint64_t health_fsm_next_attempt_at(const struct health_node_state *s, int max_retries,
+				    uint32_t retry_delay_ms);
+/* An attempt of the running session starts; every attempt after the first is a retry. */
+void health_fsm_attempt_started(struct health_node_state *s);
+/*
+ * Records one attempt's outcome (ok or not) at wall_ms/mono_ms and says whether the session goes
+ * on. A success ends the session and clears failed (the caller abandons the attempts still in
+ * flight). The failure that makes 1 + max_retries failed attempts in the session marks the node
+ * failed and ends it; on a node already failed, the session ends when all its attempts failed.
  */
 enum health_next health_fsm_record(struct health_node_state *s, bool ok, int max_retries,
 				   int64_t wall_ms, uint64_t mono_ms);

@@ -136,8 +136,19 @@ static char stats_users[] = "monitor";
 static char host0[] = "10.0.0.1", host1[] = "10.0.0.2";
 static char pool_key[] = "appdb\0app\0";
 
+/* PGRELAY RELOAD / STOP must not signal the fuzzer: count instead. */
+static unsigned raised;
+
+static int fake_raise(int sig)
+{
+	(void)sig;
+	raised++;
+	return 0;
+}
+
 static void setup(uint8_t flags)
 {
+	admin_raise_signal = fake_raise;
 	memset(&cfg, 0, sizeof(cfg));
 	memset(&w, 0, sizeof(w));
 	memset(&me, 0, sizeof(me));

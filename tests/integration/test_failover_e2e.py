@@ -560,9 +560,9 @@ def test_operator_detach_attach_promote(own_cluster, e2e_relay, tmp_path):
         # ATTACH it again: up after a check, reads may go there again.
         query(r.port, "PGRELAY ATTACH NODE 2")
         wait_for(lambda: nodes(r.port)[2]["status"] == "up", 10, "node2 up again")
-        # PROMOTE node1: a switchover; writes move there through the same port.
+        # PROMOTE node1 SWITCHOVER: writes move there through the same port, the others follow.
         t_sw = time.monotonic()
-        query(r.port, "PGRELAY PROMOTE NODE 1")
+        query(r.port, "PGRELAY PROMOTE NODE 1 SWITCHOVER")
         first = wait_for(lambda: first_write_elsewhere(c, w, t_sw), WRITE_RESUME_BOUND + 10,
                          "a write on the promoted node", relay=r)
         took = first.t1 - t_sw

@@ -479,6 +479,39 @@ static void test_operator_commands(void **state)
 	assert_int_equal(s.f.nodes[0].role, NODE_ROLE_STANDBY);
 }
 
+static void test_promote_only(void **state)
+{
+	/*
+	 * Bug guarded: PGRELAY PROMOTE NODE n without SWITCHOVER runs follow_primary_command for
+	 * the other nodes (pcp_promote_node without -s leaves them as they are).
+	 */
+	struct sim s;
+	char msg[160];
+
+	(void)state;
+	sim_healthy(&s, true, true);
+	assert_true(
+		fsm_command(&s.f, CLUSTER_PROMOTE_ONLY, 2, "planned", 0, s.now, msg, sizeof(msg)));
+	assert_non_null(strstr(msg, "do not follow"));
+	assert_true(s.f.want_cmd);
+	assert_int_equal(s.f.cmd.kind, FSM_CMD_FAILOVER);
+	assert_int_equal(s.f.cmd.node, 0);
+	assert_int_equal(s.f.cmd.new_main, 2);
+	assert_int_equal(s.f.nodes[0].status, NODE_DOWN);
+	s.f.want_cmd = false;
+	fsm_command_done(&s.f, 0, false, 0, s.now);
+	ok(&s, 2, false, 300, 0);
+	step(&s);
+	assert_int_equal(s.f.primary, 2);
+	assert_false(s.f.want_cmd); /* no follow_primary_command */
+	assert_int_equal(s.f.op, FSM_OP_IDLE);
+	assert_int_equal(s.f.nodes[1].status, NODE_UP);
+	assert_int_equal(s.f.nodes[0].status, NODE_DOWN);
+	/* The same refusals as a switchover: the primary itself, a down node. */
+	assert_false(fsm_command(&s.f, CLUSTER_PROMOTE_ONLY, 2, "x", 0, s.now, msg, sizeof(msg)));
+	assert_false(fsm_command(&s.f, CLUSTER_PROMOTE_ONLY, 0, "x", 0, s.now, msg, sizeof(msg)));
+}
+
 static void test_auto_failback(void **state)
 {
 	struct sim s;
@@ -631,6 +664,7 @@ int main(void)
 		cmocka_unit_test(test_search_timeout),
 		cmocka_unit_test(test_flags),
 		cmocka_unit_test(test_operator_commands),
+		cmocka_unit_test(test_promote_only),
 		cmocka_unit_test(test_auto_failback),
 		cmocka_unit_test(test_checks_disabled),
 		cmocka_unit_test(test_obs_from_health),

@@ -172,6 +172,9 @@ static void test_fsm_table(void **state)
 
 			if (!in_session)
 				health_fsm_session_begin(&s, 1000, 10 * i);
+			assert_true(health_fsm_next_attempt_at(&s, cases[c].max_retries, 0) !=
+				    UINT64_MAX);
+			health_fsm_attempt_started(&s);
 			next = health_fsm_record(&s, cases[c].outcomes[i] == '+',
 						 cases[c].max_retries, 1000 + (int64_t)i,
 						 10 * i + 5);
@@ -186,6 +189,124 @@ static void test_fsm_table(void **state)
 	}
 }
 
+/*
+ * The overlapping schedule, simulated on the pure functions: attempt k starts at session start +
+ * k * retry_delay whether or not the earlier ones ended; attempt k ends after lat[k] ms, ok[k] or
+ * failed. Returns the session's end (ms from its start); *failed and *started tell the outcome.
+ */
+static uint64_t simulate(struct health_node_state *s, int max_retries, uint32_t delay,
+			 const int *lat, const bool *ok, bool *failed, int *started)
+{
+	uint64_t t0 = 100000, end_at[16];
+	int n = 0;
+
+	health_fsm_session_begin(s, 0, t0);
+	for (uint64_t t = t0; t < t0 + 100000; t++) {
+		/* Completions first: an answer at t ends the session before a retry due at t. */
+		for (int k = 0; k < n; k++) {
+			if (end_at[k] != t)
+				continue;
+			if (health_fsm_record(s, ok[k], max_retries, 0, t) == HEALTH_NEXT_PERIOD) {
+				*failed = s->failed;
+				*started = n;
+				return t - t0;
+			}
+		}
+		while (health_fsm_next_attempt_at(s, max_retries, delay) <= t) {
+			assert_true(n < 16);
+			health_fsm_attempt_started(s);
+			end_at[n] = t + (uint64_t)lat[n];
+			n++;
+		}
+	}
+	fail_msg("the session never ended");
+	return 0;
+}
+
+static void test_fsm_overlapping_schedule(void **state)
+{
+	/*
+	 * Bug guarded: retries wait for the earlier attempt to time out, so a frozen node (every
+	 * attempt costs the timeout) is confirmed only after (1 + max_retries) * timeout +
+	 * max_retries * retry_delay (8.2 s with 2 s / 2 / 500 ms) instead of timeout + max_retries
+	 * * retry_delay (3 s); or an answer from an earlier, slow attempt is not taken as success.
+	 */
+	static const struct {
+		const char *what;
+		int max_retries;
+		uint32_t delay;
+		int lat[4];
+		bool ok[4];
+		uint64_t end;
+		bool failed;
+		int started;
+	} cases[] = {
+		{ "frozen", 2, 500, { 2000, 2000, 2000 }, { false, false, false }, 3000, true, 3 },
+		{ "refused", 2, 500, { 1, 1, 1 }, { false, false, false }, 1001, true, 3 },
+		{ "slow but alive",
+		  2,
+		  500,
+		  { 1000, 1000, 1000 },
+		  { true, true, true },
+		  1000,
+		  false,
+		  2 },
+		{ "first answers late",
+		  2,
+		  500,
+		  { 1800, 2000, 2000 },
+		  { true, false, false },
+		  1800,
+		  false,
+		  3 },
+		{ "retry answers", 2, 500, { 2000, 10, 10 }, { false, true, true }, 510, false, 2 },
+		{ "no retries", 0, 500, { 2000 }, { false }, 2000, true, 1 },
+		{ "no delay", 2, 0, { 2000, 2000, 2000 }, { false, false, false }, 2000, true, 3 },
+		{ "healthy", 2, 500, { 1, 1, 1 }, { true, true, true }, 1, false, 1 },
+	};
+
+	(void)state;
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		struct health_node_state s;
+		bool failed = false;
+		int started = 0;
+		uint64_t end;
+
+		memset(&s, 0, sizeof(s));
+		end = simulate(&s, cases[c].max_retries, cases[c].delay, cases[c].lat, cases[c].ok,
+			       &failed, &started);
+		if (end != cases[c].end || failed != cases[c].failed || started != cases[c].started)
+			fail_msg("%s: ended after %llu ms, failed %d, %d attempts started",
+				 cases[c].what, (unsigned long long)end, failed, started);
+		assert_false(s.in_session);
+		assert_int_equal(s.stats.retry_count, (uint64_t)(started - 1));
+		assert_int_equal(s.stats.max_duration_ms, cases[c].end);
+		assert_int_equal(s.stats.fail_count, failed ? 1 : 0);
+	}
+
+	/* A node already failed gets one attempt a period, and that attempt decides. */
+	{
+		struct health_node_state s;
+		bool failed = false;
+		int started = 0;
+		static const int lat[3] = { 2000, 2000, 2000 };
+		static const bool ok[3] = { false, false, false };
+
+		memset(&s, 0, sizeof(s));
+		s.failed = true;
+		assert_int_equal(simulate(&s, 2, 500, lat, ok, &failed, &started), 2000);
+		assert_true(failed);
+		assert_int_equal(started, 1);
+	}
+	/* No session, no attempt. */
+	{
+		struct health_node_state s;
+
+		memset(&s, 0, sizeof(s));
+		assert_true(health_fsm_next_attempt_at(&s, 2, 500) == UINT64_MAX);
+	}
+}
+
 static void test_fsm_stats(void **state)
 {
 	struct health_node_state s;
@@ -197,18 +318,24 @@ static void test_fsm_stats(void **state)
 
 	/* Session 1: ok at once, 30 ms. */
 	health_fsm_session_begin(&s, 5000, 100);
+	health_fsm_attempt_started(&s);
 	assert_int_equal(health_fsm_record(&s, true, 2, 5001, 130), HEALTH_NEXT_PERIOD);
 	/* Session 2: two retries, then ok; 250 ms. */
 	health_fsm_session_begin(&s, 6000, 1000);
+	health_fsm_attempt_started(&s);
 	assert_int_equal(health_fsm_record(&s, false, 2, 6001, 1050), HEALTH_NEXT_RETRY);
+	health_fsm_attempt_started(&s);
 	assert_int_equal(health_fsm_record(&s, false, 2, 6002, 1150), HEALTH_NEXT_RETRY);
 	assert_int_equal(s.consecutive_failures, 2);
+	health_fsm_attempt_started(&s);
 	assert_int_equal(health_fsm_record(&s, true, 2, 6003, 1250), HEALTH_NEXT_PERIOD);
 	assert_int_equal(s.consecutive_failures, 0);
 	assert_int_equal(s.consecutive_successes, 1);
 	/* Session 3: fails with one retry (max_retries 1); 90 ms. */
 	health_fsm_session_begin(&s, 7000, 2000);
+	health_fsm_attempt_started(&s);
 	assert_int_equal(health_fsm_record(&s, false, 1, 7001, 2040), HEALTH_NEXT_RETRY);
+	health_fsm_attempt_started(&s);
 	assert_int_equal(health_fsm_record(&s, false, 1, 7002, 2090), HEALTH_NEXT_PERIOD);
 	assert_true(s.failed);
 	/* A skipped period. */
@@ -407,13 +534,15 @@ static void test_thread_dead_node_does_not_delay_others(void **state)
 	assert_int_equal(s->n_nodes, 2);
 	assert_true(s->enabled);
 
-	/* The frozen node fails after timeout + retry_delay + timeout. */
+	/* The frozen node fails after timeout + retry_delay: the retry did not wait. */
 	node = 0;
 	ms = wait_snapshot(h, s, node_failed, &node, 4000);
 	assert_true(ms >= 0);
 	assert_int_equal(s->nodes[0].obs.status, PROBE_TIMEOUT);
-	assert_true(s->nodes[0].stats.max_duration_ms >= 1600);
-	assert_true(s->nodes[0].stats.max_duration_ms < 2200);
+	assert_int_equal(s->nodes[0].session_attempts, 2);
+	assert_int_equal(s->nodes[0].stats.retry_count, 1);
+	assert_true(s->nodes[0].stats.max_duration_ms >= 850);
+	assert_true(s->nodes[0].stats.max_duration_ms < 1400);
 	health_stop(h);
 	free(s);
 	close(frozen);
@@ -525,6 +654,7 @@ int main(void)
 		cmocka_unit_test(test_parse_replicas),
 		cmocka_unit_test(test_parse_replicas_bounds),
 		cmocka_unit_test(test_fsm_table),
+		cmocka_unit_test(test_fsm_overlapping_schedule),
 		cmocka_unit_test(test_fsm_stats),
 		cmocka_unit_test(test_probe_refused_fast),
 		cmocka_unit_test(test_probe_frozen_bounded),
