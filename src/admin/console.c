@@ -1335,6 +1335,14 @@ static bool console_show(struct client *c, const char *what, struct builder *out
 	return false;
 }
 
+bool console_is_show(const char *sql, size_t len)
+{
+	struct console_cmd cmd;
+	len = strnlen(sql, len);
+	return len <= CONSOLE_QUERY_MAX && console_parse(sql, len, &cmd) &&
+	       strcmp(cmd.word, "show") == 0;
+}
+
 void console_answer(struct client *c, const char *sql, size_t len, struct builder *out,
 		    bool may_wait)
 {

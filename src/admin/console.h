@@ -38,6 +38,8 @@ void console_login(struct client *c);
  */
 void console_answer(struct client *c, const char *sql, size_t len, struct builder *out,
 		    bool may_wait);
+/* True if sql is a SHOW command (it has rows, and no effect). */
+bool console_is_show(const char *sql, size_t len);
 /* The janitor's round: finishes console commands whose condition holds or whose time ran out. */
 void console_poll(struct worker *w, uint64_t now_ms);
 

@@ -336,7 +336,8 @@ static bool client_answer_admin_message(struct client *c, const struct frame *f,
 	reader_init(&r, f->body, f->len);
 	switch (f->type) {
 	case PqMsg_Parse:
-		if (reader_cstr(&r, &name, NULL) && name[0] && client_tracks_statements(c) &&
+		if (reader_cstr(&r, &name, NULL) && name[0] &&
+		    (client_tracks_statements(c) || c->kind != CK_SESSION) &&
 		    stmt_map_has_room(&c->stmts, name, f->total) &&
 		    stmt_map_put(&c->stmts, name, 0, raw, f->total, 0)) {
 			struct stmt *st = stmt_map_find(&c->stmts, name);
@@ -356,7 +357,12 @@ static bool client_answer_admin_message(struct client *c, const struct frame *f,
 				builder_put_u16(out, 0);
 				builder_finish(out);
 			}
+			size_t before = out->len;
 			client_copy_messages(out, res, PqMsg_RowDescription, true);
+			if (out->len == before) { /* a command without rows */
+				builder_start(out, PqMsg_NoData);
+				builder_finish(out);
+			}
 		}
 		break;
 	case PqMsg_Execute:
@@ -399,21 +405,39 @@ bool client_apply_admin_unit(struct client *c)
 #define CONSOLE_MSG_MAX	    (CONSOLE_QUERY_MAX + 1024) /* largest message a console accepts */
 #define CONSOLE_ROUND_UNITS 64 /* units answered per read event (then the loop goes on) */
 
-/* The command text of the extended unit at the cursor (its Parse), or NULL when it has none. */
-static const char *client_console_unit_text(struct client *c, bool *complete)
+/*
+ * The command text of the extended unit at the cursor: its Parse's, or that of the statement its
+ * Bind names (kept by client_answer_admin_message). *complete once its Sync is here; *executes
+ * if it has an Execute.
+ */
+static const char *client_console_unit_text(struct client *c, bool *complete, bool *executes)
 {
 	struct unit_walk w;
 	struct frame f;
 	const char *text = NULL;
-	*complete = false;
+	*complete = *executes = false;
 	client_unit_walk_start(c, &w, false);
 	while (client_unit_next(c, &w, &f)) {
 		struct reader r;
-		const char *name, *query;
+		const char *name, *portal, *query;
 		reader_init(&r, f.body, f.len);
 		if (f.type == PqMsg_Parse && !text && reader_cstr(&r, &name, NULL) &&
 		    reader_cstr(&r, &query, NULL))
 			text = query;
+		if (f.type == PqMsg_Bind && !text && reader_cstr(&r, &portal, NULL) &&
+		    reader_cstr(&r, &name, NULL)) {
+			const struct stmt *st = name[0] ? stmt_map_find(&c->stmts, name) : NULL;
+			struct reader pr;
+			if (st && st->route == ROUTE_ADMIN_MARK && st->msg &&
+			    st->msg_len > FRAME_HEADER_LEN) {
+				reader_init(&pr, st->msg + FRAME_HEADER_LEN,
+					    st->msg_len - FRAME_HEADER_LEN);
+				if (reader_cstr(&pr, &name, NULL) && reader_cstr(&pr, &query, NULL))
+					text = query;
+			}
+		}
+		if (f.type == PqMsg_Execute)
+			*executes = true;
 		if (f.type == PqMsg_Sync) {
 			*complete = true;
 			return text;
@@ -422,24 +446,29 @@ static const char *client_console_unit_text(struct client *c, bool *complete)
 	return NULL;
 }
 
-/* Answers one extended-protocol unit of a console; false if it is not all here yet. */
+/*
+ * Answers one extended-protocol unit of a console; false if it is not all here yet. A unit that
+ * only prepares or describes a command runs it only if it is a SHOW (its rows describe it); other
+ * commands run when executed.
+ */
 static bool client_console_unit(struct client *c)
 {
-	bool complete;
-	const char *sql = client_console_unit_text(c, &complete);
+	bool complete, executes;
+	const char *sql = client_console_unit_text(c, &complete, &executes);
 	if (!complete)
 		return false;
 	struct builder res;
 	uint8_t store[2048];
 	builder_init(&res, store, sizeof(store));
 	char *text = sql ? strdup(sql) : NULL;
-	if (text)
+	if (text && (executes || console_is_show(text, strlen(text))))
 		console_answer(c, text, strlen(text), &res, false);
+	else if (text)
+		builder_ready(&res, TXN_IDLE);
 	else if (sql)
 		builder_error(&res, "ERROR", "53200", "out of memory");
 	else
-		builder_error(&res, "ERROR", "08P01",
-			      "the console answers statements parsed in the same unit only");
+		builder_error(&res, "ERROR", "08P01", "the console needs a statement to execute");
 	free(text);
 	client_answer_unit(c, client_answer_admin_message, &res);
 	builder_free(&res);
