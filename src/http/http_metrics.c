@@ -257,10 +257,10 @@ static void metrics_pool_stats(struct worker *w, struct textbuf *b)
 /* Bytes of the clients still connected (the totals add those that left). */
 static void metrics_live_bytes(struct worker *w, uint64_t *in, uint64_t *out)
 {
-	struct list_node *lists[3] = { &w->login_clients, &w->active_clients,
-				       &w->nodeless_clients };
+	struct list_node *lists[4] = { &w->login_clients, &w->active_clients, &w->nodeless_clients,
+				       &w->closing_clients };
 	struct list_node *pos, *tmp;
-	for (int k = 0; k < 3; k++) {
+	for (int k = 0; k < 4; k++) {
 		list_for_each_safe(pos, tmp, lists[k])
 		{
 			const struct client *c = list_entry(pos, struct client, node);

@@ -326,6 +326,11 @@ void pool_stats_refresh(struct worker *w)
 	{
 		pool_stats_add_client(list_entry(cpos, struct client, node));
 	}
+	/* Until their handle is closed (then client_on_closed adds their bytes for good). */
+	list_for_each_safe(cpos, ctmp, &w->closing_clients)
+	{
+		pool_stats_add_client(list_entry(cpos, struct client, node));
+	}
 	list_for_each_safe(pos, tmp, &w->pools)
 	{
 		struct pool *p = list_entry(pos, struct pool, node);
