@@ -10,6 +10,7 @@ import time
 import psycopg
 import pytest
 
+import pgwire
 from conftest import client_env, connect, free_port
 
 pytestmark = pytest.mark.pgrelay_only
@@ -385,3 +386,36 @@ def test_metrics_families(pgrelay):
     assert m and int(m.group(1)) >= 5
     m = re.search(r"^pgrelay_client_received_bytes_total (\d+)", body, re.M)
     assert int(m.group(1)) > 0
+
+
+def test_console_bad_input(pgrelay):
+    """Bug guarded: pipelined console commands are answered out of order or lost, an over-long
+    command or a message the console does not take crashes or hangs it instead of an error."""
+    r = pgrelay()
+    with pgwire.connect(r.port, user="postgres", password="postgres", database="pgbouncer", timeout=5) as w:
+        w.send(pgwire.query("SHOW VERSION") + pgwire.query("nonsense") + pgwire.query("show lists;"))
+        first = w.read_cycle(timeout=5)
+        assert first.results[0].text_rows()[0][0].startswith("PgBouncer")
+        second = w.read_cycle(timeout=5)
+        assert second.errors and second.errors[0]["C"] == "08P01"
+        third = w.read_cycle(timeout=5)
+        assert third.results[0].text_rows()[0][0] == "databases"
+        w.send(pgwire.query("SHOW " + "x" * 4500))  # longer than a command may be: an error
+        cyc = w.read_cycle(timeout=5)
+        assert cyc.errors and cyc.errors[0]["C"] == "08P01"
+        w.send(pgwire.query("show " + "y" * 20000))  # longer than a console message may be: closed
+        msgs = w.read_all_until_close(timeout=5)
+        assert msgs and msgs[-1].type == "E" and pgwire.parse_error_fields(msgs[-1].payload)["C"] == "08P01"
+    with pgwire.connect(r.port, user="postgres", password="postgres", database="pgbouncer", timeout=5) as w:
+        w.send(pgwire.copy_data(b"x"))
+        msgs = w.read_all_until_close(timeout=5)
+        assert msgs and pgwire.parse_error_fields(msgs[-1].payload)["C"] == "08P01"
+    with pgwire.connect(r.port, user="postgres", password="postgres", database="pgbouncer", timeout=5) as w:
+        w.send(pgwire.parse("", "SHOW POOLS") + pgwire.bind("", "") + pgwire.describe("P", "")
+               + pgwire.execute() + pgwire.sync() + pgwire.parse("", "FROB") + pgwire.bind("", "")
+               + pgwire.execute() + pgwire.sync())
+        ok = w.read_cycle(timeout=5)
+        assert not ok.errors and ok.results[0].command == "SHOW"
+        bad = w.read_cycle(timeout=5)
+        assert bad.errors and bad.errors[0]["C"] == "08P01"
+    assert r.proc.poll() is None
