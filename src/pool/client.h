@@ -5,7 +5,8 @@
  *   CL_LOGIN    startup packet, SSL/GSS negotiation, authentication, waiting for the first
  *               backend welcome; on worker->login_clients, swept for authentication_timeout.
  *   CL_ACTIVE   logged in; messages are relayed to the linked server, which is connected lazily
- *               at the first message when the welcome is already known; on active_clients.
+ *               at the first message when the welcome is already known (a console client's are
+ *               answered by admin/console.c); on active_clients.
  *   CL_WAITING  logged in, has a message to send, but its pool has no backend connection free
  *               and may not open one: on pool->waiting_clients (arrival order), reading paused,
  *               swept for pool.query_wait_timeout.
