@@ -794,6 +794,38 @@ static void console_show_config(struct client *c, struct builder *out)
 	struct ctab t;
 	ctab_begin(&t, out, "ssss", cols);
 	config_foreach_setting(c->w->cfg, console_config_row, &t);
+	/* PgBouncer's names of the same settings, for tools that read them (pgbouncer_exporter's
+	 * pgbouncer_config_* gauges). */
+	const struct config *cfg = c->w->cfg;
+	const struct {
+		const char *key;
+		int64_t value;
+		const char *def;
+	} aliases[] = {
+		{ "listen_port", cfg->port, "9999" },
+		{ "max_client_conn", cfg->pool.max_client_conn, "10000" },
+		{ "default_pool_size", cfg->pool.pool_size, "20" },
+		{ "min_pool_size", cfg->pool.min_pool_size, "0" },
+		{ "max_db_connections", cfg->pool.max_db_connections, "0" },
+		{ "max_user_connections", cfg->pool.max_user_connections, "0" },
+		{ "query_wait_timeout", cfg->pool.query_wait_timeout_ms / 1000, "120" },
+		{ "server_lifetime", cfg->pool.server_lifetime_ms / 1000, "3600" },
+		{ "server_idle_timeout", cfg->pool.server_idle_timeout_ms / 1000, "600" },
+	};
+	for (size_t i = 0; i < sizeof(aliases) / sizeof(aliases[0]); i++) {
+		struct crow r = { .n = 0 };
+		crow_s(&r, aliases[i].key);
+		crow_i(&r, aliases[i].value);
+		crow_s(&r, aliases[i].def);
+		crow_s(&r, "yes");
+		ctab_row(&t, &r);
+	}
+	struct crow r = { .n = 0 };
+	crow_s(&r, "pool_mode");
+	crow_s(&r, console_mode_name(c->w));
+	crow_s(&r, "session");
+	crow_s(&r, "no");
+	ctab_row(&t, &r);
 	console_done(out, "SHOW");
 }
 

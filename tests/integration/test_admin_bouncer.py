@@ -112,8 +112,9 @@ def test_show_columns_and_types(pgrelay):
                         assert cur.statusmessage == "SHOW"
                         cur.fetchall()
                 assert c.execute("SHOW VERSION").fetchone()[0].startswith("PgBouncer 1.25")
-                keys = {row["key"] for row in rows(c, "SHOW CONFIG")}
-                assert {"port", "pool.mode", "stats_period"} <= keys
+                config = {row["key"]: row["value"] for row in rows(c, "SHOW CONFIG")}
+                assert {"port", "pool.mode", "stats_period"} <= config.keys()
+                assert float(config["max_client_conn"]) > 0  # pgbouncer_exporter parses it
                 lists = {row["list"]: row["items"] for row in rows(c, "SHOW LISTS")}
                 assert lists["pools"] >= 1 and lists["used_clients"] >= 2
 
