@@ -7,13 +7,14 @@
  * struct pool_stats: the same kind of totals per pool (database, user), PgBouncer's SHOW STATS
  * fields. Each is bumped at most once per unit, per transaction, per wait or per server
  * assignment; bytes are counted by the connection layer per read or write call (conn.h) and
- * added to a pool's totals when its client leaves (live clients are added at read time).
+ * added to a pool's totals when its client leaves (pool_stats_refresh adds those still here).
  *
  * A "query" is one unit answered by a ReadyForQuery (a simple Query, or an extended-protocol
  * batch up to its Sync); a "transaction" ends at each ReadyForQuery with status idle (an
  * autocommit statement counts as one, as in PgBouncer). The duration runs from the unit being
  * sent to its ReadyForQuery; when a client pipelines units, only the first of a batch is timed.
- * A transaction's time runs from its first unit being sent to the ReadyForQuery that ends it.
+ * A transaction's time runs from its first unit being sent to the ReadyForQuery that ends it;
+ * a transaction whose first unit was pipelined behind the previous one's end is not timed.
  *
  * Averages (SHOW STATS avg_*, SHOW STATS_AVERAGES) are PgBouncer's: per second over the last
  * whole stats_period for counts and bytes, per transaction / query / assignment for times. The
