@@ -22,7 +22,8 @@
 #include "protocol/pqmsg.h"
 #include "util/log.h"
 
-#define ADMIN_MAX_COLS 24
+#define ADMIN_MAX_COLS	     24
+#define ADMIN_PGPOOL_VERSION "4.4.0" /* the pgpool-II whose SHOW columns pgrelay answers */
 
 /* ---- scanning ----------------------------------------------------------------------------- */
 
@@ -238,7 +239,9 @@ static void admin_show_nodes(struct client *c, struct builder *out)
 static void admin_show_version(struct client *c, struct builder *out)
 {
 	static const char *const cols[] = { "pool_version" };
-	const char *vals[] = { "pgrelay " PGRELAY_VERSION };
+	/* pgpool2_exporter reads the leading pgpool-II version (^(\d+)(\.\d+)(\.\d+)?) to
+	 * choose what to query: pgrelay answers every SHOW of pgpool-II 4.4. */
+	const char *vals[] = { ADMIN_PGPOOL_VERSION " (pgrelay " PGRELAY_VERSION ")" };
 	struct admin_table t;
 	admin_begin(&t, out, cols, 1);
 	admin_row(&t, vals);
@@ -405,31 +408,57 @@ static void admin_show_processes(struct client *c, struct builder *out)
 	admin_finish(&t, c->txn_status);
 }
 
+/* pgpool-II 4.3+'s columns; writes are split by their first keyword (client_route.c). */
 static void admin_show_backend_stats(struct client *c, struct builder *out)
 {
-	static const char *const cols[] = { "node_id", "hostname",   "port",	  "status",
-					    "role",    "select_cnt", "write_cnt", "error_cnt" };
+	static const char *const cols[] = { "node_id",	  "hostname",	"port",	      "status",
+					    "role",	  "select_cnt", "insert_cnt", "update_cnt",
+					    "delete_cnt", "ddl_cnt",	"other_cnt",  "panic_cnt",
+					    "fatal_cnt",  "error_cnt" };
 	struct worker *w = c->w;
 	const struct router *r = &w->router;
 	struct admin_table t;
-	admin_begin(&t, out, cols, 8);
+	admin_begin(&t, out, cols, 14);
 	for (int i = 0; i < w->n_nodes && i < r->view.n_nodes; i++) {
-		char id[16], port[16], sel[32], wr[32], err[32];
-		snprintf(id, sizeof(id), "%d", i);
-		snprintf(port, sizeof(port), "%d", w->cfg->backends[i].port);
-		snprintf(sel, sizeof(sel), "%" PRIu64, r->select_cnt[i]);
-		snprintf(wr, sizeof(wr), "%" PRIu64, r->write_cnt[i]);
-		snprintf(err, sizeof(err), "%" PRIu64, w->error_cnt[i]);
-		const char *vals[] = { id,
-				       w->cfg->backends[i].host,
-				       port,
-				       admin_status_name(r->view.nodes[i].status),
-				       admin_role_name(r->view.nodes[i].role),
-				       sel,
-				       wr,
-				       err };
+		char f[14][24];
+		snprintf(f[0], sizeof(f[0]), "%d", i);
+		snprintf(f[2], sizeof(f[0]), "%d", w->cfg->backends[i].port);
+		snprintf(f[5], sizeof(f[0]), "%" PRIu64, r->select_cnt[i]);
+		for (int k = 0; k < WORKER_CMD_KINDS; k++)
+			snprintf(f[6 + k], sizeof(f[0]), "%" PRIu64, w->cmd_cnt[i][k]);
+		snprintf(f[11], sizeof(f[0]), "%" PRIu64, w->panic_cnt[i]);
+		snprintf(f[12], sizeof(f[0]), "%" PRIu64, w->fatal_cnt[i]);
+		snprintf(f[13], sizeof(f[0]), "%" PRIu64, w->error_cnt[i]);
+		const char *vals[14];
+		for (int k = 0; k < 14; k++)
+			vals[k] = f[k];
+		vals[1] = w->cfg->backends[i].host;
+		vals[3] = admin_status_name(r->view.nodes[i].status);
+		vals[4] = admin_role_name(r->view.nodes[i].role);
 		admin_row(&t, vals);
 	}
+	admin_finish(&t, c->txn_status);
+}
+
+/*
+ * pgpool-II's query cache statistics. pgrelay has no query cache: one row (one process) of
+ * zeros, so that pgpool2_exporter's pool_cache family reads.
+ */
+static void admin_show_cache(struct client *c, struct builder *out)
+{
+	static const char *const cols[] = { "num_cache_hits",
+					    "num_selects",
+					    "cache_hit_ratio",
+					    "num_hash_entries",
+					    "used_hash_entries",
+					    "num_cache_entries",
+					    "used_cache_entries_size",
+					    "free_cache_entries_size",
+					    "fragment_cache_entries_size" };
+	const char *vals[] = { "0", "0", "0.00", "0", "0", "0", "0", "0", "0" };
+	struct admin_table t;
+	admin_begin(&t, out, cols, 9);
+	admin_row(&t, vals);
 	admin_finish(&t, c->txn_status);
 }
 
@@ -675,6 +704,7 @@ bool admin_answer(struct client *c, const char *sql, size_t len, struct builder 
 		{ "pool_pools", admin_show_pools, false },
 		{ "pool_processes", admin_show_processes, false },
 		{ "pool_backend_stats", admin_show_backend_stats, false },
+		{ "pool_cache", admin_show_cache, false },
 	};
 	for (size_t k = 0; k < sizeof(shows) / sizeof(shows[0]); k++) {
 		size_t j = i;

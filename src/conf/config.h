@@ -165,10 +165,11 @@ struct config {
 	uint32_t search_primary_node_timeout_ms; /* default 5min */
 	char *admin_users;			 /* owned; comma-separated, default "postgres" */
 	char *stats_users;			 /* owned or NULL; comma-separated, SHOW pool_* */
-	bool failover_on_backend_error;		 /* a broken backend socket triggers a check */
-	bool detach_false_primary;		 /* default true */
-	bool auto_failback;			 /* default false */
-	uint32_t auto_failback_interval_ms;	 /* default 1min */
+	uint32_t stats_period_ms;	    /* averages of the pgbouncer console, default 60s */
+	bool failover_on_backend_error;	    /* a broken backend socket triggers a check */
+	bool detach_false_primary;	    /* default true */
+	bool auto_failback;		    /* default false */
+	uint32_t auto_failback_interval_ms; /* default 1min */
 };
 
 /*
@@ -219,5 +220,10 @@ void config_foreach_value(const struct config *cfg,
 			  void (*fn)(void *arg, const char *key, const char *value,
 				     bool reloadable),
 			  void *arg);
+/* The same with each key's default as written in the table ("" when it has none). */
+void config_foreach_setting(const struct config *cfg,
+			    void (*fn)(void *arg, const char *key, const char *value,
+				       const char *def, bool reloadable),
+			    void *arg);
 
 #endif

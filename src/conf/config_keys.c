@@ -88,6 +88,10 @@ const struct key_def config_keys[] = {
 	TOP("stats_users", KT_STRING, KF_EMPTY_IS_NULL, NULL, 0, 0, stats_users, NULL,
 	    "Comma-separated users who may run every SHOW pool_* command (statistics, sessions, "
 	    "failover history) but no node command; unset means only admin_users."),
+	TOP("stats_period", KT_DURATION, 0, "60s", MS_PER_S, 24 * 60 * MS_PER_MIN, stats_period_ms,
+	    NULL,
+	    "Period over which the pgbouncer console's averages (SHOW STATS avg_*, "
+	    "STATS_AVERAGES) are computed, PgBouncer's stats_period."),
 	TOP("failover_command", KT_STRING, KF_EMPTY_IS_NULL, NULL, 0, 0, failover_command, NULL,
 	    "Command run when a node is detached, with pgpool-II's placeholders (%d failed node "
 	    "id, %h, %p, %D, %m, %H, %M, %P, %r, %R, %N, %S, %%); unset runs nothing."),
@@ -919,6 +923,24 @@ void config_foreach_value(const struct config *cfg,
 		if ((k->flags & KF_SECRET) && value[0])
 			snprintf(value, sizeof(value), "********");
 		fn(arg, path, value, !(k->flags & KF_RESTART));
+	}
+}
+
+void config_foreach_setting(const struct config *cfg,
+			    void (*fn)(void *arg, const char *key, const char *value,
+				       const char *def, bool reloadable),
+			    void *arg)
+{
+	for (size_t i = 0; i < config_key_count; i++) {
+		const struct key_def *k = &config_keys[i];
+		if ((k->flags & KF_BACKEND) || k->type == KT_BACKENDS)
+			continue;
+		char path[128], value[1024];
+		key_path(k, -1, path, sizeof(path));
+		key_format(k, cfg, value, sizeof(value));
+		if ((k->flags & KF_SECRET) && value[0])
+			snprintf(value, sizeof(value), "********");
+		fn(arg, path, value, k->def ? k->def : "", !(k->flags & KF_RESTART));
 	}
 }
 

@@ -13,6 +13,7 @@
 
 #include "failover/cluster.h"
 #include "http/http_routes.h"
+#include "pool/client.h"
 #include "pool/pool.h"
 #include "pool/stats.h"
 #include "pool/worker.h"
@@ -95,6 +96,8 @@ static bool pool_seen_before(struct worker *w, const struct pool *p)
 
 struct pool_sums {
 	int clients_active, clients_waiting;
+	struct pool_stats st; /* totals (pool->cur: pool_stats_refresh ran) */
+	uint64_t maxwait_ms;  /* the longest current wait for a server connection */
 	int srv_active[CONFIG_MAX_BACKENDS], srv_idle[CONFIG_MAX_BACKENDS],
 		srv_reset[CONFIG_MAX_BACKENDS];
 };
@@ -110,8 +113,16 @@ static void pool_sum(struct worker *w, const struct pool *p, struct pool_sums *s
 			continue;
 		s->clients_waiting += q->n_waiting;
 		s->clients_active += q->n_clients - q->n_waiting;
+		stats_pool_add(&s->st, &q->cur);
 		for (int i = 0; i < w->n_nodes; i++) {
 			const struct pool_node *pn = &q->nodes[i];
+			if (pn->n_waiting) {
+				const struct client *c =
+					list_entry(pn->waiting_clients.next, struct client, node);
+				uint64_t waited = uv_now(&w->loop) - c->since_ms;
+				if (waited > s->maxwait_ms)
+					s->maxwait_ms = waited;
+			}
 			s->srv_idle[i] += pn->n_idle;
 			s->srv_reset[i] += pn->n_resetting;
 			s->srv_active[i] += pn->n_servers - pn->n_idle - pn->n_resetting;
@@ -167,6 +178,129 @@ static void metrics_pools(struct worker *w, struct textbuf *b)
 	}
 }
 
+/* The per-pool statistics of the pgbouncer console's SHOW STATS, per database and user. */
+static void metrics_pool_stats(struct worker *w, struct textbuf *b)
+{
+	static const struct {
+		const char *name, *type, *help;
+	} fams[] = {
+		{ "pgrelay_pool_transactions_total", "counter",
+		  "Transactions ended (SHOW STATS total_xact_count)." },
+		{ "pgrelay_pool_queries_total", "counter",
+		  "Units answered (SHOW STATS total_query_count)." },
+		{ "pgrelay_pool_received_bytes_total", "counter",
+		  "Bytes received from clients (SHOW STATS total_received)." },
+		{ "pgrelay_pool_sent_bytes_total", "counter",
+		  "Bytes sent to clients (SHOW STATS total_sent)." },
+		{ "pgrelay_pool_transaction_seconds_total", "counter",
+		  "Time spent in transactions (SHOW STATS total_xact_time)." },
+		{ "pgrelay_pool_query_seconds_total", "counter",
+		  "Time spent in queries (SHOW STATS total_query_time)." },
+		{ "pgrelay_pool_wait_seconds_total", "counter",
+		  "Time clients waited for a server connection (SHOW STATS total_wait_time)." },
+		{ "pgrelay_pool_server_assignments_total", "counter",
+		  "Backend connections handed to clients (SHOW STATS "
+		  "total_server_assignment_count)." },
+		{ "pgrelay_pool_maxwait_seconds", "gauge",
+		  "The longest current wait for a server connection (SHOW POOLS maxwait)." },
+	};
+	pool_stats_refresh(w);
+	struct pool_sums s;
+	for (size_t k = 0; k < sizeof(fams) / sizeof(fams[0]); k++) {
+		prom_family(b, fams[k].name, fams[k].type, fams[k].help);
+		struct list_node *pos, *tmp;
+		list_for_each_safe(pos, tmp, &w->pools)
+		{
+			const struct pool *p = list_entry(pos, struct pool, node);
+			if (pool_seen_before(w, p))
+				continue;
+			pool_sum(w, p, &s);
+			textbuf_printf(b, "%s{database=\"", fams[k].name);
+			textbuf_prom_label(b, p->database);
+			textbuf_puts(b, "\",user=\"");
+			textbuf_prom_label(b, p->user);
+			textbuf_puts(b, "\"");
+			const struct pool_stats *st = &s.st;
+			switch (k) {
+			case 0:
+				textbuf_printf(b, "} %" PRIu64 "\n", st->xact_count);
+				break;
+			case 1:
+				textbuf_printf(b, "} %" PRIu64 "\n", st->query_count);
+				break;
+			case 2:
+				textbuf_printf(b, "} %" PRIu64 "\n", st->bytes_in);
+				break;
+			case 3:
+				textbuf_printf(b, "} %" PRIu64 "\n", st->bytes_out);
+				break;
+			case 4:
+				textbuf_printf(b, "} %.6f\n", st->xact_time_us / 1e6);
+				break;
+			case 5:
+				textbuf_printf(b, "} %.6f\n", st->query_time_us / 1e6);
+				break;
+			case 6:
+				textbuf_printf(b, "} %.6f\n", st->wait_time_us / 1e6);
+				break;
+			case 7:
+				textbuf_printf(b, "} %" PRIu64 "\n", st->server_assignment_count);
+				break;
+			default:
+				textbuf_printf(b, "} %.3f\n", s.maxwait_ms / 1e3);
+				break;
+			}
+		}
+	}
+}
+
+/* Bytes of the clients still connected (the totals add those that left). */
+static void metrics_live_bytes(struct worker *w, uint64_t *in, uint64_t *out)
+{
+	struct list_node *lists[4] = { &w->login_clients, &w->active_clients, &w->nodeless_clients,
+				       &w->closing_clients };
+	struct list_node *pos, *tmp;
+	for (int k = 0; k < 4; k++) {
+		list_for_each_safe(pos, tmp, lists[k])
+		{
+			const struct client *c = list_entry(pos, struct client, node);
+			*in += c->conn.rx_bytes;
+			*out += c->conn.tx_bytes;
+		}
+	}
+	struct list_node *ppos, *ptmp;
+	list_for_each_safe(ppos, ptmp, &w->pools)
+	{
+		struct pool *p = list_entry(ppos, struct pool, node);
+		for (int i = 0; i < w->n_nodes; i++) {
+			if (!p->nodes[i].n_waiting)
+				continue;
+			list_for_each_safe(pos, tmp, &p->nodes[i].waiting_clients)
+			{
+				const struct client *c = list_entry(pos, struct client, node);
+				*in += c->conn.rx_bytes;
+				*out += c->conn.tx_bytes;
+			}
+		}
+	}
+}
+
+static void metrics_histogram(struct textbuf *b, const char *name, const uint64_t *bucket,
+			      uint64_t sum_us, uint64_t count)
+{
+	uint64_t cum = 0;
+	for (int i = 0; i <= STATS_BUCKETS; i++) {
+		cum += bucket[i];
+		if (i < STATS_BUCKETS)
+			textbuf_printf(b, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name,
+				       stats_bucket_bounds_us[i] / 1e6, cum);
+		else
+			textbuf_printf(b, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", name, cum);
+	}
+	textbuf_printf(b, "%s_sum %.6f\n", name, sum_us / 1e6);
+	textbuf_printf(b, "%s_count %" PRIu64 "\n", name, count);
+}
+
 static void metrics_totals(struct worker *w, struct textbuf *b)
 {
 	const struct relay_stats *st = &w->stats;
@@ -178,21 +312,19 @@ static void metrics_totals(struct worker *w, struct textbuf *b)
 	textbuf_printf(b, "pgrelay_queries_total %" PRIu64 "\n", st->query_cnt);
 	prom_family(b, "pgrelay_query_duration_seconds", "histogram",
 		    "From a unit being sent to its ReadyForQuery.");
-	uint64_t cum = 0;
-	for (int i = 0; i <= STATS_BUCKETS; i++) {
-		cum += st->dur_bucket[i];
-		if (i < STATS_BUCKETS)
-			textbuf_printf(
-				b, "pgrelay_query_duration_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
-				stats_bucket_bounds_us[i] / 1e6, cum);
-		else
-			textbuf_printf(b,
-				       "pgrelay_query_duration_seconds_bucket{le=\"+Inf\"} %" PRIu64
-				       "\n",
-				       cum);
-	}
-	textbuf_printf(b, "pgrelay_query_duration_seconds_sum %.6f\n", st->dur_sum_us / 1e6);
-	textbuf_printf(b, "pgrelay_query_duration_seconds_count %" PRIu64 "\n", st->dur_count);
+	metrics_histogram(b, "pgrelay_query_duration_seconds", st->dur_bucket, st->dur_sum_us,
+			  st->dur_count);
+	prom_family(b, "pgrelay_client_wait_seconds", "histogram",
+		    "How long clients waited for a server connection (or for a node), per wait.");
+	metrics_histogram(b, "pgrelay_client_wait_seconds", st->wait_bucket, st->wait_sum_us,
+			  st->wait_count);
+	uint64_t in = st->bytes_in, out = st->bytes_out;
+	metrics_live_bytes(w, &in, &out);
+	prom_family(b, "pgrelay_client_received_bytes_total", "counter",
+		    "Bytes received from clients (on the socket: TLS records included).");
+	textbuf_printf(b, "pgrelay_client_received_bytes_total %" PRIu64 "\n", in);
+	prom_family(b, "pgrelay_client_sent_bytes_total", "counter", "Bytes sent to clients.");
+	textbuf_printf(b, "pgrelay_client_sent_bytes_total %" PRIu64 "\n", out);
 	prom_family(b, "pgrelay_failovers_total", "counter",
 		    "Failovers since start: success found a new primary, failure timed out.");
 	textbuf_printf(b, "pgrelay_failovers_total{result=\"success\"} %" PRIu64 "\n",
@@ -261,6 +393,7 @@ void http_metrics_write(struct worker *w, struct textbuf *b)
 	textbuf_puts(b, "pgrelay_up 1\n");
 	metrics_nodes(w, b);
 	metrics_pools(w, b);
+	metrics_pool_stats(w, b);
 	metrics_totals(w, b);
 	metrics_process(w, b);
 }

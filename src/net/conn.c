@@ -85,6 +85,8 @@ static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	struct conn *c = s->data;
 	if (c->closing)
 		return;
+	if (nread > 0)
+		c->rx_bytes += (uint64_t)nread;
 	if (nread > 0 && c->tls) {
 		conn_tls_on_read(c, (const uint8_t *)buf->base, (size_t)nread);
 		conn_settle(c);
@@ -221,6 +223,7 @@ int conn_send(struct conn *c, const void *data, size_t len)
 {
 	if (c->closing)
 		return UV_ECANCELED;
+	c->tx_bytes += len;
 	if (c->tls)
 		return conn_tls_send(c, data, len);
 	return conn_write_raw(c, data, len, NULL, 0);
@@ -253,6 +256,7 @@ int conn_forward(struct conn *src, struct conn *dst)
 		return 1;
 	if (dst->closing)
 		return UV_ECANCELED;
+	dst->tx_bytes += b->parsed - b->done;
 	if (dst->tls)
 		return conn_tls_forward(src, dst);
 	uint32_t len = b->parsed - b->done;

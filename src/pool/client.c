@@ -61,6 +61,8 @@ static struct list_node *client_list_for(struct client *c, enum client_state st)
 void client_set_state(struct client *c, enum client_state st)
 {
 	if (c->state == CL_WAITING) {
+		uint64_t waited_ms = uv_now(&c->w->loop) - c->since_ms;
+		stats_wait_done(&c->w->stats, &c->pool->stats, waited_ms * 1000u);
 		c->pool->n_waiting--;
 		if (c->want_node >= 0)
 			c->pool->nodes[c->want_node].n_waiting--;
@@ -186,10 +188,16 @@ static void client_on_closed(struct conn *conn)
 	server_forget_client(c);
 	if (c->cancel_pid)
 		cancel_map_remove(&w->cancels, c->cancel_pid);
+	if (c->console_wait != CW_NONE)
+		w->n_console_waits--;
 	client_free_login_state(c);
 	client_authq_free(c);
 	pool_creds_free(&c->creds);
+	w->stats.bytes_in += c->conn.rx_bytes;
+	w->stats.bytes_out += c->conn.tx_bytes;
 	if (c->pool) {
+		c->pool->stats.bytes_in += c->conn.rx_bytes;
+		c->pool->stats.bytes_out += c->conn.tx_bytes;
 		c->pool->n_clients--;
 		pool_reap_if_unused(w, c->pool);
 	}
@@ -248,7 +256,7 @@ void client_accept(struct worker *w, uv_stream_t *listener, int role)
 	c->route.listener = (uint8_t)role;
 	list_init(&c->node);
 	c->state = CL_LOGIN;
-	c->since_ms = uv_now(&w->loop);
+	c->since_ms = c->connect_ms = uv_now(&w->loop);
 	list_append(&w->login_clients, &c->node);
 	w->n_clients++;
 	int rc = conn_accept(&c->conn, listener);
@@ -885,7 +893,7 @@ bool client_acquire_server(struct client *c, int node)
 				  "backend %d is down: its last connection attempt failed", node);
 		return false;
 	}
-	if (!list_empty(&pn->idle_servers)) {
+	if (!list_empty(&pn->idle_servers) && !p->paused) {
 		/* The common case in transaction mode: reading stays on (no epoll_ctl churn). The
 		 * backend the session used last when it is idle (affinity), else the newest idle.
 		 */
@@ -897,6 +905,12 @@ bool client_acquire_server(struct client *c, int node)
 	}
 	/* From here the client waits for a connection: its bytes stay put until then. */
 	conn_want_read(&c->conn, false);
+	if (p->paused) {
+		log_debug("client", c->id, "waiting: database %s is paused", p->database);
+		c->want_node = node;
+		client_set_state(c, CL_WAITING);
+		return false;
+	}
 	/* A connection finishing its reset is parked within a round trip: wait for it. */
 	if (pn->n_resetting == 0 && pool_may_open(w, p, node)) {
 		if (!server_connect(w, p, node, c))
@@ -962,6 +976,10 @@ void client_resume_with_server(struct client *c)
 
 static void client_relay(struct client *c)
 {
+	if (c->kind != CK_SESSION) {
+		client_console_relay(c);
+		return;
+	}
 	if (c->hold == HOLD_TERMINATING) {
 		client_relay_result(c, RELAY_STOPPED);
 		return;

@@ -5,7 +5,8 @@
  *   CL_LOGIN    startup packet, SSL/GSS negotiation, authentication, waiting for the first
  *               backend welcome; on worker->login_clients, swept for authentication_timeout.
  *   CL_ACTIVE   logged in; messages are relayed to the linked server, which is connected lazily
- *               at the first message when the welcome is already known; on active_clients.
+ *               at the first message when the welcome is already known (a console client's are
+ *               answered by admin/console.c); on active_clients.
  *   CL_WAITING  logged in, has a message to send, but its pool has no backend connection free
  *               and may not open one: on pool->waiting_clients (arrival order), reading paused,
  *               swept for pool.query_wait_timeout.
@@ -73,6 +74,25 @@ enum client_unit { UNIT_NONE, UNIT_EXTENDED };
 enum client_retry { RETRY_NONE, RETRY_ARMED, RETRY_SEND };
 #define CLIENT_RETRY_MAX 8192 /* longest Query kept for a retry (bytes, with its NUL) */
 
+/*
+ * What a logged-in connection talks to. A client of the virtual database "pgbouncer" talks to
+ * pgrelay's PgBouncer-compatible console (admin/console.h), never to a backend: it has no pool.
+ *   CK_SESSION        a normal session, relayed to backends.
+ *   CK_CONSOLE_STATS  console, user in stats_users: SHOW commands only.
+ *   CK_CONSOLE_ADMIN  console, user in admin_users: every command.
+ */
+enum client_kind { CK_SESSION, CK_CONSOLE_STATS, CK_CONSOLE_ADMIN };
+
+/*
+ * A console command that answers once a condition holds (polled by the janitor, bounded by
+ * shutdown_timeout); the console stops reading meanwhile.
+ *   CW_NONE        nothing pending.
+ *   CW_PAUSE       PAUSE: no server of the paused pools is linked to a client any more.
+ *   CW_WAIT_CLOSE  WAIT_CLOSE: no server marked close_needed is left.
+ */
+enum console_wait { CW_NONE, CW_PAUSE, CW_WAIT_CLOSE };
+#define CONSOLE_DB_MAX 64 /* bytes of a database name a console command names */
+
 /* Where a client in CL_LOGIN is. */
 enum client_login_step {
 	CLS_STARTUP,	  /* waiting for the startup packet (or SSLRequest / GSSENCRequest) */
@@ -89,8 +109,9 @@ struct client {
 	struct list_node node; /* in the worker list of its state */
 	enum client_state state;
 	enum client_login_step login;
-	uint64_t id;	   /* for log lines */
-	uint64_t since_ms; /* loop time of the last state change */
+	uint64_t id;	     /* for log lines */
+	uint64_t since_ms;   /* loop time of the last state change */
+	uint64_t connect_ms; /* loop time it was accepted */
 
 	uint8_t *startup; /* owned: startup packet body (name\0value\0...\0) */
 	uint32_t startup_len;
@@ -107,13 +128,19 @@ struct client {
 	uint64_t node_wait_since_ms; /* loop time it began to wait for a node to exist, 0 if not */
 	uint64_t unit_sent_us;	/* uv_hrtime/1000 when the oldest unanswered unit was sent, 0 if
 				   none is being timed (pool/stats.h) */
-	int unit_node;		/* the node of the unit being sent, -1 between units */
-	enum client_unit unit;	/* the unit whose messages are being relayed */
-	enum client_hold hold;	/* why the relay is holding; only client_set_hold() */
-	uint8_t unnamed_route;	/* 1 + route of the unnamed statement, 0 unknown */
-	uint32_t unnamed_flags; /* its CLASSIFY_* flags */
-	char *txn_log;		/* owned: BEGIN/SAVEPOINT/SET LOCAL text of the open
-				   transaction, replayed when the primary joins it */
+	uint64_t xact_start_us; /* uv_hrtime/1000 when the open transaction's first unit was sent,
+				   0 outside one (pool/stats.h) */
+	enum client_kind kind;	/* session or console; set at login */
+	enum console_wait console_wait;	 /* a console command waiting to complete */
+	uint64_t console_wait_until_ms;	 /* loop time it gives up */
+	char console_db[CONSOLE_DB_MAX]; /* its database, "" for every database */
+	int unit_node;			 /* the node of the unit being sent, -1 between units */
+	enum client_unit unit;		 /* the unit whose messages are being relayed */
+	enum client_hold hold;		 /* why the relay is holding; only client_set_hold() */
+	uint8_t unnamed_route;		 /* 1 + route of the unnamed statement, 0 unknown */
+	uint32_t unnamed_flags;		 /* its CLASSIFY_* flags */
+	char *txn_log;			 /* owned: BEGIN/SAVEPOINT/SET LOCAL text of the open
+					    transaction, replayed when the primary joins it */
 	uint32_t txn_log_len;
 	bool query_facts_valid;		/* query_facts are those of the Query at the cursor */
 	struct route_facts query_facts; /* the classifier's facts of that Query */
@@ -239,6 +266,8 @@ bool client_answer_locally(struct client *c);
 bool client_unit_is_admin(struct client *c, const char **sql);
 /* Answers the admin unit the relay stopped at; true if the relay may go on. */
 bool client_apply_admin_unit(struct client *c);
+/* A console client's bytes (simple and extended protocol), answered by admin/console.c. */
+void client_console_relay(struct client *c);
 /* Answers admin statement sql (simple protocol); false if it is not one. */
 bool client_answer_admin(struct client *c, const char *sql, size_t len);
 /* Carries out a switch the relay stopped for; true if the relay may go on now. */

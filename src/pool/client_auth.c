@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin/console.h"
 #include "auth/hba.h"
 #include "auth/md5.h"
 #include "auth/scram.h"
@@ -486,6 +487,10 @@ void client_auth_ok(struct client *c)
 		log_debug("client", c->id, "authenticated user=%s method=%s",
 			  log_untrusted(c->user, user, sizeof(user)),
 			  hba_method_name(client_method(c)));
+	}
+	if (console_is_database(c->database)) {
+		console_login(c); /* the virtual database: no pool, no backend */
+		return;
 	}
 	if (!client_attach_pool(c))
 		return;

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "admin/admin.h"
+#include "admin/console.h"
 #include "pool/client.h"
 #include "pool/server.h"
 #include "pool/worker.h"
@@ -335,7 +336,8 @@ static bool client_answer_admin_message(struct client *c, const struct frame *f,
 	reader_init(&r, f->body, f->len);
 	switch (f->type) {
 	case PqMsg_Parse:
-		if (reader_cstr(&r, &name, NULL) && name[0] && client_tracks_statements(c) &&
+		if (reader_cstr(&r, &name, NULL) && name[0] &&
+		    (client_tracks_statements(c) || c->kind != CK_SESSION) &&
 		    stmt_map_has_room(&c->stmts, name, f->total) &&
 		    stmt_map_put(&c->stmts, name, 0, raw, f->total, 0)) {
 			struct stmt *st = stmt_map_find(&c->stmts, name);
@@ -355,7 +357,12 @@ static bool client_answer_admin_message(struct client *c, const struct frame *f,
 				builder_put_u16(out, 0);
 				builder_finish(out);
 			}
+			size_t before = out->len;
 			client_copy_messages(out, res, PqMsg_RowDescription, true);
+			if (out->len == before) { /* a command without rows */
+				builder_start(out, PqMsg_NoData);
+				builder_finish(out);
+			}
 		}
 		break;
 	case PqMsg_Execute:
@@ -391,4 +398,146 @@ bool client_apply_admin_unit(struct client *c)
 	client_answer_unit(c, client_answer_admin_message, &res);
 	builder_free(&res);
 	return c->state == CL_ACTIVE;
+}
+
+/* ---- the pgbouncer console (admin/console.h) --------------------------------------------- */
+
+#define CONSOLE_MSG_MAX	    (CONSOLE_QUERY_MAX + 1024) /* largest message a console accepts */
+#define CONSOLE_ROUND_UNITS 64 /* units answered per read event (then the loop goes on) */
+
+/*
+ * The command text of the extended unit at the cursor: its Parse's, or that of the statement its
+ * Bind names (kept by client_answer_admin_message). *complete once its Sync is here; *executes
+ * if it has an Execute.
+ */
+static const char *client_console_unit_text(struct client *c, bool *complete, bool *executes)
+{
+	struct unit_walk w;
+	struct frame f;
+	const char *text = NULL;
+	*complete = *executes = false;
+	client_unit_walk_start(c, &w, false);
+	while (client_unit_next(c, &w, &f)) {
+		struct reader r;
+		const char *name, *portal, *query;
+		reader_init(&r, f.body, f.len);
+		if (f.type == PqMsg_Parse && !text && reader_cstr(&r, &name, NULL) &&
+		    reader_cstr(&r, &query, NULL))
+			text = query;
+		if (f.type == PqMsg_Bind && !text && reader_cstr(&r, &portal, NULL) &&
+		    reader_cstr(&r, &name, NULL)) {
+			const struct stmt *st = name[0] ? stmt_map_find(&c->stmts, name) : NULL;
+			struct reader pr;
+			if (st && st->route == ROUTE_ADMIN_MARK && st->msg &&
+			    st->msg_len > FRAME_HEADER_LEN) {
+				reader_init(&pr, st->msg + FRAME_HEADER_LEN,
+					    st->msg_len - FRAME_HEADER_LEN);
+				if (reader_cstr(&pr, &name, NULL) && reader_cstr(&pr, &query, NULL))
+					text = query;
+			}
+		}
+		if (f.type == PqMsg_Execute)
+			*executes = true;
+		if (f.type == PqMsg_Sync) {
+			*complete = true;
+			return text;
+		}
+	}
+	return NULL;
+}
+
+/*
+ * Answers one extended-protocol unit of a console; false if it is not all here yet. A unit that
+ * only prepares or describes a command runs it only if it is a SHOW (its rows describe it); other
+ * commands run when executed.
+ */
+static bool client_console_unit(struct client *c)
+{
+	bool complete, executes;
+	const char *sql = client_console_unit_text(c, &complete, &executes);
+	if (!complete)
+		return false;
+	struct builder res;
+	uint8_t store[2048];
+	builder_init(&res, store, sizeof(store));
+	char *text = sql ? strdup(sql) : NULL;
+	if (text && (executes || console_is_show(text, strlen(text))))
+		console_answer(c, text, strlen(text), &res, false);
+	else if (text)
+		builder_ready(&res, TXN_IDLE);
+	else if (sql)
+		builder_error(&res, "ERROR", "53200", "out of memory");
+	else
+		builder_error(&res, "ERROR", "08P01", "the console needs a statement to execute");
+	free(text);
+	client_answer_unit(c, client_answer_admin_message, &res);
+	builder_free(&res);
+	return true;
+}
+
+void client_console_relay(struct client *c)
+{
+	for (int round = 0; round < CONSOLE_ROUND_UNITS; round++) {
+		struct iobuf *b = c->conn.rbuf;
+		if (c->state != CL_ACTIVE || c->console_wait != CW_NONE || !b || iobuf_empty(b))
+			return;
+		struct frame f;
+		enum frame_status st = frame_parse(b->data + b->parsed, b->recv - b->parsed,
+						   FRAME_FROM_CLIENT, CONSOLE_MSG_MAX, &f);
+		if (st == FRAME_NEED_MORE)
+			return;
+		if (st != FRAME_OK) {
+			client_disconnect(c, "08P01", "invalid message for the admin console");
+			return;
+		}
+		switch (f.type) {
+		case PqMsg_Terminate:
+			client_disconnect(c, NULL, "client sent Terminate");
+			return;
+		case PqMsg_Query: {
+			if (f.body_avail != f.len)
+				return;
+			if (!msg_body_is_cstr(f.body, f.len)) {
+				client_disconnect(c, "08P01", "invalid message format");
+				return;
+			}
+			struct builder out;
+			uint8_t store[2048];
+			builder_init(&out, store, sizeof(store));
+			console_answer(c, (const char *)f.body, f.len, &out, true);
+			iobuf_consume(b, f.total);
+			bool ok = builder_ok(&out);
+			if (ok && out.len)
+				ok = client_send(c, out.data, out.len);
+			else if (!ok)
+				client_disconnect(c, "53200",
+						  "out of memory answering the console");
+			builder_free(&out);
+			if (!ok)
+				return;
+			conn_settle(&c->conn);
+			break;
+		}
+		case PqMsg_Parse:
+		case PqMsg_Bind:
+		case PqMsg_Describe:
+		case PqMsg_Execute:
+		case PqMsg_Close:
+		case PqMsg_Flush:
+		case PqMsg_Sync:
+			if (!client_console_unit(c))
+				return;
+			break;
+		default:
+			client_disconnect(c, "08P01",
+					  "unsupported packet type for admin console: %c", f.type);
+			return;
+		}
+		if (c->state == CL_ACTIVE && c->w->shutdown != WS_RUNNING) {
+			/* SHUTDOWN: this console is answered; it does not hold the shutdown up. */
+			client_disconnect(c, NULL, "pgrelay is shutting down");
+			return;
+		}
+	}
+	/* More units are waiting: go on in a later loop turn (the read callback comes again). */
 }

@@ -19,6 +19,7 @@
  *  - Admin statements (SHOW pool_nodes, PGRELAY ..., SET pgrelay.route) are answered here, in
  *    order, once the active link is at a boundary.
  */
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -399,12 +400,18 @@ static void client_end_other_transactions(struct client *c)
 void client_on_ready(struct client *c, struct server *s)
 {
 	router_on_ready(&c->w->router, &c->route, s->node_id, s->txn_status, router_now_ms());
-	uint64_t dur_us = UINT64_MAX;
+	uint64_t dur_us = UINT64_MAX, xact_us = UINT64_MAX;
+	uint64_t now_us = c->unit_sent_us || c->xact_start_us ? uv_hrtime() / 1000 : 0;
 	if (c->unit_sent_us) {
-		dur_us = uv_hrtime() / 1000 - c->unit_sent_us;
+		dur_us = now_us - c->unit_sent_us;
 		c->unit_sent_us = 0;
 	}
-	stats_unit_done(&c->w->stats, s->txn_status == TXN_IDLE, dur_us);
+	bool ended = s->txn_status == TXN_IDLE;
+	if (ended && c->xact_start_us) {
+		xact_us = now_us - c->xact_start_us;
+		c->xact_start_us = 0;
+	}
+	stats_unit_done(&c->w->stats, &c->pool->stats, ended, dur_us, xact_us);
 	if (s->txn_status == TXN_IDLE) {
 		client_settings_txn_ended(c);
 		client_txn_log_reset(c);
@@ -414,6 +421,40 @@ void client_on_ready(struct client *c, struct server *s)
 }
 
 /* ---- the decision at each unit's first message ------------------------------------------- */
+
+/*
+ * pgpool-II's pool_backend_stats kind of a unit that is not a read, by the first keyword of its
+ * first statement (a Query, or a Parse whose text is here); anything else is "other". A look at
+ * a few bytes, once per write unit.
+ */
+static enum worker_cmd_kind client_cmd_kind(const struct frame *f)
+{
+	const uint8_t *p = f->body, *end = f->body + f->body_avail;
+	if (f->type == PqMsg_Parse) {
+		while (p < end && *p) /* the statement name */
+			p++;
+		if (p < end)
+			p++;
+	} else if (f->type != PqMsg_Query) {
+		return CMD_OTHER;
+	}
+	while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '('))
+		p++;
+	static const struct {
+		const char *word;
+		enum worker_cmd_kind kind;
+	} words[] = { { "insert", CMD_INSERT }, { "update", CMD_UPDATE }, { "delete", CMD_DELETE },
+		      { "create", CMD_DDL },	{ "alter", CMD_DDL },	  { "drop", CMD_DDL },
+		      { "truncate", CMD_DDL },	{ "comment", CMD_DDL },	  { "grant", CMD_DDL },
+		      { "revoke", CMD_DDL } };
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+		size_t n = strlen(words[i].word);
+		if ((size_t)(end - p) > n && strncasecmp((const char *)p, words[i].word, n) == 0 &&
+		    !isalnum(p[n]) && p[n] != '_')
+			return words[i].kind;
+	}
+	return CMD_OTHER;
+}
 
 static void client_arm_retry(struct client *c, const struct frame *f,
 			     const struct route_decision *d);
@@ -652,8 +693,12 @@ enum relay_verdict client_route_message(struct client *c, const struct frame *f)
 	}
 	client_log_txn_control(c, f, &d);
 	router_commit(&c->w->router, &c->route, &d);
+	if (!d.read && d.node >= 0 && d.node < CONFIG_MAX_BACKENDS)
+		c->w->cmd_cnt[d.node][client_cmd_kind(f)]++;
 	if (!c->unit_sent_us)
 		c->unit_sent_us = uv_hrtime() / 1000;
+	if (!c->xact_start_us)
+		c->xact_start_us = c->unit_sent_us;
 	client_arm_retry(c, f, &d);
 	log_noise("client", c->id, "unit '%c' -> backend %d (%s)", f->type, d.node,
 		  d.why ? d.why : "");

@@ -13,6 +13,7 @@
 
 #include <stdint.h>
 
+#include "admin/console.h"
 #include "pool/client.h"
 #include "pool/outstanding.h"
 #include "pool/pool.h"
@@ -198,6 +199,12 @@ static void janitor_cb(uv_timer_t *t)
 	/* Idle-client timeouts are in whole seconds or more: once every ten rounds is plenty. */
 	if (++w->janitor_rounds % 10 == 0)
 		janitor_sweep_idle_clients(w, now);
+	if (now - w->stats_newer_ms >= w->cfg->stats_period_ms) {
+		pool_stats_period_tick(w);
+		w->stats_older_ms = w->stats_newer_ms;
+		w->stats_newer_ms = now;
+	}
+	console_poll(w, now);
 	if (w->shutdown == WS_SMART)
 		worker_close_idle_servers(w);
 	if (w->shutdown == WS_SMART &&
@@ -212,6 +219,7 @@ static void janitor_cb(uv_timer_t *t)
 void janitor_start(struct worker *w)
 {
 	uv_timer_init(&w->loop, &w->janitor);
+	w->stats_older_ms = w->stats_newer_ms = uv_now(&w->loop);
 	w->janitor.data = w;
 	uv_timer_start(&w->janitor, janitor_cb, JANITOR_MS, JANITOR_MS);
 }

@@ -55,6 +55,7 @@ struct pool *pool_get(struct worker *w, const char *key, size_t key_len)
 		list_init(&p->nodes[i].idle_servers);
 		list_init(&p->nodes[i].waiting_clients);
 	}
+	p->paused = pool_db_paused(w, p->database);
 	list_append(&w->pools, &p->node);
 	return p;
 }
@@ -189,6 +190,9 @@ void pool_reap_idle(struct worker *w, struct pool *p, uint64_t now_ms)
 
 void pool_free_all(struct worker *w)
 {
+	for (int i = 0; i < w->n_paused_dbs; i++)
+		free(w->paused_dbs[i]);
+	w->n_paused_dbs = 0;
 	struct list_node *pos, *tmp;
 	list_for_each_safe(pos, tmp, &w->pools)
 	{
@@ -289,7 +293,112 @@ static bool pool_serve_node(struct pool *p, struct worker *w, int node)
 
 void pool_serve_waiting(struct pool *p, struct worker *w)
 {
+	if (p->paused)
+		return;
 	for (int i = 0; i < w->n_nodes && p->n_waiting; i++)
 		if (p->nodes[i].n_waiting)
 			(void)pool_serve_node(p, w, i);
+}
+
+/* ---- statistics (stats.h) ---- */
+
+static void pool_stats_add_client(struct client *c)
+{
+	if (!c->pool)
+		return;
+	c->pool->cur.bytes_in += c->conn.rx_bytes;
+	c->pool->cur.bytes_out += c->conn.tx_bytes;
+}
+
+void pool_stats_refresh(struct worker *w)
+{
+	struct list_node *pos, *tmp, *cpos, *ctmp;
+	list_for_each_safe(pos, tmp, &w->pools)
+	{
+		struct pool *p = list_entry(pos, struct pool, node);
+		p->cur = p->stats;
+	}
+	list_for_each_safe(cpos, ctmp, &w->active_clients)
+	{
+		pool_stats_add_client(list_entry(cpos, struct client, node));
+	}
+	list_for_each_safe(cpos, ctmp, &w->nodeless_clients)
+	{
+		pool_stats_add_client(list_entry(cpos, struct client, node));
+	}
+	/* Until their handle is closed (then client_on_closed adds their bytes for good). */
+	list_for_each_safe(cpos, ctmp, &w->closing_clients)
+	{
+		pool_stats_add_client(list_entry(cpos, struct client, node));
+	}
+	list_for_each_safe(pos, tmp, &w->pools)
+	{
+		struct pool *p = list_entry(pos, struct pool, node);
+		for (int i = 0; i < w->n_nodes; i++) {
+			if (!p->nodes[i].n_waiting)
+				continue;
+			list_for_each_safe(cpos, ctmp, &p->nodes[i].waiting_clients)
+			{
+				pool_stats_add_client(list_entry(cpos, struct client, node));
+			}
+		}
+	}
+}
+
+void pool_stats_period_tick(struct worker *w)
+{
+	pool_stats_refresh(w);
+	struct list_node *pos, *tmp;
+	list_for_each_safe(pos, tmp, &w->pools)
+	{
+		struct pool *p = list_entry(pos, struct pool, node);
+		p->older = p->newer;
+		p->newer = p->cur;
+	}
+}
+
+/* ---- pause (console PAUSE, RESUME, KILL) ---- */
+
+bool pool_db_paused(const struct worker *w, const char *db)
+{
+	if (w->pause_all)
+		return true;
+	for (int i = 0; i < w->n_paused_dbs; i++)
+		if (strcmp(w->paused_dbs[i], db) == 0)
+			return true;
+	return false;
+}
+
+bool pool_set_paused(struct worker *w, const char *db, bool on)
+{
+	if (!db) {
+		w->pause_all = on;
+		if (!on) {
+			for (int i = 0; i < w->n_paused_dbs; i++)
+				free(w->paused_dbs[i]);
+			w->n_paused_dbs = 0;
+		}
+	} else if (on && !pool_db_paused(w, db)) {
+		char *copy = w->n_paused_dbs < WORKER_PAUSE_MAX ? strdup(db) : NULL;
+		if (!copy)
+			return false;
+		w->paused_dbs[w->n_paused_dbs++] = copy;
+	} else if (!on) {
+		for (int i = 0; i < w->n_paused_dbs; i++) {
+			if (strcmp(w->paused_dbs[i], db) != 0)
+				continue;
+			free(w->paused_dbs[i]);
+			w->paused_dbs[i] = w->paused_dbs[--w->n_paused_dbs];
+			break;
+		}
+	}
+	struct list_node *pos, *tmp;
+	list_for_each_safe(pos, tmp, &w->pools)
+	{
+		struct pool *p = list_entry(pos, struct pool, node);
+		p->paused = pool_db_paused(w, p->database);
+	}
+	if (!on)
+		pool_kick_all(w);
+	return true;
 }

@@ -19,6 +19,7 @@
 
 #include "auth/scram.h"
 #include "conf/config.h"
+#include "pool/stats.h"
 #include "util/list.h"
 
 #define POOL_MAX_PARAMS 64
@@ -95,6 +96,15 @@ struct pool {
 	uint64_t unused_since_ms; /* loop time it last had neither clients nor servers, 0 if used */
 	int n_servers;		  /* backend connections of this pool, all nodes, any state */
 	int n_waiting;		  /* clients waiting, all nodes */
+	/*
+	 * PAUSE / KILL from the console (doc/admin.md): no backend connection is handed to a
+	 * client while set; clients that need one wait (CL_WAITING, query_wait_timeout).
+	 */
+	bool paused;
+	struct pool_stats stats; /* totals since the pool was made (stats.h) */
+	struct pool_stats cur;	 /* stats plus live clients' bytes, by pool_stats_refresh() */
+	struct pool_stats older; /* totals at the start of the last whole stats_period */
+	struct pool_stats newer; /* totals at its end (averages are newer - older) */
 	struct pool_node nodes[CONFIG_MAX_BACKENDS];
 };
 
@@ -138,7 +148,25 @@ bool pool_may_open(struct worker *w, struct pool *p, int node_id);
 bool pool_evict_idle_for(struct worker *w, struct pool *p, int node);
 /* Lets every pool's waiting clients try again (a slot came free somewhere). */
 void pool_kick_all(struct worker *w);
-/* Gives idle servers to waiting clients, or opens connections for them within the limits. */
+/* Gives idle servers to waiting clients, or opens connections for them within the limits
+ * (nothing while p is paused). */
 void pool_serve_waiting(struct pool *p, struct worker *w);
+/*
+ * Every pool's totals now into p->cur: its counters plus the bytes of its clients still
+ * connected (conn.h). One pass over pools and clients: for SHOW commands, /metrics and the
+ * stats_period snapshot, never on the relay path.
+ */
+void pool_stats_refresh(struct worker *w);
+/* The stats_period tick: older = newer, newer = the totals now. */
+void pool_stats_period_tick(struct worker *w);
+
+/* Is database db paused (console PAUSE or KILL of it or of every database)? */
+bool pool_db_paused(const struct worker *w, const char *db);
+/*
+ * Console PAUSE/KILL (on) or RESUME (!on) of database db, or of every database when db is NULL;
+ * updates the pools and serves their waiting clients on resume. False if WORKER_PAUSE_MAX names
+ * are paused already.
+ */
+bool pool_set_paused(struct worker *w, const char *db, bool on) __attribute__((warn_unused_result));
 
 #endif

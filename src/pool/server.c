@@ -232,6 +232,7 @@ bool server_connect(struct worker *w, struct pool *p, int node_id, struct client
 	if (c) {
 		s->client = c;
 		client_link_add(c, s);
+		p->stats.server_assignment_count++;
 	}
 	int rc = conn_connect(&s->conn, (const struct sockaddr *)&s->addr);
 	if (rc < 0) {
@@ -364,6 +365,7 @@ void server_link(struct server *s, struct client *c)
 	s->client = c;
 	client_link_add(c, s);
 	server_set_state(s, SV_ACTIVE);
+	s->pool->stats.server_assignment_count++;
 	log_debug("server", s->id, "serving client c%llu", (unsigned long long)c->id);
 	bool synced = server_sync_params(s, c); /* on failure the client was told */
 	(void)synced;
@@ -376,6 +378,10 @@ void server_park(struct server *s)
 	uint64_t lifetime = w->cfg->pool.server_lifetime_ms;
 	if (s->dirty || s->txn_status != TXN_IDLE || !req_queue_empty(&s->reqs)) {
 		server_close(s, "not clean");
+		return;
+	}
+	if (s->close_needed) {
+		server_close(s, "RECONNECT requested");
 		return;
 	}
 	if (lifetime && uv_now(&w->loop) - s->created_ms >= lifetime) {
@@ -511,6 +517,9 @@ static uint32_t server_needs_bytes(const void *owner, uint8_t type, uint32_t len
 	/* The SQLSTATE of an error that may start a retry (it comes early in the body). */
 	if (type == PqMsg_ErrorResponse && s->retry_watch)
 		return len < 512 ? len : 512;
+	/* Its severity, first in the body, for pool_backend_stats (errors are rare). */
+	if (type == PqMsg_ErrorResponse)
+		return len < 16 ? len : 16;
 	return 0;
 }
 
@@ -562,6 +571,20 @@ static int server_retry_lookahead(const struct server *s)
 		}
 	}
 	return 0;
+}
+
+/* Counts an ErrorResponse a client sees by its severity (SHOW pool_backend_stats). */
+static void server_count_error(struct server *s, const struct frame *f)
+{
+	const uint8_t *b = f->body;
+	size_t n = f->body_avail;
+	int node = s->node_id;
+	if (n >= 6 && b[0] == 'S' && memcmp(b + 1, "FATAL", 5) == 0)
+		s->w->fatal_cnt[node]++;
+	else if (n >= 6 && b[0] == 'S' && memcmp(b + 1, "PANIC", 5) == 0)
+		s->w->panic_cnt[node]++;
+	else
+		s->w->error_cnt[node]++;
 }
 
 /* The oldest outstanding request is the client's own (not one pgrelay injected). */
@@ -653,6 +676,8 @@ static enum relay_verdict server_relay_message(void *owner, const struct frame *
 		server_record_param(s, f->body, f->len, false);
 		break;
 	case PqMsg_ErrorResponse:
+		if (visible)
+			server_count_error(s, f);
 		if (s->reqs.dropped_injected) {
 			/* An injected Parse or Close was skipped: what the backend holds is
 			 * unknown. */

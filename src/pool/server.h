@@ -65,8 +65,9 @@ struct server {
 				 roll back: all are sent again at the next sync outside one */
 	bool retry_watch;     /* the client's Query may be retried: watching its first answer */
 	bool retry_swallow;   /* it was refused (25006): its answer is hidden up to ReadyForQuery */
-	bool retry_fire; /* ... and that ReadyForQuery came: the client retries on the primary */
-	bool tls_asked;	 /* SSLRequest sent; its answer is read in SV_CONNECTING */
+	bool retry_fire;   /* ... and that ReadyForQuery came: the client retries on the primary */
+	bool tls_asked;	   /* SSLRequest sent; its answer is read in SV_CONNECTING */
+	bool close_needed; /* console RECONNECT: closed instead of parked when released */
 };
 
 /*

@@ -28,7 +28,11 @@
 struct http_server;
 
 #define WORKER_MAX_LISTENERS 32
-#define WORKER_FD_RESERVE    32 /* descriptors kept free for backends, logs and cancels */
+#define WORKER_PAUSE_MAX     64 /* databases paused by name at once (console PAUSE / KILL) */
+
+/* pgpool-II's pool_backend_stats kinds of a unit that is not a read. */
+enum worker_cmd_kind { CMD_INSERT, CMD_UPDATE, CMD_DELETE, CMD_DDL, CMD_OTHER, WORKER_CMD_KINDS };
+#define WORKER_FD_RESERVE 32 /* descriptors kept free for backends, logs and cancels */
 
 enum worker_shutdown { WS_RUNNING, WS_SMART, WS_FAST };
 
@@ -47,8 +51,12 @@ struct worker {
 	bool cluster_async_open;
 	struct list_node nodeless_clients; /* CL_WAITING for a node to exist (no primary) */
 	int n_nodeless;
-	uint64_t error_cnt[CONFIG_MAX_BACKENDS]; /* ErrorResponses relayed per node */
-	struct relay_stats stats;		 /* queries, transactions, durations (stats.h) */
+	uint64_t error_cnt[CONFIG_MAX_BACKENDS]; /* ErrorResponses relayed per node (ERROR) */
+	uint64_t fatal_cnt[CONFIG_MAX_BACKENDS]; /* ... with severity FATAL */
+	uint64_t panic_cnt[CONFIG_MAX_BACKENDS]; /* ... with severity PANIC */
+	/* Units routed as writes per node by their first keyword (SHOW pool_backend_stats). */
+	uint64_t cmd_cnt[CONFIG_MAX_BACKENDS][WORKER_CMD_KINDS];
+	struct relay_stats stats; /* queries, transactions, durations (stats.h) */
 	struct http_server *http; /* owned: the HTTP listener, or NULL (http.port 0) */
 	int64_t started_wall_ms;  /* CLOCK_REALTIME ms at start */
 	/* Loop time until which a node counts as down after a failed connect (fail fast). */
@@ -76,9 +84,20 @@ struct worker {
 	enum worker_shutdown shutdown;
 	uint64_t shutdown_started_ms;
 	int exit_code;
-	bool force_debug;  /* -d: debug logging whatever the config says */
-	bool reloading;	   /* a reload job is on the thread pool */
-	bool reload_again; /* SIGHUP arrived during a reload: run another after it */
+	bool force_debug; /* -d: debug logging whatever the config says */
+	/*
+	 * The pgbouncer console (admin/console.h): PAUSE/KILL of every database (pause_all) or of
+	 * these names; pools made meanwhile start paused (pool_get). Console clients waiting for
+	 * a PAUSE or WAIT_CLOSE to complete are polled by the janitor while n_console_waits > 0.
+	 */
+	bool pause_all;
+	int n_paused_dbs;
+	char *paused_dbs[WORKER_PAUSE_MAX]; /* owned */
+	int n_console_waits;
+	uint64_t stats_older_ms; /* loop time of the pools' older snapshot (stats.h) */
+	uint64_t stats_newer_ms; /* loop time of their newer snapshot */
+	bool reloading;		 /* a reload job is on the thread pool */
+	bool reload_again;	 /* SIGHUP arrived during a reload: run another after it */
 };
 
 #define JANITOR_MS	  100

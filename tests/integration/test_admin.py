@@ -42,7 +42,7 @@ def test_admin_units_in_a_pipeline_stay_in_order(relay):
             cyc = w.read_cycle(timeout=5)
             assert not cyc.errors, cyc.errors
             got.append(cyc.results[0].text_rows()[0][0])
-        assert got[0] == "1" and got[1].startswith("pgrelay ") and got[2] == "2"
+        assert got[0] == "1" and got[1].startswith("4.4.0 (pgrelay ") and got[2] == "2"
         w.send(pgwire.parse("", "select 3") + pgwire.bind("", "") + pgwire.execute() + pgwire.sync()
                + pgwire.parse("", "show pool_version") + pgwire.bind("", "") + pgwire.describe("P", "")
                + pgwire.execute() + pgwire.sync()
@@ -52,7 +52,7 @@ def test_admin_units_in_a_pipeline_stay_in_order(relay):
             cyc = w.read_cycle(timeout=5)
             assert not cyc.errors, cyc.errors
             vals.append(cyc.results[0].text_rows()[0][0])
-        assert vals[0] == "3" and vals[1].startswith("pgrelay ") and vals[2] == "4"
+        assert vals[0] == "3" and vals[1].startswith("4.4.0 (pgrelay ") and vals[2] == "4"
 
 
 def test_explain_route_and_errors(relay):
@@ -97,7 +97,7 @@ def test_show_pools_processes_backend_stats(relay):
 
 
 RESTRICTED_SHOWS = ["pool_health_check_stats", "pool_failover_history", "pool_pools", "pool_processes",
-                    "pool_backend_stats"]
+                    "pool_backend_stats", "pool_cache"]
 
 
 def test_show_commands_need_admin_or_stats_users(pgrelay, tmp_path):
