@@ -263,18 +263,42 @@ for ((r = 1; r <= ROUNDS; r++)); do
   for v in $order; do run_one "$v" "$r"; done
 done
 
-# What one scrape costs pgrelay, without the noise of the load: the scraper back to back for
-# 5 s against the idle pgrelay (its pool still holds the servers of the runs), pgrelay's CPU over
-# the GETs answered. Scraping every INTERVAL_MS takes 2 GETs per period; compared with pgrelay's
-# CPU per second under load without the scraper, it estimates the share of pgrelay's work the
-# scraper adds (the TPS cost when pgrelay is the bottleneck).
-t0=$(ticks "$RELAY_PID")
-"$PYTHON" "$REPO/bench/scraper.py" --port "$HTTP_PORT" --interval-ms 0 --seconds 5 >"$TMP/scraper-idle.txt" 2>&1 || true
-t1=$(ticks "$RELAY_PID")
-IDLE_LINE=$(tail -n 1 "$TMP/scraper-idle.txt")
-IDLE_GETS=$(sed -n 's/^scrapes=\([0-9]*\) .*/\1/p' <<<"$IDLE_LINE")
-US_PER_GET=$(awk -v d=$((t1 - t0)) -v hz="$HZ" -v n="${IDLE_GETS:-0}" 'BEGIN { if (n > 0) printf "%.0f", d / hz * 1e6 / n; else print "n/a" }')
-log "idle scraping: $IDLE_LINE; pgrelay ${US_PER_GET} us CPU per GET"
+# What one GET costs pgrelay, apart from the noise of the load: the scraper back to back for 5 s
+# per path, with no client connected and then with CLIENTS idle clients connected (pgbench at 10
+# transactions a second in all), pgrelay's CPU over those 5 s, minus its CPU over 5 s without
+# scraping in the same state, over the GETs answered. Compared with pgrelay's CPU per second under
+# the load, it estimates the share of pgrelay's work the scraper adds.
+declare -A US_PER_GET
+idle_cost() { # STATE: measures US_PER_GET[STATE,/metrics] and US_PER_GET[STATE,/cluster]
+  local state=$1 t0 t1 base path line gets
+  t0=$(ticks "$RELAY_PID")
+  sleep 5
+  t1=$(ticks "$RELAY_PID")
+  base=$((t1 - t0))
+  for path in /metrics /cluster; do
+    t0=$(ticks "$RELAY_PID")
+    "$PYTHON" "$REPO/bench/scraper.py" --port "$HTTP_PORT" --interval-ms 0 --seconds 5 --paths "$path" \
+      >"$TMP/scraper-idle.txt" 2>&1 || true
+    t1=$(ticks "$RELAY_PID")
+    line=$(tail -n 1 "$TMP/scraper-idle.txt")
+    gets=$(sed -n 's/^scrapes=\([0-9]*\) .*/\1/p' <<<"$line")
+    US_PER_GET[$state,$path]=$(awk -v d=$((t1 - t0 - base)) -v hz="$HZ" -v n="${gets:-0}" \
+      'BEGIN { if (n > 0) printf "%.0f", (d < 0 ? 0 : d) / hz * 1e6 / n; else print "n/a" }')
+    log "idle cost ($state), $path: $line; pgrelay ${US_PER_GET[$state,$path]} us CPU per GET"
+  done
+}
+idle_cost "no clients"
+PGPASSWORD=app timeout -k 10 $((CONNECT_S + 60 + T_RUN_EXTRA)) "$PGBIN/pgbench" -h 127.0.0.1 \
+  -p "$RELAY_PORT" -U app -n -S -M simple -c "$CLIENTS" -j 2 -R 10 -T $((CONNECT_S + 60)) app \
+  >"$TMP/idle-clients.out" 2>&1 &
+idle_bpid=$!
+if wait_connected "$idle_bpid" "$CLIENTS" "$CONNECT_S"; then
+  idle_cost "$CLIENTS clients"
+else
+  log "idle clients: not all $CLIENTS connected in ${CONNECT_S}s; that measurement is skipped"
+fi
+kill "$idle_bpid" 2>/dev/null || true
+wait "$idle_bpid" 2>/dev/null || true
 
 # ------------------------------------------------------------------------------------------------
 # Report.
@@ -310,12 +334,17 @@ mkdir -p "$REPO/bench/results"
   for ((r = 1; r <= ROUNDS; r++)); do loads+=" ${LOADCPU[$r,off]:-}"; done
   mload=$(echo "$loads" | median)
   echo
-  echo "Cost per scrape, measured apart from the load: $IDLE_LINE against the idle pgrelay;"
-  echo "pgrelay spent **${US_PER_GET} us of CPU per GET**. At 2 GETs every ${INTERVAL_MS} ms that is"
-  awk -v us="$US_PER_GET" -v iv="$INTERVAL_MS" -v load="$mload" 'BEGIN {
-    if (us == "n/a" || load == "n/a" || load + 0 == 0) { print "n/a (a measurement failed)."; exit }
-    per_s = us * 2 * (1000 / iv) / 1000
-    printf "%.2f ms of CPU per second, against pgrelay'"'"'s median %s ms/s under the load without the scraper:\n", per_s, load
-    printf "an estimated **%.2f%%** more work for pgrelay (the TPS cost while pgrelay is the bottleneck).\n", per_s / load * 100 }'
-
+  echo "pgrelay's CPU per GET, measured apart from the load (back to back for 5 s, minus pgrelay's"
+  echo "CPU without scraping in the same state):"
+  echo
+  echo "| state | /metrics | /cluster | at 2 GETs every ${INTERVAL_MS} ms | share of pgrelay's median ${mload} ms/s under load |"
+  echo "|---|---|---|---|---|"
+  for state in "no clients" "$CLIENTS clients"; do
+    awk -v st="$state" -v m="${US_PER_GET[$state,/metrics]:-n/a}" -v c="${US_PER_GET[$state,/cluster]:-n/a}" \
+      -v iv="$INTERVAL_MS" -v load="$mload" 'BEGIN {
+      if (m == "n/a" || c == "n/a") { printf "| %s | %s | %s | n/a | n/a |\n", st, m, c; exit }
+      per_s = (m + c) * (1000 / iv) / 1000
+      share = (load == "n/a" || load + 0 == 0) ? "n/a" : sprintf("%.2f%%", per_s / load * 100)
+      printf "| %s | %s us | %s us | %.2f ms/s | %s |\n", st, m, c, per_s, share }'
+  done
 } | tee "$REPO/bench/results/scrape-overhead.md"

@@ -6,6 +6,7 @@ line: GETs answered 200 (scrapes), failures, bytes, seconds, GETs per second and
 seconds (the scraper shares the machine with the benchmark).
 
   bench/scraper.py --port 9998 [--interval-ms 100] [--seconds 0 (until SIGTERM)]
+                   [--paths /metrics,/cluster]
 """
 import argparse
 import http.client
@@ -18,6 +19,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--port", type=int, required=True)
 ap.add_argument("--interval-ms", type=int, default=100)  # 0: back to back
 ap.add_argument("--seconds", type=float, default=0)
+ap.add_argument("--paths", default="/metrics,/cluster")  # fetched in this order each period
 a = ap.parse_args()
 
 stop = False
@@ -36,7 +38,7 @@ ok = fail = nbytes = 0
 t_end = time.monotonic() + a.seconds if a.seconds > 0 else None
 t_start = next_t = time.monotonic()
 while not stop and (t_end is None or time.monotonic() < t_end):
-    for path in ("/metrics", "/cluster"):
+    for path in a.paths.split(","):
         try:
             if conn is None:
                 conn = http.client.HTTPConnection("127.0.0.1", a.port, timeout=5)
