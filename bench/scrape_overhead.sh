@@ -264,8 +264,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 
 # What one GET costs pgrelay, apart from the noise of the load: the scraper back to back for 5 s
-# per path, with no client connected and then with CLIENTS idle clients connected (pgbench at 10
-# transactions a second in all), pgrelay's CPU over those 5 s, minus its CPU over 5 s without
+# per path, with no client connected and then with CLIENTS idle clients connected (pgbench, each
+# client sleeping 10 s between SELECTs), pgrelay's CPU over those 5 s, minus its CPU over 5 s without
 # scraping in the same state, over the GETs answered. Compared with pgrelay's CPU per second under
 # the load, it estimates the share of pgrelay's work the scraper adds.
 declare -A US_PER_GET
@@ -288,8 +288,11 @@ idle_cost() { # STATE: measures US_PER_GET[STATE,/metrics] and US_PER_GET[STATE,
   done
 }
 idle_cost "no clients"
+# Idle clients: each sleeps 10 s between SELECTs (100 transactions a second in all), so pgbench
+# opens every connection first and then hardly works.
+printf '\\sleep 10 s\nSELECT 1;\n' >"$TMP/idle.sql"
 PGPASSWORD=app timeout -k 10 $((CONNECT_S + 60 + T_RUN_EXTRA)) "$PGBIN/pgbench" -h 127.0.0.1 \
-  -p "$RELAY_PORT" -U app -n -S -M simple -c "$CLIENTS" -j 2 -R 10 -T $((CONNECT_S + 60)) app \
+  -p "$RELAY_PORT" -U app -n -f "$TMP/idle.sql" -c "$CLIENTS" -j 2 -T $((CONNECT_S + 60)) app \
   >"$TMP/idle-clients.out" 2>&1 &
 idle_bpid=$!
 if wait_connected "$idle_bpid" "$CLIENTS" "$CONNECT_S"; then
