@@ -316,7 +316,7 @@ mkdir -p "$REPO/bench/results"
   echo "## Scrape overhead: pgbench -S -M simple, $CLIENTS clients, transaction pool $POOL_SIZE"
   echo
   echo "$(nproc) cores, $(uname -r), $(date -u +%Y-%m-%dT%H:%MZ); pgbench -T $((DURATION + CONNECT_S)) per run (tps excludes the"
-  echo "connection phase, -j 2; scraper: GET /metrics ($METRICS_BYTES bytes) + GET /cluster ($CLUSTER_BYTES bytes) every ${INTERVAL_MS} ms, kept-alive."
+  echo "connection phase), -j 2; scraper: GET /metrics ($METRICS_BYTES bytes) + GET /cluster ($CLUSTER_BYTES bytes) every ${INTERVAL_MS} ms, kept-alive."
   echo
   echo "| round | order | tps without | tps with | with / without | pgrelay CPU ms/1000 txn without | with | scraper |"
   echo "|---|---|---|---|---|---|---|---|"
