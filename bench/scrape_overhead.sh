@@ -186,13 +186,19 @@ printf 'app:app\npostgres:postgres\n' >"$TMP/pgrelay/users.txt"
 RELAY_PID=$!
 wait_port "$RELAY_PORT" "$RELAY_PID" || { tail -n 20 "$TMP/pgrelay.log" >&2; die "pgrelay did not start"; }
 wait_port "$HTTP_PORT" "$RELAY_PID" || die "pgrelay's HTTP listener did not start"
-out=$(PGPASSWORD=app timeout "$T_SMOKE" "$PGBIN/psql" -X -At -h 127.0.0.1 -p "$RELAY_PORT" -U app -d app \
-  -c 'SELECT count(*) FROM pgbench_branches' 2>&1) && [[ "$out" == "$SCALE" ]] || die "smoke query: $out"
+if ! out=$(PGPASSWORD=app timeout "$T_SMOKE" "$PGBIN/psql" -X -At -h 127.0.0.1 -p "$RELAY_PORT" -U app -d app \
+  -c 'SELECT count(*) FROM pgbench_branches' 2>&1) || [[ "$out" != "$SCALE" ]]; then
+  die "smoke query: $out"
+fi
 "$PYTHON" "$REPO/bench/scraper.py" --port "$HTTP_PORT" --seconds 1 >"$TMP/scraper-smoke.txt" ||
   die "the scraper failed"
 grep -q ' failures=0 ' "$TMP/scraper-smoke.txt" || die "scraper smoke: $(cat "$TMP/scraper-smoke.txt")"
-METRICS_BYTES=$(curl -s "http://127.0.0.1:$HTTP_PORT/metrics" 2>/dev/null | wc -c || echo "?")
-CLUSTER_BYTES=$(curl -s "http://127.0.0.1:$HTTP_PORT/cluster" 2>/dev/null | wc -c || echo "?")
+body_bytes() { # PATH: size of one answer's body
+  "$PYTHON" -c 'import sys, urllib.request as u; print(len(u.urlopen(sys.argv[1], timeout=5).read()))' \
+    "http://127.0.0.1:$HTTP_PORT$1" 2>/dev/null || echo "?"
+}
+METRICS_BYTES=$(body_bytes /metrics)
+CLUSTER_BYTES=$(body_bytes /cluster)
 
 # ------------------------------------------------------------------------------------------------
 # The runs.
