@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages pgrelay needs to build and test. Idempotent: when every package is
 # already installed it returns at once without touching apt. Bench-only packages (pgbouncer, pgpool2)
-# are installed by the bench scripts, not here. promtool (Debian's prometheus, ~100 MB with its web
-# assets) is left out for its size: tests/integration/test_http.py runs it only when present.
+# are installed by the bench scripts, not here.
 set -euo pipefail
 
 PACKAGES=(
@@ -13,6 +12,7 @@ PACKAGES=(
   python3-asyncpg libpostgresql-jdbc-java openjdk-17-jdk-headless
   clang libclang-rt-14-dev clang-format
   libhttp-parser-dev haproxy python3-prometheus-client
+  prometheus chromium python3-websocket
 )
 
 missing=()

@@ -1,8 +1,8 @@
 /*
- * The health paths with Patroni's meanings, /node/N, /cluster and the dispatch to /metrics
- * (doc/http.md). Every answer comes from the worker's router view (the cluster manager's latest
- * published view, already copied onto the loop) and its counters; nothing blocks, and nothing
- * secret is written (command lines and their output never leave the process).
+ * The health paths with Patroni's meanings, /node/N, /cluster and the dispatch to /metrics and
+ * /status (doc/http.md). Every answer comes from the worker's router view (the cluster manager's
+ * latest published view, already copied onto the loop) and its counters; nothing blocks, and
+ * nothing secret is written (command lines and their output never leave the process).
  */
 #include "http/http_routes.h"
 
@@ -223,6 +223,8 @@ static void http_cluster(struct worker *w, struct http_response *out)
 	for (int i = 0; i < w->router.view.n_nodes && i < w->cfg->n_backends; i++)
 		http_cluster_node(b, w, i);
 	textbuf_puts(b, "], ");
+	http_cluster_pools(w, b);
+	textbuf_puts(b, ", ");
 	http_cluster_history(b, w);
 	textbuf_puts(b, "}\n");
 }
@@ -264,11 +266,14 @@ void http_route(struct worker *w, const struct http_request *req, struct http_re
 					     : "unavailable");
 	} else if (req->path_len > 6 && memcmp(req->path, "/node/", 6) == 0) {
 		http_node(w, req, out);
-	} else if (http_path_is(req, "/cluster") || http_path_is(req, "/metrics")) {
+	} else if (http_path_is(req, "/cluster") || http_path_is(req, "/metrics") ||
+		   http_path_is(req, "/status")) {
 		if (!req->allowed) {
 			http_status_text(out, 403, "not in http.allow");
 		} else if (http_path_is(req, "/cluster")) {
 			http_cluster(w, out);
+		} else if (http_path_is(req, "/status")) {
+			http_status_page(out);
 		} else {
 			out->status = 200;
 			out->content_type = "text/plain; version=0.0.4; charset=utf-8";

@@ -24,9 +24,10 @@ struct http_request {
 };
 
 struct http_response {
-	int status;		  /* 200, 206, 400, 403, 404, 500, 503 */
-	const char *content_type; /* static string */
-	struct textbuf body;	  /* owned by the caller (initialised and freed there) */
+	int status;		   /* 200, 206, 400, 403, 404, 500, 503 */
+	const char *content_type;  /* static string */
+	const char *extra_headers; /* static string of "Name: value\r\n" lines, or NULL */
+	struct textbuf body;	   /* owned by the caller (initialised and freed there) */
 };
 
 /* Fills out for a GET of req (HEAD and OPTIONS use the status and drop the body). */
@@ -35,6 +36,16 @@ void http_route(struct worker *w, const struct http_request *req, struct http_re
 /* Parses a ?lag= value: bytes ("1024", "16MB") or a duration ("1s", "500ms"). */
 bool http_parse_lag(const char *text, bool *is_time, double *value)
 	__attribute__((warn_unused_result));
+
+/* The /status page: the HTML compiled into the binary (http_status.c). */
+void http_status_page(struct http_response *out);
+
+/*
+ * The "pools" member of /cluster (http_status.c): logged-in clients and backend connections per
+ * (database, user), as /metrics adds them up; at most HTTP_POOLS_MAX entries.
+ */
+void http_cluster_pools(struct worker *w, struct textbuf *b);
+#define HTTP_POOLS_MAX 256
 
 /* Writes the Prometheus text exposition of w's state into b (http_metrics.c). */
 void http_metrics_write(struct worker *w, struct textbuf *b);

@@ -177,7 +177,7 @@ static void http_conn_written(uv_write_t *req, int status)
  * body). last closes the connection once it is written. body is taken over (freed here).
  */
 static void http_conn_respond(struct http_conn *c, int method, int status, const char *content_type,
-			      struct textbuf *body, bool last)
+			      const char *extra_headers, struct textbuf *body, bool last)
 {
 	struct http_write *wr = calloc(1, sizeof(*wr));
 	if (!wr) {
@@ -197,6 +197,8 @@ static void http_conn_respond(struct http_conn *c, int method, int status, const
 	textbuf_printf(&wr->head, "HTTP/1.1 %d %s\r\n", status, http_reason(status));
 	textbuf_printf(&wr->head, "Content-Type: %s\r\nCache-Control: no-store\r\n", content_type);
 	textbuf_printf(&wr->head, "Content-Length: %zu\r\n", len);
+	if (extra_headers)
+		textbuf_puts(&wr->head, extra_headers);
 	if (method == HTTP_OPTIONS || status == 405)
 		textbuf_puts(&wr->head, "Allow: GET, HEAD, OPTIONS\r\n");
 	textbuf_printf(&wr->head, "Connection: %s\r\n\r\n", last ? "close" : "keep-alive");
@@ -226,7 +228,7 @@ static void http_conn_fail(struct http_conn *c, int status, const char *text)
 	struct textbuf body;
 	textbuf_init(&body, 256);
 	textbuf_printf(&body, "%s\n", text);
-	http_conn_respond(c, HTTP_GET, status, "text/plain; charset=utf-8", &body, true);
+	http_conn_respond(c, HTTP_GET, status, "text/plain; charset=utf-8", NULL, &body, true);
 }
 
 static int http_on_url(http_parser *p, const char *at, size_t len)
@@ -273,7 +275,8 @@ static void http_conn_route(struct http_conn *c, int method, bool last)
 	struct http_response res = { .status = 500, .content_type = "text/plain; charset=utf-8" };
 	textbuf_init(&res.body, HTTP_BODY_MAX);
 	http_route(c->srv->w, &req, &res);
-	http_conn_respond(c, method, res.status, res.content_type, &res.body, last);
+	http_conn_respond(c, method, res.status, res.content_type, res.extra_headers, &res.body,
+			  last);
 }
 
 static int http_on_message_complete(http_parser *p)
@@ -288,7 +291,7 @@ static int http_on_message_complete(http_parser *p)
 		struct textbuf body;
 		textbuf_init(&body, 256);
 		textbuf_puts(&body, "only GET, HEAD and OPTIONS\n");
-		http_conn_respond(c, HTTP_GET, 405, "text/plain; charset=utf-8", &body, last);
+		http_conn_respond(c, HTTP_GET, 405, "text/plain; charset=utf-8", NULL, &body, last);
 	} else {
 		http_conn_route(c, method, last);
 	}

@@ -152,24 +152,32 @@ def test_metrics(hr):
                   "pgrelay_node_selects", "pgrelay_pool_clients", "pgrelay_pool_servers",
                   "pgrelay_transactions", "pgrelay_queries", "pgrelay_query_duration_seconds",
                   "pgrelay_failovers", "pgrelay_health_checks", "process_open_fds",
-                  "process_resident_memory_bytes", "pgrelay_uptime_seconds"):
+                  "process_resident_memory_bytes", "pgrelay_uptime_seconds",
+                  "pgrelay_node_writes", "pgrelay_clients", "pgrelay_servers",
+                  "process_start_time_seconds", "process_max_fds"):
             assert f in fams, f
         assert fams["pgrelay_query_duration_seconds"].type == "histogram"
         assert sample(fams, "pgrelay_pool_clients", "pgrelay_pool_clients", database="app",
                       user="app", state="active") >= 1
         assert sample(fams, "pgrelay_node_up", "pgrelay_node_up", node_id="0", role="primary") == 1
-    # select counts match SHOW pool_nodes taken with no traffic in between (SHOW is answered by
-    # pgrelay itself and routes nothing).
-    with connect(hr.port) as c2:
-        cur = c2.execute("show pool_nodes")
-        cols = [d.name for d in cur.description]
-        rows = cur.fetchall()
-        fams2, _ = scrape(hr)
-    assert sum(int(row[cols.index("select_cnt")]) for row in rows) >= 20
+    # Node numbers match SHOW pool_nodes taken at the same time: a scrape between two SHOWs that
+    # agree (SHOW is answered by pgrelay itself and routes nothing; a health check may republish
+    # the view in between, then the pair is taken again).
+    rows, fams2 = nodes_and_scrape(hr)
+    assert sum(int(row["select_cnt"]) for row in rows) >= 20
+    assert len(fams2["pgrelay_node_up"].samples) == len(rows) == 3
     for row in rows:
-        node = row[cols.index("node_id")]
-        assert int(row[cols.index("select_cnt")]) == sample(
-            fams2, "pgrelay_node_selects", "pgrelay_node_selects_total", node_id=str(node))
+        node = row["node_id"]
+        up = sample(fams2, "pgrelay_node_up", "pgrelay_node_up", node_id=node)
+        assert up == (1 if row["status"] == "up" else 0), row
+        assert sample(fams2, "pgrelay_node_up", "pgrelay_node_up", node_id=node,
+                      host=row["hostname"], port=row["port"], role=row["role"]) == up
+        assert int(row["select_cnt"]) == sample(
+            fams2, "pgrelay_node_selects", "pgrelay_node_selects_total", node_id=node)
+        if row["replication_delay"].isdigit():
+            assert int(row["replication_delay"]) == sample(
+                fams2, "pgrelay_node_replication_delay_bytes",
+                "pgrelay_node_replication_delay_bytes", node_id=node)
     # Counters never go down between scrapes, and the traffic above moved them.
     for fam, name in (("pgrelay_queries", "pgrelay_queries_total"),
                       ("pgrelay_transactions", "pgrelay_transactions_total"),
@@ -182,16 +190,39 @@ def test_metrics(hr):
                                               "pgrelay_query_duration_seconds_count")
 
 
-def test_promtool(hr, tmp_path):
+NODE_COLUMNS = ("node_id", "hostname", "port", "status", "role", "select_cnt", "replication_delay")
+
+
+def nodes_and_scrape(r, tries=5):
+    """(SHOW pool_nodes rows as dicts of NODE_COLUMNS, scrape) with the scrape taken between two
+    identical SHOWs."""
+    with connect(r.port) as c:
+        def show():
+            cur = c.execute("show pool_nodes")
+            cols = [d.name for d in cur.description]
+            return [{k: str(row[cols.index(k)]) for k in NODE_COLUMNS} for row in cur.fetchall()]
+        for _ in range(tries):
+            before = show()
+            fams, _ = scrape(r)
+            if show() == before:
+                return before, fams
+    raise AssertionError("SHOW pool_nodes kept changing around the scrape")
+
+
+def test_promtool(hr):
+    """promtool check metrics (Debian's prometheus, scripts/deps.sh) reads the exposition on stdin
+    and reports format errors and lint problems (names, units, HELP); any report fails the test,
+    after traffic so that every family has samples (the pools, the histogram)."""
     import shutil
     import subprocess
     tool = shutil.which("promtool")
-    if not tool:
-        pytest.skip("promtool (Debian's prometheus package) is not installed")
-    body = get(hr, "/metrics")[1]
+    assert tool, "promtool is missing: scripts/deps.sh installs Debian's prometheus package"
+    with connect(hr.port) as c:
+        c.execute("select 1").fetchall()
+        body = get(hr, "/metrics")[1]
     r = subprocess.run([tool, "check", "metrics"], input=body, capture_output=True, text=True,
                        timeout=30)
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.returncode == 0 and not (r.stdout + r.stderr).strip(), r.stdout + r.stderr
 
 
 def test_allow_list(pgrelay):

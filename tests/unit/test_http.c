@@ -1,7 +1,8 @@
 /*
- * The pure parts of the HTTP listener: allow lists (util/cidr.h), ?lag= values (http_routes.h)
- * and the bounded text buffer (util/textbuf.h). The network side is tested in
- * tests/integration/test_http.py.
+ * The pure parts of the HTTP listener: allow lists (util/cidr.h), ?lag= values (http_routes.h),
+ * the bounded text buffer (util/textbuf.h), the /status page and the "pools" member of /cluster
+ * (http_status.c). The network side is tested in tests/integration/test_http.py and
+ * test_http_status.py.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -9,11 +10,16 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
 
 #include "http/http_routes.h"
+#include "http/http_status_html.h"
+#include "pool/pool.h"
+#include "pool/worker.h"
 #include "util/cidr.h"
 #include "util/textbuf.h"
 
@@ -122,13 +128,104 @@ static void test_textbuf_ceiling(void **state)
 	textbuf_free(&b);
 }
 
+/* Bug guarded: /status served with a body other than the compiled page, or without its headers. */
+static void test_status_page(void **state)
+{
+	(void)state;
+	struct http_response out = { .status = 500 };
+	textbuf_init(&out.body, HTTP_BODY_MAX);
+	http_status_page(&out);
+	assert_int_equal(out.status, 200);
+	assert_string_equal(out.content_type, "text/html; charset=utf-8");
+	assert_non_null(strstr(out.extra_headers, "Content-Security-Policy: default-src 'none';"));
+	assert_int_equal(out.body.len, http_status_html_len);
+	assert_memory_equal(out.body.data, http_status_html, http_status_html_len);
+	assert_int_equal(http_status_html[http_status_html_len], '\0');
+	assert_non_null(strstr(out.body.data, "</html>"));
+	textbuf_free(&out.body);
+}
+
+static struct pool *fake_pool(struct worker *w, const char *db, const char *user, int clients,
+			      int waiting)
+{
+	struct pool *p = calloc(1, sizeof(*p));
+	assert_non_null(p);
+	p->database = db;
+	p->user = user;
+	p->n_clients = clients;
+	p->n_waiting = waiting;
+	list_append(&w->pools, &p->node);
+	return p;
+}
+
+static void free_pools(struct worker *w)
+{
+	while (w->pools.next != &w->pools) {
+		struct list_node *n = w->pools.next;
+		list_del(n);
+		free(list_entry(n, struct pool, node));
+	}
+}
+
+/*
+ * Bug guarded: pools that differ only by startup options listed twice, servers summed on the
+ * wrong node, or an unbounded list when there are many (database, user) pairs.
+ */
+static void test_cluster_pools(void **state)
+{
+	(void)state;
+	struct worker *w = calloc(1, sizeof(*w));
+	assert_non_null(w);
+	list_init(&w->pools);
+	w->n_nodes = 2;
+	struct pool *a1 = fake_pool(w, "app", "app", 3, 1);
+	fake_pool(w, "db\"x", "u", 1, 0);
+	struct pool *a2 = fake_pool(w, "app", "app", 2, 0); /* same pair, other options */
+	a1->nodes[0] = (struct pool_node){ .n_servers = 3, .n_idle = 1, .n_resetting = 1 };
+	a2->nodes[1] = (struct pool_node){ .n_servers = 2, .n_idle = 2 };
+	struct textbuf b;
+	textbuf_init(&b, HTTP_BODY_MAX);
+	http_cluster_pools(w, &b);
+	assert_false(textbuf_failed(&b));
+	assert_string_equal(
+		b.data,
+		"\"pools\": [{\"database\": \"app\", \"user\": \"app\", \"clients_active\": 4, "
+		"\"clients_waiting\": 1, \"servers_active\": 1, \"servers_idle\": 3, "
+		"\"servers_reset\": 1, \"servers\": [{\"node_id\": 0, \"active\": 1, \"idle\": 1, "
+		"\"reset\": 1}, {\"node_id\": 1, \"active\": 0, \"idle\": 2, \"reset\": 0}]}, "
+		"{\"database\": \"db\\\"x\", \"user\": \"u\", \"clients_active\": 1, "
+		"\"clients_waiting\": 0, \"servers_active\": 0, \"servers_idle\": 0, "
+		"\"servers_reset\": 0, \"servers\": [{\"node_id\": 0, \"active\": 0, \"idle\": 0, "
+		"\"reset\": 0}, {\"node_id\": 1, \"active\": 0, \"idle\": 0, \"reset\": 0}]}], "
+		"\"pools_truncated\": false");
+	free_pools(w);
+
+	/* More pairs than HTTP_POOLS_MAX: the first ones are listed, and the cut is said. */
+	static char names[HTTP_POOLS_MAX + 5][16];
+	for (int i = 0; i < HTTP_POOLS_MAX + 5; i++) {
+		snprintf(names[i], sizeof(names[i]), "db%d", i);
+		fake_pool(w, names[i], "u", 1, 0);
+	}
+	textbuf_reset(&b);
+	http_cluster_pools(w, &b);
+	assert_false(textbuf_failed(&b));
+	int entries = 0;
+	for (const char *p = b.data; (p = strstr(p, "\"database\": ")); p++)
+		entries++;
+	assert_int_equal(entries, HTTP_POOLS_MAX);
+	assert_non_null(strstr(b.data, "\"pools_truncated\": true"));
+	assert_null(strstr(b.data, "\"db256\""));
+	free_pools(w);
+	textbuf_free(&b);
+	free(w);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_cidr_match),
-		cmocka_unit_test(test_cidr_reject),
-		cmocka_unit_test(test_lag),
-		cmocka_unit_test(test_textbuf_ceiling),
+		cmocka_unit_test(test_cidr_match),  cmocka_unit_test(test_cidr_reject),
+		cmocka_unit_test(test_lag),	    cmocka_unit_test(test_textbuf_ceiling),
+		cmocka_unit_test(test_status_page), cmocka_unit_test(test_cluster_pools),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
