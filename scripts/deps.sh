@@ -13,6 +13,7 @@ PACKAGES=(
   python3-asyncpg libpostgresql-jdbc-java openjdk-17-jdk-headless
   clang libclang-rt-14-dev clang-format
   libhttp-parser-dev haproxy python3-prometheus-client
+  libcurl4-openssl-dev libjson-c-dev etcd-server etcd-client
 )
 
 missing=()

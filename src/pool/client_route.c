@@ -610,6 +610,13 @@ enum relay_verdict client_route_message(struct client *c, const struct frame *f)
 			       c->route.forced == ROUTE_FORCE_STANDBY;
 		/* During a failover the new primary is minutes at most away: wait for it. Else
 		 * there is nothing to wait for: say so at once. */
+		if (c->w->router.view.fenced && !standby) {
+			client_disconnect(
+				c, "25006",
+				"pgrelay watchdog: this instance lost etcd and is fenced; "
+				"writes are refused until it reaches etcd again");
+			return RELAY_GONE;
+		}
 		if (!c->w->router.view.failing_over || standby) {
 			client_disconnect(c, "08006", "no %s node is available",
 					  standby ? "standby" : "primary");
