@@ -179,7 +179,11 @@ static void become_leader(struct watchdog *wd, int64_t rev)
 	wd->leader = true;
 	wd->leader_rev = rev;
 	wd->elections++;
-	wd->written_seq = 0; /* write the current view under the new leadership */
+	/* A view handed before (under an older leadership) is stale: the manager hands a new one
+	 * once it sees this leadership. */
+	pthread_mutex_lock(&wd->mu);
+	wd->written_seq = wd->pending_seq;
+	pthread_mutex_unlock(&wd->mu);
 	snprintf(wd->leader_name, sizeof(wd->leader_name), "%s", wd->name);
 	log_info(COMPONENT, 0, "this instance (%s) is the leader (lease %" PRId64 ")", wd->name,
 		 wd->lease);

@@ -68,7 +68,8 @@ class Group:
             extra = (per or {}).get(i, {})
             settings = watchdog_settings(c, f"pgrelay-{i}", extra.get("endpoints", endpoints),
                                          self.prefix, free_port(), ttl=f"{TTL_S}s",
-                                         backend_ports=extra.get("backend_ports"), **wd)
+                                         backend_ports=extra.get("backend_ports"),
+                                         **{**wd, **extra.get("watchdog", {})})
             (tmp_path / f"i{i}").mkdir(exist_ok=True)
             health = {"period": f"{PERIOD_S}s", "timeout": "2s", "max_retries": 1}
             self.relays.append(e2e_relay(c, tmp_path / f"i{i}", failover=snippet, follow="",
@@ -173,7 +174,12 @@ def test_leader_killed_during_failover(own_cluster, e2e_relay, tmp_path, etcd3):
     c = own_cluster
     # The script is slow to promote: the leader is killed while it runs. Its output goes to a
     # file, so it survives its parent (own process group, no broken pipe).
-    g = Group(e2e_relay, c, tmp_path, etcd3.endpoints, failover_then="sleep 2; ")
+    vip = tmp_path / "vip.log"
+    hooks = {i: {"watchdog": {"if_up_cmd": f"echo up {i} $_IP_$ >> {vip}",
+                              "arping_cmd": f"echo arping {i} $_IP_$ >> {vip}",
+                              "if_down_cmd": f"echo down {i} $_IP_$ >> {vip}"}} for i in range(3)}
+    g = Group(e2e_relay, c, tmp_path, etcd3.endpoints, failover_then="sleep 2; ", per=hooks,
+              delegate_ip="10.9.9.9")
     g.wait_ready()
     lead = g.leader()
     assert lead is not None
@@ -190,6 +196,11 @@ def test_leader_killed_during_failover(own_cluster, e2e_relay, tmp_path, etcd3):
     assert len(g.failovers()) == 1, g.failovers()
     assert [recovery(c, n) for n in (1, 2)].count(False) == 1
     assert all(write_node(c, g.relays[i].port) == new for i in others)
+    # The virtual IP: brought up (and announced) by the first leader, then by its successor.
+    ups = [ln.split() for ln in vip.read_text().splitlines()]
+    new_lead = g.leader()
+    assert ups == [["up", str(lead), "10.9.9.9"], ["arping", str(lead), "10.9.9.9"],
+                   ["up", str(new_lead), "10.9.9.9"], ["arping", str(new_lead), "10.9.9.9"]], ups
 
 
 @pytest.mark.deadline(120)
