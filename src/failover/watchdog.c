@@ -34,10 +34,11 @@
 #include "failover/etcd.h"
 #include "util/log.h"
 
-#define COMPONENT     "watchdog"
-#define TICK_MAX_MS   250
-#define HOOK_MAX_MS   10000 /* a VIP hook running longer is killed */
-#define PEER_BODY_MAX 4096
+#define COMPONENT      "watchdog"
+#define TICK_MAX_MS    250
+#define URGENT_TICK_MS 50    /* the tick while the primary is seen failed here */
+#define HOOK_MAX_MS    10000 /* a VIP hook running longer is killed */
+#define PEER_BODY_MAX  4096
 
 extern char **environ;
 
@@ -384,7 +385,8 @@ static void decide_fencing(struct watchdog *wd)
 {
 	int total = 1, reached = 1, with_etcd = 0;
 	for (int i = 0; i < wd->n_known; i++) {
-		if (strcmp(wd->known[i].name, wd->name) == 0)
+		/* The instances alive at the last successful read (their keys were there). */
+		if (!wd->known[i].present || strcmp(wd->known[i].name, wd->name) == 0)
 			continue;
 		total++;
 		int r = peer_has_etcd(wd, &wd->known[i]);
@@ -583,7 +585,7 @@ static void tick(struct watchdog *wd, const struct wd_local *local, const struct
 
 	/* 6. fencing */
 	now = mono_ms();
-	bool lost = now - wd->lease_sent_ok >= wd->ttl_ms || (wd->lease == 0 && !ok);
+	bool lost = now - wd->lease_sent_ok >= wd->ttl_ms;
 	if (wd->lease != 0 && now - wd->lease_sent_ok < wd->ttl_ms) {
 		if (wd->fenced)
 			log_info(COMPONENT, 0, "etcd is reachable again: writes resume");
@@ -654,8 +656,16 @@ static void *watchdog_main(void *arg)
 		struct wd_view pending;
 		uint64_t pending_seq;
 		struct timespec ts;
+		/* While this instance sees its primary failed, read the others' reports more often:
+		 * the consensus waits on them. */
+		pthread_mutex_lock(&wd->mu);
+		bool urgent = wd->local.primary >= 0 && wd->local.primary < 64 &&
+			      (wd->local.down & (UINT64_C(1) << wd->local.primary));
+		uint32_t wait =
+			urgent && wd->tick_ms > URGENT_TICK_MS ? URGENT_TICK_MS : wd->tick_ms;
+		pthread_mutex_unlock(&wd->mu);
 		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += (long)wd->tick_ms * 1000000L;
+		ts.tv_nsec += (long)wait * 1000000L;
 		while (ts.tv_nsec >= 1000000000L) {
 			ts.tv_sec++;
 			ts.tv_nsec -= 1000000000L;
