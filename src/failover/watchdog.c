@@ -69,6 +69,7 @@ struct watchdog {
 	etcd_t *etcd;
 	CURL *peer; /* the peer-check handle */
 	int64_t lease;
+	int64_t old_lease;	/* the lease given up after an outage; tried first when back */
 	uint64_t lease_sent_ok; /* monotonic ms of the request of the last good renew */
 	uint64_t last_renew;	/* monotonic ms of the last renew attempt */
 	uint64_t last_member_put;
@@ -476,7 +477,20 @@ static void tick(struct watchdog *wd, const struct wd_local *local, const struct
 	uint64_t now = mono_ms();
 	bool ok = true;
 
-	/* 1. the lease */
+	/* 1. the lease (after an outage, the old one first: etcd keeps leases over a restart) */
+	if (wd->lease == 0 && wd->old_lease != 0) {
+		int64_t left = 0;
+		uint64_t sent = now;
+		if (etcd_lease_keepalive(wd->etcd, wd->old_lease, &left) && left > 0) {
+			wd->lease = wd->old_lease;
+			wd->lease_sent_ok = wd->last_renew = sent;
+			wd->put_valid = false;
+			log_info(COMPONENT, 0,
+				 "etcd at %s is reachable again; lease %" PRId64 " is still valid",
+				 etcd_current_endpoint(wd->etcd), wd->lease);
+		}
+		wd->old_lease = 0;
+	}
 	if (wd->lease == 0) {
 		int64_t id;
 		uint64_t sent = now;
@@ -515,6 +529,7 @@ static void tick(struct watchdog *wd, const struct wd_local *local, const struct
 	if (wd->lease != 0 && now - wd->lease_sent_ok >= wd->ttl_ms) {
 		/* etcd has let the lease go by now (it counts from before our request). */
 		step_down(wd, "etcd could not be reached for the lease TTL");
+		wd->old_lease = wd->lease;
 		wd->lease = 0;
 	}
 	/* Leave the key a tick before etcd would take it: if_down_cmd runs first. */

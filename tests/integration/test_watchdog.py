@@ -9,13 +9,16 @@ counts the promotions of the whole pgrelay cluster. PGRELAY_WD_ROUNDS (default 3
 times the kill -9 round runs; bench/watchdog_failover.sh runs it more often and measures.
 """
 
+import json
 import os
+import subprocess
 import time
+import urllib.request
 import uuid
 
 import pytest
 
-from conftest import DIRECT, free_port
+from conftest import DIRECT, free_port, pgrelay_bin
 from failover_helpers import cluster_template, own_cluster  # noqa: F401
 from failover_load import query, query_dicts, stop_all
 from test_failover_e2e import (FAILOVER_SH, e2e_relay, make_table, nodes, port_node,  # noqa: F401
@@ -93,17 +96,19 @@ class Group:
 
     def ready(self, alive=(0, 1, 2), primary=0):
         """Every live instance sees the others and one leader, and routes to primary."""
-        leaders = set()
+        leaders, own = set(), set()
         for i in alive:
             rows = self.watchdog(i)
             live = [r for r in rows if r["status"] in ("leader", "member")]
             if len(live) != len(alive):
                 return False
             leaders |= {r["name"] for r in rows if r["status"] == "leader"}
+            if rows[0]["status"] == "leader":
+                own.add(rows[0]["name"])
             n = nodes(self.relays[i].port)
             if n[primary]["role"] != "primary" or n[primary]["status"] != "up":
                 return False
-        return len(leaders) == 1
+        return len(leaders) == 1 and leaders == own
 
     def wait_ready(self, **kw):
         return wait_for(lambda: self.ready(**kw), CONVERGE_BOUND, "the watchdog group to settle")
@@ -311,6 +316,43 @@ def test_etcd_wholly_down_writes_go_on_and_instances_rejoin(own_cluster, e2e_rel
     g.wait_ready()
     stop_all(ws)
     assert g.failovers() == []
+    # The watchdog's state over HTTP: /cluster's "watchdog" object and the /metrics gauges.
+    lead = g.leader()
+    http = g.relays[lead].settings["http"]["port"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{http}/cluster", timeout=5) as resp:
+        wd = json.load(resp)["watchdog"]
+    assert wd["is_leader"] and wd["status"] == "leader" and not wd["fenced"]
+    assert sorted(m["name"] for m in wd["members"] if m["live"]) == [f"pgrelay-{i}" for i in range(3)]
+    with urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    assert "pgrelay_watchdog_leader 1" in text and "pgrelay_watchdog_fenced 0" in text
+    assert "pgrelay_watchdog_members 3" in text
+
+
+def test_watchdog_config_errors(tmp_path):
+    """Bug guarded: a watchdog without etcd endpoints, or asking to fail over without quorum,
+    starts anyway (and then never elects a leader, or promotes twice)."""
+    (tmp_path / "users.txt").write_text("app:app\n")
+    base = ('backends = ( { host = "127.0.0.1"; port = 5432; } );\n'
+            'auth = { users_file = "users.txt"; };\n')
+    cases = {
+        "watchdog = { enabled = true; };": "watchdog.endpoints",
+        'watchdog = { enabled = true; endpoints = ( "http://127.0.0.1:2379" ); '
+        "failover_when_quorum_exists = false; };": "failover_when_quorum_exists",
+        'watchdog = { enabled = true; endpoints = ( "127.0.0.1:2379" ); };': "not an http",
+        'watchdog = { enabled = true; endpoints = ( "http://127.0.0.1:2379" ); mode = "x"; };':
+            "watchdog.mode",
+    }
+    for text, want in cases.items():
+        f = tmp_path / "pgrelay.conf"
+        f.write_text(base + text + "\n")
+        r = subprocess.run([str(pgrelay_bin()), "-t", "-f", str(f)], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 1 and want in r.stdout + r.stderr, (text, r.stdout, r.stderr)
+    f.write_text(base + 'watchdog = { enabled = true; endpoints = ( "http://127.0.0.1:2379" ); };\n')
+    r = subprocess.run([str(pgrelay_bin()), "-t", "-f", str(f)], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 @pytest.mark.deadline(150)
