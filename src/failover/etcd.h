@@ -14,7 +14,7 @@
 
 #define ETCD_MAX_ENDPOINTS 16
 #define ETCD_KEY_MAX	   256	     /* longest key accepted (prefix + "/members/" + name) */
-#define ETCD_VALUE_MAX	   8192	     /* longest value read or written */
+#define ETCD_VALUE_MAX	   2048	     /* longest value read or written */
 #define ETCD_RANGE_MAX	   64	     /* keys kept from one prefix range */
 #define ETCD_REPLY_MAX	   (1 << 20) /* a reply larger than this is an error */
 
