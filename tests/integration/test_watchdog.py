@@ -18,12 +18,12 @@ import uuid
 
 import pytest
 
-from conftest import DIRECT, free_port, pgrelay_bin
+from conftest import DIRECT, pgrelay_bin
 from failover_helpers import cluster_template, own_cluster  # noqa: F401
 from failover_load import query, query_dicts, stop_all
 from test_failover_e2e import (FAILOVER_SH, e2e_relay, make_table, nodes, port_node,  # noqa: F401
                                reader, wait_for, writer)
-from watchdog_helpers import Etcd, TcpRelay, watchdog_settings
+from watchdog_helpers import Etcd, TcpRelay, quiet_port, watchdog_settings
 
 pytestmark = [pytest.mark.pgrelay_only,
               pytest.mark.skipif(DIRECT, reason="tests pgrelay's watchdog"),
@@ -70,7 +70,7 @@ class Group:
         for i in range(3):
             extra = (per or {}).get(i, {})
             settings = watchdog_settings(c, f"pgrelay-{i}", extra.get("endpoints", endpoints),
-                                         self.prefix, free_port(), ttl=f"{TTL_S}s",
+                                         self.prefix, quiet_port(), ttl=f"{TTL_S}s",
                                          backend_ports=extra.get("backend_ports"),
                                          **{**wd, **extra.get("watchdog", {})})
             (tmp_path / f"i{i}").mkdir(exist_ok=True)

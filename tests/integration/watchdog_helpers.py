@@ -15,7 +15,13 @@ import time
 import urllib.request
 from pathlib import Path
 
-from conftest import free_port
+from conftest import free_port_range
+
+
+def quiet_port():
+    """A free port below the ephemeral range, so that no outgoing connection (libpq, curl, other
+    tests) takes it between this choice and the listen."""
+    return free_port_range(1)
 
 ETCD_BIN = shutil.which("etcd") or "/usr/bin/etcd"
 
@@ -26,8 +32,8 @@ class Etcd:
     def __init__(self, n=1):
         self.dir = Path(tempfile.mkdtemp(prefix="pgrelay-etcd-", dir="/tmp"))
         self.n = n
-        self.client_ports = [free_port() for _ in range(n)]
-        self.peer_ports = [free_port() for _ in range(n)]
+        self.client_ports = [quiet_port() for _ in range(n)]
+        self.peer_ports = [quiet_port() for _ in range(n)]
         self.procs = [None] * n
         self.logs = []
 
@@ -89,7 +95,7 @@ class TcpRelay:
 
     def __init__(self, target_port):
         self.target_port = target_port
-        self.port = free_port()
+        self.port = quiet_port()
         self.holed = False
         self.loop = asyncio.new_event_loop()
         self.writers = set()
@@ -154,6 +160,7 @@ def watchdog_settings(c, name, endpoints, prefix, http_port, ttl="3s", backend_p
     """The settings of one instance (merged into relay_for's by the tests)."""
     ports = backend_ports or c.ports
     return dict(
+        port=quiet_port(),
         backends=[{"host": "127.0.0.1", "port": ports[i], "weight": 1.0,
                    "data_directory": str(c.data_dirs[i]), "application_name": f"node{i}"}
                   for i in range(3)],
