@@ -16,6 +16,9 @@
  * searches for the new primary (search_primary_node_timeout), then runs follow_primary_command
  * for each remaining standby; losing a standby just detaches it. Split-brain guard:
  * detach_false_primary. failback_command / auto_failback. Every event goes to the history.
+ * With watchdog.enabled (doc/watchdog.md, wd_policy.h) several pgrelay instances share these
+ * decisions through etcd: one leader runs the commands, failovers need a majority, and the
+ * published view follows the leader's (fenced: no primary at all).
  */
 #ifndef PGRELAY_FAILOVER_CLUSTER_H
 #define PGRELAY_FAILOVER_CLUSTER_H
