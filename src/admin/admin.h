@@ -2,7 +2,7 @@
  * The SQL admin interface, answered by pgrelay itself on every port and database
  * (doc/admin.md): pgpool-II's SHOW pool_* commands and pgrelay's own PGRELAY commands
  *   SHOW pool_nodes | pool_version | pool_health_check_stats | pool_failover_history |
- *        pool_pools | pool_processes | pool_backend_stats
+ *        pool_pools | pool_processes | pool_backend_stats | pool_watchdog
  *   PGRELAY EXPLAIN ROUTE <sql>
  *   PGRELAY ATTACH NODE n | DETACH NODE n | PROMOTE NODE n     (admin_users only)
  *   SET pgrelay.route = primary | standby | auto;  RESET pgrelay.route
