@@ -7,6 +7,7 @@
 #
 #   bash bench/watchdog_failover.sh            # N=10
 #   N=3 TTL=3 bash bench/watchdog_failover.sh
+#   PGRELAY_SRC_BIN=build-rel/pgrelay bash bench/watchdog_failover.sh   # another build
 #
 # It runs tests/integration/test_watchdog.py's kill -9 round N times (PGRELAY_WD_ROUNDS) with
 # the binary in build-dev (copied first) and prints the median and the worst of the runs.
@@ -15,7 +16,7 @@ HERE=$(cd "$(dirname "$0")/.." && pwd)
 N=${N:-10}
 TTL=${TTL:-5}
 BIN=/tmp/pgrelay-wd-bench.$$
-cp "$HERE/build-dev/pgrelay" "$BIN"
+cp "${PGRELAY_SRC_BIN:-$HERE/build-dev/pgrelay}" "$BIN"
 trap 'rm -f "$BIN"' EXIT
 OUT=$(mktemp)
 cd "$HERE/tests/integration"
