@@ -13,6 +13,7 @@ PACKAGES=(
   clang libclang-rt-14-dev clang-format
   libhttp-parser-dev haproxy python3-prometheus-client
   prometheus chromium python3-websocket
+  libcurl4-openssl-dev libjson-c-dev etcd-server etcd-client
 )
 
 missing=()

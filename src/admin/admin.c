@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "failover/cluster.h"
+#include "failover/watchdog.h"
 #include "pool/client.h"
 #include "pool/pool.h"
 #include "pool/server.h"
@@ -337,6 +338,56 @@ static void admin_show_history(struct client *c, struct builder *out)
 		admin_row(&t, vals);
 	}
 	free(ev);
+	admin_finish(&t, c->txn_status);
+}
+
+/* One row per pgrelay instance of the watchdog (doc/watchdog.md); no rows when it is off. */
+static void admin_show_watchdog(struct client *c, struct builder *out)
+{
+	static const char *const cols[] = { "name",	    "host",	"port",
+					    "status",	    "leader",	"lease_remaining_ms",
+					    "sees_primary", "last_seen" };
+	struct admin_table t;
+	struct wd_state *s = malloc(sizeof(*s));
+	admin_begin(&t, out, cols, 8);
+	if (s && c->w->cluster && cluster_watchdog_state(c->w->cluster, s)) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+		for (int i = 0; i < s->n_members; i++) {
+			const struct wd_member *m = &s->members[i];
+			bool is_leader =
+				m->present && s->leader[0] && strcmp(m->name, s->leader) == 0;
+			const char *status = i == 0	   ? watchdog_status_name(s->status)
+					     : !m->present ? "lost"
+					     : m->fenced   ? "fenced"
+					     : is_leader   ? "leader"
+							   : "member";
+			int64_t left = i == 0	    ? s->lease_remaining_ms
+				       : m->present ? (int64_t)s->lease_ttl_ms - (now - m->at_ms)
+						    : 0;
+			char port[16], lease[24], prim[16], seen[32];
+			snprintf(port, sizeof(port), "%d", m->port);
+			snprintf(lease, sizeof(lease), "%" PRId64, left > 0 ? left : 0);
+			if (m->primary >= 0)
+				snprintf(prim, sizeof(prim), "%d", m->primary);
+			else
+				prim[0] = '\0';
+			admin_format_time(m->at_ms, seen, sizeof(seen));
+			const char *vals[] = {
+				m->name,
+				m->host,
+				port,
+				status,
+				is_leader || (i == 0 && s->status == WD_LEADER) ? "true" : "false",
+				lease,
+				prim,
+				seen
+			};
+			admin_row(&t, vals);
+		}
+	}
+	free(s);
 	admin_finish(&t, c->txn_status);
 }
 
@@ -705,6 +756,7 @@ bool admin_answer(struct client *c, const char *sql, size_t len, struct builder 
 		{ "pool_processes", admin_show_processes, false },
 		{ "pool_backend_stats", admin_show_backend_stats, false },
 		{ "pool_cache", admin_show_cache, false },
+		{ "pool_watchdog", admin_show_watchdog, false },
 	};
 	for (size_t k = 0; k < sizeof(shows) / sizeof(shows[0]); k++) {
 		size_t j = i;

@@ -596,6 +596,17 @@ static void check_cross(struct loader *L)
 					 i, j, o->line);
 		}
 	}
+	if (cfg->watchdog.enabled && (!cfg->watchdog.endpoints || !cfg->watchdog.endpoints[0]))
+		errs_add(&L->errs, L->path, 1,
+			 "watchdog.endpoints: at least one etcd URL is needed when "
+			 "watchdog.enabled");
+	if (cfg->watchdog.enabled && !cfg->watchdog.when_quorum_exists)
+		errs_add(
+			&L->errs, L->path, 1,
+			"watchdog.failover_when_quorum_exists: false is not supported: etcd is the "
+			"quorum, and a failover without it could promote twice");
+	if (cfg->watchdog.enabled && (!cfg->watchdog.prefix || cfg->watchdog.prefix[0] != '/'))
+		errs_add(&L->errs, L->path, 1, "watchdog.prefix: must start with '/'");
 	for (int i = 0; i < cfg->n_listeners; i++)
 		if (cfg->listeners[i].port == cfg->port)
 			errs_add(&L->errs, L->path, cfg->listeners[i].line,

@@ -69,6 +69,26 @@ struct http_conf {
 	uint32_t idle_timeout_ms; /* a connection silent (or slow) this long is closed */
 };
 
+/* watchdog.mode: run failover commands as the elected leader, or only follow an outside HA manager.
+ */
+enum watchdog_mode { WATCHDOG_MODE_MANAGE, WATCHDOG_MODE_OBSERVE };
+
+/* The `watchdog` group: several pgrelay instances as one logical proxy (doc/watchdog.md). */
+struct watchdog_conf {
+	bool enabled;		 /* default false */
+	int mode;		 /* enum watchdog_mode; default manage */
+	char *endpoints;	 /* owned; comma-separated etcd v3 URLs, "" when unset */
+	char *prefix;		 /* owned; key prefix naming this pgrelay cluster */
+	char *name;		 /* owned or NULL; this instance's name (unique in the cluster) */
+	uint32_t lease_ttl_ms;	 /* etcd lease TTL; default 5s */
+	bool require_consensus;	 /* failover_require_consensus; default true */
+	bool when_quorum_exists; /* failover_when_quorum_exists; default true */
+	char *delegate_ip;	 /* owned or NULL: the virtual IP the leader holds */
+	char *if_up_cmd;	 /* owned or NULL; $_IP_$ is replaced by delegate_ip */
+	char *if_down_cmd;	 /* owned or NULL */
+	char *arping_cmd;	 /* owned or NULL */
+};
+
 enum pool_mode { POOL_MODE_SESSION, POOL_MODE_TRANSACTION, POOL_MODE_STATEMENT };
 
 struct pool_conf {
@@ -151,6 +171,7 @@ struct config {
 	struct load_balance_conf load_balance;
 	struct tls_conf tls;
 	struct http_conf http;
+	struct watchdog_conf watchdog;
 	/* Built from tls at load (owned): the client-facing context when clients may use TLS,
 	 * and one backend-facing context per backend whose mode is not disable. */
 	struct tls_server_ctx tls_clients;

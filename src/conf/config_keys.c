@@ -40,6 +40,8 @@ static const char *const lb_on_write[] = { "transaction", "off", "trans_transact
 static const char *const backend_flags[] = { "ALLOW_TO_FAILOVER", "DISALLOW_TO_FAILOVER",
 					     "ALWAYS_PRIMARY", NULL };
 
+static const char *const watchdog_modes[] = { "manage", "observe", NULL };
+
 static const char *const backend_tls_modes[] = { "default", "disable",	 "allow",	"prefer",
 						 "require", "verify-ca", "verify-full", NULL };
 
@@ -335,6 +337,45 @@ const struct key_def config_keys[] = {
 	GRP("load_balance", "classify_cache_size", KT_INT, 0, "4096", 0, 1000000,
 	    load_balance.classify_cache_size, NULL,
 	    "Statement texts whose classification is kept per worker; 0 parses every statement."),
+
+	GRP("watchdog", "enabled", KT_BOOL, KF_RESTART, "false", 0, 0, watchdog.enabled, NULL,
+	    "Run as one member of a group of pgrelay instances that elect a leader in etcd, agree "
+	    "on node failures and apply one cluster view (doc/watchdog.md)."),
+	GRP("watchdog", "mode", KT_ENUM, KF_RESTART, "manage", 0, 0, watchdog.mode, watchdog_modes,
+	    "\"manage\": the leader runs failover_command and the other commands; \"observe\": "
+	    "follow an outside HA manager (find the new primary, move traffic), never run them."),
+	GRP("watchdog", "endpoints", KT_CIDRS, KF_RESTART | KF_URL_LIST, "", 0, 16,
+	    watchdog.endpoints, NULL,
+	    "etcd v3 client URLs, a list of strings ( \"http://10.0.0.1:2379\", ... ); tried in "
+	    "turn, the next one after a failure."),
+	GRP("watchdog", "prefix", KT_STRING, KF_RESTART, "/pgrelay/main", 0, 0, watchdog.prefix,
+	    NULL, "etcd key prefix naming this pgrelay cluster; every member uses the same one."),
+	GRP("watchdog", "name", KT_STRING, KF_RESTART | KF_EMPTY_IS_NULL, NULL, 0, 0, watchdog.name,
+	    NULL, "This instance's name, unique in the cluster; unset: the host name and port."),
+	GRP("watchdog", "lease_ttl", KT_DURATION, KF_RESTART, "5s", 2 * MS_PER_S, 60 * MS_PER_S,
+	    watchdog.lease_ttl_ms, NULL,
+	    "etcd lease TTL of the leader and member keys; an instance that cannot reach etcd "
+	    "this long stops taking writes (fencing)."),
+	GRP("watchdog", "failover_require_consensus", KT_BOOL, KF_RESTART, "true", 0, 0,
+	    watchdog.require_consensus, NULL,
+	    "The leader fails a node over only when a majority of the live instances see it "
+	    "down."),
+	GRP("watchdog", "failover_when_quorum_exists", KT_BOOL, KF_RESTART, "true", 0, 0,
+	    watchdog.when_quorum_exists, NULL,
+	    "Fail over only while etcd has quorum (it holds the leader key); false is refused: "
+	    "etcd is the quorum."),
+	GRP("watchdog", "delegate_ip", KT_STRING, KF_RESTART | KF_EMPTY_IS_NULL, NULL, 0, 0,
+	    watchdog.delegate_ip, NULL,
+	    "Virtual IP held by the leader; replaces $_IP_$ in if_up_cmd, if_down_cmd and "
+	    "arping_cmd."),
+	GRP("watchdog", "if_up_cmd", KT_STRING, KF_RESTART | KF_EMPTY_IS_NULL, NULL, 0, 0,
+	    watchdog.if_up_cmd, NULL, "Command run when this instance becomes the leader."),
+	GRP("watchdog", "if_down_cmd", KT_STRING, KF_RESTART | KF_EMPTY_IS_NULL, NULL, 0, 0,
+	    watchdog.if_down_cmd, NULL,
+	    "Command run when this instance stops being the leader (before it gives up the "
+	    "key)."),
+	GRP("watchdog", "arping_cmd", KT_STRING, KF_RESTART | KF_EMPTY_IS_NULL, NULL, 0, 0,
+	    watchdog.arping_cmd, NULL, "Command run after if_up_cmd succeeded."),
 };
 
 const size_t config_key_count = sizeof(config_keys) / sizeof(config_keys[0]);
@@ -650,10 +691,37 @@ static bool set_addrs(struct config *cfg, const char *text, char *why, size_t ca
 }
 
 /* Checks every entry with cidr.h, then stores the text as given (the HTTP module parses it). */
+/* A comma-separated list of http:// or https:// URLs (watchdog.endpoints). */
+static bool check_url_list(const char *text, char *why, size_t cap)
+{
+	const char *p = text;
+	int n = 0;
+	while (*p) {
+		while (*p == ' ' || *p == ',')
+			p++;
+		if (!*p)
+			break;
+		size_t len = strcspn(p, ", ");
+		if ((strncmp(p, "http://", 7) != 0 && strncmp(p, "https://", 8) != 0) ||
+		    len > 200) {
+			snprintf(why, cap, "\"%.*s\" is not an http:// or https:// URL",
+				 (int)(len > 60 ? 60 : len), p);
+			return false;
+		}
+		if (++n > 16) {
+			snprintf(why, cap, "more than 16 URLs");
+			return false;
+		}
+		p += len;
+	}
+	return true;
+}
+
 static bool set_cidrs(const struct key_def *k, void *base, const char *text, char *why, size_t cap)
 {
 	struct cidr_list l;
-	if (!cidr_list_parse(text, &l, why, cap))
+	if ((k->flags & KF_URL_LIST) ? !check_url_list(text, why, cap)
+				     : !cidr_list_parse(text, &l, why, cap))
 		return false;
 	char *copy = strdup(text);
 	if (!copy) {

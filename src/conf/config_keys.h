@@ -39,6 +39,7 @@ enum key_type {
 #define KF_EMPTY_IS_NULL 0x4u  /* a string "" is stored as NULL ("unset") */
 #define KF_BACKEND	 0x8u  /* a key inside one entry of backends; offset into backend_conf */
 #define KF_SECRET	 0x10u /* never shown by config_foreach_value() */
+#define KF_URL_LIST	 0x20u /* KT_CIDRS row whose entries are http(s):// URLs, not networks */
 
 struct key_def {
 	const char *group; /* "" for top level, "pool", ...; "backends" with KF_BACKEND */

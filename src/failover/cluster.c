@@ -33,6 +33,7 @@
 #include "failover/failover_cmd.h"
 #include "failover/history.h"
 #include "failover/node_fsm.h"
+#include "failover/wd_policy.h"
 #include "util/log.h"
 
 #define COMPONENT   "cluster"
@@ -98,6 +99,7 @@ struct cluster {
 	uint64_t next_fast_probe;
 	uint64_t seq;
 	struct cluster_view *work; /* owned: the view being built */
+	struct wd_policy wdp;	   /* the watchdog (doc/watchdog.md); wdp.wd NULL when off */
 };
 
 /* ----------------------------------------------------------------------------------------------
@@ -319,8 +321,19 @@ static void start_wanted(struct cluster *c)
 		char envbuf[CMD_ENV_VARS][CLUSTER_COMMAND_MAX];
 		char live[2048], why[64], app[FSM_NAME_MAX + 40];
 		char *env[CMD_ENV_VARS + 3];
+		int gate = wdp_command_gate(&c->wdp, &c->fsm.cmd);
 
+		if (gate == 0)
+			return; /* the view announcing it is not in etcd yet */
 		c->fsm.want_cmd = false;
+		if (gate < 0) {
+			c->run_cmd = c->fsm.cmd;
+			c->run_started_wall = wall_now_ms();
+			c->run_cmdline[0] = '\0';
+			command_ended(c, -1, false, 0,
+				      "not run: this instance is not the watchdog leader");
+			continue;
+		}
 		c->run_cmd = c->fsm.cmd;
 		c->run_started_wall = wall_now_ms();
 		tmpl = cmd_template(c, c->run_cmd.kind);
@@ -488,6 +501,7 @@ static void publish_if_changed(struct cluster *c)
 	const size_t off = offsetof(struct cluster_view, n_nodes);
 
 	build_view(c, w);
+	wdp_overlay(&c->wdp, c->obs, w);
 	pthread_mutex_lock(&c->mu);
 	changed = memcmp((char *)w + off, (char *)c->view + off, sizeof(*w) - off) != 0;
 	if (changed) {
@@ -565,6 +579,7 @@ static void apply_settings(struct cluster *c, struct cluster_settings *ns)
 	settings_free(&c->cur);
 	c->cur = *ns;
 	fsm_set_settings(&c->fsm, &c->cur.fsm);
+	c->wdp.cmds_allowed = true; /* the watchdog's role mask is applied again next turn */
 	log_info(COMPONENT, 0, "failover settings applied");
 }
 
@@ -637,14 +652,19 @@ static void *cluster_main(void *arg)
 			free(ns);
 		}
 		take_snapshot(c);
-		fsm_update(&c->fsm, c->obs, wall_now_ms(), probe_now_ms());
+		fsm_update(&c->fsm,
+			   wdp_before(&c->wdp, &c->fsm, &c->cur.fsm, c->obs, &c->history,
+				      wall_now_ms(), probe_now_ms()),
+			   wall_now_ms(), probe_now_ms());
 		run_queued(c, q, nq);
+		wdp_handoff(&c->wdp, &c->fsm, c->obs);
 		step_command(c);
 		start_wanted(c);
 		now = probe_now_ms();
 		request_probes(c, now);
 		drain_events(c);
 		sample_lsn(c);
+		wdp_handoff(&c->wdp, &c->fsm, c->obs);
 		publish_if_changed(c);
 
 		pfd[0] = (struct pollfd){ .fd = c->wake_rd, .events = POLLIN };
@@ -759,12 +779,17 @@ cluster_t *cluster_start(const struct config *cfg, void (*notify)(void *arg), vo
 		if (c->health == NULL)
 			goto fail;
 	}
+	if (!wdp_start(&c->wdp, cfg, on_health, c)) {
+		health_stop(c->health);
+		goto fail;
+	}
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	rc = pthread_create(&c->thread, NULL, cluster_main, c);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc != 0) {
 		log_error(COMPONENT, 0, "pthread_create: %s", strerror(rc));
+		wdp_stop(&c->wdp);
 		health_stop(c->health);
 		goto fail;
 	}
@@ -811,6 +836,20 @@ void cluster_report_backend_error(cluster_t *c, int node)
 	health_request_probe_now(c->health, node);
 }
 
+/* Whether this instance may run commands as the watchdog leader. Any thread. */
+static bool cluster_watchdog_leader(cluster_t *c)
+{
+	struct wd_state *s = malloc(sizeof(*s));
+	bool ok;
+
+	if (s == NULL)
+		return false;
+	watchdog_state_copy(c->wdp.wd, s);
+	ok = s->is_leader && s->fresh && !s->fenced;
+	free(s);
+	return ok;
+}
+
 bool cluster_command(cluster_t *c, enum cluster_command cmd, int node, const char *reason,
 		     char *msg, size_t msgcap)
 {
@@ -843,6 +882,10 @@ bool cluster_command(cluster_t *c, enum cluster_command cmd, int node, const cha
 		snprintf(msg, msgcap, "there is no primary to switch over from");
 	else if (promote && (vn->status != NODE_UP || vn->role != NODE_ROLE_STANDBY))
 		snprintf(msg, msgcap, "node %d is not an up standby", node);
+	else if (c->wdp.wd != NULL && (promote || node == c->view->primary) &&
+		 !cluster_watchdog_leader(c))
+		snprintf(msg, msgcap,
+			 "this instance is not the watchdog leader: send it to the leader");
 	else if (c->n_queued == QUEUE_MAX)
 		snprintf(msg, msgcap, "too many commands queued; try again");
 	else
@@ -873,6 +916,22 @@ bool cluster_command(cluster_t *c, enum cluster_command cmd, int node, const cha
 	else
 		log_warning(COMPONENT, 0, "%s node %d refused: %s", names[cmd], node, msg);
 	return ok;
+}
+
+bool cluster_watchdog_state(cluster_t *c, struct wd_state *out)
+{
+	if (c == NULL || c->wdp.wd == NULL)
+		return false;
+	watchdog_state_copy(c->wdp.wd, out);
+	return true;
+}
+
+bool cluster_watchdog_peer_json(cluster_t *c, char *out, size_t cap)
+{
+	if (c == NULL || c->wdp.wd == NULL)
+		return false;
+	watchdog_peer_json(c->wdp.wd, out, cap);
+	return true;
 }
 
 int cluster_history_copy(cluster_t *c, struct cluster_event *out, int cap)
@@ -928,6 +987,7 @@ void cluster_stop(cluster_t *c)
 			 (int)c->run.pid);
 		cmd_abort(&c->run);
 	}
+	wdp_stop(&c->wdp);
 	health_stop(c->health);
 	free_cluster(c);
 }

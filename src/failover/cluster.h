@@ -16,6 +16,9 @@
  * searches for the new primary (search_primary_node_timeout), then runs follow_primary_command
  * for each remaining standby; losing a standby just detaches it. Split-brain guard:
  * detach_false_primary. failback_command / auto_failback. Every event goes to the history.
+ * With watchdog.enabled (doc/watchdog.md, wd_policy.h) several pgrelay instances share these
+ * decisions through etcd: one leader runs the commands, failovers need a majority, and the
+ * published view follows the leader's (fenced: no primary at all).
  */
 #ifndef PGRELAY_FAILOVER_CLUSTER_H
 #define PGRELAY_FAILOVER_CLUSTER_H
@@ -79,6 +82,8 @@ struct cluster_view {
 	uint64_t failovers_ok;	   /* failovers that found a new primary, since start */
 	uint64_t failovers_failed; /* failovers whose primary search timed out, since start */
 	bool checks_enabled;
+	bool watchdog; /* watchdog.enabled: the view follows the watchdog (doc/watchdog.md) */
+	bool fenced;   /* the watchdog lost etcd: no writes from this instance (primary -1) */
 	/* The primary's recent WAL positions, oldest first (n_lsn_samples used). A sample taken
 	 * after a commit returned is an upper bound of that commit's LSN. */
 	struct lsn_sample lsn_samples[CLUSTER_LSN_SAMPLES];
@@ -151,6 +156,14 @@ int cluster_history_copy(cluster_t *c, struct cluster_event *out, int cap);
 /* Applies a reloaded config (health settings, commands, timeouts). False changes nothing. */
 bool cluster_update_config(cluster_t *c, const struct config *cfg)
 	__attribute__((warn_unused_result));
+
+struct wd_state;
+
+/* Copies the watchdog's state; false (out untouched) when the watchdog is off. Any thread. */
+bool cluster_watchdog_state(cluster_t *c, struct wd_state *out);
+
+/* The body of GET /watchdog (watchdog.h); false when the watchdog is off. Any thread. */
+bool cluster_watchdog_peer_json(cluster_t *c, char *out, size_t cap);
 
 /* Stops the thread (killing a running command's process group) and frees c. NULL is fine. */
 void cluster_stop(cluster_t *c);

@@ -804,6 +804,36 @@ bool fsm_command(struct fsm *f, enum cluster_command cmd, int node, const char *
 	return false;
 }
 
+void fsm_adopt_down(struct fsm *f, int node, bool resume_failover, const char *reason,
+		    int64_t wall_ms, uint64_t mono_ms)
+{
+	if (node < 0 || node >= f->set.n || f->nodes[node].status == NODE_DOWN)
+		return;
+	bool was_primary = node == f->primary;
+	int old_main = fsm_main_node(f);
+	set_status(f, node, NODE_DOWN, wall_ms, "%s", reason);
+	set_role(f, node, NODE_ROLE_UNKNOWN);
+	f->nodes[node].former_primary = true;
+	f->nodes[node].warned_false = false;
+	add_event(f, wall_ms, "detach", node, "%s", reason);
+	if (!was_primary && !resume_failover)
+		return;
+	if (was_primary)
+		f->primary = -1;
+	f->failing_over = true;
+	for (int i = 0; i < f->set.n; i++) {
+		if (i != node && attached(f->nodes[i].status))
+			f->probe_now |= BIT(i);
+	}
+	if (f->op != FSM_OP_IDLE)
+		return; /* a running op (search, follow) goes on and finds the primary */
+	f->op = FSM_OP_SEARCH;
+	f->search_started = mono_ms;
+	f->switchover_target = -1;
+	f->op_cmd = (struct fsm_cmd){ resume_failover ? FSM_CMD_FAILOVER : FSM_CMD_NONE, node, -1,
+				      old_main, node };
+}
+
 bool fsm_wants_fast_probe(const struct fsm *f, int node)
 {
 	return f->set.checks_enabled && f->op == FSM_OP_SEARCH && node >= 0 && node < f->set.n &&

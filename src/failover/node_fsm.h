@@ -144,6 +144,16 @@ void fsm_command_done(struct fsm *f, int exit_status, bool timed_out, int64_t wa
 bool fsm_command(struct fsm *f, enum cluster_command cmd, int node, const char *reason,
 		 int64_t wall_ms, uint64_t mono_ms, char *msg, size_t msgcap);
 
+/*
+ * The watchdog's view (doc/watchdog.md) says node lost the primary role: detach it and keep it
+ * out (former primary) like a failover here would, without running a command. When it was this
+ * instance's primary a search starts; resume_failover (the leader taking over a failover another
+ * instance began) makes the search count as that failover's, so follow_primary_command runs
+ * after it. A no-op for a node already down.
+ */
+void fsm_adopt_down(struct fsm *f, int node, bool resume_failover, const char *reason,
+		    int64_t wall_ms, uint64_t mono_ms);
+
 /* Whether node should be probed every FSM_SEARCH_EVERY ms now (a primary search is on). */
 bool fsm_wants_fast_probe(const struct fsm *f, int node);
 

@@ -6,12 +6,14 @@
  */
 #include <dirent.h>
 #include <inttypes.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "failover/cluster.h"
+#include "failover/watchdog.h"
 #include "http/http_routes.h"
 #include "pool/client.h"
 #include "pool/pool.h"
@@ -331,6 +333,24 @@ static void metrics_totals(struct worker *w, struct textbuf *b)
 		       w->router.view.failovers_ok);
 	textbuf_printf(b, "pgrelay_failovers_total{result=\"failure\"} %" PRIu64 "\n",
 		       w->router.view.failovers_failed);
+	struct wd_state *wds = malloc(sizeof(*wds));
+	if (wds && w->cluster && cluster_watchdog_state(w->cluster, wds)) {
+		int live = 0;
+		for (int i = 0; i < wds->n_members; i++)
+			live += wds->members[i].present;
+		prom_family(b, "pgrelay_watchdog_leader", "gauge",
+			    "1 while this instance holds the watchdog leader key.");
+		textbuf_printf(b, "pgrelay_watchdog_leader %d\n", wds->is_leader ? 1 : 0);
+		prom_family(
+			b, "pgrelay_watchdog_fenced", "gauge",
+			"1 while this instance refuses writes (it lost etcd; doc/watchdog.md).");
+		textbuf_printf(b, "pgrelay_watchdog_fenced %d\n", wds->fenced ? 1 : 0);
+		prom_family(
+			b, "pgrelay_watchdog_members", "gauge",
+			"Instances holding a live etcd lease, as this instance last read them.");
+		textbuf_printf(b, "pgrelay_watchdog_members %d\n", live);
+	}
+	free(wds);
 	prom_family(b, "pgrelay_clients", "gauge", "Client connections, any state.");
 	textbuf_printf(b, "pgrelay_clients %d\n", w->n_clients);
 	prom_family(b, "pgrelay_servers", "gauge", "Backend connections, any state.");

@@ -14,6 +14,7 @@
 
 #include "conf/config.h"
 #include "failover/cluster.h"
+#include "failover/watchdog.h"
 #include "pool/worker.h"
 #include "route/router.h"
 
@@ -210,6 +211,47 @@ static void http_cluster_history(struct textbuf *b, struct worker *w)
 	textbuf_puts(b, "]");
 }
 
+/* The watchdog object of /cluster (doc/watchdog.md); nothing when the watchdog is off. */
+static void http_cluster_watchdog(struct textbuf *b, struct worker *w)
+{
+	struct wd_state *s = malloc(sizeof(*s));
+	if (!s) {
+		b->failed = true;
+		return;
+	}
+	if (!w->cluster || !cluster_watchdog_state(w->cluster, s)) {
+		free(s);
+		return;
+	}
+	textbuf_puts(b, ", \"watchdog\": {\"name\": ");
+	textbuf_json_string(b, s->name);
+	textbuf_puts(b, ", \"status\": ");
+	textbuf_json_string(b, watchdog_status_name(s->status));
+	textbuf_puts(b, ", \"leader\": ");
+	if (s->leader[0])
+		textbuf_json_string(b, s->leader);
+	else
+		textbuf_puts(b, "null");
+	textbuf_printf(b,
+		       ", \"is_leader\": %s, \"fenced\": %s, \"etcd\": \"%s\", "
+		       "\"lease_remaining_ms\": %" PRId64 ", \"view_epoch\": %" PRIu64
+		       ", \"members\": [",
+		       s->is_leader ? "true" : "false", s->fenced ? "true" : "false",
+		       s->connected ? "ok" : "lost", s->lease_remaining_ms,
+		       s->view.valid ? s->view.epoch : 0);
+	for (int i = 0; i < s->n_members; i++) {
+		textbuf_puts(b, i ? ", {\"name\": " : "{\"name\": ");
+		textbuf_json_string(b, s->members[i].name);
+		textbuf_puts(b, ", \"host\": ");
+		textbuf_json_string(b, s->members[i].host);
+		textbuf_printf(b, ", \"port\": %d, \"live\": %s, \"sees_primary\": %d}",
+			       s->members[i].port, s->members[i].present ? "true" : "false",
+			       s->members[i].primary);
+	}
+	textbuf_puts(b, "]}");
+	free(s);
+}
+
 static void http_cluster(struct worker *w, struct http_response *out)
 {
 	struct textbuf *b = &out->body;
@@ -226,6 +268,7 @@ static void http_cluster(struct worker *w, struct http_response *out)
 	http_cluster_pools(w, b);
 	textbuf_puts(b, ", ");
 	http_cluster_history(b, w);
+	http_cluster_watchdog(b, w);
 	textbuf_puts(b, "}\n");
 }
 
@@ -264,6 +307,16 @@ void http_route(struct worker *w, const struct http_request *req, struct http_re
 				 st == 200   ? "read-write"
 				 : st == 206 ? "read-only"
 					     : "unavailable");
+	} else if (http_path_is(req, "/watchdog")) {
+		/* The peer check of the watchdog's fencing (doc/watchdog.md): open like /health. */
+		char body[256];
+		if (w->cluster && cluster_watchdog_peer_json(w->cluster, body, sizeof(body))) {
+			out->status = 200;
+			out->content_type = JSON;
+			textbuf_puts(&out->body, body);
+		} else {
+			http_status_text(out, 404, "the watchdog is off");
+		}
 	} else if (req->path_len > 6 && memcmp(req->path, "/node/", 6) == 0) {
 		http_node(w, req, out);
 	} else if (http_path_is(req, "/cluster") || http_path_is(req, "/metrics") ||

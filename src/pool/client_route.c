@@ -649,6 +649,14 @@ enum relay_verdict client_route_message(struct client *c, const struct frame *f)
 			return client_hold_for_boundary(c);
 		bool standby = c->route.listener == ROUTE_FORCE_STANDBY ||
 			       c->route.forced == ROUTE_FORCE_STANDBY;
+		/* Fenced by the watchdog (doc/watchdog.md): no writes until etcd is back. */
+		if (c->w->router.view.fenced && !standby) {
+			client_disconnect(
+				c, "25006",
+				"pgrelay watchdog: this instance lost etcd and is fenced; "
+				"writes are refused until it reaches etcd again");
+			return RELAY_GONE;
+		}
 		/* During a failover the new primary is minutes at most away: wait for it. Else
 		 * there is nothing to wait for: say so at once. */
 		if (!c->w->router.view.failing_over || standby) {

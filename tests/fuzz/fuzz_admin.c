@@ -23,6 +23,7 @@
 
 #include "admin/admin.h"
 #include "failover/cluster.h"
+#include "failover/watchdog.h"
 #include "health/health.h"
 #include "pool/client.h"
 #include "pool/pool.h"
@@ -68,6 +69,31 @@ int cluster_history_copy(cluster_t *c, struct cluster_event *out, int cap)
 	out[1].exit_status = -1;
 	snprintf(out[1].event, sizeof(out[1].event), "primary_found");
 	return 2;
+}
+
+/* SHOW pool_watchdog: this instance (leader) and one lost member. */
+bool cluster_watchdog_state(cluster_t *c, struct wd_state *out)
+{
+	CHECK(c != NULL);
+	memset(out, 0, sizeof(*out));
+	snprintf(out->name, sizeof(out->name), "pgrelay-a");
+	snprintf(out->leader, sizeof(out->leader), "pgrelay-a");
+	out->status = WD_LEADER;
+	out->is_leader = out->connected = out->fresh = true;
+	out->lease_remaining_ms = 4000;
+	out->lease_ttl_ms = 5000;
+	out->n_members = 2;
+	snprintf(out->members[0].name, sizeof(out->members[0].name), "pgrelay-a");
+	out->members[0].present = true;
+	out->members[0].primary = 0;
+	snprintf(out->members[1].name, sizeof(out->members[1].name), "pgrelay-b");
+	out->members[1].primary = -1;
+	return true;
+}
+
+const char *watchdog_status_name(enum wd_status s)
+{
+	return s == WD_LEADER ? "leader" : "member";
 }
 
 double health_stats_average_retry_count(const struct health_stats *s)

@@ -34,7 +34,8 @@ def compile_driver(src, out):
     pq_inc = subprocess.run(["pg_config", "--includedir"], capture_output=True, text=True).stdout.strip()
     cmd = [cc, "-std=c17", "-D_GNU_SOURCE", "-g", "-O1", "-Wall", "-Wextra", "-I", str(REPO / "src"),
            "-I", pq_inc, *_sanitize_flags(build_dir), "-o", str(out), str(src), str(lib),
-           "-luv", "-lconfig", "-lssl", "-lcrypto", "-lpq", "-lpg_query", "-lpthread"]
+           "-luv", "-lconfig", "-lssl", "-lcrypto", "-lpq", "-lpg_query", "-lcurl", "-ljson-c",
+           "-lpthread"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, f"compiling the driver failed:\n{' '.join(cmd)}\n{r.stderr}"
     return out

@@ -625,6 +625,60 @@ static void test_obs_from_health(void **state)
 	assert_true(o.failed);
 }
 
+/*
+ * The watchdog's view detaches a former primary (fsm_adopt_down, doc/watchdog.md). Bug guarded:
+ * an instance that follows the leader's view promotes by itself, or the leader that takes over a
+ * failover another instance began runs failover_command a second time.
+ */
+static void test_watchdog_adopt_down(void **state)
+{
+	struct sim s;
+
+	(void)state;
+	/* A member (no commands): the primary it still reaches is detached by the view. */
+	sim_healthy(&s, false, false);
+	fsm_adopt_down(&s.f, 0, false, "former primary per the watchdog view", 0, s.now);
+	assert_int_equal(s.f.primary, -1);
+	assert_true(s.f.failing_over);
+	assert_int_equal(s.f.nodes[0].status, NODE_DOWN);
+	assert_true(s.f.nodes[0].former_primary);
+	assert_int_equal(s.f.op, FSM_OP_SEARCH);
+	assert_false(s.f.want_cmd);
+	ok(&s, 1, false, 120, 0); /* promoted by the leader's command */
+	step(&s);
+	assert_int_equal(s.f.primary, 1);
+	assert_false(s.f.failing_over);
+	assert_int_equal(s.f.op, FSM_OP_IDLE);
+	assert_false(s.f.want_cmd);
+	/* The old primary returns, still not in recovery: kept out. */
+	ok(&s, 0, false, 100, 0);
+	step(&s);
+	assert_int_equal(s.f.nodes[0].status, NODE_DOWN);
+	assert_int_equal(s.f.primary, 1);
+	/* Adopting a node already down changes nothing. */
+	s.f.n_events = 0;
+	fsm_adopt_down(&s.f, 0, false, "again", 0, s.now);
+	assert_int_equal(s.f.n_events, 0);
+
+	/* The new leader resumes a failover: it searches (no second failover_command), then runs
+	 * follow_primary_command for the remaining standby. */
+	sim_healthy(&s, true, true);
+	nok(&s, 0);
+	fsm_adopt_down(&s.f, 0, true, "former primary per the watchdog view", 0, s.now);
+	assert_int_equal(s.f.op, FSM_OP_SEARCH);
+	assert_false(s.f.want_cmd);
+	step(&s);
+	assert_false(s.f.want_cmd);
+	ok(&s, 2, false, 130, 0);
+	step(&s);
+	assert_int_equal(s.f.primary, 2);
+	assert_int_equal(s.f.op, FSM_OP_FOLLOW);
+	assert_true(s.f.want_cmd);
+	assert_int_equal(s.f.cmd.kind, FSM_CMD_FOLLOW);
+	assert_int_equal(s.f.cmd.node, 1);
+	assert_int_equal(s.f.failovers_ok, 1);
+}
+
 static void test_history_ring(void **state)
 {
 	static struct history h;
@@ -669,6 +723,7 @@ int main(void)
 		cmocka_unit_test(test_checks_disabled),
 		cmocka_unit_test(test_obs_from_health),
 		cmocka_unit_test(test_history_ring),
+		cmocka_unit_test(test_watchdog_adopt_down),
 	};
 
 	log_set_level(LOG_LVL_ERROR);
