@@ -2,9 +2,10 @@
  * The SQL admin interface, answered by pgrelay itself on every port and database
  * (doc/admin.md): pgpool-II's SHOW pool_* commands and pgrelay's own PGRELAY commands
  *   SHOW pool_nodes | pool_version | pool_health_check_stats | pool_failover_history |
- *        pool_pools | pool_processes | pool_backend_stats
+ *        pool_pools | pool_processes | pool_backend_stats | pool_recovery
  *   PGRELAY EXPLAIN ROUTE <sql>
  *   PGRELAY ATTACH NODE n | DETACH NODE n | PROMOTE NODE n     (admin_users only)
+ *   PGRELAY RECOVER NODE n   (admin_users only; returns once the recovery is started)
  *   SET pgrelay.route = primary | standby | auto;  RESET pgrelay.route
  * The simple protocol (psql, pgrelayctl) and the extended protocol (JDBC, prepared psycopg; the
  * session layer answers the whole unit, client_route.c) both carry them. Each answer is complete:
