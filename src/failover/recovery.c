@@ -265,7 +265,11 @@ static bool standby_ready(struct cluster *c, uint64_t *lag_out)
 	const struct fsm_obs *o = &c->obs[r->node], *po = &c->obs[r->primary];
 	bool named = c->app_names[r->node][0] != '\0';
 	bool fresh = o->checked && o->at_ms >= r->wait_since;
-	bool pfresh = po->checked && po->at_ms >= r->wait_since;
+	/* The primary's replication rows come from its full checks only (not the light WAL
+	 * polls that also refresh po->at_ms): a row older than the wait may predate the stage. */
+	const struct health_node_state *ps = c->snap != NULL ? &c->snap->nodes[r->primary] : NULL;
+	bool pfresh = ps != NULL && ps->has_observation && ps->obs.reachable &&
+		      ps->obs.observed_at >= r->wait_since;
 	bool streaming;
 	uint64_t lag = 0;
 
