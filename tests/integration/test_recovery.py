@@ -185,10 +185,35 @@ def check_recovered(c, r, new, row, seen):
         and ev[-1] == "recovery_done", ev
 
 
-def relay_with_recovery(e2e_relay, c, workdir, **kw):
-    return e2e_relay(c, workdir, recovery_1st_stage_command=FIRST_STAGE,
-                     recovery_remote_start_command=REMOTE_START, recovery_timeout="90s",
+def relay_with_recovery(e2e_relay, c, workdir, prefix="", **kw):
+    return e2e_relay(c, workdir, recovery_1st_stage_command=prefix + FIRST_STAGE,
+                     recovery_remote_start_command=prefix + REMOTE_START, recovery_timeout="90s",
                      load_balance={"delay_threshold": "16MB"}, **kw)
+
+
+FAKE_SSH = """#!/bin/sh
+# Stands in for ssh: logs the call, then runs the command line as the remote user (user@host)
+# through a POSIX shell with an empty environment, as sshd would (no PGPASSWORD).
+echo "$*" >> "{d}/ssh_calls.txt"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -o) shift 2 ;;
+    -*) shift ;;
+    *) break ;;
+  esac
+done
+dest=$1; shift
+user=${{dest%@*}}
+cd /
+exec env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin runuser -u "$user" -- sh -c "$*"
+"""
+
+
+def fake_ssh(workdir):
+    p = Path(workdir) / "fake_ssh.sh"
+    p.write_text(FAKE_SSH.format(d=workdir))
+    p.chmod(0o755)
+    return p
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -226,9 +251,13 @@ def test_recover_old_primary_with_pg_rewind_under_load(rec_cluster, e2e_relay, t
 def test_recover_old_primary_with_pg_basebackup_fallback(rec_cluster, e2e_relay, tmp_path):
     """Bug guarded: when pg_rewind cannot run (wal_log_hints off, no checksums) the first stage
     does not fall back to pg_basebackup, the copy loses the node's own settings (port) or its
-    application_name (pgrelay never sees it streaming), or sessions break meanwhile."""
+    application_name (pgrelay never sees it streaming), or sessions break meanwhile. Both scripts
+    run the node's commands over ssh here (RECOVERY_SSH=always, a stand-in ssh that runs them as
+    postgres with an empty environment): a quoting mistake in the remote command lines breaks it."""
     c = rec_cluster("")
-    r = relay_with_recovery(e2e_relay, c, tmp_path)
+    ssh = fake_ssh(tmp_path)
+    r = relay_with_recovery(e2e_relay, c, tmp_path,
+                            prefix=f"RECOVERY_SSH=always PGRELAY_SSH={ssh} PGRELAY_SSH_USER=postgres ")
     wait_all_up(r.port)
     new, row, seen, t_rec = recover_under_load(c, r, tmp_path, "rec_bb")
     print(f"pg_basebackup recovery: {row['elapsed_ms']} ms, stages {seen}, detail {row['detail']!r}")
@@ -237,6 +266,9 @@ def test_recover_old_primary_with_pg_basebackup_fallback(rec_cluster, e2e_relay,
     assert first["exit_status"] == "0" and "(pg_basebackup)" in first["detail"], first
     assert "pg_rewind failed: falling back to pg_basebackup" in r.log_text()
     assert not (c.data_dirs[0].parent / "node0.recovery-old").exists()
+    ssh_calls = (tmp_path / "ssh_calls.txt").read_text()
+    assert "postgres@127.0.0.1 " in ssh_calls and '/pg_basebackup" -D "$dir"' in ssh_calls \
+        and '-w -t "$wait" start' in ssh_calls, ssh_calls[:2000]
     assert responsive(r)
 
 
