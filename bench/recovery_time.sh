@@ -26,18 +26,19 @@ BIN=$(readlink -f "$BIN")
 PGBIN=${PGBIN:-$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)}
 export PGBIN PGPASSWORD=postgres
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Four free ports below the kernel's ephemeral range (32768+): a port there may be taken by some
+# client's outgoing connection while a killed node is down, and the node could not restart.
 BASE=""
 for _ in $(seq 50); do
-  b=$((20000 + RANDOM % 30000))
+  b=$((20000 + RANDOM % 12000))
   ok=1
-  for p in $b $((b + 1)) $((b + 2)); do
+  for p in $b $((b + 1)) $((b + 2)) $((b + 3)); do
     (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && ok=0
   done
   ((ok)) && BASE=$b && break
 done
 [[ -n "$BASE" ]] || { echo "no free ports" >&2; exit 1; }
-PORT=$(free_port)
+PORT=$((BASE + 3))
 
 TMP=$(mktemp -d /tmp/pgrelay-recbench-XXXXXX)
 chmod 755 "$TMP"
@@ -123,6 +124,8 @@ for method in rewind basebackup; do
     wait_for 600 recovery_over
     if [[ "$STAGE" != "done" ]]; then
       say "run $i ($method): recovery failed: $(psql_r 'show pool_recovery')"
+      grep -v DEBUG "$TMP/pgrelay-$method.log" | tail -n 40 >&2
+      tail -n 20 "$CL/node$OLD.log" >&2 || true
       exit 1
     fi
     total=$(psql_r "show pool_recovery" | awk -F'|' '{ print $4 }')

@@ -23,12 +23,15 @@
 #      the node's own configuration files are kept (postgresql.auto.conf comes from -R).
 #   4. standby.signal and, in postgresql.auto.conf, primary_conninfo (host/port of the primary,
 #      application_name = the node's backends[].application_name so that pgrelay finds it in
-#      pg_stat_replication) and primary_slot_name when the node has one (created on the primary).
+#      pg_stat_replication) and primary_slot_name. The slot (the node's primary_slot_name, else
+#      its application_name made a slot name; RECOVERY_SLOT=none for none) is created on the
+#      primary before the copy, reserving WAL at once: the standby then finds every segment it
+#      needs there. Drop it (pg_drop_replication_slot) when the node is retired for good.
 # The node is not started here: recovery_remote_start_command (conf/remote_start.sh) does it.
 # Exit 0 when the data directory is a standby's; the last output line says which way.
 # Environment: PGBIN, RECOVERY_PGUSER (default postgres; also the replication user),
-# RECOVERY_METHOD (auto | rewind | basebackup; default auto), RECOVERY_SLOT (replication slot
-# for the node; default: the primary_slot_name in its configuration, if any),
+# RECOVERY_METHOD (auto | rewind | basebackup; default auto), RECOVERY_SLOT (the node's
+# replication slot; default: its primary_slot_name, else its application_name; none: no slot),
 # RECOVERY_CONNECT_TIMEOUT (default 2), RECOVERY_BASEBACKUP_TIMEOUT (seconds, default 3600),
 # and the ssh settings of conf/recovery_lib.sh. Passwords: PGPASSWORD / ~/.pgpass.
 # shellcheck disable=SC2016 # the snippets run on the node, expanded there
@@ -73,7 +76,20 @@ if pgctl status >/dev/null 2>&1; then
   fi
 fi
 
+# The node's replication slot on the primary, made before the copy: it keeps every WAL segment
+# from now on, so the standby finds on the primary what pg_rewind or pg_basebackup did not copy
+# (without it a busy primary may have recycled it by the time the node starts).
+sql_quote() { printf "%s" "$1" | sed "s/'/''/g"; }
 SLOT=${RECOVERY_SLOT:-$(node_conf_value primary_slot_name)}
+if [[ -z "$SLOT" ]]; then
+  SLOT=$(printf '%s' "$APP" | tr '[:upper:]' '[:lower:]' | tr -c 'a-z0-9_' '_' | cut -c1-63)
+fi
+[[ "$SLOT" == none ]] && SLOT=""
+if [[ -n "$SLOT" ]]; then
+  q "$P_HOST" "$P_PORT" "select pg_create_physical_replication_slot('$(sql_quote "$SLOT")', true) where not exists (select 1 from pg_replication_slots where slot_name = '$(sql_quote "$SLOT")')" >/dev/null ||
+    log "could not create slot $SLOT on node $P_ID (continuing without a slot)"
+  [[ "$(q "$P_HOST" "$P_PORT" "select count(*) from pg_replication_slots where slot_name = '$(sql_quote "$SLOT")'")" == 1 ]] || SLOT=""
+fi
 
 # 2. pg_rewind, keeping the node's own configuration files. A postmaster killed with -9 leaves
 # children that hold its shared memory a moment: the crash recovery pg_rewind runs is retried.
@@ -147,11 +163,6 @@ if [[ -z "$how" ]]; then
 fi
 
 # 4. A standby of the primary: standby.signal, primary_conninfo, primary_slot_name.
-sql_quote() { printf "%s" "$1" | sed "s/'/''/g"; }
-if [[ -n "$SLOT" ]]; then
-  q "$P_HOST" "$P_PORT" "select pg_create_physical_replication_slot('$(sql_quote "$SLOT")') where not exists (select 1 from pg_replication_slots where slot_name = '$(sql_quote "$SLOT")')" >/dev/null ||
-    log "could not create slot $SLOT on node $P_ID"
-fi
 CONNINFO="host=$P_HOST port=$P_PORT user=$PGUSER_ application_name=$APP"
 STANDBY='
 dir=$1 conninfo=$2 slot=$3
