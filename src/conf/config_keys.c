@@ -83,9 +83,8 @@ const struct key_def config_keys[] = {
 	    "closes them at once."),
 	TOP("admin_users", KT_STRING, 0, "postgres", 0, 0, admin_users, NULL,
 	    "Comma-separated users who may run the PGRELAY ATTACH/DETACH/PROMOTE/RECOVER NODE "
-	    "commands "
-	    "and every SHOW pool_* command; SHOW pool_nodes and SHOW pool_version are open to "
-	    "every user."),
+	    "commands and every SHOW pool_* command; SHOW pool_nodes and SHOW pool_version are "
+	    "open to every user."),
 	TOP("stats_users", KT_STRING, KF_EMPTY_IS_NULL, NULL, 0, 0, stats_users, NULL,
 	    "Comma-separated users who may run every SHOW pool_* command (statistics, sessions, "
 	    "failover history) but no node command; unset means only admin_users."),

@@ -6,10 +6,12 @@
  * thread after cluster_start returned (cluster_stop reads them only after the join). The health
  * thread (health.h) runs beside it: its notify callback only writes the wake pipe.
  *
- * One loop: poll() on the wake pipe and the running command's output pipe, then
+ * One loop: poll() on the wake pipe and the running commands' output pipes, then
  *   1. take operator commands and reloads from the mailbox,
  *   2. digest the latest health snapshot into struct fsm_obs and run the pure core (node_fsm.c),
- *   3. step the running command (failover_cmd.c); start the one the core wants,
+ *   3. step the running command (failover_cmd.c); start the one the core wants; step the online
+ *      recovery (recovery.c: its own command slot, so a long pg_basebackup never delays a
+ *      failover command),
  *   4. ask the health thread for the checks the core wants (attach, search every 100 ms),
  *   5. move the core's events to the history and the log,
  *   6. rebuild the view; publish it and notify when it differs from the last one.

@@ -530,7 +530,7 @@ enum cluster_recover_result cluster_recover(cluster_t *c, int node, const char *
 			snprintf(msg, msgcap, "the recovery of node %d is in progress (%s)",
 				 c->rec_pub.row.node, c->rec_pub.row.stage);
 		else
-			snprintf(msg, msgcap, "a failover is in progress");
+			snprintf(msg, msgcap, "a failover (or a failover command) is in progress");
 	} else if (!v->checks_enabled)
 		snprintf(msg, msgcap, "health checks are disabled: online recovery needs them");
 	else if (!c->rec_configured)
