@@ -22,7 +22,7 @@ import pgwire
 from conftest import CLUSTER_SH, DIRECT, REPO, free_port_range
 from failover_helpers import PGBIN, OwnCluster, as_pg, cluster_template  # noqa: F401
 from failover_load import ClientLoop, query, query_dicts, stop_all
-from test_failover_e2e import (attach_primary, detach_primary, e2e_relay, history,  # noqa: F401
+from test_failover_e2e import (detach_primary, e2e_relay, history,  # noqa: F401
                                nodes, port_node, readers_on, responsive, wait_all_up, wait_for,
                                writer)
 
@@ -277,8 +277,13 @@ def test_recover_old_primary_with_pg_basebackup_fallback(rec_cluster, e2e_relay,
 
 
 STAND_IN = """#!/bin/sh
-# A stand-in first stage: records its pid and its child's, then fails, or hangs when told to.
+# A stand-in first stage: records its pid and its child's, then fails, or hangs, or succeeds
+# (the node is left as it is: a running standby) when told to.
 echo $$ > "{d}/stage.pid"
+if [ -f "{d}/ok" ]; then
+  echo "copied (stand-in)"
+  exit 0
+fi
 if [ -f "{d}/hang" ]; then
   echo "copying, slowly"
   sleep 60 &
@@ -368,7 +373,21 @@ def test_recovery_failures_and_refusals(cluster, e2e_relay, tmp_path):
         finally:
             wait_for(lambda: any(h["event"] == "primary_not_found" for h in history(r.port)), 15,
                      "the failover's end", relay=r)
-            attach_primary_and_standby(r)
+            if nodes(r.port)[0]["status"] == "down":
+                query(r.port, "PGRELAY ATTACH NODE 0")
+            wait_for(lambda: (lambda n: n[0]["role"] == "primary" and n[0]["status"] == "up")(nodes(r.port)),
+                     15, "node 0 primary again", relay=r)
+
+        # 4. A first stage that succeeds, no recovery_remote_start_command (the stage is skipped):
+        # node 2 (still a streaming standby) is waited for, attached, and up as a standby.
+        (tmp_path / "ok").write_text("")
+        recover_when_idle(r.port, 2)
+        row, seen = wait_recovery_end(r.port, 20, relay=r)
+        assert row["stage"] == "done" and "up as a standby of primary node 0" in row["detail"], row
+        ev = [h["event"] for h in recovery_events(r.port, 2)]
+        assert ev[-4:] == ["recovery_start", "recovery_1st_stage", "recovery_standby", "recovery_done"], ev
+        n = nodes(r.port)
+        assert n[2]["status"] == "up" and n[2]["role"] == "standby", n[2]
         t_end = time.monotonic()
     finally:
         stop_all(loops)
@@ -377,15 +396,6 @@ def test_recovery_failures_and_refusals(cluster, e2e_relay, tmp_path):
         assert not lp.failed_ops(t0) and not lp.timeouts(), (lp.name, lp.failed_ops(t0)[:3])
     assert admin.max_gap(t0, t_end) < 2.5
     assert responsive(r)
-
-
-def attach_primary_and_standby(r):
-    attach_primary_only = nodes(r.port)
-    if attach_primary_only[0]["status"] == "down":
-        query(r.port, "PGRELAY ATTACH NODE 0")
-    if attach_primary_only[2]["status"] == "down":
-        query(r.port, "PGRELAY ATTACH NODE 2")
-    wait_all_up(r.port)
 
 
 # ---------------------------------------------------------------------------------------------------------
