@@ -288,10 +288,8 @@ static bool standby_ready(struct cluster *c, uint64_t *lag_out)
 			  : o->receive_lsn != 0;
 	if (!streaming) {
 		snprintf(r->detail, sizeof(r->detail),
-			 named ? "node %d is in recovery; waiting for it to stream from node %d "
-				 "(pg_stat_replication, application_name '%s')"
-			       : "node %d is in recovery; waiting for a WAL receive position "
-				 "from node %d%s",
+			 named ? "node %d in recovery, not streaming from node %d as '%s'"
+			       : "node %d in recovery, no WAL received from node %d yet%s",
 			 r->node, r->primary, named ? c->app_names[r->node] : "");
 		return false;
 	}
@@ -301,7 +299,7 @@ static bool standby_ready(struct cluster *c, uint64_t *lag_out)
 	if (c->cur.delay_threshold > 0 && (o->replay_lsn == 0 || lag > c->cur.delay_threshold)) {
 		snprintf(r->detail, sizeof(r->detail),
 			 "node %d streams from node %d; replay lag %" PRIu64
-			 " bytes over delay_threshold %u",
+			 " > delay_threshold %u",
 			 r->node, r->primary, lag, c->cur.delay_threshold);
 		return false;
 	}

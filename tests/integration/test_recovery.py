@@ -323,10 +323,19 @@ def test_recovery_failures_and_refusals(cluster, e2e_relay, tmp_path):
     admin.start()
     t0 = time.monotonic()
     try:
-        # An up standby and the primary are refused (55000), and nothing is recorded.
+        # An up standby and the primary are refused (55000), and nothing is recorded; bad
+        # syntax is 42601; SHOW pool_recovery needs admin_users or stats_users.
         for node in (0, 2):
             e = recover(r.port, node)
             assert e is not None and e.sqlstate == "55000", (node, e)
+        for bad in ("PGRELAY RECOVER NODE", "PGRELAY RECOVER 2", "PGRELAY RECOVER NODE 2 3"):
+            with pytest.raises(pgwire.PgError) as e:
+                query(r.port, bad)
+            assert e.value.sqlstate == "42601", (bad, e.value)
+        with pytest.raises(pgwire.PgError) as e:
+            query(r.port, "SHOW pool_recovery", user="app", password="app")
+        assert e.value.sqlstate == "42501", e.value
+        assert recovery_row(r.port) is None
         query(r.port, "PGRELAY DETACH NODE 2")
         wait_for(lambda: nodes(r.port)[2]["status"] == "down", 5, "node2 down")
 
@@ -438,3 +447,35 @@ def test_follow_primary_rewind_and_basebackup_paths(rec_cluster):
     assert p.returncode == 0 and "(pg_basebackup)" in p.stdout, p.stdout + p.stderr
     assert c.wait_streaming(1, ["node0", "node2"])
     assert c.query(2, "show port")[0][0] == str(c.ports[2])
+
+
+@pytest.mark.deadline(60)
+def test_recovery_wait_times_out(cluster, e2e_relay, tmp_path):
+    """Bug guarded: a node that never shows up streaming in the primary's pg_stat_replication
+    (here: its backends[].application_name names no streaming row) is attached anyway, or the
+    recovery waits past recovery_timeout; the reason must say what was waited for."""
+    stage = tmp_path / "stage.sh"
+    stage.write_text(STAND_IN.format(d=tmp_path))
+    stage.chmod(0o755)
+    (tmp_path / "ok").write_text("")
+    backends = [{"host": "127.0.0.1", "port": cluster.ports[i], "weight": 1.0,
+                 "data_directory": str(cluster.data_dirs[i]),
+                 "application_name": "not_streaming" if i == 2 else f"node{i}"} for i in range(3)]
+    r = e2e_relay(cluster, tmp_path, failover="", follow="", backends=backends,
+                  recovery_1st_stage_command=f"{stage} {ARGS}", recovery_timeout="3s")
+    wait_all_up(r.port)
+    query(r.port, "PGRELAY DETACH NODE 2")
+    wait_for(lambda: nodes(r.port)[2]["status"] == "down", 5, "node2 down")
+    t0 = time.monotonic()
+    assert recover(r.port, 2) is None
+    row, seen = wait_recovery_end(r.port, 15, relay=r)
+    took = time.monotonic() - t0
+    assert row["stage"] == "failed" and "recovery_timeout" in row["detail"] \
+        and "wait_standby" in row["detail"] and "not_streaming" in row["detail"], row
+    assert "wait_standby" in seen, seen
+    assert 2.5 < took < 3 + 4, took
+    ev = recovery_events(r.port, 2)
+    assert ev[-1]["event"] == "recovery_failed" and "recovery_standby" not in [h["event"] for h in ev], ev
+    time.sleep(1.5)
+    assert nodes(r.port)[2]["status"] == "down"
+    assert responsive(r)
