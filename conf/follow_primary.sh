@@ -13,8 +13,9 @@
 #      replay has not passed the fork point. Its replication slot is created on the new primary.
 #   2. Local data directory, the node stopped cleanly (or a running old primary, which is stopped
 #      with -m fast): start it as a standby (standby.signal) of the new primary.
-#   3. Timeline diverged: pg_rewind from the new primary (needs wal_log_hints or data checksums),
-#      then start as a standby.
+#   3. Timeline diverged: pg_rewind from the new primary (needs wal_log_hints or data checksums on
+#      the node, full_page_writes on the new primary; a CHECKPOINT there first), keeping the
+#      node's own configuration files, then start as a standby.
 #   4. Last resort: a fresh pg_basebackup -R from the new primary (the old contents are removed).
 # Each step waits up to FOLLOW_WAIT seconds (default 15) for a streaming row in the new primary's
 # pg_stat_replication. Exit 0 when the standby streams from the new primary, 1 otherwise.
@@ -134,14 +135,21 @@ if [[ "$state" == "shut down" || "$state" == "shut down in recovery" ]]; then
   pgctl -m fast -w -t 30 stop 2>/dev/null || true
 fi
 
-# 3. pg_rewind.
+# 3. pg_rewind. A freshly promoted primary shows its new timeline in its control file only after
+# a checkpoint (else pg_rewind sees "the same timeline" and rewinds nothing). pg_rewind copies the
+# new primary's configuration files: the node's own (port, ...) are put back.
 log "pg_rewind of node $ID from node $NEW_ID"
+q "$NEW_HOST" "$NEW_PORT" "checkpoint" >/dev/null || log "checkpoint on node $NEW_ID failed (continuing)"
+keep=$(mktemp -d) || exit 1
+cp -p "$DIR"/*.conf "$keep"/ 2>/dev/null
 if as_owner "$DIR" timeout 300 "$PGBIN/pg_rewind" --target-pgdata="$DIR" \
   --source-server="host=$NEW_HOST port=$NEW_PORT user=$PGUSER_ dbname=postgres" >&2 &&
-  start_standby; then
+  cp -p "$keep"/*.conf "$DIR"/ && start_standby; then
+  rm -rf "$keep"
   echo "node $ID follows node $NEW_ID (pg_rewind)"
   exit 0
 fi
+rm -rf "$keep"
 pgctl -m fast -w -t 30 stop 2>/dev/null || true
 
 # 4. pg_basebackup.

@@ -13,6 +13,8 @@
 # When run as root every PostgreSQL binary runs as the 'postgres' user, so DIR must be reachable by it.
 # Environment: PG_MAX_CONNECTIONS (default 200) sets max_connections on every node; like the ports it
 # is rewritten at every start (a standby needs at least the primary's value: restart all nodes).
+# PG_EXTRA_SETTINGS: extra postgresql.conf lines ("name = value", newline-separated) written with
+# the ports at every start, e.g. "wal_log_hints = on" for pg_rewind (the recovery tests).
 set -euo pipefail
 umask 022
 
@@ -117,6 +119,9 @@ write_node_conf() {
     if ((n > 0)); then
       echo "primary_conninfo = 'host=127.0.0.1 port=$(node_port 0) user=postgres application_name=node$n'"
       echo "primary_slot_name = 'node$n'"
+    fi
+    if [[ -n "${PG_EXTRA_SETTINGS:-}" ]]; then
+      printf '%s\n' "$PG_EXTRA_SETTINGS"
     fi
   } | "${AS_PG[@]}" tee "$d/pgrelay_node.conf" >/dev/null
   # pg_basebackup -R put primary_conninfo into postgresql.auto.conf, which would override ours.

@@ -82,7 +82,9 @@ if port_in_use "$PORT"; then
   exit 1
 fi
 
-bash scripts/cluster.sh start "$CLUSTER" "$BASEPORT"
+# pg_rewind (online recovery of the old primary) needs wal_log_hints on the nodes and
+# full_page_writes on the primary; cluster.sh writes these at every start.
+PG_EXTRA_SETTINGS=$'wal_log_hints = on\nfull_page_writes = on' bash scripts/cluster.sh start "$CLUSTER" "$BASEPORT"
 echo "$CLUSTER" >"$DEMO/cluster-dir"
 
 cat >"$DEMO/users.txt" <<EOF2
@@ -117,6 +119,11 @@ health_check = { period = "1s"; timeout = "2s"; max_retries = 1; retry_delay = "
 
 failover_command = "$ROOT/conf/failover.sh %d %h %p %D %m %H %M %P %r %R %N %S";
 follow_primary_command = "$ROOT/conf/follow_primary.sh %d %h %p %D %m %H %M %P %r %R %N %S";
+
+# Online recovery: PGRELAY RECOVER NODE n brings a down node back as a standby of the primary.
+recovery_1st_stage_command = "$ROOT/conf/recovery_1st_stage.sh %d %h %p %D %m %H %M %P %r %R %N %S";
+recovery_remote_start_command = "$ROOT/conf/remote_start.sh %d %h %p %D %m %H %M %P %r %R %N %S";
+recovery_timeout = "5min";
 EOF2
 
 cat <<EOF2
@@ -131,8 +138,15 @@ Try, in another terminal (password: app):
   PGPASSWORD=app psql -h 127.0.0.1 -p $PORT -U app app -c "PGRELAY EXPLAIN ROUTE select nextval('s')"
   PGPASSWORD=app psql -h 127.0.0.1 -p $((PORT + 1)) -U app app -c 'select inet_server_port()'   # primary port
   PGPASSWORD=app psql -h 127.0.0.1 -p $((PORT + 2)) -U app app -c 'select inet_server_port()'   # standby port
-Failover: kill -9 the primary's postmaster (head -1 $CLUSTER/node0/postmaster.pid) and watch the log;
-then 'SHOW pool_failover_history'. Failover scripts read passwords from PGPASSWORD/~/.pgpass.
+Failover: kill -9 the primary's postmaster and watch the log; then look at the history:
+  kill -9 \$(head -1 $CLUSTER/node0/postmaster.pid)
+  PGPASSWORD=postgres psql -h 127.0.0.1 -p $PORT -U postgres app -c 'SHOW pool_failover_history'
+Bring the old primary back as a standby of the new primary (online recovery: pg_rewind, else
+pg_basebackup, then pg_ctl start; it returns at once, the recovery runs in the background):
+  PGPASSWORD=postgres psql -h 127.0.0.1 -p $PORT -U postgres app -c 'PGRELAY RECOVER NODE 0'
+  PGPASSWORD=postgres psql -h 127.0.0.1 -p $PORT -U postgres app -c 'SHOW pool_recovery'   # until stage = done
+  PGPASSWORD=postgres psql -h 127.0.0.1 -p $PORT -U postgres app -c 'SHOW pool_nodes'      # node 0: up, standby
+The scripts read passwords from PGPASSWORD/~/.pgpass.
 Other users: postgres/postgres, md5user/md5pw. Config: demo/pgrelay.conf.
 Ctrl-C stops pgrelay; run this again to restart it; 'bash scripts/demo.sh stop' stops the cluster.
 

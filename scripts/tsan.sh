@@ -36,6 +36,8 @@ INTEGRATION=(
   tests/integration/test_failover_e2e.py::test_standby_loss
   tests/integration/test_failover_e2e.py::test_write_waits_query_wait_timeout_during_failover_then_fails_at_once
   tests/integration/test_failover_e2e.py::test_clients_waiting_for_a_primary_do_not_wedge_pgrelay
+  # Online recovery: requests from the worker, the stages on the manager's thread, SHOW pool_recovery.
+  tests/integration/test_recovery.py::test_recovery_failures_and_refusals
   # TLS (thread-local scratch buffers, contexts shared across reloads) and auth_query (lookups on
   # the thread pool finding their clients again).
   tests/integration/test_tls.py::test_sighup_reloads_certificate

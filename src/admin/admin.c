@@ -391,6 +391,24 @@ static void admin_show_watchdog(struct client *c, struct builder *out)
 	admin_finish(&t, c->txn_status);
 }
 
+/* The running online recovery, else the last one; no row before the first. */
+static void admin_show_recovery(struct client *c, struct builder *out)
+{
+	static const char *const cols[] = { "node_id", "stage", "started", "elapsed_ms", "detail" };
+	struct admin_table t;
+	struct cluster_recovery rec;
+	admin_begin(&t, out, cols, 5);
+	if (c->w->cluster && cluster_recovery_copy(c->w->cluster, &rec)) {
+		char node[16], started[32], elapsed[32];
+		snprintf(node, sizeof(node), "%d", rec.node);
+		admin_format_time(rec.started_ms, started, sizeof(started));
+		snprintf(elapsed, sizeof(elapsed), "%" PRIu64, rec.elapsed_ms);
+		const char *vals[] = { node, rec.stage, started, elapsed, rec.detail };
+		admin_row(&t, vals);
+	}
+	admin_finish(&t, c->txn_status);
+}
+
 /* pgpool's per-process pool rows, one per (pool, node) here: pgrelay has one process. */
 static void admin_show_pools(struct client *c, struct builder *out)
 {
@@ -602,6 +620,50 @@ static void admin_node_command(struct client *c, enum cluster_command cmd, int n
 	builder_ready(out, c->txn_status);
 }
 
+/*
+ * PGRELAY RECOVER NODE n: accepted at once (the cluster manager runs the recovery; SHOW
+ * pool_recovery follows it). Refusals: 42501 not an admin user, 22023 no such node, 55000 the
+ * node or the cluster is not in a state to recover it, 55006 another recovery or a failover is
+ * in progress (try again later).
+ */
+static void admin_recover_node(struct client *c, int node, struct builder *out)
+{
+	if (!admin_is_admin_user(c)) {
+		admin_error(out, c->txn_status, "42501",
+			    "permission denied: PGRELAY node commands need a user in admin_users");
+		return;
+	}
+	if (node < 0 || node >= c->w->n_nodes) {
+		admin_error(out, c->txn_status, "22023", "no such backend node");
+		return;
+	}
+	if (!c->w->cluster) {
+		admin_error(out, c->txn_status, "55000",
+			    "node commands need the cluster manager (health checks)");
+		return;
+	}
+	char reason[96], msg[256];
+	snprintf(reason, sizeof(reason), "PGRELAY RECOVER NODE by user %s", c->user);
+	log_info("admin", c->id, "RECOVER NODE %d requested by user %s", node, c->user);
+	switch (cluster_recover(c->w->cluster, node, reason, msg, sizeof(msg))) {
+	case CLUSTER_RECOVER_STARTED:
+		break;
+	case CLUSTER_RECOVER_NO_NODE:
+		admin_error(out, c->txn_status, "22023", msg);
+		return;
+	case CLUSTER_RECOVER_BUSY:
+		admin_error(out, c->txn_status, "55006", msg);
+		return;
+	case CLUSTER_RECOVER_REFUSED:
+	default:
+		admin_error(out, c->txn_status, "55000", msg);
+		return;
+	}
+	builder_notice(out, "00000", msg);
+	builder_command_complete(out, "PGRELAY RECOVER");
+	builder_ready(out, c->txn_status);
+}
+
 /* NODE n [SWITCHOVER]: *switchover (NULL where the word is not accepted) says if it was given. */
 static bool admin_parse_node(const char *sql, size_t len, size_t i, int *node, bool *switchover)
 {
@@ -723,9 +785,20 @@ static bool admin_pgrelay(struct client *c, const char *sql, size_t len, size_t 
 				   node, out);
 		return true;
 	}
-	admin_error(out, c->txn_status, "42601",
-		    "unknown PGRELAY command; try PGRELAY EXPLAIN ROUTE <sql>, PGRELAY "
-		    "ATTACH|DETACH|PROMOTE NODE n, PGRELAY RELOAD, PGRELAY STOP [SMART|FAST]");
+	j = i;
+	if (admin_word(sql, len, &j, "recover")) {
+		int node;
+		if (!admin_parse_node(sql, len, j, &node, NULL)) {
+			admin_error(out, c->txn_status, "42601", "syntax: PGRELAY RECOVER NODE n");
+			return true;
+		}
+		admin_recover_node(c, node, out);
+		return true;
+	}
+	admin_error(
+		out, c->txn_status, "42601",
+		"unknown PGRELAY command; try PGRELAY EXPLAIN ROUTE <sql>, PGRELAY "
+		"ATTACH|DETACH|PROMOTE|RECOVER NODE n, PGRELAY RELOAD, PGRELAY STOP [SMART|FAST]");
 	return true;
 }
 
@@ -752,6 +825,7 @@ bool admin_answer(struct client *c, const char *sql, size_t len, struct builder 
 		{ "pool_version", admin_show_version, true },
 		{ "pool_health_check_stats", admin_show_health_stats, false },
 		{ "pool_failover_history", admin_show_history, false },
+		{ "pool_recovery", admin_show_recovery, false },
 		{ "pool_pools", admin_show_pools, false },
 		{ "pool_processes", admin_show_processes, false },
 		{ "pool_backend_stats", admin_show_backend_stats, false },

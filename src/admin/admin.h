@@ -2,10 +2,12 @@
  * The SQL admin interface, answered by pgrelay itself on every port and database
  * (doc/admin.md): pgpool-II's SHOW pool_* commands and pgrelay's own PGRELAY commands
  *   SHOW pool_nodes | pool_version | pool_health_check_stats | pool_failover_history |
- *        pool_pools | pool_processes | pool_backend_stats | pool_cache | pool_watchdog
+ *        pool_pools | pool_processes | pool_backend_stats | pool_cache | pool_watchdog |
+ *        pool_recovery
  * (the PgBouncer-compatible console of the virtual database "pgbouncer" is admin/console.h)
  *   PGRELAY EXPLAIN ROUTE <sql>
  *   PGRELAY ATTACH NODE n | DETACH NODE n | PROMOTE NODE n [SWITCHOVER]   (admin_users only)
+ *   PGRELAY RECOVER NODE n   (admin_users only; returns once the recovery is started)
  *   PGRELAY RELOAD | STOP [SMART|FAST]     (admin_users only; as SIGHUP / SIGTERM / SIGINT)
  *   SET pgrelay.route = primary | standby | auto;  RESET pgrelay.route
  * The simple protocol (psql, pgrelayctl) and the extended protocol (JDBC, prepared psycopg; the

@@ -184,6 +184,9 @@ struct config {
 	char *failback_command;			 /* owned or NULL */
 	uint32_t failover_command_timeout_ms;	 /* default 60s */
 	uint32_t search_primary_node_timeout_ms; /* default 5min */
+	char *recovery_1st_stage_command;	 /* owned or NULL: PGRELAY RECOVER NODE */
+	char *recovery_remote_start_command;	 /* owned or NULL */
+	uint32_t recovery_timeout_ms;		 /* default 5min: the whole recovery */
 	char *admin_users;			 /* owned; comma-separated, default "postgres" */
 	char *stats_users;			 /* owned or NULL; comma-separated, SHOW pool_* */
 	uint32_t stats_period_ms;	    /* averages of the pgbouncer console, default 60s */

@@ -84,9 +84,9 @@ const struct key_def config_keys[] = {
 	    "How long a smart shutdown (SIGTERM) waits for clients to leave before closing them; 0 "
 	    "closes them at once."),
 	TOP("admin_users", KT_STRING, 0, "postgres", 0, 0, admin_users, NULL,
-	    "Comma-separated users who may run the PGRELAY ATTACH/DETACH/PROMOTE NODE, RELOAD and "
-	    "STOP commands and every SHOW pool_* command; SHOW pool_nodes and SHOW pool_version "
-	    "are open to every user."),
+	    "Comma-separated users who may run the PGRELAY ATTACH/DETACH/PROMOTE/RECOVER NODE, "
+	    "RELOAD and STOP commands and every SHOW pool_* command; SHOW pool_nodes and SHOW "
+	    "pool_version are open to every user."),
 	TOP("stats_users", KT_STRING, KF_EMPTY_IS_NULL, NULL, 0, 0, stats_users, NULL,
 	    "Comma-separated users who may run every SHOW pool_* command (statistics, sessions, "
 	    "failover history) but no node command; unset means only admin_users."),
@@ -106,6 +106,20 @@ const struct key_def config_keys[] = {
 	TOP("failover_command_timeout", KT_DURATION, 0, "60s", MS_PER_S, DUR_MAX,
 	    failover_command_timeout_ms, NULL,
 	    "Longest a failover, follow-primary or failback command may run before it is killed."),
+	TOP("recovery_1st_stage_command", KT_STRING, KF_EMPTY_IS_NULL, NULL, 0, 0,
+	    recovery_1st_stage_command, NULL,
+	    "First command of PGRELAY RECOVER NODE n: makes the down node a standby of the "
+	    "current primary (pg_rewind or pg_basebackup). Failover placeholders, with %d %h %p "
+	    "%D the node to recover and %m %H %r %R the current primary; unset refuses "
+	    "recoveries."),
+	TOP("recovery_remote_start_command", KT_STRING, KF_EMPTY_IS_NULL, NULL, 0, 0,
+	    recovery_remote_start_command, NULL,
+	    "Second command of an online recovery: starts the recovered node's PostgreSQL, same "
+	    "placeholders; unset skips the stage (the first stage started it)."),
+	TOP("recovery_timeout", KT_DURATION, 0, "5min", MS_PER_S, DUR_MAX, recovery_timeout_ms,
+	    NULL,
+	    "Longest a whole online recovery (both commands, the wait for streaming and the "
+	    "attach) may take; a command still running then is killed and the node stays down."),
 	TOP("search_primary_node_timeout", KT_DURATION, 0, "5min", 0, DUR_MAX,
 	    search_primary_node_timeout_ms, NULL,
 	    "How long to look for a new primary after a failover; 0 searches forever."),

@@ -6,10 +6,12 @@
  * thread after cluster_start returned (cluster_stop reads them only after the join). The health
  * thread (health.h) runs beside it: its notify callback only writes the wake pipe.
  *
- * One loop: poll() on the wake pipe and the running command's output pipe, then
+ * One loop: poll() on the wake pipe and the running commands' output pipes, then
  *   1. take operator commands and reloads from the mailbox,
  *   2. digest the latest health snapshot into struct fsm_obs and run the pure core (node_fsm.c),
- *   3. step the running command (failover_cmd.c); start the one the core wants,
+ *   3. step the running command (failover_cmd.c); start the one the core wants; step the online
+ *      recovery (recovery.c: its own command slot, so a long pg_basebackup never delays a
+ *      failover command),
  *   4. ask the health thread for the checks the core wants (attach, search every 100 ms),
  *   5. move the core's events to the history and the log,
  *   6. rebuild the view; publish it and notify when it differs from the last one.
@@ -30,77 +32,17 @@
 #include <unistd.h>
 
 #include "conf/config.h"
+#include "failover/cluster_int.h"
 #include "failover/failover_cmd.h"
 #include "failover/history.h"
 #include "failover/node_fsm.h"
 #include "failover/wd_policy.h"
+#include "failover/recovery.h"
 #include "util/log.h"
 
 #define COMPONENT   "cluster"
-#define QUEUE_MAX   16
 #define LSN_POLL_MS 100	 /* light WAL-position poll of every node (health.h) */
 #define MAX_WAIT_MS 1000 /* the loop wakes at least this often */
-
-/* Settings the thread uses; every string owned. Replaced whole on reload. */
-struct cluster_settings {
-	char *failover_command; /* owned or NULL */
-	char *follow_primary_command;
-	char *failback_command;
-	uint32_t command_timeout_ms;
-	struct fsm_settings fsm;
-};
-
-struct node_conf {
-	char *host; /* owned */
-	int port;
-	char *data_dir; /* owned, may be "" */
-};
-
-struct queued_cmd {
-	enum cluster_command cmd;
-	int node;
-	char reason[CLUSTER_REASON_MAX];
-};
-
-struct cluster {
-	pthread_t thread;
-	pthread_mutex_t mu;
-	pthread_cond_t discovered_cv; /* signalled when discovery ends */
-	int wake_rd, wake_wr;	      /* nonblocking self-pipe */
-	void (*notify)(void *arg);
-	void *notify_arg;
-	int n;
-	struct node_conf nodes[CLUSTER_MAX_NODES]; /* immutable after start */
-	char app_names[CLUSTER_MAX_NODES][FSM_NAME_MAX];
-	health_t *health; /* NULL when health checks are disabled */
-	struct history history;
-	atomic_bool report_enabled; /* failover_on_backend_error */
-
-	/* mu */
-	bool stop;
-	bool discovery_done;
-	struct cluster_view *view; /* owned: the published view */
-	struct queued_cmd queue[QUEUE_MAX];
-	int n_queued;
-	struct cluster_settings *pending; /* owned: a reload not yet taken */
-
-	/* thread */
-	struct cluster_settings cur;
-	struct fsm fsm;
-	struct health_snapshot *snap; /* owned */
-	struct fsm_obs obs[CLUSTER_MAX_NODES];
-	struct cmd_run run;
-	char run_cmdline[CLUSTER_COMMAND_MAX];
-	struct fsm_cmd run_cmd;
-	int64_t run_started_wall;
-	struct lsn_sample samples[CLUSTER_LSN_SAMPLES];
-	int n_samples;
-	int samples_of; /* the primary the samples belong to */
-	uint64_t next_fast_probe;
-	uint64_t seq;
-	struct cluster_view *work; /* owned: the view being built */
-	struct wd_policy wdp;	   /* the watchdog (doc/watchdog.md); wdp.wd NULL when off */
-};
 
 /* ----------------------------------------------------------------------------------------------
  * Small helpers.
@@ -167,6 +109,8 @@ static void settings_free(struct cluster_settings *s)
 	free(s->failover_command);
 	free(s->follow_primary_command);
 	free(s->failback_command);
+	free(s->recovery_1st_stage_command);
+	free(s->recovery_remote_start_command);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -176,7 +120,13 @@ static bool settings_from_conf(struct cluster_settings *s, const struct config *
 	s->failover_command = dup_or_null(cfg->failover_command);
 	s->follow_primary_command = dup_or_null(cfg->follow_primary_command);
 	s->failback_command = dup_or_null(cfg->failback_command);
+	s->recovery_1st_stage_command = dup_or_null(cfg->recovery_1st_stage_command);
+	s->recovery_remote_start_command = dup_or_null(cfg->recovery_remote_start_command);
 	if ((cfg->failover_command != NULL && cfg->failover_command[0] && !s->failover_command) ||
+	    (cfg->recovery_1st_stage_command != NULL && cfg->recovery_1st_stage_command[0] &&
+	     !s->recovery_1st_stage_command) ||
+	    (cfg->recovery_remote_start_command != NULL && cfg->recovery_remote_start_command[0] &&
+	     !s->recovery_remote_start_command) ||
 	    (cfg->follow_primary_command != NULL && cfg->follow_primary_command[0] &&
 	     !s->follow_primary_command) ||
 	    (cfg->failback_command != NULL && cfg->failback_command[0] && !s->failback_command)) {
@@ -184,6 +134,8 @@ static bool settings_from_conf(struct cluster_settings *s, const struct config *
 		return false;
 	}
 	s->command_timeout_ms = cfg->failover_command_timeout_ms;
+	s->recovery_timeout_ms = cfg->recovery_timeout_ms;
+	s->delay_threshold = cfg->load_balance.delay_threshold;
 	s->fsm.n = cfg->n_backends;
 	for (int i = 0; i < cfg->n_backends; i++)
 		s->fsm.flags[i] = cfg->backends[i].flags;
@@ -508,6 +460,7 @@ static void publish_if_changed(struct cluster *c)
 		w->seq = ++c->seq;
 		memcpy(c->view, w, sizeof(*w));
 	}
+	c->fsm_busy = c->fsm.op != FSM_OP_IDLE || c->fsm.cmd_running;
 	done = c->fsm.primary >= 0 || c->fsm.discovered;
 	if (!done && c->fsm.set.checks_enabled) {
 		done = true;
@@ -615,6 +568,9 @@ static int loop_timeout(struct cluster *c, uint64_t now)
 
 	if (r >= 0 && r < t)
 		t = r;
+	r = recovery_next_ms(c, now);
+	if (r >= 0 && r < t)
+		t = r;
 	if (c->fsm.op == FSM_OP_SEARCH) {
 		int s = c->next_fast_probe > now ? (int)(c->next_fast_probe - now) : 0;
 
@@ -631,7 +587,7 @@ static void *cluster_main(void *arg)
 	for (;;) {
 		struct queued_cmd q[QUEUE_MAX];
 		struct cluster_settings *ns;
-		struct pollfd pfd[2];
+		struct pollfd pfd[3];
 		int nq, npfd = 1;
 		uint64_t now;
 
@@ -661,6 +617,7 @@ static void *cluster_main(void *arg)
 		step_command(c);
 		start_wanted(c);
 		now = probe_now_ms();
+		recovery_step(c, now);
 		request_probes(c, now);
 		drain_events(c);
 		sample_lsn(c);
@@ -668,8 +625,10 @@ static void *cluster_main(void *arg)
 		publish_if_changed(c);
 
 		pfd[0] = (struct pollfd){ .fd = c->wake_rd, .events = POLLIN };
-		if (cmd_pollfd(&c->run, &pfd[1]))
-			npfd = 2;
+		if (cmd_pollfd(&c->run, &pfd[npfd]))
+			npfd++;
+		if (recovery_pollfd(c, &pfd[npfd]))
+			npfd++;
 		if (poll(pfd, (nfds_t)npfd, loop_timeout(c, now)) < 0 && errno != EINTR) {
 			log_error(COMPONENT, 0, "poll: %s", strerror(errno));
 			(void)poll(NULL, 0, 100);
@@ -733,6 +692,7 @@ cluster_t *cluster_start(const struct config *cfg, void (*notify)(void *arg), vo
 	c->notify_arg = arg;
 	c->n = cfg->n_backends;
 	c->samples_of = -1;
+	c->rec.run.out_fd = -1;
 	atomic_store(&c->report_enabled, cfg->failover_on_backend_error);
 	c->view = calloc(1, sizeof(*c->view));
 	c->work = calloc(1, sizeof(*c->work));
@@ -740,6 +700,7 @@ cluster_t *cluster_start(const struct config *cfg, void (*notify)(void *arg), vo
 	if (c->view == NULL || c->work == NULL || c->snap == NULL ||
 	    !settings_from_conf(&c->cur, cfg))
 		goto fail;
+	c->rec_configured = c->cur.recovery_1st_stage_command != NULL;
 	for (int i = 0; i < c->n; i++) {
 		const struct backend_conf *b = &cfg->backends[i];
 
@@ -837,7 +798,7 @@ void cluster_report_backend_error(cluster_t *c, int node)
 }
 
 /* Whether this instance may run commands as the watchdog leader. Any thread. */
-static bool cluster_watchdog_leader(cluster_t *c)
+bool cluster_watchdog_leader(cluster_t *c)
 {
 	struct wd_state *s = malloc(sizeof(*s));
 	bool ok;
@@ -964,6 +925,7 @@ bool cluster_update_config(cluster_t *c, const struct config *cfg)
 	pthread_mutex_lock(&c->mu);
 	old = c->pending;
 	c->pending = ns;
+	c->rec_configured = ns->recovery_1st_stage_command != NULL;
 	pthread_mutex_unlock(&c->mu);
 	if (old != NULL) {
 		settings_free(old);
@@ -988,6 +950,7 @@ void cluster_stop(cluster_t *c)
 		cmd_abort(&c->run);
 	}
 	wdp_stop(&c->wdp);
+	recovery_abort(c);
 	health_stop(c->health);
 	free_cluster(c);
 }

@@ -97,7 +97,8 @@ struct cluster_event {
 	int64_t at_ms;			   /* CLOCK_REALTIME ms when the event started */
 	char event[32];			   /* "failover", "follow_primary", "failback", "detach",
 					      "attach", "promote", "primary_found", "quarantine",
-					      "false_primary", ... */
+					      "false_primary", "recovery_start", "recovery_done",
+					      ... */
 	int node;			   /* the node it is about, -1 if none */
 	char command[CLUSTER_COMMAND_MAX]; /* the command line run, "" if none */
 	int exit_status;		   /* exit code; 128+signal if killed; -1 if none ran */
@@ -152,6 +153,38 @@ bool cluster_command(cluster_t *c, enum cluster_command cmd, int node, const cha
 
 /* Copies up to cap history entries, oldest first; returns how many. Any thread. */
 int cluster_history_copy(cluster_t *c, struct cluster_event *out, int cap);
+
+/*
+ * Online recovery (doc/failover.md "Recovery"): PGRELAY RECOVER NODE n. One at a time; the
+ * manager's thread runs recovery_1st_stage_command, recovery_remote_start_command, waits until
+ * the node streams from the current primary within delay_threshold and attaches it, all within
+ * recovery_timeout. The request returns when the recovery is accepted, not when it ends.
+ */
+enum cluster_recover_result {
+	CLUSTER_RECOVER_STARTED, /* accepted: msg says so */
+	CLUSTER_RECOVER_NO_NODE, /* no such node id */
+	CLUSTER_RECOVER_REFUSED, /* the node's or the cluster's state forbids it (the primary, an
+				    attached node, no primary, not configured, checks off) */
+	CLUSTER_RECOVER_BUSY,	 /* another recovery or a failover is in progress: try later */
+};
+
+/* One row of SHOW pool_recovery: the recovery in progress, else the last one. */
+struct cluster_recovery {
+	int node;			 /* the node being (or last) recovered */
+	char stage[16];			 /* queued, 1st_stage, remote_start, wait_standby, attach,
+					    done, failed */
+	int64_t started_ms;		 /* CLOCK_REALTIME ms when it was accepted */
+	uint64_t elapsed_ms;		 /* so far, or its whole duration once over */
+	char detail[CLUSTER_REASON_MAX]; /* last output line of the running command, the wait
+					    condition, or the outcome */
+};
+
+/* Requests the recovery of node (reason logged). Any thread; never blocks on the recovery. */
+enum cluster_recover_result cluster_recover(cluster_t *c, int node, const char *reason, char *msg,
+					    size_t msgcap);
+
+/* Copies the running (else the last) recovery's row; false if none was ever requested. */
+bool cluster_recovery_copy(cluster_t *c, struct cluster_recovery *out);
 
 /* Applies a reloaded config (health settings, commands, timeouts). False changes nothing. */
 bool cluster_update_config(cluster_t *c, const struct config *cfg)
