@@ -46,8 +46,13 @@ static const struct subcommand subcommands[] = {
 	  "current primary is detached and every other node, the old primary included, follows N "
 	  "(follow_primary_command). Without it N is promoted and the primary detached, but the "
 	  "other nodes are left as they are." },
-	{ "recover", "N", "PGRELAY RECOVER NODE N",
-	  "Online recovery of node N (pcp_recovery_node); see SHOW pool_recovery." },
+	{ "recover", "N [--no-wait]", "PGRELAY RECOVER NODE N, then SHOW pool_recovery",
+	  "Online recovery of node N (pcp_recovery_node): pgrelay makes the node a standby of the "
+	  "current primary, starts it and attaches it. Like pcp_recovery_node it waits until the "
+	  "recovery ends (pgrelay bounds it by recovery_timeout; pgrelayctl gives up after one "
+	  "hour), printing each stage it reaches, and exits 0 when the node is attached, 1 when "
+	  "the recovery failed. With --no-wait it returns once pgrelay has accepted the "
+	  "recovery." },
 	{ "watchdog", "", "SHOW pool_watchdog",
 	  "List the pgrelay instances of the watchdog (pcp_watchdog_info)." },
 	{ "reload", "", "PGRELAY RELOAD",
@@ -303,6 +308,7 @@ static void print_record(FILE *out, const PGresult *res, int row)
 
 struct ctl {
 	bool json;
+	bool no_wait; /* recover: return once accepted */
 	int timeout_s;
 	char notice[NOTICE_MAX]; /* the first NoticeResponse's message */
 };
@@ -467,7 +473,7 @@ static const struct subcommand *find_subcommand(const char *name)
  * arguments. *node_row is set for `node N` (the row to show), else -1.
  */
 static bool build_sql(const struct subcommand *sc, int argc, char **argv, char *sql, size_t cap,
-		      int *node_row)
+		      int *node_row, bool *no_wait)
 {
 	const char *name = sc->name;
 	int node;
@@ -514,6 +520,9 @@ static bool build_sql(const struct subcommand *sc, int argc, char **argv, char *
 		if (strcmp(name, "promote") == 0 && strcmp(argv[i], "--switchover") == 0 &&
 		    !switchover) {
 			switchover = true;
+		} else if (strcmp(name, "recover") == 0 && strcmp(argv[i], "--no-wait") == 0 &&
+			   !*no_wait) {
+			*no_wait = true;
 		} else if (num == NULL) {
 			num = argv[i];
 		} else {
@@ -540,6 +549,82 @@ static bool build_sql(const struct subcommand *sc, int argc, char **argv, char *
 		snprintf(sql, cap, "PGRELAY RECOVER NODE %d", node);
 	}
 	return true;
+}
+
+/* ---- recover: waiting for the recovery to end --------------------------------------------------
+ */
+
+#define RECOVER_WAIT_S 3600 /* pgrelayctl's own bound; pgrelay's is recovery_timeout */
+
+static const char *field(const PGresult *res, int row, const char *name)
+{
+	int f = PQfnumber(res, name);
+
+	return f >= 0 && row < PQntuples(res) ? PQgetvalue(res, row, f) : "";
+}
+
+/*
+ * Polls SHOW pool_recovery once a second until the row of node shows `done` or `failed`,
+ * printing each new stage (text output). Returns the exit status: 0 done, 1 failed, 2 when the
+ * connection broke or the bound passed. The row was already made when the command was accepted,
+ * so a row of another node, or none, means the recovery was replaced or lost: reported as 2.
+ */
+static int recover_wait(const struct ctl *ctl, PGconn *conn, int node)
+{
+	char last_stage[32] = "";
+	double give_up = now_s() + RECOVER_WAIT_S;
+
+	for (;;) {
+		const char *why = NULL;
+		PGresult *res = run(conn, "SHOW pool_recovery", now_s() + ctl->timeout_s, &why);
+		int rc = -1;
+
+		if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+			fprintf(stderr, "%s: SHOW pool_recovery: %s", prog,
+				res != NULL ? PQresultErrorMessage(res)
+				: why	    ? why
+					    : "no answer\n");
+			rc = EXIT_USAGE;
+		} else if (PQntuples(res) < 1 || atoi(field(res, 0, "node_id")) != node) {
+			fprintf(stderr, "%s: SHOW pool_recovery no longer shows node %d\n", prog,
+				node);
+			rc = EXIT_USAGE;
+		} else {
+			const char *stage = field(res, 0, "stage");
+			bool end = strcmp(stage, "done") == 0 || strcmp(stage, "failed") == 0;
+
+			if (!ctl->json && strcmp(stage, last_stage) != 0)
+				printf("node %d: %s (%s ms)%s%s\n", node, stage,
+				       field(res, 0, "elapsed_ms"),
+				       field(res, 0, "detail")[0] ? ": " : "",
+				       field(res, 0, "detail"));
+			fflush(stdout);
+			snprintf(last_stage, sizeof(last_stage), "%s", stage);
+			if (end) {
+				rc = strcmp(stage, "done") == 0 ? 0 : EXIT_REFUSED;
+				if (ctl->json) {
+					printf("{\"ok\":%s,\"status\":\"PGRELAY "
+					       "RECOVER\",\"stage\":",
+					       rc == 0 ? "true" : "false");
+					json_string(stdout, stage);
+					printf(",\"elapsed_ms\":");
+					json_string(stdout, field(res, 0, "elapsed_ms"));
+					printf(",\"detail\":");
+					json_string(stdout, field(res, 0, "detail"));
+					printf("}\n");
+				}
+			}
+		}
+		PQclear(res);
+		if (rc >= 0)
+			return rc;
+		if (now_s() > give_up) {
+			fprintf(stderr, "%s: gave up waiting after %d s (the recovery may go on)\n",
+				prog, RECOVER_WAIT_S);
+			return EXIT_USAGE;
+		}
+		sleep(1);
+	}
 }
 
 /* Prints a successful result; returns the exit status. */
@@ -696,7 +781,8 @@ int main(int argc, char **argv)
 			return 0;
 		}
 	}
-	if (!build_sql(sc, argc - optind - 1, argv + optind + 1, sql, sizeof(sql), &node_row))
+	if (!build_sql(sc, argc - optind - 1, argv + optind + 1, sql, sizeof(sql), &node_row,
+		       &ctl.no_wait))
 		return EXIT_USAGE;
 
 	if (ask_password) {
@@ -761,6 +847,16 @@ int main(int argc, char **argv)
 	}
 	switch (PQresultStatus(res)) {
 	case PGRES_COMMAND_OK:
+		if (strcmp(sc->name, "recover") == 0 && !ctl.no_wait) {
+			int node = atoi(sql + strlen("PGRELAY RECOVER NODE "));
+
+			if (!ctl.json)
+				printf("PGRELAY RECOVER: %s\n", ctl.notice);
+			rc = recover_wait(&ctl, conn, node);
+			break;
+		}
+		rc = print_result(&ctl, res, node_row);
+		break;
 	case PGRES_TUPLES_OK:
 		rc = print_result(&ctl, res, node_row);
 		break;

@@ -22,6 +22,7 @@ import pgwire
 from conftest import CLUSTER_SH, DIRECT, REPO, free_port_range
 from failover_helpers import PGBIN, OwnCluster, as_pg, cluster_template  # noqa: F401
 from failover_load import ClientLoop, query, query_dicts, stop_all
+from test_pgrelayctl import ctl, ctl_json
 from test_failover_e2e import (detach_primary, e2e_relay, history,  # noqa: F401
                                nodes, port_node, readers_on, responsive, wait_all_up, wait_for,
                                writer)
@@ -339,8 +340,10 @@ def test_recovery_failures_and_refusals(cluster, e2e_relay, tmp_path):
         query(r.port, "PGRELAY DETACH NODE 2")
         wait_for(lambda: nodes(r.port)[2]["status"] == "down", 5, "node2 down")
 
-        # 1. The first stage fails: clean error, node stays down, history says why.
-        assert recover(r.port, 2) is None
+        # 1. The first stage fails: clean error, node stays down, history says why. Asked with
+        # pgrelayctl, which waits for the end like pcp_recovery_node and exits 1.
+        out = ctl("recover", "2", port=r.port, timeout=30)
+        assert out.returncode == 1 and "node 2: failed" in out.stdout, (out.stdout, out.stderr)
         row, seen = wait_recovery_end(r.port, 10, relay=r)
         assert row["stage"] == "failed" and "exit status 3" in row["detail"] \
             and "cannot copy: test" in row["detail"], row
@@ -390,7 +393,14 @@ def test_recovery_failures_and_refusals(cluster, e2e_relay, tmp_path):
         # 4. A first stage that succeeds, no recovery_remote_start_command (the stage is skipped):
         # node 2 (still a streaming standby) is waited for, attached, and up as a standby.
         (tmp_path / "ok").write_text("")
-        recover_when_idle(r.port, 2)
+
+        def ctl_recover():  # retried while 55006: the failover's follow command may still end
+            out, js = ctl_json("recover", "2", port=r.port, timeout=40)
+            if js.get("sqlstate") == "55006":
+                return None
+            return out, js
+        out, js = wait_for(ctl_recover, 15, "pgrelayctl recover 2 accepted", interval=0.3)
+        assert out.returncode == 0 and js["ok"] is True and js["stage"] == "done", (js, out.stderr)
         row, seen = wait_recovery_end(r.port, 20, relay=r)
         assert row["stage"] == "done" and "up as a standby of primary node 0" in row["detail"], row
         ev = [h["event"] for h in recovery_events(r.port, 2)]
