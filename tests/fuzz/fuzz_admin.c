@@ -51,7 +51,8 @@ bool cluster_command(cluster_t *c, enum cluster_command cmd, int node, const cha
 		     char *msg, size_t msgcap)
 {
 	CHECK(c != NULL && node >= 0 && reason != NULL && msgcap > 0);
-	CHECK(cmd == CLUSTER_ATTACH || cmd == CLUSTER_DETACH || cmd == CLUSTER_PROMOTE);
+	CHECK(cmd == CLUSTER_ATTACH || cmd == CLUSTER_DETACH || cmd == CLUSTER_PROMOTE ||
+	      cmd == CLUSTER_PROMOTE_ONLY);
 	snprintf(msg, msgcap, "%s", cluster_accepts ? "accepted" : "refused");
 	return cluster_accepts;
 }
@@ -69,6 +70,28 @@ int cluster_history_copy(cluster_t *c, struct cluster_event *out, int cap)
 	out[1].exit_status = -1;
 	snprintf(out[1].event, sizeof(out[1].event), "primary_found");
 	return 2;
+}
+
+/* PGRELAY RECOVER NODE n: accepted or refused by the flag, like cluster_command. */
+enum cluster_recover_result cluster_recover(cluster_t *c, int node, const char *reason, char *msg,
+					    size_t msgcap)
+{
+	CHECK(c != NULL && node >= 0 && reason != NULL && msgcap > 0);
+	snprintf(msg, msgcap, "%s", cluster_accepts ? "recovery accepted" : "refused");
+	return cluster_accepts ? CLUSTER_RECOVER_STARTED : CLUSTER_RECOVER_REFUSED;
+}
+
+/* SHOW pool_recovery: one finished recovery with a detail line. */
+bool cluster_recovery_copy(cluster_t *c, struct cluster_recovery *out)
+{
+	CHECK(c != NULL);
+	memset(out, 0, sizeof(*out));
+	out->node = 0;
+	snprintf(out->stage, sizeof(out->stage), "done");
+	out->started_ms = 1700000000000;
+	out->elapsed_ms = 1234;
+	snprintf(out->detail, sizeof(out->detail), "node 0 is up as a standby of primary node 1");
+	return true;
 }
 
 /* SHOW pool_watchdog: this instance (leader) and one lost member. */
