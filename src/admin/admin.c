@@ -588,24 +588,33 @@ static bool admin_may_see_stats(const struct client *c)
 	return admin_is_admin_user(c) || admin_user_in_list(c, c->w->cfg->stats_users);
 }
 
-static void admin_node_command(struct client *c, enum cluster_command cmd, int node,
-			       struct builder *out)
+/* What every PGRELAY node command needs first: an admin user, a node, the cluster manager. False
+ * (with the ErrorResponse in out) when one is missing. */
+static bool admin_node_command_allowed(struct client *c, int node, struct builder *out)
 {
-	static const char *const names[] = { "ATTACH", "DETACH", "PROMOTE", "PROMOTE" };
 	if (!admin_is_admin_user(c)) {
 		admin_error(out, c->txn_status, "42501",
 			    "permission denied: PGRELAY node commands need a user in admin_users");
-		return;
+		return false;
 	}
 	if (node < 0 || node >= c->w->n_nodes) {
 		admin_error(out, c->txn_status, "22023", "no such backend node");
-		return;
+		return false;
 	}
 	if (!c->w->cluster) {
 		admin_error(out, c->txn_status, "55000",
 			    "node commands need the cluster manager (health checks)");
-		return;
+		return false;
 	}
+	return true;
+}
+
+static void admin_node_command(struct client *c, enum cluster_command cmd, int node,
+			       struct builder *out)
+{
+	static const char *const names[] = { "ATTACH", "DETACH", "PROMOTE", "PROMOTE" };
+	if (!admin_node_command_allowed(c, node, out))
+		return;
 	char reason[96], msg[256];
 	snprintf(reason, sizeof(reason), "PGRELAY %s NODE by user %s", names[cmd], c->user);
 	log_info("admin", c->id, "%s NODE %d requested by user %s", names[cmd], node, c->user);
@@ -628,20 +637,8 @@ static void admin_node_command(struct client *c, enum cluster_command cmd, int n
  */
 static void admin_recover_node(struct client *c, int node, struct builder *out)
 {
-	if (!admin_is_admin_user(c)) {
-		admin_error(out, c->txn_status, "42501",
-			    "permission denied: PGRELAY node commands need a user in admin_users");
+	if (!admin_node_command_allowed(c, node, out))
 		return;
-	}
-	if (node < 0 || node >= c->w->n_nodes) {
-		admin_error(out, c->txn_status, "22023", "no such backend node");
-		return;
-	}
-	if (!c->w->cluster) {
-		admin_error(out, c->txn_status, "55000",
-			    "node commands need the cluster manager (health checks)");
-		return;
-	}
 	char reason[96], msg[256];
 	snprintf(reason, sizeof(reason), "PGRELAY RECOVER NODE by user %s", c->user);
 	log_info("admin", c->id, "RECOVER NODE %d requested by user %s", node, c->user);
