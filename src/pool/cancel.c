@@ -135,6 +135,7 @@ struct cancel_req {
 	/* What the cancel is for, found again by key once connected (the objects may be gone). */
 	uint32_t target_pid, target_key; /* pgrelay's BackendKeyData of the target session */
 	uint64_t server_id;		 /* the backend connection that ran its request */
+	bool recheck; /* false for an abandoned request: its backend connection is gone */
 	uint8_t packet[16];
 };
 
@@ -173,9 +174,10 @@ static void cancel_req_connected(uv_connect_t *req, int status)
 		return;
 	}
 	/* The session may have finished its request, and the backend moved to another client. */
-	struct client *target = cancel_map_find(&r->w->cancels, r->target_pid, r->target_key);
+	struct client *target =
+		r->recheck ? cancel_map_find(&r->w->cancels, r->target_pid, r->target_key) : NULL;
 	struct server *s = target ? cancel_target_backend(target) : NULL;
-	if (!s || s->id != r->server_id) {
+	if (r->recheck && (!s || s->id != r->server_id)) {
 		log_debug("cancel", 0,
 			  "cancel dropped: the request finished before it could be sent");
 		cancel_req_finish(r);
@@ -208,16 +210,16 @@ struct server *cancel_target_backend(struct client *target)
 	return s;
 }
 
-void cancel_forward(struct worker *w, uint32_t pid, uint32_t key)
+/*
+ * Sends backend s its own CancelRequest on a new connection (fire and forget, bounded in time and
+ * number). recheck: once connected, send only if session (pid, key) still has its request in
+ * flight on s; else s's backend connection is being closed and nothing else can run there.
+ */
+static void cancel_send(struct worker *w, const struct server *s, bool recheck, uint32_t pid,
+			uint32_t key)
 {
-	struct client *target = cancel_map_find(&w->cancels, pid, key);
-	struct server *s = target ? cancel_target_backend(target) : NULL;
-	if (!s) {
-		log_debug("cancel", 0, "cancel request for unknown or idle session not forwarded");
-		return;
-	}
 	if (w->n_cancel_conns >= CANCEL_MAX_IN_FLIGHT) {
-		log_info("cancel", target->id,
+		log_info("cancel", s->id,
 			 "cancel request dropped: %d cancel requests already in flight",
 			 w->n_cancel_conns);
 		return;
@@ -227,11 +229,11 @@ void cancel_forward(struct worker *w, uint32_t pid, uint32_t key)
 	struct cancel_req *r = calloc(1, sizeof(*r));
 	if (!r)
 		return;
-	log_debug("cancel", target->id, "forwarding cancel to backend pid %u", s->be_pid);
 	r->w = w;
 	r->target_pid = pid;
 	r->target_key = key;
 	r->server_id = s->id;
+	r->recheck = recheck;
 	const struct sockaddr *addr = (const struct sockaddr *)&s->addr;
 	put_u32(r->packet, 16);
 	put_u32(r->packet + 4, 80877102u);
@@ -250,4 +252,25 @@ void cancel_forward(struct worker *w, uint32_t pid, uint32_t key)
 	uv_timer_start(&r->timer, cancel_req_timeout, CANCEL_TIMEOUT_MS, 0);
 	if (uv_tcp_connect(&r->connect, &r->tcp, addr, cancel_req_connected) < 0)
 		cancel_req_finish(r);
+}
+
+void cancel_forward(struct worker *w, uint32_t pid, uint32_t key)
+{
+	struct client *target = cancel_map_find(&w->cancels, pid, key);
+	struct server *s = target ? cancel_target_backend(target) : NULL;
+	if (!s) {
+		log_debug("cancel", 0, "cancel request for unknown or idle session not forwarded");
+		return;
+	}
+	log_debug("cancel", target->id, "forwarding cancel to backend pid %u", s->be_pid);
+	cancel_send(w, s, true, pid, key);
+}
+
+void cancel_abandoned(struct worker *w, const struct server *s)
+{
+	if (!s->be_pid)
+		return;
+	log_debug("cancel", s->id, "cancelling the abandoned request on backend pid %u",
+		  s->be_pid);
+	cancel_send(w, s, false, 0, 0);
 }

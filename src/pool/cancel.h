@@ -59,5 +59,11 @@ struct server *cancel_target_backend(struct client *target);
  * session's request.
  */
 void cancel_forward(struct worker *w, uint32_t pid, uint32_t key);
+/*
+ * A client left while backend s still ran its request: PostgreSQL would only notice when it
+ * next writes, so a long statement would go on holding its snapshot, locks and a core (and, on a
+ * standby, delay replay). s is sent its own CancelRequest before its connection is closed.
+ */
+void cancel_abandoned(struct worker *w, const struct server *s);
 
 #endif

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "pool/cancel.h"
 #include "pool/client.h"
 #include "pool/pool.h"
 #include "net/relay.h"
@@ -838,12 +839,28 @@ static void server_start_reset(struct server *s, const char *sql)
 		server_reset_done(s);
 }
 
+/*
+ * May the request s still runs for a client that left be cancelled without changing what the
+ * client's work did? On a standby nothing it runs can write; in a failed transaction nothing can
+ * commit. Elsewhere the request may be a write or a COMMIT that PostgreSQL, on its own, would
+ * finish before noticing that the client is gone, so it is left to finish.
+ */
+static bool server_abandoned_request_is_cancellable(const struct server *s)
+{
+	if (s->state != SV_ACTIVE || req_queue_empty(&s->reqs))
+		return false;
+	int primary = router_primary(&s->w->router); /* -1 while none is known: unsure */
+	return s->txn_status == TXN_FAILED || (primary >= 0 && s->node_id != primary);
+}
+
 void server_client_left(struct server *s, bool partial)
 {
 	struct client *c = s->client;
 	bool pinned = c && c->pinned;
 	server_unlink(s);
 	if (s->state != SV_ACTIVE || partial || s->dirty || !server_at_boundary(s)) {
+		if (server_abandoned_request_is_cancellable(s))
+			cancel_abandoned(s->w, s);
 		server_close(s, "client left in the middle of a request");
 		return;
 	}

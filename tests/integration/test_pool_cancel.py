@@ -115,3 +115,80 @@ def test_stale_cancel_does_not_hit_next_user_of_backend(pgrelay):
         assert result["row"][2] == "done"
         assert str(result["row"][0]) == pid_a, "B did not run on A's former backend (pool_size = 1?)"
         assert a.scalar("select 1") == "1"
+
+
+def _vanish(conn):
+    """The client's machine is gone: its socket shut down under it, no Terminate sent."""
+    import os
+    import socket
+    s = socket.socket(fileno=os.dup(conn.pgconn.socket))
+    try:
+        s.shutdown(socket.SHUT_RDWR)
+    finally:
+        s.close()
+
+
+def _running(cluster, node, tag):
+    with cluster.connect(node, dbname="postgres") as d:
+        return d.execute("select count(*) from pg_stat_activity where state = 'active' "
+                         "and pid <> pg_backend_pid() and strpos(query, %s) > 0", (tag,)).fetchone()[0]
+
+
+def _start_and_vanish(port, sql, cluster, node, tag):
+    """Runs sql (tagged) from a client that vanishes once it runs on node."""
+    c = connect(port)
+    errors = []
+    t = threading.Thread(target=lambda: errors.append(pytest.raises(psycopg.Error, c.execute, sql)),
+                         daemon=True)
+    t.start()
+    deadline = time.monotonic() + 10
+    while not _running(cluster, node, tag):
+        assert time.monotonic() < deadline, f"{tag} never ran on node {node}"
+        time.sleep(0.05)
+    _vanish(c)
+    t.join(10)
+    c.close()
+
+
+@pytest.mark.pgrelay_only
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_vanished_client_read_on_standby_is_cancelled(pgrelay, cluster, mode):
+    """Bug guarded: a client that vanishes while its long read runs on a standby leaves the statement
+    running there (PostgreSQL only notices a lost client when it writes): it holds a snapshot and a
+    core, and delays replay (max_standby_streaming_delay) for every other reader of that standby."""
+    from routing_helpers import routing_relay
+    r = routing_relay(pgrelay, cluster, weights=(0, 1, 0), pool={"mode": mode},
+                      load_balance={"enabled": True})
+    tag = f"vanish-read-{mode}"
+    _start_and_vanish(r.port, f"select pg_sleep(60) /* {tag} */", cluster, 1, tag)
+    deadline = time.monotonic() + 10
+    while _running(cluster, 1, tag):
+        assert time.monotonic() < deadline, "the abandoned read still runs on the standby"
+        time.sleep(0.1)
+    r.wait_log("cancelling the abandoned request")
+    with connect(r.port) as c:  # the pool goes on
+        assert c.execute("select 1").fetchone() == (1,)
+
+
+@pytest.mark.pgrelay_only
+def test_vanished_client_write_on_primary_is_left_to_finish(pgrelay, cluster):
+    """Bug guarded: cancelling what a vanished client left on the primary would undo a write that
+    PostgreSQL, reached directly, commits (it finishes the statement before noticing the client is
+    gone); only reads on standbys and failed transactions are cancelled."""
+    from routing_helpers import routing_relay
+    r = routing_relay(pgrelay, cluster, weights=(0, 1, 0), pool={"mode": "session"},
+                      load_balance={"enabled": True})
+    with cluster.connect(0) as d:
+        d.execute("drop table if exists vanish_w")
+        d.execute("create table vanish_w (id int)")
+        d.execute("grant all on vanish_w to app")
+    tag = "vanish-write"
+    _start_and_vanish(r.port, f"insert into vanish_w select 1 from pg_sleep(1.5) /* {tag} */", cluster, 0, tag)
+    deadline = time.monotonic() + 10
+    while _running(cluster, 0, tag):
+        assert time.monotonic() < deadline, "the write never finished"
+        time.sleep(0.1)
+    with cluster.connect(0) as d:
+        assert d.execute("select count(*) from vanish_w").fetchone()[0] == 1
+        d.execute("drop table vanish_w")
+    assert "cancelling the abandoned request" not in r.log_text()

@@ -370,8 +370,8 @@ public class MatrixCheck {
     }
 
     // Wait until a statement containing tag runs on some node (pg_stat_activity over direct superuser
-    // connections), then cancel it once: PostgreSQL itself drops a cancel that arrives before the
-    // statement started.
+    // connections), then cancel it until it ends: PostgreSQL itself drops a cancel that arrives
+    // before the statement's execution started.
     static Thread cancelWhenActive(Statement st, String tag, List<String> errs) {
         Thread t = new Thread(() -> {
             try {
@@ -384,9 +384,12 @@ public class MatrixCheck {
                     for (String port : nodePorts)
                         direct.add(DriverManager.getConnection("jdbc:postgresql://127.0.0.1:" + port
                                 + "/postgres?connectTimeout=5&socketTimeout=10&sslmode=disable", p));
-                    // A cancel that reaches the backend while it still reads the statement's
-                    // messages (it shows as active from its Parse on) is dropped by PostgreSQL:
-                    // while the statement stays active, it is cancelled again, 500 ms apart.
+                    // A cancel that reaches the backend before its Execute started (it shows as
+                    // active from its Parse on, and discards a cancel at each message it reads)
+                    // is dropped by PostgreSQL: while the statement stays active, it is cancelled
+                    // again, 500 ms apart. pgJDBC's Statement.cancel() sends one cancel per
+                    // execution and ignores later calls, so the repeats go through the
+                    // connection's cancelQuery(), which sends the same CancelRequest.
                     // A poll that fails (a standby cancelling it for a recovery conflict, a busy
                     // machine) counts as "still active": the canceller keeps trying until the
                     // deadline instead of dying silently, and says why in errs.
@@ -404,7 +407,10 @@ public class MatrixCheck {
                             }
                         }
                         if (active) {
-                            st.cancel();
+                            if (sent)
+                                st.getConnection().unwrap(PGConnection.class).cancelQuery();
+                            else
+                                st.cancel();
                             sent = true;
                         } else if (sent) {
                             return;
