@@ -270,7 +270,6 @@ void cancel_abandoned(struct worker *w, const struct server *s)
 {
 	if (!s->be_pid)
 		return;
-	log_debug("cancel", s->id, "cancelling the abandoned request on backend pid %u",
-		  s->be_pid);
+	log_debug("cancel", s->id, "cancelling the abandoned request on backend pid %u", s->be_pid);
 	cancel_send(w, s, false, 0, 0);
 }
