@@ -786,20 +786,19 @@ static enum relay_verdict client_track_statements(struct client *c, const struct
 		return RELAY_SEND;
 	case PqMsg_Query: {
 		/* Classified once, by the router's decision or here; then its effects applied. */
-		if (!c->query_facts_valid)
-			client_classify_text(c, (const char *)f->body, f->body_avail,
-					     f->body_avail == f->len, &c->query_facts);
-		enum relay_verdict v = client_before_sql(c, &c->query_facts);
+		/* The routing decision's classification, found again in the worker's memo. */
+		struct route_facts qf;
+		client_classify_text(c, (const char *)f->body, f->body_avail,
+				     f->body_avail == f->len, &qf);
+		enum relay_verdict v = client_before_sql(c, &qf);
 		if (v != RELAY_SEND)
 			return v; /* presented again: classified again */
-		c->query_facts_valid = false;
 		/* A simple Query drops the unnamed statement, on this backend and for the session.
 		 */
 		c->server->unnamed_of = 0;
 		client_forget_unnamed(c);
 		client_apply_sql_effects(c, (const char *)f->body,
-					 strnlen((const char *)f->body, f->body_avail),
-					 &c->query_facts);
+					 strnlen((const char *)f->body, f->body_avail), &qf);
 		return RELAY_SEND;
 	}
 	default:

@@ -142,10 +142,6 @@ struct client {
 	char *txn_log;			 /* owned: BEGIN/SAVEPOINT/SET LOCAL text of the open
 					    transaction, replayed when the primary joins it */
 	uint32_t txn_log_len;
-	bool query_facts_valid;		/* query_facts are those of the Query at the cursor */
-	struct route_facts query_facts; /* the classifier's facts of that Query */
-	/* The last statement text classified in the read buffer (at memo_sql while the buffer's
-	 * gen is memo_gen): look-ahead, relay and bookkeeping of one Parse share one lookup. */
 	/* The backend this session used last (weak, see server.last_client): taken again when it
 	 * is idle, so per-backend state (sequences' currval, loaded libraries, plan caches and the
 	 * statements prepared there) follows a transaction-mode session when the pool allows. */
@@ -165,9 +161,6 @@ struct client {
 	/* Owned copy of the last unnamed Parse when its unit did not bind it (client.c). */
 	uint8_t *unnamed_msg;
 	uint32_t unnamed_len;
-	const char *memo_sql;
-	uint64_t memo_gen;
-	struct route_facts memo_facts;
 	bool route_pending; /* pending holds the decision for the message at the cursor */
 	struct route_decision pending;
 

@@ -506,17 +506,14 @@ static enum relay_verdict client_hold_for_boundary(struct client *c)
 	return client_set_hold(c, HOLD_BOUNDARY) ? RELAY_STOP : RELAY_GONE;
 }
 
-static void client_decide(struct client *c, const struct frame *f, struct route_decision *d)
+/* qf: the facts of f when it is a Query. */
+static void client_decide(struct client *c, const struct frame *f, const struct route_facts *qf,
+			  struct route_decision *d)
 {
 	struct route_facts facts;
-	if (f->type == PqMsg_Query) {
-		if (!c->query_facts_valid) {
-			client_classify_text(c, (const char *)f->body, f->body_avail,
-					     f->body_avail == f->len, &c->query_facts);
-			c->query_facts_valid = true; /* the tracking of this Query uses them */
-		}
-		facts = c->query_facts;
-	} else if (f->type == PqMsg_FunctionCall)
+	if (f->type == PqMsg_Query)
+		facts = *qf;
+	else if (f->type == PqMsg_FunctionCall)
 		client_facts_primary(&facts, "function call");
 	else if (f->type == PqMsg_Sync || f->type == PqMsg_Flush)
 		facts = (struct route_facts){ .route = ROUTE_FOLLOW, .rule = "sync" };
@@ -589,7 +586,6 @@ void client_route_note_parse(struct client *c, const struct frame *f)
 
 enum relay_verdict client_route_message(struct client *c, const struct frame *f)
 {
-	c->query_facts_valid = false; /* set again only by this message's own classification */
 	if (!c->server)
 		c->unit = UNIT_NONE;
 	if (!client_starts_unit(c, f->type)) {
@@ -609,14 +605,13 @@ enum relay_verdict client_route_message(struct client *c, const struct frame *f)
 		/* client_relay answers the whole unit */
 		return client_set_hold(c, HOLD_ADMIN_UNIT) ? RELAY_STOP : RELAY_GONE;
 	}
-	if (f->type == PqMsg_Query && !c->query_facts_valid) {
-		/* The one classification of this Query: admin, routing and tracking use it. */
+	/* The one classification of a Query: admin, routing and tracking use it (the tracking
+	 * through the worker's memo, client_classify_text). */
+	struct route_facts qf;
+	if (f->type == PqMsg_Query)
 		client_classify_text(c, (const char *)f->body, f->body_avail,
-				     f->body_avail == f->len, &c->query_facts);
-		c->query_facts_valid = true;
-	}
-	if (f->type == PqMsg_Query && f->body_avail == f->len &&
-	    (c->query_facts.flags & CLASSIFY_ADMIN)) {
+				     f->body_avail == f->len, &qf);
+	if (f->type == PqMsg_Query && f->body_avail == f->len && (qf.flags & CLASSIFY_ADMIN)) {
 		if (!client_at_boundary(c))
 			return client_hold_for_boundary(c);
 		if (client_answer_admin(c, (const char *)f->body, f->body_avail))
@@ -639,7 +634,7 @@ enum relay_verdict client_route_message(struct client *c, const struct frame *f)
 		int current = c->server ? c->server->node_id : -1;
 		router_decide(&c->w->router, &c->route, &none, current, &d);
 	} else {
-		client_decide(c, f, &d);
+		client_decide(c, f, &qf, &d);
 	}
 	c->route_pending = false;
 	/* Settings are synced at link time, unless this very decision joins the primary. */

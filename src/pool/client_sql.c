@@ -166,8 +166,9 @@ void client_classify_text(struct client *c, const char *sql, size_t avail, bool 
 			  struct route_facts *out)
 {
 	const struct iobuf *b = c->conn.rbuf;
-	if (sql == c->memo_sql && b && b->gen == c->memo_gen) {
-		*out = c->memo_facts;
+	struct worker *w = c->w;
+	if (sql == w->memo_sql && c->id == w->memo_client && b && b->gen == w->memo_gen) {
+		*out = w->memo_facts;
 		if (out->flags & CLASSIFY_SESSION_STATE)
 			c->route.primary_only = true;
 		return;
@@ -196,8 +197,9 @@ void client_classify_text(struct client *c, const char *sql, size_t avail, bool 
 	}
 	/* Whole text in the read buffer: the same bytes give the same facts while they stay. */
 	if (b && (const uint8_t *)sql >= b->data && (const uint8_t *)sql < b->data + b->recv) {
-		c->memo_sql = sql;
-		c->memo_gen = b->gen;
-		c->memo_facts = *out;
+		w->memo_client = c->id;
+		w->memo_sql = sql;
+		w->memo_gen = b->gen;
+		w->memo_facts = *out;
 	}
 }

@@ -62,6 +62,17 @@ struct worker {
 	/* Loop time until which a node counts as down after a failed connect (fail fast). */
 	uint64_t node_down_until_ms[CONFIG_MAX_BACKENDS];
 	struct authq_sched authq; /* auth_query lookups and their cache (client_authq.c) */
+	/*
+	 * The last statement text classified in a client's read buffer: client memo_client's text
+	 * at memo_sql while that buffer's gen is memo_gen. The routing decision, the look-ahead,
+	 * the relay and the bookkeeping of one Query or Parse share one lookup through it. One per
+	 * worker, not per client: they all run within one pass over that client's buffer, and an
+	 * idle client then costs nothing for it (client_sql.c).
+	 */
+	uint64_t memo_client;
+	const char *memo_sql;
+	uint64_t memo_gen;
+	struct route_facts memo_facts;
 
 	struct list_node login_clients;
 	struct list_node active_clients;
