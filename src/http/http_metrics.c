@@ -82,20 +82,6 @@ static void metrics_nodes(struct worker *w, struct textbuf *b)
 
 /* True if an earlier pool in the list has p's database and user (pools also split by options;
  * the metrics add them up per pair). Quadratic in the number of pools, which is small. */
-static bool pool_seen_before(struct worker *w, const struct pool *p)
-{
-	struct list_node *pos, *tmp;
-	list_for_each_safe(pos, tmp, &w->pools)
-	{
-		const struct pool *q = list_entry(pos, struct pool, node);
-		if (q == p)
-			return false;
-		if (strcmp(q->database, p->database) == 0 && strcmp(q->user, p->user) == 0)
-			return true;
-	}
-	return false;
-}
-
 struct pool_sums {
 	int clients_active, clients_waiting;
 	struct pool_stats st; /* totals (pool->cur: pool_stats_refresh ran) */
@@ -104,32 +90,69 @@ struct pool_sums {
 		srv_reset[CONFIG_MAX_BACKENDS];
 };
 
-static void pool_sum(struct worker *w, const struct pool *p, struct pool_sums *s)
+/* Adds pool q's clients, servers and statistics to s. */
+static void pool_sum_add(struct worker *w, const struct pool *q, struct pool_sums *s)
 {
-	memset(s, 0, sizeof(*s));
-	struct list_node *pos, *tmp;
-	list_for_each_safe(pos, tmp, &w->pools)
-	{
-		const struct pool *q = list_entry(pos, struct pool, node);
-		if (strcmp(q->database, p->database) != 0 || strcmp(q->user, p->user) != 0)
-			continue;
-		s->clients_waiting += q->n_waiting;
-		s->clients_active += q->n_clients - q->n_waiting;
-		stats_pool_add(&s->st, &q->cur);
-		for (int i = 0; i < w->n_nodes; i++) {
-			const struct pool_node *pn = &q->nodes[i];
-			if (pn->n_waiting) {
-				const struct client *c =
-					list_entry(pn->waiting_clients.next, struct client, node);
-				uint64_t waited = uv_now(&w->loop) - c->since_ms;
-				if (waited > s->maxwait_ms)
-					s->maxwait_ms = waited;
-			}
-			s->srv_idle[i] += pn->n_idle;
-			s->srv_reset[i] += pn->n_resetting;
-			s->srv_active[i] += pn->n_servers - pn->n_idle - pn->n_resetting;
+	s->clients_waiting += q->n_waiting;
+	s->clients_active += q->n_clients - q->n_waiting;
+	stats_pool_add(&s->st, &q->cur);
+	for (int i = 0; i < w->n_nodes; i++) {
+		const struct pool_node *pn = &q->nodes[i];
+		if (pn->n_waiting) {
+			const struct client *c =
+				list_entry(pn->waiting_clients.next, struct client, node);
+			uint64_t waited = uv_now(&w->loop) - c->since_ms;
+			if (waited > s->maxwait_ms)
+				s->maxwait_ms = waited;
 		}
+		s->srv_idle[i] += pn->n_idle;
+		s->srv_reset[i] += pn->n_resetting;
+		s->srv_active[i] += pn->n_servers - pn->n_idle - pn->n_resetting;
 	}
+}
+
+/* The pools of one (database, user), whatever their options: one series per family. */
+struct pool_group {
+	const struct pool *p; /* the first of them: its names label the series */
+	struct pool_sums s;
+};
+
+static int pool_cmp_names(const void *a, const void *b)
+{
+	const struct pool *p = *(const struct pool *const *)a, *q = *(const struct pool *const *)b;
+	int d = strcmp(p->database, q->database);
+	return d ? d : strcmp(p->user, q->user);
+}
+
+/*
+ * w's pools grouped by (database, user) with their sums, in name order: sorted once per scrape,
+ * so that a scrape stays O(n log n) in the number of pools. NULL (and *n 0) when out of memory
+ * or without pools; the caller frees.
+ */
+static struct pool_group *pool_groups(struct worker *w, size_t *n)
+{
+	size_t count = 0, k = 0;
+	struct list_node *pos, *tmp;
+	*n = 0;
+	list_for_each_safe(pos, tmp, &w->pools) count++;
+	if (count == 0)
+		return NULL;
+	const struct pool **sorted = malloc(count * sizeof(*sorted));
+	struct pool_group *g = calloc(count, sizeof(*g));
+	if (!sorted || !g) {
+		free(sorted);
+		free(g);
+		return NULL;
+	}
+	list_for_each_safe(pos, tmp, &w->pools) sorted[k++] = list_entry(pos, struct pool, node);
+	qsort(sorted, count, sizeof(*sorted), pool_cmp_names);
+	for (size_t i = 0; i < count; i++) {
+		if (*n == 0 || pool_cmp_names(&g[*n - 1].p, &sorted[i]) != 0)
+			g[(*n)++].p = sorted[i];
+		pool_sum_add(w, sorted[i], &g[*n - 1].s);
+	}
+	free(sorted);
+	return g;
 }
 
 static void pool_labels(struct textbuf *b, const char *family, const struct pool *p)
@@ -141,38 +164,27 @@ static void pool_labels(struct textbuf *b, const char *family, const struct pool
 	textbuf_puts(b, "\",");
 }
 
-static void metrics_pools(struct worker *w, struct textbuf *b)
+static void metrics_pools(struct textbuf *b, const struct pool_group *g, size_t n, int n_nodes)
 {
 	static const char *const srv_states[] = { "active", "idle", "reset" };
 	prom_family(b, "pgrelay_pool_clients", "gauge",
 		    "Logged-in clients per database and user: active (not waiting) or waiting for "
 		    "a server connection.");
-	struct list_node *pos, *tmp;
-	struct pool_sums s;
-	list_for_each_safe(pos, tmp, &w->pools)
-	{
-		const struct pool *p = list_entry(pos, struct pool, node);
-		if (pool_seen_before(w, p))
-			continue;
-		pool_sum(w, p, &s);
-		pool_labels(b, "pgrelay_pool_clients", p);
-		textbuf_printf(b, "state=\"active\"} %d\n", s.clients_active);
-		pool_labels(b, "pgrelay_pool_clients", p);
-		textbuf_printf(b, "state=\"waiting\"} %d\n", s.clients_waiting);
+	for (size_t j = 0; j < n; j++) {
+		pool_labels(b, "pgrelay_pool_clients", g[j].p);
+		textbuf_printf(b, "state=\"active\"} %d\n", g[j].s.clients_active);
+		pool_labels(b, "pgrelay_pool_clients", g[j].p);
+		textbuf_printf(b, "state=\"waiting\"} %d\n", g[j].s.clients_waiting);
 	}
 	prom_family(b, "pgrelay_pool_servers", "gauge",
 		    "Backend connections per database, user and node: active (linked, connecting "
 		    "or logging in), idle, or reset (running the reset query).");
-	list_for_each_safe(pos, tmp, &w->pools)
-	{
-		const struct pool *p = list_entry(pos, struct pool, node);
-		if (pool_seen_before(w, p))
-			continue;
-		pool_sum(w, p, &s);
-		for (int i = 0; i < w->n_nodes; i++) {
-			const int v[3] = { s.srv_active[i], s.srv_idle[i], s.srv_reset[i] };
+	for (size_t j = 0; j < n; j++) {
+		const struct pool_sums *s = &g[j].s;
+		for (int i = 0; i < n_nodes; i++) {
+			const int v[3] = { s->srv_active[i], s->srv_idle[i], s->srv_reset[i] };
 			for (int k = 0; k < 3; k++) {
-				pool_labels(b, "pgrelay_pool_servers", p);
+				pool_labels(b, "pgrelay_pool_servers", g[j].p);
 				textbuf_printf(b, "node_id=\"%d\",state=\"%s\"} %d\n", i,
 					       srv_states[k], v[k]);
 			}
@@ -181,7 +193,7 @@ static void metrics_pools(struct worker *w, struct textbuf *b)
 }
 
 /* The per-pool statistics of the pgbouncer console's SHOW STATS, per database and user. */
-static void metrics_pool_stats(struct worker *w, struct textbuf *b)
+static void metrics_pool_stats(struct textbuf *b, const struct pool_group *g, size_t n)
 {
 	static const struct {
 		const char *name, *type, *help;
@@ -206,23 +218,15 @@ static void metrics_pool_stats(struct worker *w, struct textbuf *b)
 		{ "pgrelay_pool_maxwait_seconds", "gauge",
 		  "The longest current wait for a server connection (SHOW POOLS maxwait)." },
 	};
-	pool_stats_refresh(w);
-	struct pool_sums s;
 	for (size_t k = 0; k < sizeof(fams) / sizeof(fams[0]); k++) {
 		prom_family(b, fams[k].name, fams[k].type, fams[k].help);
-		struct list_node *pos, *tmp;
-		list_for_each_safe(pos, tmp, &w->pools)
-		{
-			const struct pool *p = list_entry(pos, struct pool, node);
-			if (pool_seen_before(w, p))
-				continue;
-			pool_sum(w, p, &s);
+		for (size_t j = 0; j < n; j++) {
 			textbuf_printf(b, "%s{database=\"", fams[k].name);
-			textbuf_prom_label(b, p->database);
+			textbuf_prom_label(b, g[j].p->database);
 			textbuf_puts(b, "\",user=\"");
-			textbuf_prom_label(b, p->user);
+			textbuf_prom_label(b, g[j].p->user);
 			textbuf_puts(b, "\"");
-			const struct pool_stats *st = &s.st;
+			const struct pool_stats *st = &g[j].s.st;
 			switch (k) {
 			case 0:
 				textbuf_printf(b, "} %" PRIu64 "\n", st->xact_count);
@@ -249,7 +253,7 @@ static void metrics_pool_stats(struct worker *w, struct textbuf *b)
 				textbuf_printf(b, "} %" PRIu64 "\n", st->server_assignment_count);
 				break;
 			default:
-				textbuf_printf(b, "} %.3f\n", s.maxwait_ms / 1e3);
+				textbuf_printf(b, "} %.3f\n", g[j].s.maxwait_ms / 1e3);
 				break;
 			}
 		}
@@ -429,8 +433,12 @@ void http_metrics_write(struct worker *w, struct textbuf *b)
 	prom_family(b, "pgrelay_up", "gauge", "1 while pgrelay serves.");
 	textbuf_puts(b, "pgrelay_up 1\n");
 	metrics_nodes(w, b);
-	metrics_pools(w, b);
-	metrics_pool_stats(w, b);
+	pool_stats_refresh(w);
+	size_t n_groups;
+	struct pool_group *groups = pool_groups(w, &n_groups);
+	metrics_pools(b, groups, n_groups, w->n_nodes);
+	metrics_pool_stats(b, groups, n_groups);
+	free(groups);
 	metrics_totals(w, b);
 	metrics_process(w, b);
 }
