@@ -95,10 +95,16 @@ static bool console_known_db(struct worker *w, const char *db)
 	return false;
 }
 
-static void console_begin_wait(struct client *c, enum console_wait what, const char *db)
+static void console_begin_wait(struct client *c, enum console_wait what, const char *db,
+			       struct builder *out)
 {
+	free(c->console_db);
+	c->console_db = strdup(db);
+	if (!c->console_db) {
+		console_error(out, "53200", "out of memory");
+		return;
+	}
 	c->console_wait = what;
-	snprintf(c->console_db, sizeof(c->console_db), "%s", db);
 	c->console_wait_until_ms = uv_now(&c->w->loop) + c->w->cfg->shutdown_timeout_ms;
 	c->w->n_console_waits++;
 	conn_want_read(&c->conn, false);
@@ -132,7 +138,7 @@ static void console_pause(struct client *c, const char *db, struct builder *out,
 		console_done(out, "PAUSE");
 		return;
 	}
-	console_begin_wait(c, CW_PAUSE, db);
+	console_begin_wait(c, CW_PAUSE, db, out);
 }
 
 static void console_resume(struct client *c, const char *db, struct builder *out)
@@ -314,7 +320,7 @@ static void console_wait_close(struct client *c, const char *db, struct builder 
 		console_done(out, "WAIT_CLOSE");
 		return;
 	}
-	console_begin_wait(c, CW_WAIT_CLOSE, db);
+	console_begin_wait(c, CW_WAIT_CLOSE, db, out);
 }
 
 void console_poll(struct worker *w, uint64_t now_ms)

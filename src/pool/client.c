@@ -207,8 +207,10 @@ static void client_on_closed(struct conn *conn)
 	free(c->txn_log);
 	free(c->retry_sql);
 	free(c->unnamed_msg);
-	for (int i = 0; i < TP_COUNT; i++)
+	for (int i = 0; c->set_snap && i < TP_COUNT; i++)
 		free(c->set_snap[i]);
+	free(c->set_snap);
+	free(c->console_db);
 	free(c->startup);
 	free(c);
 	w->n_clients--;

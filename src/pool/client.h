@@ -131,16 +131,16 @@ struct client {
 	uint64_t xact_start_us; /* uv_hrtime/1000 when the open transaction's first unit was sent,
 				   0 outside one (pool/stats.h) */
 	enum client_kind kind;	/* session or console; set at login */
-	enum console_wait console_wait;	 /* a console command waiting to complete */
-	uint64_t console_wait_until_ms;	 /* loop time it gives up */
-	char console_db[CONSOLE_DB_MAX]; /* its database, "" for every database */
-	int unit_node;			 /* the node of the unit being sent, -1 between units */
-	enum client_unit unit;		 /* the unit whose messages are being relayed */
-	enum client_hold hold;		 /* why the relay is holding; only client_set_hold() */
-	uint8_t unnamed_route;		 /* 1 + route of the unnamed statement, 0 unknown */
-	uint32_t unnamed_flags;		 /* its CLASSIFY_* flags */
-	char *txn_log;			 /* owned: BEGIN/SAVEPOINT/SET LOCAL text of the open
-					    transaction, replayed when the primary joins it */
+	enum console_wait console_wait; /* a console command waiting to complete */
+	uint64_t console_wait_until_ms; /* loop time it gives up */
+	char *console_db;		/* owned: its database, "" for every database */
+	int unit_node;			/* the node of the unit being sent, -1 between units */
+	enum client_unit unit;		/* the unit whose messages are being relayed */
+	enum client_hold hold;		/* why the relay is holding; only client_set_hold() */
+	uint8_t unnamed_route;		/* 1 + route of the unnamed statement, 0 unknown */
+	uint32_t unnamed_flags;		/* its CLASSIFY_* flags */
+	char *txn_log;			/* owned: BEGIN/SAVEPOINT/SET LOCAL text of the open
+					   transaction, replayed when the primary joins it */
 	uint32_t txn_log_len;
 	/* The backend this session used last (weak, see server.last_client): taken again when it
 	 * is idle, so per-backend state (sequences' currval, loaded libraries, plan caches and the
@@ -152,7 +152,7 @@ struct client {
 	 * as PostgreSQL restores them. set_snap_taken says the snapshot exists; txn_rolled_back
 	 * that the block's end was a ROLLBACK (its CommandComplete tag).
 	 */
-	char *set_snap[TP_COUNT];
+	char **set_snap; /* owned: TP_COUNT entries while set_snap_taken, else NULL */
 	bool set_snap_taken;
 	bool txn_rolled_back;
 	/* The primary is joining the open transaction: its settings are synced inside it, after

@@ -59,6 +59,11 @@ static void client_snapshot_settings(struct client *c)
 {
 	if (c->set_snap_taken || c->txn_status == TXN_IDLE)
 		return;
+	c->set_snap = calloc(TP_COUNT, sizeof(*c->set_snap));
+	if (!c->set_snap) {
+		log_info("client", c->id, "out of memory: a ROLLBACK will not restore settings");
+		return;
+	}
 	for (int t = TP_FIRST_UNREPORTED; t < TP_COUNT; t++)
 		c->set_snap[t] = c->param[t] ? strdup(c->param[t]) : NULL;
 	c->set_snap_taken = true;
@@ -76,8 +81,9 @@ void client_settings_txn_ended(struct client *c)
 		} else {
 			free(c->set_snap[t]);
 		}
-		c->set_snap[t] = NULL;
 	}
+	free(c->set_snap);
+	c->set_snap = NULL;
 	/* The backends rolled back too; what each holds is resent at the next sync. */
 	if (c->txn_rolled_back)
 		for (int i = 0; i < c->n_links; i++)
