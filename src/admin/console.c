@@ -562,24 +562,7 @@ void console_login(struct client *c)
 		builder_param_status(&b, params[i][0], params[i][1]);
 	builder_param_status(&b, "application_name",
 			     c->application_name ? c->application_name : "");
-	if (!cancel_map_add(&w->cancels, c, &c->cancel_pid, &c->cancel_key)) {
-		builder_free(&b);
-		client_disconnect(c, "53200", "out of memory");
-		return;
-	}
-	builder_backend_key(&b, c->cancel_pid, c->cancel_key);
-	builder_ready(&b, TXN_IDLE);
-	bool ok = builder_ok(&b) && client_send(c, b.data, b.len);
-	builder_free(&b);
-	if (!ok) {
-		if (c->state != CL_CLOSING)
-			client_disconnect(c, "53200", "out of memory");
-		return;
-	}
-	client_set_state(c, CL_ACTIVE);
-	log_info("admin", c->id, "console login user %s (%s)", c->user,
-		 c->kind == CK_CONSOLE_ADMIN ? "admin" : "stats");
-	conn_want_read(&c->conn, true);
-	if (c->conn.rbuf && !iobuf_empty(c->conn.rbuf))
-		c->conn.ops->on_data(&c->conn);
+	if (client_finish_welcome(c, &b))
+		log_info("admin", c->id, "console login user %s (%s)", c->user,
+			 c->kind == CK_CONSOLE_ADMIN ? "admin" : "stats");
 }

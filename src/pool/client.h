@@ -32,6 +32,7 @@
 #define CLIENT_MAX_LINKS   4	/* backend connections one session holds at once (one per node) */
 #define CLIENT_TXN_LOG_MAX 2048 /* transaction-control text kept for replay on the primary */
 
+struct builder;
 struct worker;
 struct server;
 struct pool;
@@ -328,6 +329,12 @@ void client_auth_continue(struct client *c, const struct user_entry *e);
 void client_auth_message(struct client *c, uint8_t type, const uint8_t *body, uint32_t len);
 /* Sends AuthenticationOk's tail: ParameterStatus, BackendKeyData, ReadyForQuery. */
 void client_send_welcome(struct client *c);
+/*
+ * Ends a welcome whose ParameterStatus messages are in b: BackendKeyData and ReadyForQuery,
+ * sent; the client becomes active and what it pipelined behind its login is relayed. False
+ * when the client was disconnected instead (out of memory, send failed). b is freed.
+ */
+bool client_finish_welcome(struct client *c, struct builder *b);
 /* Authentication succeeded: AuthenticationOk, then the welcome now or after a backend login. */
 void client_auth_ok(struct client *c);
 void client_free_login_state(struct client *c);

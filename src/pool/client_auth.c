@@ -532,24 +532,30 @@ void client_send_welcome(struct client *c)
 			value = c->route.listener == ROUTE_FORCE_STANDBY ? "on" : "off";
 		builder_param_status(&b, p->params[i].name, value);
 	}
+	if (client_finish_welcome(c, &b))
+		log_debug("client", c->id, "logged in");
+}
+
+bool client_finish_welcome(struct client *c, struct builder *b)
+{
 	if (!cancel_map_add(&c->w->cancels, c, &c->cancel_pid, &c->cancel_key)) {
-		builder_free(&b);
+		builder_free(b);
 		client_disconnect(c, "53200", "out of memory");
-		return;
+		return false;
 	}
-	builder_backend_key(&b, c->cancel_pid, c->cancel_key);
-	builder_ready(&b, TXN_IDLE);
-	bool ok = builder_ok(&b) && client_send(c, b.data, b.len);
-	builder_free(&b);
+	builder_backend_key(b, c->cancel_pid, c->cancel_key);
+	builder_ready(b, TXN_IDLE);
+	bool ok = builder_ok(b) && client_send(c, b->data, b->len);
+	builder_free(b);
 	if (!ok) {
 		if (c->state != CL_CLOSING)
 			client_disconnect(c, "53200", "out of memory");
-		return;
+		return false;
 	}
 	client_set_state(c, CL_ACTIVE);
-	log_debug("client", c->id, "logged in");
 	/* Bytes the client pipelined behind its login are relayed now. */
 	conn_want_read(&c->conn, true);
 	if (c->conn.rbuf && !iobuf_empty(c->conn.rbuf))
 		c->conn.ops->on_data(&c->conn);
+	return true;
 }
