@@ -81,8 +81,10 @@ const struct key_def config_keys[] = {
 	    "Largest single protocol message accepted from a client; a larger one ends the "
 	    "connection."),
 	TOP("shutdown_timeout", KT_DURATION, 0, "30s", 0, DUR_MAX, shutdown_timeout_ms, NULL,
-	    "How long a smart shutdown (SIGTERM) waits for clients to leave before closing them; 0 "
-	    "closes them at once."),
+	    "How long a smart shutdown (SIGTERM) waits for clients to leave before closing them, "
+	    "and "
+	    "how long work in flight on a detached standby may take to finish; 0 closes them at "
+	    "once."),
 	TOP("admin_users", KT_STRING, 0, "postgres", 0, 0, admin_users, NULL,
 	    "Comma-separated users who may run the PGRELAY ATTACH/DETACH/PROMOTE/RECOVER NODE, "
 	    "RELOAD and STOP commands and every SHOW pool_* command; SHOW pool_nodes and SHOW "

@@ -42,6 +42,23 @@ static void janitor_sweep_clients(struct worker *w, uint64_t now)
 	}
 }
 
+/*
+ * The first draining link past shutdown_timeout. Searched again after each close: a session that
+ * ends closes its other links too, which may be the next entries of the list. A closed link
+ * leaves active_servers, so the search ends.
+ */
+static struct server *janitor_first_late_drain(struct worker *w, uint64_t now)
+{
+	struct list_node *pos, *tmp;
+	list_for_each_safe(pos, tmp, &w->active_servers)
+	{
+		struct server *s = list_entry(pos, struct server, node);
+		if (s->draining && now - s->drain_ms >= w->cfg->shutdown_timeout_ms)
+			return s;
+	}
+	return NULL;
+}
+
 static void janitor_sweep_servers(struct worker *w, uint64_t now)
 {
 	struct list_node *pos, *tmp;
@@ -64,6 +81,10 @@ static void janitor_sweep_servers(struct worker *w, uint64_t now)
 				client_on_server_lost(c, "08006", "server connection timed out");
 		}
 	}
+	/* Links of detached nodes finishing their work: bounded like a smart shutdown. */
+	struct server *late;
+	while (w->n_draining && (late = janitor_first_late_drain(w, now)) != NULL)
+		server_end_drain(late);
 	list_for_each_safe(pos, tmp, &w->closing_servers)
 	{
 		struct server *s = list_entry(pos, struct server, node);

@@ -190,6 +190,8 @@ static void server_on_closed(struct conn *conn)
 	struct worker *w = s->w;
 	struct pool *p = s->pool;
 	int node = s->node_id;
+	if (s->draining)
+		w->n_draining--;
 	list_del(&s->node);
 	server_unpair(s);
 	server_free_state(s);
@@ -383,6 +385,10 @@ void server_park(struct server *s)
 	}
 	if (s->close_needed) {
 		server_close(s, "RECONNECT requested");
+		return;
+	}
+	if (s->draining) {
+		server_close(s, "its node was detached");
 		return;
 	}
 	if (lifetime && uv_now(&w->loop) - s->created_ms >= lifetime) {
@@ -717,6 +723,46 @@ bool server_at_boundary(const struct server *s)
 	       s->conn.pkt_remaining == 0 && (!b || b->parsed == b->recv);
 }
 
+void server_start_drain(struct server *s)
+{
+	if (s->draining)
+		return;
+	s->draining = true;
+	s->drain_ms = uv_now(&s->w->loop);
+	s->w->n_draining++;
+	log_info("server", s->id, "backend %d was detached: the work in flight finishes first",
+		 s->node_id);
+}
+
+void server_end_drain(struct server *s)
+{
+	char why[96];
+	snprintf(why, sizeof(why),
+		 "backend node %d was detached and its work did not end within shutdown_timeout",
+		 s->node_id);
+	/* Only standbys drain: what runs there writes nothing, and would run on unwatched. */
+	cancel_abandoned(s->w, s);
+	server_fail(s, "57P01", why);
+}
+
+/*
+ * A draining link at a boundary outside a transaction closes now; its client goes on elsewhere
+ * (or, if its session cannot move, ends as it would have at the detach). True if s closed.
+ */
+static bool server_drain_if_done(struct server *s)
+{
+	struct client *c = s->client;
+	if (!s->draining || s->state != SV_ACTIVE || s->txn_status != TXN_IDLE ||
+	    !server_at_boundary(s))
+		return false;
+	if (c && c->server == s && (c->conn.pkt_remaining != 0 || conn_forward_busy(&c->conn)))
+		return false;
+	char why[64];
+	snprintf(why, sizeof(why), "backend node %d was detached", s->node_id);
+	server_fail_link(s, "57P01", why, LINK_LOST_IDLE);
+	return true;
+}
+
 /* Transaction pooling: give the server back once the client's transaction is over. */
 static void server_maybe_release(struct server *s)
 {
@@ -788,6 +834,9 @@ static void server_relay(struct server *s)
 			return;
 		}
 	}
+	/* Its client is told (and kicked) by client_link_lost if the link closes. */
+	if (server_drain_if_done(s))
+		return;
 	/* The client's next unit waited for this link to finish: it may go now. */
 	if (c && c->hold == HOLD_BOUNDARY && c->state == CL_ACTIVE &&
 	    (!c->server || (c->server->state == SV_ACTIVE && server_at_boundary(c->server))))

@@ -68,6 +68,10 @@ struct server {
 	bool retry_fire;   /* ... and that ReadyForQuery came: the client retries on the primary */
 	bool tls_asked;	   /* SSLRequest sent; its answer is read in SV_CONNECTING */
 	bool close_needed; /* console RECONNECT: closed instead of parked when released */
+	/* Its node was detached while it was reachable and this link was busy: the work in
+	 * flight finishes, then the link closes (doc/failover.md, "Detach"). */
+	bool draining;
+	uint64_t drain_ms; /* loop time draining began (bounded by shutdown_timeout) */
 };
 
 /*
@@ -79,6 +83,14 @@ bool server_connect(struct worker *w, struct pool *p, int node_id, struct client
 	__attribute__((warn_unused_result));
 /* Unlinks the client and closes the connection (Terminate first when it is logged in). */
 void server_close(struct server *s, const char *reason);
+/*
+ * Its node was detached while reachable and s is busy (a statement or a transaction runs): s
+ * closes at its next boundary outside a transaction (the client goes on elsewhere), or after
+ * shutdown_timeout (server_end_drain, from the janitor).
+ */
+void server_start_drain(struct server *s);
+/* A draining s waited longer than shutdown_timeout: closes it now, telling its client. */
+void server_end_drain(struct server *s);
 /*
  * Sends one hidden SET of the tracked parameters whose value on s differs from what c expects
  * (nothing when they agree). False if the server failed (the client was told).

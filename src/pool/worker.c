@@ -192,13 +192,18 @@ static struct server *worker_first_on_node(struct list_node *list, int node)
 	list_for_each_safe(pos, tmp, list)
 	{
 		struct server *s = list_entry(pos, struct server, node);
-		if (s->node_id == node)
+		if (s->node_id == node && !s->draining)
 			return s;
 	}
 	return NULL;
 }
 
-static void worker_drop_node(struct worker *w, int node, const char *why)
+/*
+ * Closes the connections to a node that left the view. drain: the node is a standby that still
+ * answers (an operator's DETACH): busy links finish their statement or transaction first
+ * (server_start_drain); idle ones go at once, their sessions move on.
+ */
+static void worker_drop_node(struct worker *w, int node, const char *why, bool drain)
 {
 	struct list_node *lists[] = { &w->connecting_servers, &w->login_servers, &w->active_servers,
 				      &w->reset_servers };
@@ -213,6 +218,10 @@ static void worker_drop_node(struct worker *w, int node, const char *why)
 			struct client *c = s->client;
 			bool idle = s->state == SV_ACTIVE && server_at_boundary(s) &&
 				    s->txn_status == TXN_IDLE;
+			if (drain && c && s->state == SV_ACTIVE && !idle) {
+				server_start_drain(s); /* skipped by worker_first_on_node now */
+				continue;
+			}
 			server_close(s, why);
 			if (c)
 				client_link_lost(c, node, idle ? LINK_LOST_IDLE : LINK_LOST_BUSY,
@@ -248,8 +257,14 @@ void worker_apply_view(struct worker *w, const struct cluster_view *v)
 			snprintf(why, sizeof(why), "backend node %d %s%s%s", i,
 				 role_changed ? "changed role" : "was detached",
 				 v->nodes[i].reason[0] ? ": " : "", v->nodes[i].reason);
-			log_info("main", 0, "%s; closing its connections", why);
-			worker_drop_node(w, i, why);
+			/* A standby that still answers (an operator's DETACH) loses nothing by
+			 * letting reads in flight end; a primary that changed role must stop now.
+			 */
+			bool drain = !role_changed && v->nodes[i].pg_up &&
+				     v->nodes[i].role == NODE_ROLE_STANDBY;
+			log_info("main", 0, "%s; closing its connections%s", why,
+				 drain ? " (busy ones when their work ends)" : "");
+			worker_drop_node(w, i, why, drain);
 		}
 	}
 	/* Clients waiting for a primary or a standby try again. */

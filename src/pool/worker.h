@@ -87,6 +87,7 @@ struct worker {
 	int n_clients;	       /* clients not yet freed, any state */
 	int n_servers;	       /* servers not yet freed, any state */
 	int n_cancel_conns;    /* outgoing cancel connections in flight */
+	int n_draining;	       /* active servers of detached nodes finishing their work */
 	uint64_t fd_limit;     /* RLIMIT_NOFILE at start */
 	uint64_t next_conn_id; /* for log lines: c1, c2, ... */
 

@@ -715,6 +715,68 @@ def test_idle_link_lost_session_goes_on_without_error(cluster, e2e_relay, tmp_pa
     assert responsive(r), "pgrelay no longer answers"
 
 
+def read_on_node2(port, cluster):
+    """A session whose reads go to node 2 (the only standby with a weight)."""
+    conn = pgwire.connect(port, user="app", password="app", database="app", timeout=10)
+    assert port_node(cluster, conn.scalar("select inet_server_port()")) == 2
+    return conn
+
+
+@pytest.mark.deadline(90)
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_detach_lets_reads_in_flight_finish(cluster, e2e_relay, tmp_path, mode):
+    """Bug guarded: PGRELAY DETACH NODE of a standby that still answers cut the statements running
+    there: their clients got 57P01 in the middle of a read (and a session that could have moved on
+    ended). The read now finishes and the session goes on elsewhere; a read that outlasts
+    shutdown_timeout is still ended (57P01, and cancelled on the standby)."""
+    backends = [{"host": "127.0.0.1", "port": cluster.ports[i], "weight": 1.0 if i == 2 else 0.0,
+                 "application_name": f"node{i}"} for i in range(3)]
+    r = e2e_relay(cluster, tmp_path, failover="", follow="", backends=backends, shutdown_timeout="3s",
+                  pool={"mode": mode, "query_wait_timeout": "15s"})
+    wait_all_up(r.port)
+    conn = read_on_node2(r.port, cluster)
+    try:
+        conn.send(pgwire.query("select inet_server_port() from pg_sleep(1.5)"))
+        time.sleep(0.4)  # the read runs on node 2
+        query(r.port, "PGRELAY DETACH NODE 2")
+        assert nodes(r.port)[2]["status"] == "down"
+        cyc = conn.read_cycle(10)
+        assert not cyc.errors, cyc.errors
+        assert port_node(cluster, cyc.results[0].text_rows()[0][0]) == 2
+        # The same session goes on, elsewhere.
+        assert port_node(cluster, conn.scalar("select inet_server_port()")) != 2
+        assert conn.scalar("select 1") == "1"
+    finally:
+        conn.terminate()
+    # A read that does not end within shutdown_timeout is ended, and cancelled on the standby.
+    query(r.port, "PGRELAY ATTACH NODE 2")
+    wait_all_up(r.port)
+    conn = read_on_node2(r.port, cluster)
+    try:
+        conn.send(pgwire.query("select pg_sleep(60) /* drained */"))
+        time.sleep(0.4)
+        t0 = time.monotonic()
+        query(r.port, "PGRELAY DETACH NODE 2")
+        msgs = conn.read_all_until_close(timeout=10)
+        took = time.monotonic() - t0
+        print(f"{mode}: a long read on a detached standby ended after {took:.2f}s")
+        errors = [pgwire.parse_error_fields(m.payload) for m in msgs if m.type == "E"]
+        assert [e["C"] for e in errors] == ["57P01"], errors
+        assert "shutdown_timeout" in errors[0]["M"], errors
+        assert 2.5 < took < 6, took
+    finally:
+        conn.terminate()
+
+    def still_running():
+        with cluster.connect(2, dbname="postgres") as d:
+            return d.execute("select count(*) from pg_stat_activity "
+                             "where query like '%drained */'").fetchone()[0]
+    wait_for(lambda: still_running() == 0, 5, "the long read cancelled on node 2", relay=r)
+    query(r.port, "PGRELAY ATTACH NODE 2")
+    wait_all_up(r.port)
+    assert responsive(r), "pgrelay no longer answers"
+
+
 @pytest.mark.deadline(60)
 def test_answer_then_goodbye_in_one_read_reaches_the_client(cluster, e2e_relay, tmp_path):
     """Bug guarded: a backend answers a statement and is terminated right after (pg_terminate_backend,
