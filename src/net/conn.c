@@ -137,6 +137,7 @@ int conn_accept(struct conn *c, uv_stream_t *server)
 static void conn_connect_cb(uv_connect_t *req, int status)
 {
 	struct conn *c = req->handle->data;
+	free(req);
 	c->connecting = false;
 	if (c->closing)
 		return;
@@ -150,8 +151,12 @@ static void conn_connect_cb(uv_connect_t *req, int status)
 
 int conn_connect(struct conn *c, const struct sockaddr *addr)
 {
-	c->connect_req.data = c;
-	int rc = uv_tcp_connect(&c->connect_req, &c->tcp, addr, conn_connect_cb);
+	uv_connect_t *req = malloc(sizeof(*req));
+	if (!req)
+		return UV_ENOMEM;
+	int rc = uv_tcp_connect(req, &c->tcp, addr, conn_connect_cb);
+	if (rc < 0)
+		free(req);
 	c->connecting = rc == 0;
 	return rc;
 }
@@ -328,6 +333,7 @@ static void conn_shutdown_cb(uv_shutdown_t *req, int status)
 {
 	(void)status;
 	struct conn *c = req->data;
+	free(req);
 	if (!uv_is_closing((uv_handle_t *)&c->tcp))
 		uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
 }
@@ -344,13 +350,17 @@ void conn_close_after_flush(struct conn *c)
 		c->reading = false;
 	}
 	conn_tls_close(c);
-	if (c->connecting) { /* shutdown_req shares connect_req's storage */
+	/* A connect in flight has nothing to flush; without memory, queued writes are dropped. */
+	uv_shutdown_t *req = c->connecting ? NULL : malloc(sizeof(*req));
+	if (!req) {
 		uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
 		return;
 	}
-	c->shutdown_req.data = c;
-	if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, conn_shutdown_cb) < 0)
+	req->data = c;
+	if (uv_shutdown(req, (uv_stream_t *)&c->tcp, conn_shutdown_cb) < 0) {
+		free(req);
 		uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
+	}
 }
 
 void conn_peer_name(const struct conn *c, char *out, size_t cap)

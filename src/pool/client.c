@@ -175,7 +175,7 @@ void client_disconnect(struct client *c, const char *sqlstate, const char *fmt, 
 		cancel_map_remove(&c->w->cancels, c->cancel_pid);
 		c->cancel_pid = 0;
 	}
-	client_free_login_state(c);
+	client_drop_scram(c);
 	client_set_state(c, CL_CLOSING);
 	conn_close_after_flush(&c->conn);
 }
@@ -191,8 +191,6 @@ static void client_on_closed(struct conn *conn)
 	if (c->console_wait != CW_NONE)
 		w->n_console_waits--;
 	client_free_login_state(c);
-	client_authq_free(c);
-	pool_creds_free(&c->creds);
 	w->stats.bytes_in += c->conn.rx_bytes;
 	w->stats.bytes_out += c->conn.tx_bytes;
 	if (c->pool) {
@@ -242,11 +240,15 @@ static bool client_refuse_if_over_limit(struct client *c)
 void client_accept(struct worker *w, uv_stream_t *listener, int role)
 {
 	struct client *c = calloc(1, sizeof(*c));
-	if (!c) {
+	if (c)
+		c->lg = calloc(1, sizeof(*c->lg));
+	if (!c || !c->lg) {
+		free(c);
 		log_error("client", 0, "out of memory accepting a client");
 		return;
 	}
 	if (conn_init(&c->conn, &w->loop, &w->bufs, &client_conn_ops, c) < 0) {
+		free(c->lg);
 		free(c);
 		return;
 	}

@@ -104,6 +104,20 @@ enum client_login_step {
 	CLS_AUTH_QUERY,	  /* waiting for auth_query to fetch the user's secret (client_authq.c) */
 };
 
+/*
+ * What only a login needs: the authentication exchange and the credentials the pool adopts. Kept
+ * apart so that an idle logged-in client does not carry it (client_free_login_state).
+ */
+struct client_login_state {
+	struct client_creds creds;
+	struct scram_server *scram; /* owned during SASL, freed after */
+	uint8_t md5_salt[4];
+	int auth_method; /* enum hba_method chosen at client_auth_start */
+	bool auth_mock;	 /* unknown user or unusable secret: the exchange must fail */
+	/* auth_query's part of the login (client_authq.c). */
+	struct authq_login authq;
+};
+
 struct client {
 	struct conn conn;      /* embedded; conn.owner == this */
 	struct worker *w;      /* borrowed */
@@ -167,13 +181,8 @@ struct client {
 
 	uint32_t cancel_pid; /* pgrelay's BackendKeyData for this client */
 	uint32_t cancel_key;
-	struct client_creds creds;
-	struct scram_server *scram; /* owned during SASL, freed after */
-	uint8_t md5_salt[4];
-	int auth_method; /* enum hba_method chosen at client_auth_start */
-	bool auth_mock;	 /* unknown user or unusable secret: the exchange must fail */
-	/* auth_query's part of the login (client_authq.c). */
-	struct authq_login authq;
+	/* Owned while logging in (client_accept), freed once welcomed or gone. */
+	struct client_login_state *lg;
 	enum client_retry retry;
 	char *retry_sql;    /* owned, CLIENT_RETRY_MAX bytes made at first use: the Query text */
 	uint32_t retry_len; /* its length without the NUL */
@@ -337,6 +346,9 @@ void client_send_welcome(struct client *c);
 bool client_finish_welcome(struct client *c, struct builder *b);
 /* Authentication succeeded: AuthenticationOk, then the welcome now or after a backend login. */
 void client_auth_ok(struct client *c);
+/* Drops the SCRAM exchange state (cleansed); the rest of the login state stays. */
+void client_drop_scram(struct client *c);
+/* Frees (cleansed) everything only a login needs; NULL-safe, called once welcomed or gone. */
 void client_free_login_state(struct client *c);
 
 #endif

@@ -11,9 +11,9 @@
  *
  * The "password" method against a SCRAM verifier costs one PBKDF2 (4096 iterations or more): it
  * runs on libuv's thread pool (client_check_password_async), never on the loop. While it runs the
- * client stays in CLS_PASSWORD with c->scram allocated as the "check running" mark (the password
- * method has no other use for it); the job finds its client again by id when it completes, so a
- * client that left meanwhile (timeout, disconnect) costs nothing but the job's own memory.
+ * client stays in CLS_PASSWORD with c->lg->scram allocated as the "check running" mark (the
+ * password method has no other use for it); the job finds its client again by id when it completes,
+ * so a client that left meanwhile (timeout, disconnect) costs nothing but the job's own memory.
  */
 #include <openssl/crypto.h>
 #include <stdio.h>
@@ -40,16 +40,27 @@
 /* The method this login uses, chosen by client_auth_start. */
 static enum hba_method client_method(const struct client *c)
 {
-	return (enum hba_method)c->auth_method;
+	return (enum hba_method)c->lg->auth_method;
+}
+
+void client_drop_scram(struct client *c)
+{
+	if (c->lg && c->lg->scram) {
+		OPENSSL_cleanse(c->lg->scram, sizeof(*c->lg->scram));
+		free(c->lg->scram);
+		c->lg->scram = NULL;
+	}
 }
 
 void client_free_login_state(struct client *c)
 {
-	if (c->scram) {
-		OPENSSL_cleanse(c->scram, sizeof(*c->scram));
-		free(c->scram);
-		c->scram = NULL;
-	}
+	if (!c->lg)
+		return;
+	client_drop_scram(c);
+	client_authq_free(c);
+	pool_creds_free(&c->lg->creds);
+	free(c->lg);
+	c->lg = NULL;
 }
 
 static void client_auth_fail(struct client *c)
@@ -75,18 +86,18 @@ static bool client_send_auth_request(struct client *c, uint32_t code, const void
 /* Copies what later backend logins need out of the users entry (the config may be reloaded). */
 static void client_copy_creds(struct client *c, const struct user_entry *e)
 {
-	c->creds.kind = CRED_NONE;
+	c->lg->creds.kind = CRED_NONE;
 	if (!e)
 		return;
 	if (e->kind == SECRET_PLAIN) {
-		c->creds.secret = strdup(e->plain);
-		c->creds.kind = c->creds.secret ? CRED_PLAIN : CRED_NONE;
+		c->lg->creds.secret = strdup(e->plain);
+		c->lg->creds.kind = c->lg->creds.secret ? CRED_PLAIN : CRED_NONE;
 	} else if (e->kind == SECRET_MD5) {
-		c->creds.secret = strdup(e->md5);
-		c->creds.kind = c->creds.secret ? CRED_MD5 : CRED_NONE;
+		c->lg->creds.secret = strdup(e->md5);
+		c->lg->creds.kind = c->lg->creds.secret ? CRED_MD5 : CRED_NONE;
 	}
 	if (e->has_scram)
-		c->creds.scram = e->scram;
+		c->lg->creds.scram = e->scram;
 	if (e->kind != SECRET_SCRAM)
 		return;
 	/* CRED_SCRAM_KEY becomes usable once the client's proof gave us its ClientKey. */
@@ -98,9 +109,9 @@ static void client_copy_creds(struct client *c, const struct user_entry *e)
  */
 static void client_mock_secret(struct client *c)
 {
-	if (!scram_secret_mock(c->user, &c->creds.scram))
-		memset(&c->creds.scram, 0, sizeof(c->creds.scram));
-	c->auth_mock = true;
+	if (!scram_secret_mock(c->user, &c->lg->creds.scram))
+		memset(&c->lg->creds.scram, 0, sizeof(c->lg->creds.scram));
+	c->lg->auth_mock = true;
 }
 
 static enum hba_method client_pick_method(struct client *c, const struct user_entry *e)
@@ -191,7 +202,7 @@ void client_auth_continue(struct client *c, const struct user_entry *e)
 {
 	enum hba_method m = client_pick_method(c, e);
 	client_copy_creds(c, e);
-	c->auth_method = (int)m;
+	c->lg->auth_method = (int)m;
 	if (m != HBA_NOMATCH && m != HBA_REJECT && !client_check_certificate(c, m))
 		return;
 	switch (m) {
@@ -215,26 +226,26 @@ void client_auth_continue(struct client *c, const struct user_entry *e)
 			/* Where most users have a verifier, an unknown one costs a PBKDF2 too. */
 			if (stand_in.kind == SECRET_SCRAM)
 				client_mock_secret(c);
-			c->auth_mock = true;
+			c->lg->auth_mock = true;
 		}
 		c->login = CLS_PASSWORD;
 		(void)client_send_auth_request(c, AUTH_REQ_PASSWORD, NULL, 0);
 		return;
 	case HBA_MD5:
 		if (!e || e->kind == SECRET_SCRAM)
-			c->auth_mock = true;
-		if (RAND_bytes(c->md5_salt, 4) != 1) {
+			c->lg->auth_mock = true;
+		if (RAND_bytes(c->lg->md5_salt, 4) != 1) {
 			client_disconnect(c, "XX000", "could not generate random salt");
 			return;
 		}
 		c->login = CLS_PASSWORD;
-		(void)client_send_auth_request(c, AUTH_REQ_MD5, c->md5_salt, 4);
+		(void)client_send_auth_request(c, AUTH_REQ_MD5, c->lg->md5_salt, 4);
 		return;
 	case HBA_SCRAM: {
 		if (!e || !e->has_scram)
 			client_mock_secret(c);
-		c->scram = calloc(1, sizeof(*c->scram));
-		if (!c->scram) {
+		c->lg->scram = calloc(1, sizeof(*c->lg->scram));
+		if (!c->lg->scram) {
 			client_disconnect(c, "53200", "out of memory");
 			return;
 		}
@@ -254,27 +265,27 @@ void client_auth_continue(struct client *c, const struct user_entry *e)
 
 static bool client_check_password(struct client *c, const char *pw, size_t len)
 {
-	if (c->auth_mock)
+	if (c->lg->auth_mock)
 		return false;
 	if (client_method(c) == HBA_MD5) {
-		if (c->creds.kind != CRED_PLAIN && c->creds.kind != CRED_MD5)
+		if (c->lg->creds.kind != CRED_PLAIN && c->lg->creds.kind != CRED_MD5)
 			return false;
 		char md5[MD5_PASSWD_LEN + 1];
-		if (c->creds.kind == CRED_PLAIN)
-			md5_secret_from_password(c->creds.secret, c->user, md5);
+		if (c->lg->creds.kind == CRED_PLAIN)
+			md5_secret_from_password(c->lg->creds.secret, c->user, md5);
 		else
-			memcpy(md5, c->creds.secret, sizeof(md5));
-		return md5_check_response(md5, c->md5_salt, pw, len);
+			memcpy(md5, c->lg->creds.secret, sizeof(md5));
+		return md5_check_response(md5, c->lg->md5_salt, pw, len);
 	}
 	/* Cleartext password method. */
-	if (c->creds.kind == CRED_PLAIN) {
-		size_t n = strlen(c->creds.secret);
-		return n == len && CRYPTO_memcmp(c->creds.secret, pw, n) == 0;
+	if (c->lg->creds.kind == CRED_PLAIN) {
+		size_t n = strlen(c->lg->creds.secret);
+		return n == len && CRYPTO_memcmp(c->lg->creds.secret, pw, n) == 0;
 	}
-	if (c->creds.kind == CRED_MD5) {
+	if (c->lg->creds.kind == CRED_MD5) {
 		char md5[MD5_PASSWD_LEN + 1];
 		md5_secret_from_password(pw, c->user, md5);
-		return CRYPTO_memcmp(md5, c->creds.secret, MD5_PASSWD_LEN) == 0;
+		return CRYPTO_memcmp(md5, c->lg->creds.secret, MD5_PASSWD_LEN) == 0;
 	}
 	/* SCRAM verifier: client_check_password_async. */
 	return false;
@@ -294,7 +305,7 @@ struct client_pw_job {
 
 static bool client_pw_pending(const struct client *c)
 {
-	return client_method(c) == HBA_PASSWORD && c->login == CLS_PASSWORD && c->scram;
+	return client_method(c) == HBA_PASSWORD && c->login == CLS_PASSWORD && c->lg->scram;
 }
 
 static void client_pw_job_free(struct client_pw_job *job)
@@ -328,15 +339,15 @@ static void client_pw_done(uv_work_t *req, int status)
 		client_pw_job_free(job); /* the client left while its password was checked */
 		return;
 	}
-	client_free_login_state(c); /* clears the "check running" mark */
+	client_drop_scram(c); /* clears the "check running" mark */
 	if (status != 0 || !job->ok) {
 		client_pw_job_free(job);
 		client_auth_fail(c);
 		return;
 	}
 	/* Backends need the cleartext password: the file only had a verifier. */
-	c->creds.secret = strndup(job->password, job->password_len);
-	c->creds.kind = c->creds.secret ? CRED_PLAIN : CRED_NONE;
+	c->lg->creds.secret = strndup(job->password, job->password_len);
+	c->lg->creds.kind = c->lg->creds.secret ? CRED_PLAIN : CRED_NONE;
 	client_pw_job_free(job);
 	client_auth_ok(c);
 }
@@ -345,8 +356,8 @@ static void client_pw_done(uv_work_t *req, int status)
 static bool client_check_password_async(struct client *c, const char *pw, size_t len)
 {
 	struct client_pw_job *job = calloc(1, sizeof(*job));
-	c->scram = calloc(1, sizeof(*c->scram));
-	if (!job || !c->scram) {
+	c->lg->scram = calloc(1, sizeof(*c->lg->scram));
+	if (!job || !c->lg->scram) {
 		free(job);
 		return false;
 	}
@@ -358,9 +369,9 @@ static bool client_check_password_async(struct client *c, const char *pw, size_t
 	job->req.data = job;
 	job->w = c->w;
 	job->client_id = c->id;
-	job->secret = c->creds.scram;
+	job->secret = c->lg->creds.scram;
 	job->password_len = len;
-	job->mock = c->auth_mock;
+	job->mock = c->lg->auth_mock;
 	if (uv_queue_work(&c->w->loop, &job->req, client_pw_work, client_pw_done) < 0) {
 		client_pw_job_free(job);
 		return false;
@@ -378,8 +389,8 @@ static void client_auth_password(struct client *c, const uint8_t *body, uint32_t
 		client_disconnect(c, "08P01", "invalid password packet");
 		return;
 	}
-	if (client_method(c) == HBA_PASSWORD && c->creds.kind == CRED_NONE &&
-	    c->creds.scram.iterations > 0) {
+	if (client_method(c) == HBA_PASSWORD && c->lg->creds.kind == CRED_NONE &&
+	    c->lg->creds.scram.iterations > 0) {
 		/* A verifier (or an unknown user made to look like one): PBKDF2 off the loop. */
 		if (!client_check_password_async(c, pw, pwlen))
 			client_disconnect(c, "53200", "out of memory");
@@ -390,9 +401,9 @@ static void client_auth_password(struct client *c, const uint8_t *body, uint32_t
 		return;
 	}
 	/* A cleartext password is what backends need when the file only had a verifier. */
-	if (client_method(c) == HBA_PASSWORD && c->creds.kind == CRED_NONE) {
-		c->creds.secret = strndup(pw, pwlen);
-		c->creds.kind = c->creds.secret ? CRED_PLAIN : CRED_NONE;
+	if (client_method(c) == HBA_PASSWORD && c->lg->creds.kind == CRED_NONE) {
+		c->lg->creds.secret = strndup(pw, pwlen);
+		c->lg->creds.kind = c->lg->creds.secret ? CRED_PLAIN : CRED_NONE;
 	}
 	client_auth_ok(c);
 }
@@ -424,8 +435,8 @@ static void client_auth_sasl_initial(struct client *c, const uint8_t *body, uint
 	}
 	char out[SCRAM_MAX_MSG];
 	size_t outlen;
-	if (!scram_server_first(c->scram, &c->creds.scram, &cb, (const char *)data, (size_t)dlen,
-				out, sizeof(out), &outlen)) {
+	if (!scram_server_first(c->lg->scram, &c->lg->creds.scram, &cb, (const char *)data,
+				(size_t)dlen, out, sizeof(out), &outlen)) {
 		client_disconnect(c, "08P01", "malformed SCRAM message");
 		return;
 	}
@@ -437,18 +448,18 @@ static void client_auth_sasl_final(struct client *c, const uint8_t *body, uint32
 {
 	char out[SCRAM_MAX_MSG];
 	size_t outlen;
-	if (!scram_server_final(c->scram, (const char *)body, len, out, sizeof(out), &outlen) ||
-	    c->auth_mock) {
+	if (!scram_server_final(c->lg->scram, (const char *)body, len, out, sizeof(out), &outlen) ||
+	    c->lg->auth_mock) {
 		client_auth_fail(c);
 		return;
 	}
-	if (c->creds.kind == CRED_NONE) {
-		memcpy(c->creds.client_key, c->scram->client_key, SCRAM_KEY_LEN);
-		c->creds.kind = CRED_SCRAM_KEY;
+	if (c->lg->creds.kind == CRED_NONE) {
+		memcpy(c->lg->creds.client_key, c->lg->scram->client_key, SCRAM_KEY_LEN);
+		c->lg->creds.kind = CRED_SCRAM_KEY;
 	}
 	if (!client_send_auth_request(c, AUTH_REQ_SASL_FIN, out, outlen))
 		return;
-	client_free_login_state(c);
+	client_drop_scram(c);
 	client_auth_ok(c);
 }
 
@@ -553,6 +564,7 @@ bool client_finish_welcome(struct client *c, struct builder *b)
 		return false;
 	}
 	client_set_state(c, CL_ACTIVE);
+	client_free_login_state(c); /* the pool adopted the credentials before the welcome */
 	/* Bytes the client pipelined behind its login are relayed now. */
 	conn_want_read(&c->conn, true);
 	if (c->conn.rbuf && !iobuf_empty(c->conn.rbuf))

@@ -144,16 +144,16 @@ static void authq_deliver(struct client *c, const struct authq_job *job)
 	switch (job->status) {
 	case AUTHQ_FOUND:
 		client_authq_free(c);
-		c->authq.fetched = malloc(sizeof(*c->authq.fetched));
-		if (!c->authq.fetched || !users_entry_copy(c->authq.fetched, &job->entry)) {
-			free(c->authq.fetched);
-			c->authq.fetched = NULL;
+		c->lg->authq.fetched = malloc(sizeof(*c->lg->authq.fetched));
+		if (!c->lg->authq.fetched || !users_entry_copy(c->lg->authq.fetched, &job->entry)) {
+			free(c->lg->authq.fetched);
+			c->lg->authq.fetched = NULL;
 			client_disconnect(c, "53200", "out of memory");
 			return;
 		}
-		c->authq.fetched_ms = job->started_ms;
-		c->authq.generation = job->generation;
-		client_auth_continue(c, c->authq.fetched);
+		c->lg->authq.fetched_ms = job->started_ms;
+		c->lg->authq.generation = job->generation;
+		client_auth_continue(c, c->lg->authq.fetched);
 		return;
 	case AUTHQ_NOT_FOUND:
 	case AUTHQ_UNUSABLE:
@@ -311,7 +311,7 @@ bool client_authq_start(struct client *c, enum hba_method m)
 				       cfg->auth_query_cache_ms);
 		if (e) {
 			log_debug("client", c->id, "auth_query: secret served from the cache");
-			c->authq.from_cache = true;
+			c->lg->authq.from_cache = true;
 			client_auth_continue(c, e); /* copies what it keeps out of e */
 			return true;
 		}
@@ -324,13 +324,14 @@ bool client_authq_start(struct client *c, enum hba_method m)
 void client_authq_login_ok(struct client *c)
 {
 	struct authq_sched *q = &c->w->authq;
-	struct user_entry *e = c->authq.fetched;
+	struct user_entry *e = c->lg->authq.fetched;
 	if (!e)
 		return;
-	c->authq.fetched = NULL;
+	c->lg->authq.fetched = NULL;
 	/* A lookup made under a replaced config may no longer be what auth_query says now. */
-	if (q->cache && c->w->cfg->auth_query_cache_ms > 0 && c->authq.generation == q->generation)
-		(void)auth_cache_put(q->cache, authq_dbname(c), e, c->authq.fetched_ms);
+	if (q->cache && c->w->cfg->auth_query_cache_ms > 0 &&
+	    c->lg->authq.generation == q->generation)
+		(void)auth_cache_put(q->cache, authq_dbname(c), e, c->lg->authq.fetched_ms);
 	else
 		users_entry_clear(e);
 	free(e);
@@ -340,16 +341,16 @@ void client_authq_login_failed(struct client *c)
 {
 	struct authq_sched *q = &c->w->authq;
 	/* The password may have changed on the server: the next login looks it up again. */
-	if (c->authq.from_cache && q->cache)
+	if (c->lg->authq.from_cache && q->cache)
 		auth_cache_forget(q->cache, authq_dbname(c), c->user);
-	c->authq.from_cache = false;
+	c->lg->authq.from_cache = false;
 }
 
 void client_authq_free(struct client *c)
 {
-	if (!c->authq.fetched)
+	if (!c->lg->authq.fetched)
 		return;
-	users_entry_clear(c->authq.fetched);
-	free(c->authq.fetched);
-	c->authq.fetched = NULL;
+	users_entry_clear(c->lg->authq.fetched);
+	free(c->lg->authq.fetched);
+	c->lg->authq.fetched = NULL;
 }

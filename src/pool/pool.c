@@ -133,8 +133,8 @@ void pool_adopt_login(struct pool *p, const struct client *c)
 	 * freshest (a password changed on the server and fetched again by auth_query): new backend
 	 * connections use it.
 	 */
-	if (c->creds.kind != CRED_NONE)
-		pool_creds_copy(&p->creds, &c->creds);
+	if (c->lg->creds.kind != CRED_NONE)
+		pool_creds_copy(&p->creds, &c->lg->creds);
 }
 
 int pool_count_servers(struct worker *w, const char *database, const char *user, int node)
