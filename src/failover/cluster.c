@@ -145,6 +145,7 @@ static bool settings_from_conf(struct cluster_settings *s, const struct config *
 	s->fsm.auto_failback = cfg->auto_failback;
 	s->fsm.auto_failback_interval_ms = cfg->auto_failback_interval_ms;
 	s->fsm.search_primary_node_timeout_ms = cfg->search_primary_node_timeout_ms;
+	s->fsm.failover_command_timeout_ms = cfg->failover_command_timeout_ms;
 	s->fsm.has_failover_cmd = s->failover_command != NULL;
 	s->fsm.has_follow_cmd = s->follow_primary_command != NULL;
 	s->fsm.has_failback_cmd = s->failback_command != NULL;

@@ -546,6 +546,36 @@ static void update_node(struct fsm *f, int i, int64_t wall_ms, uint64_t mono_ms)
 	}
 }
 
+/* A live standby (its last check reached it in recovery), attached. */
+static bool live_standby(const struct fsm *f, int i)
+{
+	return i >= 0 && i < f->set.n && attached(f->nodes[i].status) && f->last_obs[i].ok &&
+	       f->last_obs[i].in_recovery;
+}
+
+/* The inherited failover found no primary in time: run failover_command again, once. */
+static void rerun_inherited(struct fsm *f, int64_t wall_ms, uint64_t mono_ms)
+{
+	int failed = f->inherit_failed;
+	f->inherited = false;
+	if (!f->set.has_failover_cmd)
+		return; /* observer mode: the search goes on for an outside promotion */
+	int nm = live_standby(f, f->inherit_new_main) ? f->inherit_new_main
+						      : fsm_pick_new_main(f, failed);
+	f->op_cmd = (struct fsm_cmd){ FSM_CMD_FAILOVER, failed, nm, fsm_main_node(f), failed };
+	f->op = FSM_OP_FAILOVER_CMD;
+	f->op_cmd_started = false;
+	f->failing_over = true;
+	f->switchover_target = -1;
+	f->promote_only = false;
+	f->follow_todo = 0;
+	f->search_started = mono_ms;
+	add_event(f, wall_ms, "failover_rerun", failed,
+		  "no primary within failover_command_timeout (%u ms) of inheriting the failover: "
+		  "running failover_command again, new main node %d",
+		  f->set.failover_command_timeout_ms, nm);
+}
+
 /* ----------------------------------------------------------------------------------------------
  * API.
  */
@@ -633,6 +663,11 @@ void fsm_update(struct fsm *f, const struct fsm_obs *obs, int64_t wall_ms, uint6
 		f->op = FSM_OP_IDLE;
 		f->changed = true;
 	}
+	if (f->inherited && f->primary >= 0)
+		f->inherited = false;
+	if (f->inherited && !f->cmd_running && (f->op == FSM_OP_SEARCH || f->op == FSM_OP_IDLE) &&
+	    mono_ms >= f->inherit_deadline)
+		rerun_inherited(f, wall_ms, mono_ms);
 	advance(f, wall_ms, mono_ms);
 }
 
@@ -832,6 +867,30 @@ void fsm_adopt_down(struct fsm *f, int node, bool resume_failover, const char *r
 	f->switchover_target = -1;
 	f->op_cmd = (struct fsm_cmd){ resume_failover ? FSM_CMD_FAILOVER : FSM_CMD_NONE, node, -1,
 				      old_main, node };
+}
+
+void fsm_inherit_failover(struct fsm *f, int failed, int new_main, int64_t wall_ms,
+			  uint64_t mono_ms)
+{
+	if (f->inherited || f->primary >= 0 || f->cmd_running || failed < 0 || failed >= f->set.n ||
+	    (f->op != FSM_OP_SEARCH && f->op != FSM_OP_IDLE))
+		return;
+	f->inherited = true;
+	f->inherit_deadline = mono_ms + f->set.failover_command_timeout_ms;
+	f->inherit_failed = failed;
+	f->inherit_new_main = new_main >= 0 && new_main < f->set.n ? new_main : -1;
+	/* What the search finds ends this failover: follow commands run as after our own. */
+	f->op_cmd = (struct fsm_cmd){ FSM_CMD_FAILOVER, failed, f->inherit_new_main,
+				      fsm_main_node(f), failed };
+	add_event(f, wall_ms, "failover_inherited", failed,
+		  "the failover of node %d announced by the previous leader is unfinished; "
+		  "failover_command runs again if no primary appears within %u ms",
+		  failed, f->set.failover_command_timeout_ms);
+}
+
+void fsm_inherit_drop(struct fsm *f)
+{
+	f->inherited = false;
 }
 
 bool fsm_wants_fast_probe(const struct fsm *f, int node)

@@ -51,6 +51,7 @@ struct fsm_settings {
 	bool auto_failback;			 /* re-attach streaming standbys */
 	uint32_t auto_failback_interval_ms;	 /* least time between two of one node */
 	uint32_t search_primary_node_timeout_ms; /* 0 = search forever */
+	uint32_t failover_command_timeout_ms;	 /* also the grace of an inherited failover */
 	bool has_failover_cmd, has_follow_cmd, has_failback_cmd;
 };
 
@@ -107,6 +108,12 @@ struct fsm {
 	uint64_t follow_todo;	 /* bit i: follow_primary_command still to run for i */
 	uint64_t failback_todo;	 /* bit i: failback_command still to run for i */
 	bool pending_failover;	 /* the primary failed while an op ran: fail over after */
+	/* A failover another watchdog leader announced, now ours to finish (fsm_inherit_failover):
+	 * without a primary by inherit_deadline, failover_command runs again. */
+	bool inherited;
+	uint64_t inherit_deadline; /* monotonic ms */
+	int inherit_failed;	   /* the node being failed over */
+	int inherit_new_main;	   /* the announced %m, -1 unknown */
 	char pending_reason[CLUSTER_REASON_MAX];
 
 	bool want_cmd;	    /* a command should start now (cmd); cleared by the caller */
@@ -120,6 +127,19 @@ struct fsm {
 	struct cluster_event events[FSM_EVENTS_MAX]; /* not yet drained, oldest first */
 	int n_events;
 };
+
+/*
+ * This instance became the watchdog leader while a failover of `failed` that another leader
+ * announced is unfinished (no primary): that leader's command may have died with it before it
+ * promoted anything. Unless a primary appears within failover_command_timeout (the longest the
+ * old command was allowed), failover_command runs again, promoting the announced new_main when
+ * it is still a live standby, else the most advanced one. Once per inheritance; no-op when a
+ * primary is known or a command runs.
+ */
+void fsm_inherit_failover(struct fsm *f, int failed, int new_main, int64_t wall_ms,
+			  uint64_t mono_ms);
+/* Leadership lost: an inherited failover is no longer this instance's to re-run. */
+void fsm_inherit_drop(struct fsm *f);
 
 /* Initial state: every node waiting (checks on) or up with the static roles (checks off). */
 void fsm_init(struct fsm *f, const struct fsm_settings *set, int64_t wall_ms, uint64_t mono_ms);

@@ -306,6 +306,7 @@ static char *view_json(const struct wd_view *v)
 	json_object_object_add(o, "primary", json_object_new_int(v->primary));
 	json_object_object_add(o, "failing_over", json_object_new_boolean(v->failing_over));
 	json_object_object_add(o, "failed", json_object_new_int(v->failed));
+	json_object_object_add(o, "new_main", json_object_new_int(v->new_main));
 	bits_to_json(o, "former", v->former);
 	json_object_object_add(o, "leader", json_object_new_string(v->leader));
 	json_object_object_add(o, "at", json_object_new_int64(wall_ms()));
@@ -327,6 +328,7 @@ static bool view_from_json(const char *text, struct wd_view *v)
 	v->failing_over =
 		json_object_object_get_ex(o, "failing_over", &f) && json_object_get_boolean(f);
 	v->failed = (int)get_int(o, "failed", -1);
+	v->new_main = (int)get_int(o, "new_main", -1);
 	v->former = bits_from_json(o, "former");
 	get_str(o, "leader", v->leader, sizeof(v->leader));
 	json_object_put(o);
@@ -762,7 +764,7 @@ watchdog_t *watchdog_start(const struct config *cfg, void (*notify)(void *arg), 
 	wd->arping_cmd = dup_opt(wc->arping_cmd);
 	wd->local.primary = -1;
 	wd->put_local.primary = -1;
-	wd->view.primary = wd->view.failed = -1;
+	wd->view.primary = wd->view.failed = wd->view.new_main = -1;
 	wd->lease_sent_ok = mono_ms(); /* a start without etcd fences after one TTL */
 	wd->etcd = etcd_new(wc->endpoints, wd->call_ms);
 	wd->peer = curl_easy_init();
@@ -776,7 +778,7 @@ watchdog_t *watchdog_start(const struct config *cfg, void (*notify)(void *arg), 
 	curl_easy_setopt(wd->peer, CURLOPT_CONNECTTIMEOUT_MS, (long)wd->call_ms);
 	curl_easy_setopt(wd->peer, CURLOPT_PROTOCOLS_STR, "http");
 	snprintf(wd->state.name, sizeof(wd->state.name), "%s", wd->name);
-	wd->state.view.primary = wd->state.view.failed = -1;
+	wd->state.view.primary = wd->state.view.failed = wd->state.view.new_main = -1;
 	wd->state.lease_ttl_ms = wd->ttl_ms;
 	wd->state.observe = wd->observe;
 	sigset_t all, old;

@@ -53,6 +53,7 @@ struct wd_view {
 	int primary;	   /* -1 none */
 	bool failing_over; /* the leader lost the primary and has not published a new one */
 	int failed;	   /* the node being failed over, -1 none */
+	int new_main;	   /* the standby its failover_command promotes (%m), -1 none */
 	uint64_t former;   /* bit i: backend i lost the primary role and is kept out */
 	char leader[WD_NAME_MAX];
 };

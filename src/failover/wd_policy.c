@@ -135,6 +135,24 @@ static void adopt(struct wd_policy *p, struct fsm *f, struct history *h, int64_t
 		p->epoch = v->epoch;
 }
 
+/*
+ * A failover the previous leader announced and did not finish is this leader's now: the core
+ * re-runs failover_command if no primary shows up in time (fsm_inherit_failover).
+ */
+static void inherit(struct wd_policy *p, struct fsm *f, struct history *h, int64_t wall_ms,
+		    uint64_t mono_ms)
+{
+	(void)h;
+	const struct wd_view *v = &p->st.view;
+	if (!decides(p)) {
+		fsm_inherit_drop(f);
+		return;
+	}
+	if (v->valid && v->failing_over && v->failed >= 0 && v->failed < f->set.n &&
+	    strcmp(v->leader, p->st.name) != 0 && f->primary < 0)
+		fsm_inherit_failover(f, v->failed, v->new_main, wall_ms, mono_ms);
+}
+
 const struct fsm_obs *wdp_before(struct wd_policy *p, struct fsm *f, const struct fsm_settings *set,
 				 const struct fsm_obs *obs, struct history *h, int64_t wall_ms,
 				 uint64_t mono_ms)
@@ -145,6 +163,7 @@ const struct fsm_obs *wdp_before(struct wd_policy *p, struct fsm *f, const struc
 	events(p, h, wall_ms);
 	p->started = true;
 	adopt(p, f, h, wall_ms, mono_ms);
+	inherit(p, f, h, wall_ms, mono_ms);
 
 	bool allowed = watchdog_may_run_commands(&p->st);
 	if (allowed != p->cmds_allowed) {
@@ -198,20 +217,23 @@ void wdp_handoff(struct wd_policy *p, const struct fsm *f, const struct fsm_obs 
 	struct wd_view v = { .valid = true,
 			     .primary = f->primary,
 			     .failing_over = f->failing_over,
-			     .failed = f->failing_over ? f->op_cmd.node : -1 };
+			     .failed = f->failing_over ? f->op_cmd.node : -1,
+			     .new_main = f->failing_over ? f->op_cmd.new_main : -1 };
 	for (int i = 0; i < f->set.n; i++)
 		if (f->nodes[i].former_primary && f->nodes[i].status == NODE_DOWN)
 			v.former |= BIT(i);
 	/* A new leadership writes its view once even when nothing changed. */
 	bool same = p->handed_valid && p->handed.primary == v.primary &&
 		    p->handed.failing_over == v.failing_over && p->handed.failed == v.failed &&
-		    p->handed.former == v.former && p->st.view_written >= p->seq &&
-		    p->st.view.valid && strcmp(p->st.view.leader, p->st.name) == 0;
+		    p->handed.new_main == v.new_main && p->handed.former == v.former &&
+		    p->st.view_written >= p->seq && p->st.view.valid &&
+		    strcmp(p->st.view.leader, p->st.name) == 0;
 	if (same)
 		return;
 	if (p->handed_valid && p->handed.primary == v.primary &&
 	    p->handed.failing_over == v.failing_over && p->handed.failed == v.failed &&
-	    p->handed.former == v.former && p->st.view_written < p->seq)
+	    p->handed.new_main == v.new_main && p->handed.former == v.former &&
+	    p->st.view_written < p->seq)
 		return; /* handed, not written yet */
 	v.epoch = (p->epoch > p->adopted_epoch ? p->epoch : p->adopted_epoch) + 1;
 	p->epoch = v.epoch;

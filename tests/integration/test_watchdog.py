@@ -59,7 +59,8 @@ def etcd1():
 class Group:
     """Three pgrelay instances of one watchdog group; failover.log counts promotions."""
 
-    def __init__(self, e2e_relay, c, tmp_path, endpoints, failover_then=None, per=None, **wd):
+    def __init__(self, e2e_relay, c, tmp_path, endpoints, failover_then=None, per=None, relay=None,
+                 **wd):
         self.c = c
         self.log = tmp_path / "failover.log"
         self.log.touch()
@@ -73,6 +74,7 @@ class Group:
                                          self.prefix, quiet_port(), ttl=f"{TTL_S}s",
                                          backend_ports=extra.get("backend_ports"),
                                          **{**wd, **extra.get("watchdog", {})})
+            settings.update(relay or {})
             (tmp_path / f"i{i}").mkdir(exist_ok=True)
             health = {"period": f"{PERIOD_S}s", "timeout": "2s", "max_retries": 1}
             self.relays.append(e2e_relay(c, tmp_path / f"i{i}", failover=snippet, follow="",
@@ -206,6 +208,39 @@ def test_leader_killed_during_failover(own_cluster, e2e_relay, tmp_path, etcd3):
     new_lead = g.leader()
     assert ups == [["up", str(lead), "10.9.9.9"], ["arping", str(lead), "10.9.9.9"],
                    ["up", str(new_lead), "10.9.9.9"], ["arping", str(new_lead), "10.9.9.9"]], ups
+
+
+@pytest.mark.deadline(150)
+def test_leader_and_its_command_killed_before_promotion(own_cluster, e2e_relay, tmp_path, etcd3):
+    """Bug guarded: the leader dies during a failover together with its failover_command (its host
+    lost, or a service manager that kills the whole unit) before anything was promoted; the next
+    leader only searched, and the cluster stayed without a primary until an operator stepped in.
+    The next leader now runs the command again once failover_command_timeout has passed since it
+    took over, promoting the node the first leader announced: one promotion in all."""
+    c = own_cluster
+    g = Group(e2e_relay, c, tmp_path, etcd3.endpoints, failover_then="sleep 4; ",
+              relay={"failover_command_timeout": "5s"})
+    g.wait_ready()
+    lead = g.leader()
+    assert lead is not None
+    t_kill = time.monotonic()
+    c.kill9(0)
+    wait_for(lambda: g.failovers(), CONVERGE_BOUND, "the failover command to start")
+    g.relays[lead].kill()
+    g.relays[lead].expected_exit = -9
+    subprocess.run(["pkill", "-9", "-f", f"{tmp_path}/i{lead}/failover.sh"], check=False)
+    others = [i for i in range(3) if i != lead]
+    new = wait_for(lambda: (lambda s: len(s) == 1 and 0 not in s and s.pop())(
+        {write_node(c, g.relays[i].port) for i in others}), CONVERGE_BOUND + 20,
+        "writes through the surviving instances on one new primary")
+    print(f"leader and its command killed: writes on node {new} after {time.monotonic() - t_kill:.1f} s")
+    time.sleep(TTL_S)
+    assert len(g.failovers()) == 2, g.failovers()  # the killed run, and the one re-run
+    assert [recovery(c, n) for n in (1, 2)].count(False) == 1
+    new_lead = g.leader()
+    assert new_lead in others
+    hist = [e["event"] for e in query_dicts(g.relays[new_lead].port, "show pool_failover_history")]
+    assert "failover_inherited" in hist and "failover_rerun" in hist, hist
 
 
 @pytest.mark.deadline(120)

@@ -679,6 +679,91 @@ static void test_watchdog_adopt_down(void **state)
 	assert_int_equal(s.f.failovers_ok, 1);
 }
 
+/* Primary 0 lost; this instance (now the leader) inherits its failover, announced for node nm. */
+static void sim_inherit(struct sim *s, bool follow_cmd, int nm)
+{
+	sim_healthy(s, true, follow_cmd);
+	s->f.set.failover_command_timeout_ms = 5000;
+	nok(s, 0);
+	fsm_adopt_down(&s->f, 0, false, "former primary per the watchdog view", 0, s->now);
+	fsm_inherit_failover(&s->f, 0, nm, 0, s->now);
+}
+
+/* Node p reports promoted: it becomes the primary and follower's follow command runs, ok. */
+static void promoted_then_followed(struct sim *s, int p, int follower)
+{
+	ok(s, p, false, 130, 0);
+	step(s);
+	assert_int_equal(s->f.primary, p);
+	assert_int_equal(s->f.op, FSM_OP_FOLLOW);
+	assert_int_equal(s->f.cmd.kind, FSM_CMD_FOLLOW);
+	assert_int_equal(s->f.cmd.node, follower);
+	s->f.want_cmd = false;
+	fsm_command_done(&s->f, 0, false, 0, s->now);
+}
+
+/*
+ * A leader that inherits an unfinished failover (fsm_inherit_failover). Bug guarded: the previous
+ * leader and its failover_command died before anything was promoted, and the new leader only
+ * searched: no primary until an operator stepped in. It must run the command again after
+ * failover_command_timeout, promoting the announced node when it is still a live standby, and
+ * never while a primary appears in time or after it lost the leadership.
+ */
+static void test_watchdog_inherited_failover(void **state)
+{
+	struct sim s;
+
+	(void)state;
+	/* Nothing promoted: the command runs again after the grace, with the announced %m. */
+	sim_inherit(&s, true, 2);
+	assert_true(has_event(&s.f, "failover_inherited", 0));
+	fsm_inherit_failover(&s.f, 0, 1, 0, s.now); /* once per inheritance */
+	assert_int_equal(s.f.inherit_new_main, 2);
+	step(&s);
+	s.now += 4000;
+	step(&s);
+	assert_false(s.f.want_cmd);
+	assert_int_equal(s.f.op, FSM_OP_SEARCH);
+	s.now += 1000;
+	step(&s);
+	assert_true(has_event(&s.f, "failover_rerun", 0));
+	assert_int_equal(s.f.op, FSM_OP_FAILOVER_CMD);
+	assert_true(s.f.want_cmd);
+	assert_int_equal(s.f.cmd.kind, FSM_CMD_FAILOVER);
+	assert_int_equal(s.f.cmd.node, 0);
+	assert_int_equal(s.f.cmd.new_main, 2);
+	s.f.want_cmd = false;
+	fsm_command_done(&s.f, 0, false, 0, s.now);
+	promoted_then_followed(&s, 2, 1);
+	s.now += 10000;
+	step(&s);
+	assert_false(s.f.want_cmd); /* no second re-run */
+
+	/* The announced node is gone: the most advanced live standby instead. */
+	sim_inherit(&s, false, 2);
+	nok(&s, 2);
+	s.now += 6000;
+	step(&s);
+	assert_true(s.f.want_cmd);
+	assert_int_equal(s.f.cmd.new_main, 1);
+
+	/* The old command promoted in time: no re-run, follow commands as after a failover. */
+	sim_inherit(&s, true, 1);
+	promoted_then_followed(&s, 1, 2);
+	s.now += 6000;
+	step(&s);
+	assert_false(s.f.want_cmd);
+	assert_false(has_event(&s.f, "failover_rerun", 0));
+
+	/* Leadership lost before the grace ended: nothing runs here. */
+	sim_inherit(&s, true, 1);
+	fsm_inherit_drop(&s.f);
+	s.now += 6000;
+	step(&s);
+	assert_false(s.f.want_cmd);
+	assert_int_equal(s.f.op, FSM_OP_SEARCH);
+}
+
 static void test_history_ring(void **state)
 {
 	static struct history h;
@@ -722,6 +807,7 @@ int main(void)
 		cmocka_unit_test(test_auto_failback),
 		cmocka_unit_test(test_checks_disabled),
 		cmocka_unit_test(test_obs_from_health),
+		cmocka_unit_test(test_watchdog_inherited_failover),
 		cmocka_unit_test(test_history_ring),
 		cmocka_unit_test(test_watchdog_adopt_down),
 	};
