@@ -84,7 +84,7 @@ static void janitor_sweep_servers(struct worker *w, uint64_t now)
 	/* Links of detached nodes finishing their work: bounded like a smart shutdown. */
 	struct server *late;
 	while (w->n_draining && (late = janitor_first_late_drain(w, now)) != NULL)
-		server_end_drain(late);
+		server_end_drain(late, "its work did not end within shutdown_timeout");
 	list_for_each_safe(pos, tmp, &w->closing_servers)
 	{
 		struct server *s = list_entry(pos, struct server, node);

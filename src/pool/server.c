@@ -734,12 +734,10 @@ void server_start_drain(struct server *s)
 		 s->node_id);
 }
 
-void server_end_drain(struct server *s)
+void server_end_drain(struct server *s, const char *how)
 {
-	char why[96];
-	snprintf(why, sizeof(why),
-		 "backend node %d was detached and its work did not end within shutdown_timeout",
-		 s->node_id);
+	char why[128];
+	snprintf(why, sizeof(why), "backend node %d was detached and %s", s->node_id, how);
 	/* Only standbys drain: what runs there writes nothing, and would run on unwatched. */
 	cancel_abandoned(s->w, s);
 	server_fail(s, "57P01", why);

@@ -89,8 +89,11 @@ void server_close(struct server *s, const char *reason);
  * shutdown_timeout (server_end_drain, from the janitor).
  */
 void server_start_drain(struct server *s);
-/* A draining s waited longer than shutdown_timeout: closes it now, telling its client. */
-void server_end_drain(struct server *s);
+/*
+ * A draining s is closed now, telling its client why (how: "its work did not end within
+ * shutdown_timeout", ...); what it runs is cancelled.
+ */
+void server_end_drain(struct server *s, const char *how);
 /*
  * Sends one hidden SET of the tracked parameters whose value on s differs from what c expects
  * (nothing when they agree). False if the server failed (the client was told).

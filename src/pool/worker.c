@@ -238,6 +238,26 @@ static void worker_drop_node(struct worker *w, int node, const char *why, bool d
 	}
 }
 
+/* Draining links of node that stopped answering are closed now: their work cannot end. */
+static void worker_end_drains(struct worker *w, int node)
+{
+	struct list_node *pos, *tmp;
+	bool found = true;
+	/* Searched again after each close: a session that ends closes its other links too. */
+	while (found) {
+		found = false;
+		list_for_each_safe(pos, tmp, &w->active_servers)
+		{
+			struct server *s = list_entry(pos, struct server, node);
+			if (s->draining && s->node_id == node) {
+				server_end_drain(s, "stopped answering health checks");
+				found = true;
+				break;
+			}
+		}
+	}
+}
+
 void worker_apply_view(struct worker *w, const struct cluster_view *v)
 {
 	struct cluster_view old = w->router.view;
@@ -266,6 +286,8 @@ void worker_apply_view(struct worker *w, const struct cluster_view *v)
 				 drain ? " (busy ones when their work ends)" : "");
 			worker_drop_node(w, i, why, drain);
 		}
+		if (w->n_draining && old.n_nodes > i && old.nodes[i].pg_up && !v->nodes[i].pg_up)
+			worker_end_drains(w, i);
 	}
 	/* Clients waiting for a primary or a standby try again. */
 	/*

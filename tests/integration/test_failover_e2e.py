@@ -715,6 +715,25 @@ def test_idle_link_lost_session_goes_on_without_error(cluster, e2e_relay, tmp_pa
     assert responsive(r), "pgrelay no longer answers"
 
 
+def relay_reading_on_node2(cluster, e2e_relay, tmp_path, **settings):
+    """A pgrelay whose reads go to node 2 only (the other nodes have no weight), all nodes up."""
+    backends = [{"host": "127.0.0.1", "port": cluster.ports[i], "weight": 1.0 if i == 2 else 0.0,
+                 "application_name": f"node{i}"} for i in range(3)]
+    r = e2e_relay(cluster, tmp_path, failover="", follow="", backends=backends, **settings)
+    wait_all_up(r.port)
+    return r
+
+
+def session_ended_57p01(conn, t0, why):
+    """Reads conn until pgrelay closes it; asserts one 57P01 whose message has why. Seconds since t0."""
+    msgs = conn.read_all_until_close(timeout=20)
+    took = time.monotonic() - t0
+    errors = [pgwire.parse_error_fields(m.payload) for m in msgs if m.type == "E"]
+    assert [e["C"] for e in errors] == ["57P01"], errors
+    assert why in errors[0]["M"], errors
+    return took
+
+
 def read_on_node2(port, cluster):
     """A session whose reads go to node 2 (the only standby with a weight)."""
     conn = pgwire.connect(port, user="app", password="app", database="app", timeout=10)
@@ -729,11 +748,8 @@ def test_detach_lets_reads_in_flight_finish(cluster, e2e_relay, tmp_path, mode):
     there: their clients got 57P01 in the middle of a read (and a session that could have moved on
     ended). The read now finishes and the session goes on elsewhere; a read that outlasts
     shutdown_timeout is still ended (57P01, and cancelled on the standby)."""
-    backends = [{"host": "127.0.0.1", "port": cluster.ports[i], "weight": 1.0 if i == 2 else 0.0,
-                 "application_name": f"node{i}"} for i in range(3)]
-    r = e2e_relay(cluster, tmp_path, failover="", follow="", backends=backends, shutdown_timeout="3s",
-                  pool={"mode": mode, "query_wait_timeout": "15s"})
-    wait_all_up(r.port)
+    r = relay_reading_on_node2(cluster, e2e_relay, tmp_path, shutdown_timeout="3s",
+                               pool={"mode": mode, "query_wait_timeout": "15s"})
     conn = read_on_node2(r.port, cluster)
     try:
         conn.send(pgwire.query("select inet_server_port() from pg_sleep(1.5)"))
@@ -757,12 +773,8 @@ def test_detach_lets_reads_in_flight_finish(cluster, e2e_relay, tmp_path, mode):
         time.sleep(0.4)
         t0 = time.monotonic()
         query(r.port, "PGRELAY DETACH NODE 2")
-        msgs = conn.read_all_until_close(timeout=10)
-        took = time.monotonic() - t0
+        took = session_ended_57p01(conn, t0, "shutdown_timeout")
         print(f"{mode}: a long read on a detached standby ended after {took:.2f}s")
-        errors = [pgwire.parse_error_fields(m.payload) for m in msgs if m.type == "E"]
-        assert [e["C"] for e in errors] == ["57P01"], errors
-        assert "shutdown_timeout" in errors[0]["M"], errors
         assert 2.5 < took < 6, took
     finally:
         conn.terminate()
@@ -774,6 +786,30 @@ def test_detach_lets_reads_in_flight_finish(cluster, e2e_relay, tmp_path, mode):
     wait_for(lambda: still_running() == 0, 5, "the long read cancelled on node 2", relay=r)
     query(r.port, "PGRELAY ATTACH NODE 2")
     wait_all_up(r.port)
+    assert responsive(r), "pgrelay no longer answers"
+
+
+@pytest.mark.deadline(90)
+def test_drain_ends_when_the_detached_standby_stops_answering(own_cluster, e2e_relay, tmp_path):
+    """Bug guarded: a standby detached while a read ran there, then frozen (SIGSTOP), kept that
+    read's client waiting until shutdown_timeout (60 s here): the drain must end, with 57P01, as
+    soon as the node stops answering health checks."""
+    c = own_cluster
+    r = relay_reading_on_node2(c, e2e_relay, tmp_path, shutdown_timeout="60s")
+    conn = read_on_node2(r.port, c)
+    try:
+        conn.send(pgwire.query("select pg_sleep(20)"))
+        time.sleep(0.4)
+        query(r.port, "PGRELAY DETACH NODE 2")
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        c.freeze(2)
+        took = session_ended_57p01(conn, t0, "stopped answering")
+        print(f"a drained read on a frozen standby ended {took:.2f}s after the freeze")
+        assert took < 10, took
+    finally:
+        conn.terminate()
+        c.thaw(2)
     assert responsive(r), "pgrelay no longer answers"
 
 
