@@ -10,6 +10,7 @@ PACKAGES=(
   postgresql postgresql-contrib
   python3-psycopg python3-pytest
   python3-asyncpg libpostgresql-jdbc-java openjdk-17-jdk-headless
+  golang-go golang-github-jackc-pgx-v4-dev
   clang libclang-rt-14-dev clang-format
   libhttp-parser-dev haproxy python3-prometheus-client
   prometheus chromium python3-websocket

@@ -161,21 +161,48 @@ static void client_facts_primary(struct route_facts *f, const char *why)
 }
 
 /* The facts of the statement a Bind names, as recorded at its Parse; false if unknown. */
-static bool client_statement_facts(const struct client *c, const char *name,
-				   struct route_facts *out)
+/*
+ * A prepared FETCH, MOVE, CLOSE or EXECUTE follows the cursor (or statement) its text names, and
+ * only the text has the name: it is read again from the kept Parse. Cursor statements only, so
+ * the hot path never comes here (pgx prepares "fetch ... from c" once, then binds it alone).
+ */
+static void client_statement_object(struct client *c, const uint8_t *msg, uint32_t len,
+				    struct route_facts *out)
+{
+	struct reader r;
+	const char *name, *query;
+	size_t qlen;
+	if (!msg || len <= FRAME_HEADER_LEN)
+		return;
+	reader_init(&r, msg + FRAME_HEADER_LEN, len - FRAME_HEADER_LEN);
+	if (!reader_cstr(&r, &name, NULL) || !reader_cstr(&r, &query, &qlen))
+		return;
+	struct route_facts again;
+	router_classify_in(&c->w->router, c->route.db, query, qlen, &again);
+	if (again.route == ROUTE_FOLLOW)
+		memcpy(out->object, again.object, sizeof(out->object));
+}
+
+static bool client_statement_facts(struct client *c, const char *name, struct route_facts *out)
 {
 	uint8_t route = c->unnamed_route;
 	uint32_t flags = c->unnamed_flags;
+	const uint8_t *msg = c->unnamed_msg;
+	uint32_t msg_len = c->unnamed_len;
 	if (name[0]) {
 		const struct stmt *st = stmt_map_find(&c->stmts, name);
 		route = st ? st->route : 0;
 		flags = st ? st->route_flags : 0;
+		msg = st ? st->msg : NULL;
+		msg_len = st ? st->msg_len : 0;
 	}
 	if (!route)
 		return false;
 	*out = (struct route_facts){ .route = (enum classify_route)(route - 1),
 				     .flags = flags,
 				     .rule = "prepared statement" };
+	if (out->route == ROUTE_FOLLOW)
+		client_statement_object(c, msg, msg_len, out);
 	return true;
 }
 

@@ -1,5 +1,6 @@
-"""The driver matrix of issue 9: psycopg 3, asyncpg, pgJDBC and node-postgres (npm `pg` with
-`pg-copy-streams`) through pgrelay in session mode and in transaction mode, both with read/write splitting
+"""The driver matrix of issue 9: psycopg 3, asyncpg, pgJDBC, node-postgres (npm `pg` with
+`pg-copy-streams`) and pgx v4 (Go, `go/matrix.go`, with its default statement cache and with
+`statement_cache_mode=describe`) through pgrelay in session mode and in transaction mode, both with read/write splitting
 on over the primary and the two standbys (weights 0, 1, 1: every read that may be balanced goes to a
 standby, so statements really change nodes inside one client session).
 
@@ -42,7 +43,8 @@ Nothing here is marked xfail: issue 9 lists bugs these tests reproduce. On 23fed
 `write_read` or `prepared` here.
 
 A missing driver skips on a developer machine and fails under CI=true (scripts/deps.sh installs
-python3-psycopg, python3-asyncpg, libpostgresql-jdbc-java, openjdk-17-jdk-headless; scripts/node_deps.sh
+python3-psycopg, python3-asyncpg, libpostgresql-jdbc-java, openjdk-17-jdk-headless, golang-go,
+golang-github-jackc-pgx-v4-dev; scripts/node_deps.sh
 installs node and runs `npm ci` in tests/integration/node)."""
 
 import asyncio
@@ -67,6 +69,8 @@ from routing_helpers import routing_relay, wait_nodes_known, wait_replayed
 HERE = Path(__file__).resolve().parent
 JAVA_DIR = HERE / "java"
 NODE_DIR = HERE / "node"
+GO_DIR = HERE / "go"
+GO_PATH = "/usr/share/gocode"  # Debian's Go library tree (golang-github-jackc-pgx-v4-dev)
 PGJDBC_JAR = Path("/usr/share/java/postgresql.jar")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -796,6 +800,18 @@ def run_program(cmd, what, timeout=70):
     return out
 
 
+def run_matrix_program(relay, cluster, table, feature, cmd, what, who):
+    """Runs a driver's matrix program for feature through relay (which must survive it), checks the
+    ports it reports for `prepared`, then the table's final rows on the primary."""
+    def body():
+        out = run_program(cmd, what)
+        if feature == "prepared":
+            check_program_ports(cluster, out, who)
+
+    run_checked(relay, body)
+    assert primary_rows(cluster, table) == expected_rows(feature)
+
+
 def check_program_ports(cluster, out, who):
     """The programs print `PORTS {json}` with the ports their reads, writes and in-transaction reads
     after a write ran on."""
@@ -818,14 +834,7 @@ def test_jdbc(pgrelay, cluster, table, matrix_classes, mode, feature):
     url = (f"jdbc:postgresql://127.0.0.1:{r.port}/app?connectTimeout=5&socketTimeout=40&sslmode=disable")
     cmd = ["java", "-Xss512k", "-cp", matrix_classes, "MatrixCheck", url, "app", "app", feature, table,
            ",".join(map(str, cluster.ports))]
-
-    def body():
-        out = run_program(cmd, f"MatrixCheck {feature} ({url})")
-        if feature == "prepared":
-            check_program_ports(cluster, out, "pgJDBC")
-
-    run_checked(r, body)
-    assert primary_rows(cluster, table) == expected_rows(feature)
+    run_matrix_program(r, cluster, table, feature, cmd, f"MatrixCheck {feature} ({url})", "pgJDBC")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -854,11 +863,43 @@ def test_node(pgrelay, cluster, table, node_bin, mode, feature):
     cfg = {"port": r.port, "user": "app", "password": "app", "database": "app", "feature": feature,
            "table": table, "nodes": cluster.ports}
     cmd = [node_bin, str(NODE_DIR / "matrix.js"), json.dumps(cfg)]
+    run_matrix_program(r, cluster, table, feature, cmd, f"node matrix.js {feature}", "node-postgres")
 
-    def body():
-        out = run_program(cmd, f"node matrix.js {feature}")
-        if feature == "prepared":
-            check_program_ports(cluster, out, "node-postgres")
 
-    run_checked(r, body)
-    assert primary_rows(cluster, table) == expected_rows(feature)
+# ---------------------------------------------------------------------------------------------------------
+# pgx (Go), v4 from Debian, built once per test session
+
+
+@pytest.fixture(scope="session")
+def pgx_bin(tmp_path_factory):
+    go = shutil.which("go")
+    if not go:
+        missing("go not found on PATH; scripts/deps.sh installs golang-go")
+    if not (Path(GO_PATH) / "src/github.com/jackc/pgx/v4").is_dir():
+        missing(f"{GO_PATH}/src/github.com/jackc/pgx/v4 missing; scripts/deps.sh installs "
+                f"golang-github-jackc-pgx-v4-dev")
+    out = tmp_path_factory.mktemp("pgx")
+    env = dict(os.environ, GO111MODULE="off", GOPATH=GO_PATH, GOCACHE=str(out / "cache"),
+               HOME=str(out), GOFLAGS="")
+    p = subprocess.run([go, "build", "-o", str(out / "matrix"), str(GO_DIR / "matrix.go")], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, f"go build of {GO_DIR / 'matrix.go'} failed:\n{p.stdout}{p.stderr}"
+    return out / "matrix"
+
+
+@pytest.mark.parametrize("cache", ["prepare", "describe"])
+@pytest.mark.parametrize("mode,feature", MATRIX)
+def test_pgx(pgrelay, cluster, table, pgx_bin, mode, feature, cache):
+    """Bug guarded: pgx (Go; its defaults: every statement with arguments prepared once per connection under
+    names every connection reuses, `lrupsc_1_0`..., Exec without arguments as a simple Query, pipelined
+    Batches of Parse/Describe then Bind/Execute, binary CopyFrom after describing the table, its own
+    CancelRequest) through pgrelay with load balancing: COPY, DECLARE then FETCH, batches, cached and
+    explicitly named statements after a node switch and shared by connections, write-then-read, LISTEN,
+    cancel or errors inside transactions (with pgx's savepoints) break; or pgrelay dies. cache=describe:
+    pgx's statement_cache_mode=describe, the unnamed statement described in one unit and parsed again
+    and run in the next."""
+    r = matrix_relay(pgrelay, cluster, mode)
+    cfg = {"port": r.port, "user": "app", "password": "app", "database": "app", "feature": feature,
+           "table": table, "nodes": cluster.ports, "cache": cache}
+    cmd = [str(pgx_bin), json.dumps(cfg)]
+    run_matrix_program(r, cluster, table, feature, cmd, f"pgx matrix {feature}", "pgx")
