@@ -124,14 +124,20 @@ struct client *cancel_map_find(const struct cancel_map *m, uint32_t pid, uint32_
 	return s->client;
 }
 
-/* One outgoing cancel: connect, write 16 bytes, close; the timer bounds all of it. */
+/*
+ * One outgoing cancel: connect, write 16 bytes, wait until PostgreSQL closes the connection (it
+ * has signalled the backend by then), close; the timer bounds all of it.
+ */
 struct cancel_req {
 	uv_tcp_t tcp;
 	uv_connect_t connect;
 	uv_write_t write;
 	uv_timer_t timer;
-	struct worker *w; /* borrowed */
-	int open_handles; /* freed when both handles are closed */
+	struct worker *w;      /* borrowed */
+	struct list_node link; /* in w->cancel_reqs */
+	struct server *held;   /* the backend kept from other clients meanwhile, or NULL */
+	char sink[16];	       /* what the server might send before closing (nothing) */
+	int open_handles;      /* freed when both handles are closed */
 	/* What the cancel is for, found again by key once connected (the objects may be gone). */
 	uint32_t target_pid, target_key; /* pgrelay's BackendKeyData of the target session */
 	uint64_t server_id;		 /* the backend connection that ran its request */
@@ -150,18 +156,54 @@ static void cancel_req_handle_closed(uv_handle_t *h)
 	worker_check_shutdown_done(w);
 }
 
+/* The backend may serve other clients again: this cancel can no longer reach them. */
+static void cancel_req_release(struct cancel_req *r)
+{
+	struct server *s = r->held;
+	if (!s)
+		return;
+	r->held = NULL;
+	if (--s->cancels_in_flight == 0)
+		server_cancels_done(s);
+}
+
 static void cancel_req_finish(struct cancel_req *r)
 {
+	if (!list_empty(&r->link)) {
+		list_del(&r->link);
+		list_init(&r->link);
+	}
+	cancel_req_release(r);
 	if (!uv_is_closing((uv_handle_t *)&r->tcp))
 		uv_close((uv_handle_t *)&r->tcp, cancel_req_handle_closed);
 	if (!uv_is_closing((uv_handle_t *)&r->timer))
 		uv_close((uv_handle_t *)&r->timer, cancel_req_handle_closed);
 }
 
+static void cancel_req_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	(void)suggested;
+	struct cancel_req *r = h->data;
+	*buf = uv_buf_init(r->sink, sizeof(r->sink));
+}
+
+static void cancel_req_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+	(void)buf;
+	if (nread < 0) /* EOF: PostgreSQL handled it (or an error: nothing more will come) */
+		cancel_req_finish(st->data);
+}
+
 static void cancel_req_written(uv_write_t *req, int status)
 {
-	(void)status;
-	cancel_req_finish(req->data);
+	struct cancel_req *r = req->data;
+	/*
+	 * PostgreSQL signals the backend, then closes: until then the backend may still be hit, so
+	 * it is not handed to another client (the second race of PgBouncer's PR #717).
+	 */
+	if (status < 0 || !r->held ||
+	    uv_read_start((uv_stream_t *)&r->tcp, cancel_req_alloc, cancel_req_read) < 0)
+		cancel_req_finish(r);
 }
 
 static void cancel_req_connected(uv_connect_t *req, int status)
@@ -234,6 +276,7 @@ static void cancel_send(struct worker *w, const struct server *s, bool recheck, 
 	r->target_key = key;
 	r->server_id = s->id;
 	r->recheck = recheck;
+	list_init(&r->link);
 	const struct sockaddr *addr = (const struct sockaddr *)&s->addr;
 	put_u32(r->packet, 16);
 	put_u32(r->packet + 4, 80877102u);
@@ -248,6 +291,12 @@ static void cancel_send(struct worker *w, const struct server *s, bool recheck, 
 	r->timer.data = r;
 	r->open_handles = 2;
 	w->n_cancel_conns++;
+	if (recheck) {
+		/* s stays with its client until the cancel is over (server_maybe_release). */
+		r->held = (struct server *)s;
+		r->held->cancels_in_flight++;
+		list_append(&w->cancel_reqs, &r->link);
+	}
 	r->connect.data = r;
 	uv_timer_start(&r->timer, cancel_req_timeout, CANCEL_TIMEOUT_MS, 0);
 	if (uv_tcp_connect(&r->connect, &r->tcp, addr, cancel_req_connected) < 0)
@@ -264,6 +313,19 @@ void cancel_forward(struct worker *w, uint32_t pid, uint32_t key)
 	}
 	log_debug("cancel", target->id, "forwarding cancel to backend pid %u", s->be_pid);
 	cancel_send(w, s, true, pid, key);
+}
+
+void cancel_forget_server(struct worker *w, struct server *s)
+{
+	struct list_node *pos, *tmp;
+	list_for_each_safe(pos, tmp, &w->cancel_reqs)
+	{
+		struct cancel_req *r = list_entry(pos, struct cancel_req, link);
+		if (r->held == s) {
+			r->held = NULL;
+			s->cancels_in_flight--;
+		}
+	}
 }
 
 void cancel_abandoned(struct worker *w, const struct server *s)

@@ -7,7 +7,10 @@
  * A cancel is forwarded only while its target has a request in flight on a linked backend, and is
  * checked again when the connection to the backend is up, just before the 16 bytes are written:
  * in transaction mode the backend may have finished, gone back to the pool and be running another
- * client's query by then (the race PgBouncer fixed in its PR #717). At most CANCEL_MAX_IN_FLIGHT
+ * client's query by then (the race PgBouncer fixed in its PR #717). Until PostgreSQL closed the
+ * cancel connection (it signals the backend first), the backend stays linked to its client, so a
+ * signal that comes late hits this client's session, never another's (that PR's second race).
+ * At most CANCEL_MAX_IN_FLIGHT
  * outgoing cancels per worker; more are dropped with a log line.
  */
 #ifndef PGRELAY_POOL_CANCEL_H
@@ -59,6 +62,8 @@ struct server *cancel_target_backend(struct client *target);
  * session's request.
  */
 void cancel_forward(struct worker *w, uint32_t pid, uint32_t key);
+/* s is being freed: the cancels in flight for it stop holding it. */
+void cancel_forget_server(struct worker *w, struct server *s);
 /*
  * A client left while backend s still ran its request: PostgreSQL would only notice when it
  * next writes, so a long statement would go on holding its snapshot, locks and a core (and, on a

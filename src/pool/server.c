@@ -192,6 +192,8 @@ static void server_on_closed(struct conn *conn)
 	int node = s->node_id;
 	if (s->draining)
 		w->n_draining--;
+	if (s->cancels_in_flight)
+		cancel_forget_server(w, s);
 	list_del(&s->node);
 	server_unpair(s);
 	server_free_state(s);
@@ -389,6 +391,11 @@ void server_park(struct server *s)
 	}
 	if (s->draining) {
 		server_close(s, "its node was detached");
+		return;
+	}
+	if (s->cancels_in_flight) {
+		/* Its client left; a cancel on its way could hit the next client's query. */
+		server_close(s, "a cancel request for it is still in flight");
 		return;
 	}
 	if (lifetime && uv_now(&w->loop) - s->created_ms >= lifetime) {
@@ -767,7 +774,7 @@ static void server_maybe_release(struct server *s)
 	struct client *c = s->client;
 	if (!c || c->pinned || s->w->cfg->pool.mode == POOL_MODE_SESSION)
 		return;
-	if (s->txn_status != TXN_IDLE || !server_at_boundary(s))
+	if (s->txn_status != TXN_IDLE || !server_at_boundary(s) || s->cancels_in_flight)
 		return;
 	/* The active link: the client must not be in the middle of sending a message either. */
 	if (c->server == s && (c->conn.pkt_remaining != 0 || conn_forward_busy(&c->conn)))
@@ -778,6 +785,12 @@ static void server_maybe_release(struct server *s)
 	server_unlink(s);
 	log_noise("server", s->id, "released by client c%llu", (unsigned long long)c->id);
 	server_park(s);
+}
+
+void server_cancels_done(struct server *s)
+{
+	if (s->state == SV_ACTIVE && s->client)
+		server_maybe_release(s);
 }
 
 static void server_reset_done(struct server *s)

@@ -71,6 +71,9 @@ struct server {
 	/* Its node was detached while it was reachable and this link was busy: the work in
 	 * flight finishes, then the link closes (doc/failover.md, "Detach"). */
 	bool draining;
+	/* Cancel requests sent to it and not yet closed by PostgreSQL: it stays with its client
+	 * (cancel.h). */
+	uint16_t cancels_in_flight;
 	uint64_t drain_ms; /* loop time draining began (bounded by shutdown_timeout) */
 };
 
@@ -89,6 +92,8 @@ void server_close(struct server *s, const char *reason);
  * shutdown_timeout (server_end_drain, from the janitor).
  */
 void server_start_drain(struct server *s);
+/* The last cancel request for s is over: it may be released to other clients again. */
+void server_cancels_done(struct server *s);
 /*
  * A draining s is closed now, telling its client why (how: "its work did not end within
  * shutdown_timeout", ...); what it runs is cancelled.

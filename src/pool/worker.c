@@ -424,6 +424,7 @@ bool worker_init(struct worker *w, struct config *cfg, char *err, size_t errcap)
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);
 	w->started_wall_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+	list_init(&w->cancel_reqs);
 	list_init(&w->login_clients);
 	list_init(&w->active_clients);
 	list_init(&w->closing_clients);

@@ -84,12 +84,13 @@ struct worker {
 	struct list_node closing_servers;
 	struct list_node pools; /* struct pool, one per (database, user, options) */
 
-	int n_clients;	       /* clients not yet freed, any state */
-	int n_servers;	       /* servers not yet freed, any state */
-	int n_cancel_conns;    /* outgoing cancel connections in flight */
-	int n_draining;	       /* active servers of detached nodes finishing their work */
-	uint64_t fd_limit;     /* RLIMIT_NOFILE at start */
-	uint64_t next_conn_id; /* for log lines: c1, c2, ... */
+	int n_clients;		      /* clients not yet freed, any state */
+	int n_servers;		      /* servers not yet freed, any state */
+	int n_cancel_conns;	      /* outgoing cancel connections in flight */
+	struct list_node cancel_reqs; /* outgoing cancels that hold their backend (cancel.c) */
+	int n_draining;		      /* active servers of detached nodes finishing their work */
+	uint64_t fd_limit;	      /* RLIMIT_NOFILE at start */
+	uint64_t next_conn_id;	      /* for log lines: c1, c2, ... */
 
 	uv_timer_t janitor; /* sweeps timeouts every JANITOR_MS (janitor.c) */
 	uint64_t janitor_rounds;

@@ -2,6 +2,8 @@
 pgrelay's BackendKeyData and must reach the backend currently running that client's query -- and no
 other."""
 
+import os
+import signal
 import threading
 import time
 
@@ -192,3 +194,47 @@ def test_vanished_client_write_on_primary_is_left_to_finish(pgrelay, cluster):
         assert d.execute("select count(*) from vanish_w").fetchone()[0] == 1
         d.execute("drop table vanish_w")
     assert "cancelling the abandoned request" not in r.log_text()
+
+
+def postmaster_pid(cluster, node=0):
+    return int((cluster.data_dirs[node] / "postmaster.pid").read_text().split("\n", 1)[0])
+
+
+def test_late_cancel_never_hits_the_next_clients_query(pgrelay, cluster):
+    """Bug guarded (the second race of PgBouncer's PR #717): PostgreSQL signals a backend only after
+    it has read a CancelRequest; pgrelay wrote the request and handed the backend, whose statement had
+    just ended, to the next waiting client at once, so the late signal cancelled that other client's
+    query. The backend now stays with its client until PostgreSQL closed the cancel connection. Made
+    deterministic by stopping the primary's postmaster (SIGSTOP) while the cancel is on its way:
+    one backend in the pool, health checks off."""
+    r = pool_relay(pgrelay, "transaction", pool_size=1, relay_kw={"health_check": {"period": "0"}})
+    pm = postmaster_pid(cluster)
+    with connect(r.port) as a, connect(r.port) as b:
+        a.execute("select 1")  # the pool's one backend exists, and b is logged in
+        b.execute("select 1")
+        result = {}
+
+        def run_b():
+            try:
+                result["row"] = b.execute("select pg_sleep(1), 'b done'").fetchone()
+            except Exception as e:  # noqa: BLE001
+                result["error"] = e
+
+        ta = threading.Thread(target=lambda: result.setdefault("a", a.execute("select pg_sleep(1), 'a done'").fetchone()),
+                              daemon=True)
+        ta.start()
+        time.sleep(0.3)  # a's statement runs
+        os.kill(pm, signal.SIGSTOP)
+        try:
+            a.cancel()  # reaches pgrelay, which connects and writes; the postmaster does not read it yet
+            tb = threading.Thread(target=run_b, daemon=True)
+            tb.start()  # b waits for the pool's one backend
+            ta.join(5)
+            assert "a" not in result or result["a"][1] == "a done", result
+            time.sleep(0.5)  # without the hold, b's statement now runs on that backend
+        finally:
+            os.kill(pm, signal.SIGCONT)
+        tb.join(10)
+        assert "error" not in result, f"b's query was hit by a's cancel: {result.get('error')!r}"
+        assert result.get("row") and result["row"][1] == "b done", result
+        assert b.execute("select 2").fetchone() == (2,)

@@ -343,6 +343,10 @@ async function cancelled(c, text, values, tag) {
   }
   await outcome
   check(Date.now() - t0 < 15000, `${text} was not cancelled in time`)
+  // A repeated cancel still on its way would hit the next statement (the server signals the
+  // backend after the statement ended, as with PostgreSQL reached directly): let it land while
+  // the backend is idle, where it is ignored.
+  await new Promise((res) => setTimeout(res, 1000))
 }
 
 async function cancel() {
