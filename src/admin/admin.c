@@ -22,6 +22,7 @@
 #include "pool/worker.h"
 #include "protocol/pqmsg.h"
 #include "util/log.h"
+#include "protocol/reader.h"
 
 #define ADMIN_MAX_COLS	     24
 #define ADMIN_PGPOOL_VERSION "4.4.0" /* the pgpool-II whose SHOW columns pgrelay answers */
@@ -761,7 +762,7 @@ static bool admin_pgrelay(struct client *c, const char *sql, size_t len, size_t 
 		/* Blanks only: a leading comment of the statement may be a routing hint. */
 		while (j < len && isspace((unsigned char)sql[j]))
 			j++;
-		admin_explain_route(c, sql + j, strnlen(sql + j, len - j), out);
+		admin_explain_route(c, sql + j, cstr_len(sql + j, len - j), out);
 		return true;
 	}
 	for (size_t k = 0; k < sizeof(cmds) / sizeof(cmds[0]); k++) {
@@ -801,7 +802,7 @@ static bool admin_pgrelay(struct client *c, const char *sql, size_t len, size_t 
 
 bool admin_answer(struct client *c, const char *sql, size_t len, struct builder *out)
 {
-	len = strnlen(sql, len);
+	len = cstr_len(sql, len);
 	size_t i = 0;
 	if (admin_word(sql, len, &i, "pgrelay"))
 		return admin_pgrelay(c, sql, len, i, out);

@@ -25,6 +25,7 @@
 #include "pool/worker.h"
 #include "protocol/pqmsg.h"
 #include "util/log.h"
+#include "protocol/reader.h"
 
 #define CONSOLE_WORD_MAX 32
 
@@ -427,7 +428,7 @@ static void console_invalid(const char *sql, size_t len, struct builder *out)
 bool console_is_show(const char *sql, size_t len)
 {
 	struct console_cmd cmd;
-	len = strnlen(sql, len);
+	len = cstr_len(sql, len);
 	return len <= CONSOLE_QUERY_MAX && console_parse(sql, len, &cmd) &&
 	       strcmp(cmd.word, "show") == 0;
 }
@@ -435,7 +436,7 @@ bool console_is_show(const char *sql, size_t len)
 void console_answer(struct client *c, const char *sql, size_t len, struct builder *out,
 		    bool may_wait)
 {
-	len = strnlen(sql, len);
+	len = cstr_len(sql, len);
 	struct console_cmd cmd;
 	if (len > CONSOLE_QUERY_MAX || !console_parse(sql, len, &cmd)) {
 		console_invalid(sql, len, out);

@@ -802,7 +802,7 @@ static enum relay_verdict client_track_statements(struct client *c, const struct
 		c->server->unnamed_of = 0;
 		client_forget_unnamed(c);
 		client_apply_sql_effects(c, (const char *)f->body,
-					 strnlen((const char *)f->body, f->body_avail), &qf);
+					 cstr_len((const char *)f->body, f->body_avail), &qf);
 		return RELAY_SEND;
 	}
 	default:

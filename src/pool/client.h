@@ -138,6 +138,7 @@ struct client {
 	struct server *links[CLIENT_MAX_LINKS]; /* borrowed: every server linked to it (server
 						   included); each links back (s->client) */
 	int n_links;
+	uint32_t params_gen;	     /* changes whenever param[] does (server_sync_params) */
 	struct route_session route;  /* where its statements go (router.h) */
 	int want_node;		     /* CL_WAITING: the node it waits for; -1 for any primary */
 	uint64_t node_wait_since_ms; /* loop time it began to wait for a node to exist, 0 if not */

@@ -22,7 +22,6 @@
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "admin/admin.h"
 #include "pool/client.h"
@@ -452,11 +451,13 @@ void client_on_ready(struct client *c, struct server *s)
 /*
  * pgpool-II's pool_backend_stats kind of a unit that is not a read, by the first keyword of its
  * first statement (a Query, or a Parse whose text is here); anything else is "other". A look at
- * a few bytes, once per write unit.
+ * a few bytes, once per write unit; none for a Query whose facts (qf) say it reads.
  */
-static enum worker_cmd_kind client_cmd_kind(const struct frame *f)
+static enum worker_cmd_kind client_cmd_kind(const struct frame *f, const struct route_facts *qf)
 {
 	const uint8_t *p = f->body, *end = f->body + f->body_avail;
+	if (qf && !(qf->flags & (CLASSIFY_WRITE | CLASSIFY_PARSE_ERROR)))
+		return CMD_OTHER; /* a read starts with none of the words below */
 	if (f->type == PqMsg_Parse) {
 		while (p < end && *p) /* the statement name */
 			p++;
@@ -467,19 +468,35 @@ static enum worker_cmd_kind client_cmd_kind(const struct frame *f)
 	}
 	while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '('))
 		p++;
+	/* The first word, lower-cased: one pass over at most 8 bytes, then compares of its length.
+	 */
+	char word[8];
+	size_t n = 0;
+	while (p + n < end && (unsigned)((p[n] | 0x20) - 'a') < 26) {
+		if (n == sizeof(word))
+			return CMD_OTHER;
+		word[n] = (char)(p[n] | 0x20);
+		n++;
+	}
+	if (p + n >= end || isdigit(p[n]) || p[n] == '_' || p[n] >= 0x80)
+		return CMD_OTHER; /* a longer name, or the text ends in the word */
+#define CMD_WORD(w, k)                                                                             \
+	{                                                                                          \
+		w, sizeof(w) - 1, k                                                                \
+	}
 	static const struct {
 		const char *word;
+		size_t len;
 		enum worker_cmd_kind kind;
-	} words[] = { { "insert", CMD_INSERT }, { "update", CMD_UPDATE }, { "delete", CMD_DELETE },
-		      { "create", CMD_DDL },	{ "alter", CMD_DDL },	  { "drop", CMD_DDL },
-		      { "truncate", CMD_DDL },	{ "comment", CMD_DDL },	  { "grant", CMD_DDL },
-		      { "revoke", CMD_DDL } };
-	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
-		size_t n = strlen(words[i].word);
-		if ((size_t)(end - p) > n && strncasecmp((const char *)p, words[i].word, n) == 0 &&
-		    !isalnum(p[n]) && p[n] != '_')
+	} words[] = { CMD_WORD("insert", CMD_INSERT), CMD_WORD("update", CMD_UPDATE),
+		      CMD_WORD("delete", CMD_DELETE), CMD_WORD("create", CMD_DDL),
+		      CMD_WORD("alter", CMD_DDL),     CMD_WORD("drop", CMD_DDL),
+		      CMD_WORD("truncate", CMD_DDL),  CMD_WORD("comment", CMD_DDL),
+		      CMD_WORD("grant", CMD_DDL),     CMD_WORD("revoke", CMD_DDL) };
+#undef CMD_WORD
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+		if (words[i].len == n && memcmp(word, words[i].word, n) == 0)
 			return words[i].kind;
-	}
 	return CMD_OTHER;
 }
 
@@ -567,7 +584,7 @@ static void client_log_txn_control(struct client *c, const struct frame *f,
 		return;
 	if (f->type == PqMsg_Query) {
 		struct route_facts facts;
-		size_t len = strnlen((const char *)f->body, f->body_avail);
+		size_t len = cstr_len((const char *)f->body, f->body_avail);
 		if (len == f->body_avail)
 			return;
 		router_classify_in(&c->w->router, c->route.db, (const char *)f->body, len, &facts);
@@ -724,7 +741,7 @@ enum relay_verdict client_route_message(struct client *c, const struct frame *f)
 	client_log_txn_control(c, f, &d);
 	router_commit(&c->w->router, &c->route, &d);
 	if (!d.read && d.node >= 0 && d.node < CONFIG_MAX_BACKENDS)
-		c->w->cmd_cnt[d.node][client_cmd_kind(f)]++;
+		c->w->cmd_cnt[d.node][client_cmd_kind(f, f->type == PqMsg_Query ? &qf : NULL)]++;
 	if (!c->unit_sent_us)
 		c->unit_sent_us = uv_hrtime() / 1000;
 	if (!c->xact_start_us)

@@ -23,6 +23,7 @@
 #include "protocol/pqmsg.h"
 #include "route/classify.h"
 #include "util/log.h"
+#include "protocol/reader.h"
 
 void client_pin(struct client *c, const char *why)
 {
@@ -39,7 +40,9 @@ static void client_follow_set(struct client *c, int i, const char *value)
 	char *mine = value ? strdup(value) : NULL;
 	free(c->param[i]);
 	c->param[i] = mine;
+	c->params_gen++;
 	if (c->server) {
+		c->server->synced_client = 0;
 		free(c->server->param[i]);
 		c->server->param[i] = value ? strdup(value) : NULL;
 	}
@@ -84,6 +87,7 @@ void client_settings_txn_ended(struct client *c)
 	}
 	free(c->set_snap);
 	c->set_snap = NULL;
+	c->params_gen++;
 	/* The backends rolled back too; what each holds is resent at the next sync. */
 	if (c->txn_rolled_back)
 		for (int i = 0; i < c->n_links; i++)
@@ -179,7 +183,7 @@ void client_classify_text(struct client *c, const char *sql, size_t avail, bool 
 			c->route.primary_only = true;
 		return;
 	}
-	size_t len = strnlen(sql, avail);
+	size_t len = cstr_len(sql, avail);
 	out->effect = NULL;
 	out->object[0] = 0;
 	if (!whole || len == avail) {

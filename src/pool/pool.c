@@ -80,8 +80,10 @@ void pool_set_param(struct pool *p, const char *name, const char *value)
 			free(p->params[i].value);
 			p->params[i].value = v;
 			int t = pool_tracked_param(name);
-			if (t >= 0)
+			if (t >= 0) {
 				p->tracked[t] = v;
+				p->params_gen++;
+			}
 			return;
 		}
 	}
@@ -97,8 +99,10 @@ void pool_set_param(struct pool *p, const char *name, const char *value)
 	p->params[p->n_params].value = v;
 	p->n_params++;
 	int t = pool_tracked_param(name);
-	if (t >= 0)
+	if (t >= 0) {
 		p->tracked[t] = v;
+		p->params_gen++;
+	}
 }
 
 void pool_creds_free(struct client_creds *c)

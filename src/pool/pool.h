@@ -87,6 +87,7 @@ struct pool {
 	bool have_welcome; /* params come from a completed backend login */
 	const char
 		*tracked[TP_COUNT]; /* points into params: the welcome value of each tracked one */
+	uint32_t params_gen;	    /* changes whenever tracked[] does */
 
 	uint8_t *startup; /* owned: startup packet body for new backend connections, or NULL */
 	uint32_t startup_len;

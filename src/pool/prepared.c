@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "util/siphash.h"
+#include "protocol/reader.h"
 
 void stmt_map_init(struct stmt_map *m)
 {
@@ -42,7 +43,7 @@ uint64_t stmt_hash(const uint8_t *p, size_t len)
 /* Home slot of name, hashed by the bytes PostgreSQL keeps of it. */
 static uint32_t stmt_name_slot(const char *name, uint32_t cap)
 {
-	return (uint32_t)siphash_process(name, strnlen(name, STMT_NAME_MAX)) & (cap - 1);
+	return (uint32_t)siphash_process(name, cstr_len(name, STMT_NAME_MAX)) & (cap - 1);
 }
 
 struct stmt *stmt_map_find(const struct stmt_map *m, const char *name)

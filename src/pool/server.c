@@ -143,6 +143,7 @@ static void server_free_state(struct server *s)
 		free(s->param[i]);
 		s->param[i] = NULL;
 	}
+	s->synced_client = 0;
 }
 
 void server_close(struct server *s, const char *reason)
@@ -254,6 +255,8 @@ bool server_connect(struct worker *w, struct pool *p, int node_id, struct client
 /* Keeps a tracked parameter value of the backend, and of its client when it changed it. */
 static void server_set_param(struct server *s, int i, const char *value, bool for_client)
 {
+	if (!s->param[i] || strcmp(s->param[i], value) != 0)
+		s->synced_client = 0; /* compared again at the next link */
 	char *v = strdup(value);
 	if (!v)
 		return;
@@ -265,6 +268,7 @@ static void server_set_param(struct server *s, int i, const char *value, bool fo
 		if (cv) {
 			free(c->param[i]);
 			c->param[i] = cv;
+			c->params_gen++;
 		}
 	}
 }
@@ -309,6 +313,10 @@ bool server_sync_params(struct server *s, struct client *c)
 {
 	if (c->defer_param_sync)
 		return true; /* client_join_primary syncs inside the transaction */
+	uint32_t pool_gen = c->pool ? c->pool->params_gen : 0;
+	if (!s->params_unsure && s->synced_client == c->id && s->synced_gen == c->params_gen &&
+	    s->synced_pool_gen == pool_gen)
+		return true; /* nothing changed on either side since they last matched */
 	struct builder b;
 	uint8_t store[1024];
 	builder_init(&b, store, sizeof(store));
@@ -351,6 +359,11 @@ bool server_sync_params(struct server *s, struct client *c)
 	}
 	if (unsure)
 		s->params_unsure = false;
+	if (!s->params_unsure && !in_txn) {
+		s->synced_client = c->id;
+		s->synced_gen = c->params_gen;
+		s->synced_pool_gen = pool_gen;
+	}
 	if (!any)
 		return true;
 	if (in_txn)

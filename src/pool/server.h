@@ -55,9 +55,13 @@ struct server {
 	struct req_queue reqs;	    /* requests sent and not yet fully answered */
 	struct stmt_map stmts;	    /* named statements prepared on this backend */
 	char *param[TP_COUNT];	    /* owned: the backend's current tracked parameter values */
-	uint64_t created_ms;	    /* loop time the connection was opened (server_lifetime) */
-	uint64_t stmt_tick;	    /* LRU clock of stmts */
-	bool dirty;		    /* must never be reused (error in a reset, partial message) */
+	/* The client whose settings param[] last matched (0: none), with its and its pool's
+	 * params_gen then: while all three hold, a link compares nothing. */
+	uint64_t synced_client;
+	uint32_t synced_gen, synced_pool_gen;
+	uint64_t created_ms;  /* loop time the connection was opened (server_lifetime) */
+	uint64_t stmt_tick;   /* LRU clock of stmts */
+	bool dirty;	      /* must never be reused (error in a reset, partial message) */
 	bool ready;	      /* its last word was ReadyForQuery, and nothing was sent since */
 	bool stmts_unsure;    /* stmts may miss names the backend has: Close before Parse */
 	bool goodbye_pending; /* an unsolicited error waits for the answer before it to be sent */

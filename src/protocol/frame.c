@@ -8,97 +8,60 @@
 
 #include <stdbool.h>
 
-/* Types that may carry arbitrary user data and so get the large ceiling. */
-static bool frame_is_long_type(uint8_t type, enum frame_side side)
-{
-	if (side == FRAME_FROM_CLIENT) {
-		switch (type) {
-		case PqMsg_Query:
-		case PqMsg_Parse:
-		case PqMsg_Bind:
-		case PqMsg_FunctionCall:
-		case PqMsg_CopyData:
-		case PqMsg_CopyFail:
-		case PqMsg_PasswordMessage:
-			return true;
-		default:
-			return false;
-		}
-	}
-	switch (type) {
-	case PqMsg_CopyData:
-	case PqMsg_DataRow:
-	case PqMsg_ErrorResponse:
-	case PqMsg_FunctionCallResponse:
-	case PqMsg_NoticeResponse:
-	case PqMsg_NotificationResponse:
-	case PqMsg_RowDescription:
-	case PqMsg_CommandComplete:
-	case PqMsg_ParameterDescription:
-	case PqMsg_AuthenticationRequest:
-		return true;
-	default:
-		return false;
-	}
-}
-
-static bool frame_is_known_type(uint8_t type, enum frame_side side)
-{
-	if (side == FRAME_FROM_CLIENT) {
-		switch (type) {
-		case PqMsg_Bind:
-		case PqMsg_Close:
-		case PqMsg_Describe:
-		case PqMsg_Execute:
-		case PqMsg_FunctionCall:
-		case PqMsg_Flush:
-		case PqMsg_Parse:
-		case PqMsg_Query:
-		case PqMsg_Sync:
-		case PqMsg_Terminate:
-		case PqMsg_CopyFail:
-		case PqMsg_CopyData:
-		case PqMsg_CopyDone:
-		case PqMsg_PasswordMessage:
-			return true;
-		default:
-			return false;
-		}
-	}
-	switch (type) {
-	case PqMsg_ParseComplete:
-	case PqMsg_BindComplete:
-	case PqMsg_CloseComplete:
-	case PqMsg_NotificationResponse:
-	case PqMsg_CommandComplete:
-	case PqMsg_DataRow:
-	case PqMsg_ErrorResponse:
-	case PqMsg_CopyInResponse:
-	case PqMsg_CopyOutResponse:
-	case PqMsg_EmptyQueryResponse:
-	case PqMsg_BackendKeyData:
-	case PqMsg_NoticeResponse:
-	case PqMsg_AuthenticationRequest:
-	case PqMsg_ParameterStatus:
-	case PqMsg_RowDescription:
-	case PqMsg_FunctionCallResponse:
-	case PqMsg_CopyBothResponse:
-	case PqMsg_ReadyForQuery:
-	case PqMsg_NoData:
-	case PqMsg_PortalSuspended:
-	case PqMsg_ParameterDescription:
-	case PqMsg_NegotiateProtocolVersion:
-	case PqMsg_CopyData:
-	case PqMsg_CopyDone:
-		return true;
-	default:
-		return false;
-	}
-}
+/*
+ * What each type byte is, per side: a table, because this runs for every message in both
+ * directions. F_KNOWN: a type the protocol defines for that side. F_LONG: it may carry arbitrary
+ * user data, so it gets the large ceiling.
+ */
+enum { F_KNOWN = 1, F_LONG = 2 };
+static const uint8_t frame_types[2][256] = {
+	[FRAME_FROM_CLIENT] = {
+		[PqMsg_Bind] = F_KNOWN | F_LONG,
+		[PqMsg_Close] = F_KNOWN,
+		[PqMsg_Describe] = F_KNOWN,
+		[PqMsg_Execute] = F_KNOWN,
+		[PqMsg_FunctionCall] = F_KNOWN | F_LONG,
+		[PqMsg_Flush] = F_KNOWN,
+		[PqMsg_Parse] = F_KNOWN | F_LONG,
+		[PqMsg_Query] = F_KNOWN | F_LONG,
+		[PqMsg_Sync] = F_KNOWN,
+		[PqMsg_Terminate] = F_KNOWN,
+		[PqMsg_CopyFail] = F_KNOWN | F_LONG,
+		[PqMsg_CopyData] = F_KNOWN | F_LONG,
+		[PqMsg_CopyDone] = F_KNOWN,
+		[PqMsg_PasswordMessage] = F_KNOWN | F_LONG,
+	},
+	[FRAME_FROM_SERVER] = {
+		[PqMsg_ParseComplete] = F_KNOWN,
+		[PqMsg_BindComplete] = F_KNOWN,
+		[PqMsg_CloseComplete] = F_KNOWN,
+		[PqMsg_NotificationResponse] = F_KNOWN | F_LONG,
+		[PqMsg_CommandComplete] = F_KNOWN | F_LONG,
+		[PqMsg_DataRow] = F_KNOWN | F_LONG,
+		[PqMsg_ErrorResponse] = F_KNOWN | F_LONG,
+		[PqMsg_CopyInResponse] = F_KNOWN,
+		[PqMsg_CopyOutResponse] = F_KNOWN,
+		[PqMsg_EmptyQueryResponse] = F_KNOWN,
+		[PqMsg_BackendKeyData] = F_KNOWN,
+		[PqMsg_NoticeResponse] = F_KNOWN | F_LONG,
+		[PqMsg_AuthenticationRequest] = F_KNOWN | F_LONG,
+		[PqMsg_ParameterStatus] = F_KNOWN,
+		[PqMsg_RowDescription] = F_KNOWN | F_LONG,
+		[PqMsg_FunctionCallResponse] = F_KNOWN | F_LONG,
+		[PqMsg_CopyBothResponse] = F_KNOWN,
+		[PqMsg_ReadyForQuery] = F_KNOWN,
+		[PqMsg_NoData] = F_KNOWN,
+		[PqMsg_PortalSuspended] = F_KNOWN,
+		[PqMsg_ParameterDescription] = F_KNOWN | F_LONG,
+		[PqMsg_NegotiateProtocolVersion] = F_KNOWN,
+		[PqMsg_CopyData] = F_KNOWN | F_LONG,
+		[PqMsg_CopyDone] = F_KNOWN,
+	},
+};
 
 uint32_t frame_type_ceiling(uint8_t type, enum frame_side side)
 {
-	return frame_is_long_type(type, side) ? 0x3fffffffu : FRAME_SHORT_MAX;
+	return frame_types[side][type] & F_LONG ? 0x3fffffffu : FRAME_SHORT_MAX;
 }
 
 enum frame_status frame_parse(const uint8_t *bytes, size_t avail, enum frame_side side,
@@ -108,11 +71,10 @@ enum frame_status frame_parse(const uint8_t *bytes, size_t avail, enum frame_sid
 		return FRAME_NEED_MORE;
 	uint8_t type = bytes[0];
 	uint32_t len = frame_get_u32(bytes + 1);
-	if (!frame_is_known_type(type, side))
+	uint8_t what = frame_types[side][type];
+	if (!(what & F_KNOWN) || len < 4)
 		return FRAME_BAD;
-	if (len < 4)
-		return FRAME_BAD;
-	uint32_t ceiling = frame_type_ceiling(type, side);
+	uint32_t ceiling = what & F_LONG ? 0x3fffffffu : FRAME_SHORT_MAX;
 	if (ceiling > max_len)
 		ceiling = max_len;
 	if (len - 4 > ceiling)

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 struct reader {
 	const uint8_t *p;   /* borrowed: next byte to read */
@@ -44,6 +45,16 @@ bool reader_end(const struct reader *r) __attribute__((warn_unused_result));
  */
 /* A Query body: exactly one NUL-terminated string, its NUL being the last byte. */
 bool msg_body_is_cstr(const uint8_t *body, size_t len) __attribute__((warn_unused_result));
+/*
+ * The length of the C string at s, at most cap (cap when no NUL is in the first cap bytes).
+ * strnlen() does the same, but in this process it resolves to libpg_query's exported copy, a
+ * byte loop, before glibc's: memchr() is glibc's vector version.
+ */
+static inline size_t cstr_len(const void *s, size_t cap)
+{
+	const void *z = memchr(s, 0, cap);
+	return z ? (size_t)((const char *)z - (const char *)s) : cap;
+}
 /* A Parse body: name\0 query\0, an int16 count, count int32 type oids, and nothing after. */
 bool msg_body_is_parse(const uint8_t *body, size_t len) __attribute__((warn_unused_result));
 
