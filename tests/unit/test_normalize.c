@@ -48,6 +48,10 @@ static const struct {
 	{ "SET search_path = 'a'", NULL },
 	{ "BEGIN", NULL },
 	{ "select U&'d!0061t' UESCAPE '!'", NULL },
+	{ "select u&\"d!0061t\" uescape '!' from t", NULL },
+	/* Only the keyword UESCAPE stops it: in a longer name, a literal or a comment it does not. */
+	{ "select myuescape, 'uescape' from t /* uescape */ where a = 1",
+	  "select myuescape, '' from t   where a = 0" },
 	/* What the session effects depend on survives (classify.h CLASSIFY_SESSION_STATE and
 	 * NODE_LOCAL): function and relation names, the keyword TRUE of set_config, pg_temp. */
 	{ "select set_config('a', 'b', true), pg_advisory_lock(42)",
