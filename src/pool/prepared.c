@@ -1,6 +1,7 @@
 /* Statement maps: open addressing by (truncated) name with tombstones; see prepared.h. */
 #include "pool/prepared.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,10 +41,31 @@ uint64_t stmt_hash(const uint8_t *p, size_t len)
 	return siphash_process(p, len);
 }
 
-/* Home slot of name, hashed by the bytes PostgreSQL keeps of it. */
+/*
+ * The hash of name by the bytes PostgreSQL keeps of it. One message's name is looked up in
+ * several maps (the client's, its backend's) by several steps, and SipHash costs some hundred
+ * instructions on a short name: the last one hashed is kept, per thread.
+ */
+static uint64_t stmt_name_hash(const char *name)
+{
+	static _Thread_local struct {
+		size_t len;
+		uint64_t hash;
+		char name[STMT_NAME_MAX];
+	} last = { SIZE_MAX, 0, { 0 } };
+	size_t len = cstr_len(name, STMT_NAME_MAX);
+	if (len == last.len && memcmp(name, last.name, len) == 0)
+		return last.hash;
+	last.hash = siphash_process(name, len);
+	last.len = len;
+	memcpy(last.name, name, len);
+	return last.hash;
+}
+
+/* Home slot of name. */
 static uint32_t stmt_name_slot(const char *name, uint32_t cap)
 {
-	return (uint32_t)siphash_process(name, cstr_len(name, STMT_NAME_MAX)) & (cap - 1);
+	return (uint32_t)stmt_name_hash(name) & (cap - 1);
 }
 
 struct stmt *stmt_map_find(const struct stmt_map *m, const char *name)
