@@ -25,7 +25,9 @@
 #   TARGETS="pgbouncer pgrelay pgrelay-lb"
 #   LB_WEIGHTS="1 1 1"    backend weights of pgrelay-lb (primary first); "1 0 0" keeps every read
 #                         on the primary, so LB on - LB off is the routing work alone
-#   CLIENTS=8 TXN=500     pgbench clients (-j 2) and transactions per client of the shorter run
+#   CLIENTS=8 TXN=200     pgbench clients (-j 2) and transactions per client of the shorter run
+#   ROUNDS=3              pairs of runs per cell; the table gives the median (how events batch
+#                         per wakeup still moves a count by up to 20 % between pairs)
 #   TOP=12                functions listed per pgrelay cell of the first workload (self cost)
 #   IDLE_SECS=5           seconds of the idle measurement (see below)
 #   BENCH_PGPORT          reuse a scripts/cluster.sh cluster (primary port; standbys on +1, +2)
@@ -52,11 +54,12 @@ MODES=${MODES:-session transaction}
 TARGETS=${TARGETS:-pgbouncer pgrelay pgrelay-lb}
 LB_WEIGHTS=${LB_WEIGHTS:-1 1 1}
 CLIENTS=${CLIENTS:-8}
-TXN=${TXN:-500}
+TXN=${TXN:-200}
 TOP=${TOP:-12}
 IDLE_SECS=${IDLE_SECS:-5}
+ROUNDS=${ROUNDS:-3}
 BUILD_DIR=${BENCH_BUILD_DIR:-$REPO/build-bench}
-for v in CLIENTS TXN TOP IDLE_SECS; do
+for v in CLIENTS TXN TOP IDLE_SECS ROUNDS; do
   [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || { echo "instructions.sh: $v must be a positive integer" >&2 && exit 2; }
 done
 for w in $WORKLOADS; do
@@ -262,7 +265,7 @@ label() {
   esac
 }
 
-declare -A LOOP=()
+declare -A LOOP=() SPREAD=()
 PROFILES="" IDLE_RATES=""
 FIRST_WORKLOAD=${WORKLOADS%% *}
 for mode in $MODES; do
@@ -280,16 +283,21 @@ for mode in $MODES; do
     for w in $WORKLOADS; do
       [[ ! ($t == pgbouncer && $mode == transaction && $w == select-prepared) ]] || continue
       counted_run "$w" 20 # warm-up: pools filled, statements cached
-      counted_run "$w" "$TXN"
-      l1=$RES_LOOP s1=$RES_SECS
-      counted_run "$w" $((2 * TXN))
-      l2=$RES_LOOP s2=$RES_SECS
-      n=$((CLIENTS * TXN))
-      # What the loop does per second whatever the load (timers) leaks into the difference in
-      # proportion to the longer run's extra time: subtracted.
-      LOOP[$w/$mode/$t]=$(awk -v d=$((l2 - l1)) -v r="$IDLE_LOOP" -v t="$s1" -v u="$s2" -v n=$n \
-        'BEGIN { printf "%.0f", (d - r * (u - t)) / n }')
-      log "$w $mode $t: ${LOOP[$w/$mode/$t]} instructions per transaction"
+      per=()
+      for ((round = 0; round < ROUNDS; round++)); do
+        counted_run "$w" "$TXN"
+        l1=$RES_LOOP s1=$RES_SECS
+        counted_run "$w" $((2 * TXN))
+        l2=$RES_LOOP s2=$RES_SECS
+        n=$((CLIENTS * TXN))
+        # What the loop does per second whatever the load (timers) leaks into the difference
+        # in proportion to the longer run's extra time: subtracted.
+        per+=("$(awk -v d=$((l2 - l1)) -v r="$IDLE_LOOP" -v t="$s1" -v u="$s2" -v n=$n \
+          'BEGIN { printf "%.0f", (d - r * (u - t)) / n }')")
+      done
+      LOOP[$w/$mode/$t]=$(printf '%s\n' "${per[@]}" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+      SPREAD[$w/$mode/$t]="${per[*]}"
+      log "$w $mode $t: ${LOOP[$w/$mode/$t]} instructions per transaction (rounds: ${SPREAD[$w/$mode/$t]})"
       if [[ $w == "$FIRST_WORKLOAD" && $t != pgbouncer ]]; then
         PROFILES+=$'\n'"#### $(label "$t"), $w, $mode mode: top $TOP functions by self cost (the longer run)"$'\n\n```\n'
         PROFILES+=$(callgrind_annotate --threshold=100 "$TMP/cg.$PROXY_PID.$PART-01" 2>/dev/null |
@@ -302,6 +310,8 @@ for mode in $MODES; do
   done
 done
 
+BOTH=0
+[[ " $TARGETS " != *" pgrelay "* || " $TARGETS " != *" pgrelay-lb "* ]] || BOTH=1
 OUT=$REPO/bench/results/instructions.md
 mkdir -p "$REPO/bench/results"
 {
@@ -309,16 +319,17 @@ mkdir -p "$REPO/bench/results"
   echo
   echo "$(date -u +%Y-%m-%d), pgrelay $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?'),"
   echo "PgBouncer $(/usr/sbin/pgbouncer --version 2>/dev/null | head -n 1 | awk '{ print $NF }'), pgbench -c $CLIENTS -j 2,"
-  echo "trust, pool size 40; (instructions of -t $((2 * TXN)) minus those of -t $TXN) / $((CLIENTS * TXN))."
+  echo "trust, pool size 40; (instructions of -t $((2 * TXN)) minus those of -t $TXN) / $((CLIENTS * TXN)),"
+  echo "median of $ROUNDS such pairs (each cell's rounds are listed under the table)."
   echo "The event loop's thread, user space only (no kernel work); idle rates subtracted:"
   echo "$IDLE_RATES"
   echo
   printf '| workload [mode] |'
   for t in $TARGETS; do printf ' %s |' "$(label "$t")"; done
-  [[ " $TARGETS " != *" pgrelay "*" pgrelay-lb "* ]] || printf ' LB on - LB off |'
+  ((!BOTH)) || printf ' LB on - LB off |'
   printf '\n|---|'
   for _ in $TARGETS; do printf -- '---:|'; done
-  [[ " $TARGETS " != *" pgrelay "*" pgrelay-lb "* ]] || printf -- '---:|'
+  ((!BOTH)) || printf -- '---:|'
   printf '\n'
   for w in $WORKLOADS; do
     for mode in $MODES; do
@@ -327,10 +338,21 @@ mkdir -p "$REPO/bench/results"
         k=$w/$mode/$t
         if [[ -n "${LOOP[$k]:-}" ]]; then printf ' %s |' "${LOOP[$k]}"; else printf ' — |'; fi
       done
-      if [[ " $TARGETS " == *" pgrelay "*" pgrelay-lb "* ]]; then
+      if ((BOTH)) && [[ -n "${LOOP[$w/$mode/pgrelay]:-}" && -n "${LOOP[$w/$mode/pgrelay-lb]:-}" ]]; then
         printf ' %+d |' $((${LOOP[$w/$mode/pgrelay-lb]} - ${LOOP[$w/$mode/pgrelay]}))
+      elif ((BOTH)); then
+        printf ' — |'
       fi
       printf '\n'
+    done
+  done
+  echo
+  echo "Rounds per cell:"
+  for w in $WORKLOADS; do
+    for mode in $MODES; do
+      for t in $TARGETS; do
+        [[ -z "${SPREAD[$w/$mode/$t]:-}" ]] || echo "- $w [$mode] $(label "$t"): ${SPREAD[$w/$mode/$t]}"
+      done
     done
   done
   printf '%s\n' "$PROFILES"
