@@ -8,7 +8,12 @@ tests/integration/test_pool_memory.py), reads VmRSS of PID from /proc/PID/status
 connections and logs each in (startup packet, trust, up to ReadyForQuery; they then stay idle), waits
 0.5 s, reads VmRSS again and closes them. Prints one line of key=value pairs on stdout:
 
-    before_kb=.. after_kb=.. clients=N ok=.. errors=.. closed=.. hung=.. login_s=..
+    before_kb=.. after_kb=.. clients=N ok=.. errors=.. closed=.. hung=.. login_s=.. warmup_ok=..
+    before_pss_kb=.. after_pss_kb=..
+
+The _pss_ pair is the proportional set size (/proc/PID/smaps_rollup): pages of shared libraries
+count divided by the number of processes that map them, so it depends on what else runs (-1 when
+the kernel has no smaps_rollup).
 
 Exit status 0 when all N logged in, 1 otherwise (the line is printed either way), 2 on usage.
 The raw protocol client is tests/integration/pgwire.py (no libpq needed).
@@ -39,6 +44,18 @@ def vmrss_kb(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise RuntimeError(f"no VmRSS in /proc/{pid}/status")
+
+
+def pss_kb(pid):
+    """Proportional set size: shared pages (libraries) divided among the processes mapping them."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return -1
 
 
 def mass_login_tls(port, n, user, database, deadline_s=60.0, in_flight=256, host="127.0.0.1"):
@@ -242,17 +259,18 @@ def main():
     warm_ok = len(warm.ok)
     close(warm)
     time.sleep(0.3)
-    before = vmrss_kb(a.pid)
+    before, before_pss = vmrss_kb(a.pid), pss_kb(a.pid)
     res = login(a.port, a.clients, a.user, a.database, deadline_s=a.deadline)
     try:
         time.sleep(0.5)
-        after = vmrss_kb(a.pid)
+        after, after_pss = vmrss_kb(a.pid), pss_kb(a.pid)
     finally:
         res_ok = len(res.ok)
         close(res)
     errs = sorted({str(e[1]) for e in res.errors})[:3]
     print(f"before_kb={before} after_kb={after} clients={a.clients} ok={res_ok} errors={len(res.errors)} "
-          f"closed={len(res.closed)} hung={len(res.hung)} login_s={res.elapsed:.2f} warmup_ok={warm_ok}"
+          f"closed={len(res.closed)} hung={len(res.hung)} login_s={res.elapsed:.2f} warmup_ok={warm_ok} "
+          f"before_pss_kb={before_pss} after_pss_kb={after_pss}"
           + (" tls=1" if a.tls else "")
           + (f" first_errors={','.join(errs).replace(' ', '_')}" if errs else ""))
     return 0 if res_ok == a.clients else 1
