@@ -157,7 +157,16 @@ timeout 20 "$PGBIN/psql" -X -qAt -h 127.0.0.1 -p "$PRIMARY_PORT" -U app -d app -
 printf 'app:app\npostgres:postgres\n' >"$TMP/users.txt"
 printf '"trustuser" ""\n' >"$TMP/userlist.txt"
 printf 'host all trustuser 127.0.0.1/32 trust\n' >"$TMP/hba.conf"
-PROXY_PORT=$((PRIMARY_PORT + 100))
+# Below the kernel's ephemeral range (32768-60999), so no client connection holds it.
+PROXY_PORT=""
+for _ in $(seq 300); do
+  p=$((20000 + RANDOM % 9000))
+  if [[ -z "$(ss -Htan "( sport = :$p )" 2>/dev/null)" ]]; then
+    PROXY_PORT=$p
+    break
+  fi
+done
+[[ -n "$PROXY_PORT" ]] || die "no free port found"
 # Health checks once an hour: their cost is per second, not per transaction, and the two pgbench
 # runs of a cell last different times.
 write_pgrelay_conf() { # MODE LB(true|false)
