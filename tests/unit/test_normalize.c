@@ -49,7 +49,7 @@ static const struct {
 	{ "BEGIN", NULL },
 	{ "select U&'d!0061t' UESCAPE '!'", NULL },
 	{ "select u&\"d!0061t\" uescape '!' from t", NULL },
-	/* Only the keyword UESCAPE stops it: in a longer name, a literal or a comment it does not. */
+	/* Only the keyword UESCAPE stops it, not the word in a name, a literal or a comment. */
 	{ "select myuescape, 'uescape' from t /* uescape */ where a = 1",
 	  "select myuescape, '' from t   where a = 0" },
 	/* What the session effects depend on survives (classify.h CLASSIFY_SESSION_STATE and
