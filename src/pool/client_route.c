@@ -468,8 +468,7 @@ static enum worker_cmd_kind client_cmd_kind(const struct frame *f, const struct 
 	}
 	while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '('))
 		p++;
-	/* The first word, lower-cased: one pass over at most 8 bytes, then compares of its length.
-	 */
+	/* The first word, lower-cased in one pass over at most 8 bytes. */
 	char word[8];
 	size_t n = 0;
 	while (p + n < end && (unsigned)((p[n] | 0x20) - 'a') < 26) {
