@@ -5,7 +5,8 @@
  */
 #include "failover/etcd.h"
 
-#include <curl/curl.h>
+#include "failover/curl_api.h"
+
 #include <inttypes.h>
 #include <json-c/json.h>
 #include <openssl/evp.h>
@@ -21,6 +22,7 @@ struct reply {
 };
 
 struct etcd {
+	const struct curl_api *cu;	/* libcurl (curl_api.h) */
 	CURL *curl;			/* owned */
 	char *urls[ETCD_MAX_ENDPOINTS]; /* owned, without a trailing '/' */
 	int n_urls;
@@ -28,13 +30,6 @@ struct etcd {
 	uint32_t timeout_ms;
 	char err[768];
 };
-
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-
-static void curl_init_once(void)
-{
-	curl_global_init(CURL_GLOBAL_DEFAULT);
-}
 
 /* ---- base64 -------------------------------------------------------------------------------- */
 
@@ -107,16 +102,16 @@ static json_object *call(etcd_t *e, const char *path, json_object *req)
 		struct reply r = { 0 };
 		long status = 0;
 		snprintf(url, sizeof(url), "%s%s", e->urls[idx], path);
-		curl_easy_setopt(e->curl, CURLOPT_URL, url);
-		curl_easy_setopt(e->curl, CURLOPT_POSTFIELDS, body);
-		curl_easy_setopt(e->curl, CURLOPT_WRITEFUNCTION, on_data);
-		curl_easy_setopt(e->curl, CURLOPT_WRITEDATA, &r);
-		CURLcode rc = curl_easy_perform(e->curl);
+		e->cu->easy_setopt(e->curl, CURLOPT_URL, url);
+		e->cu->easy_setopt(e->curl, CURLOPT_POSTFIELDS, body);
+		e->cu->easy_setopt(e->curl, CURLOPT_WRITEFUNCTION, on_data);
+		e->cu->easy_setopt(e->curl, CURLOPT_WRITEDATA, &r);
+		CURLcode rc = e->cu->easy_perform(e->curl);
 		if (rc == CURLE_OK)
-			curl_easy_getinfo(e->curl, CURLINFO_RESPONSE_CODE, &status);
+			e->cu->easy_getinfo(e->curl, CURLINFO_RESPONSE_CODE, &status);
 		if (rc != CURLE_OK || status >= 500 || status == 0) {
 			snprintf(e->err, sizeof(e->err), "%.300s: %s", url,
-				 rc != CURLE_OK ? curl_easy_strerror(rc)
+				 rc != CURLE_OK ? e->cu->easy_strerror(rc)
 				 : r.too_big	? "reply too large"
 						: "server error");
 			free(r.buf);
@@ -211,10 +206,13 @@ static bool kv_from_json(json_object *j, struct etcd_kv *kv)
 
 etcd_t *etcd_new(const char *endpoints, uint32_t timeout_ms)
 {
-	pthread_once(&curl_once, curl_init_once);
+	const struct curl_api *cu = curl_api_get(NULL, 0);
+	if (!cu)
+		return NULL;
 	etcd_t *e = calloc(1, sizeof(*e));
 	if (!e)
 		return NULL;
+	e->cu = cu;
 	e->timeout_ms = timeout_ms;
 	const char *p = endpoints ? endpoints : "";
 	while (*p && e->n_urls < ETCD_MAX_ENDPOINTS) {
@@ -231,14 +229,14 @@ etcd_t *etcd_new(const char *endpoints, uint32_t timeout_ms)
 		e->n_urls++;
 		p += strcspn(p, ", ");
 	}
-	e->curl = curl_easy_init();
+	e->curl = e->cu->easy_init();
 	if (!e->curl || e->n_urls == 0)
 		goto fail;
-	curl_easy_setopt(e->curl, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(e->curl, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
-	curl_easy_setopt(e->curl, CURLOPT_CONNECTTIMEOUT_MS, (long)timeout_ms);
-	curl_easy_setopt(e->curl, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(e->curl, CURLOPT_FOLLOWLOCATION, 0L);
+	e->cu->easy_setopt(e->curl, CURLOPT_NOSIGNAL, 1L);
+	e->cu->easy_setopt(e->curl, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+	e->cu->easy_setopt(e->curl, CURLOPT_CONNECTTIMEOUT_MS, (long)timeout_ms);
+	e->cu->easy_setopt(e->curl, CURLOPT_PROTOCOLS_STR, "http,https");
+	e->cu->easy_setopt(e->curl, CURLOPT_FOLLOWLOCATION, 0L);
 	return e;
 fail:
 	etcd_free(e);
@@ -250,7 +248,7 @@ void etcd_free(etcd_t *e)
 	if (!e)
 		return;
 	if (e->curl)
-		curl_easy_cleanup(e->curl);
+		e->cu->easy_cleanup(e->curl);
 	for (int i = 0; i < e->n_urls; i++)
 		free(e->urls[i]);
 	free(e);

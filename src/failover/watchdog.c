@@ -16,7 +16,6 @@
  */
 #include "failover/watchdog.h"
 
-#include <curl/curl.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <json-c/json.h>
@@ -31,6 +30,7 @@
 #include <unistd.h>
 
 #include "conf/config.h"
+#include "failover/curl_api.h"
 #include "failover/etcd.h"
 #include "util/log.h"
 
@@ -67,7 +67,8 @@ struct watchdog {
 
 	/* thread */
 	etcd_t *etcd;
-	CURL *peer; /* the peer-check handle */
+	const struct curl_api *cu; /* libcurl, loaded by watchdog_start */
+	CURL *peer;		   /* the peer-check handle */
 	int64_t lease;
 	int64_t old_lease;	/* the lease given up after an outage; tried first when back */
 	uint64_t lease_sent_ok; /* monotonic ms of the request of the last good renew */
@@ -364,10 +365,10 @@ static int peer_has_etcd(struct watchdog *wd, const struct wd_member *m)
 	if (!wd->peer || m->http_port <= 0)
 		return -1;
 	snprintf(url, sizeof(url), "http://%s:%d/watchdog", m->host, m->http_port);
-	curl_easy_setopt(wd->peer, CURLOPT_URL, url);
-	curl_easy_setopt(wd->peer, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(wd->peer, CURLOPT_WRITEDATA, &b);
-	if (curl_easy_perform(wd->peer) != CURLE_OK)
+	wd->cu->easy_setopt(wd->peer, CURLOPT_URL, url);
+	wd->cu->easy_setopt(wd->peer, CURLOPT_WRITEFUNCTION, on_body);
+	wd->cu->easy_setopt(wd->peer, CURLOPT_WRITEDATA, &b);
+	if (wd->cu->easy_perform(wd->peer) != CURLE_OK)
 		return -1;
 	json_object *o = parse(b.buf), *e;
 	if (!o)
@@ -712,7 +713,7 @@ static void free_wd(struct watchdog *wd)
 {
 	etcd_free(wd->etcd);
 	if (wd->peer)
-		curl_easy_cleanup(wd->peer);
+		wd->cu->easy_cleanup(wd->peer);
 	free(wd->delegate_ip);
 	free(wd->if_up_cmd);
 	free(wd->if_down_cmd);
@@ -730,9 +731,16 @@ static char *dup_opt(const char *s)
 watchdog_t *watchdog_start(const struct config *cfg, void (*notify)(void *arg), void *arg)
 {
 	const struct watchdog_conf *wc = &cfg->watchdog;
+	char why[256];
+	const struct curl_api *cu = curl_api_get(why, sizeof(why));
+	if (!cu) {
+		log_error(COMPONENT, 0, "the watchdog needs libcurl: %s", why);
+		return NULL;
+	}
 	struct watchdog *wd = calloc(1, sizeof(*wd));
 	if (!wd)
 		return NULL;
+	wd->cu = cu;
 	pthread_mutex_init(&wd->mu, NULL);
 	pthread_cond_init(&wd->cv, NULL);
 	wd->notify = notify;
@@ -767,16 +775,16 @@ watchdog_t *watchdog_start(const struct config *cfg, void (*notify)(void *arg), 
 	wd->view.primary = wd->view.failed = wd->view.new_main = -1;
 	wd->lease_sent_ok = mono_ms(); /* a start without etcd fences after one TTL */
 	wd->etcd = etcd_new(wc->endpoints, wd->call_ms);
-	wd->peer = curl_easy_init();
+	wd->peer = wd->cu->easy_init();
 	if (!wd->etcd || !wd->peer) {
 		log_error(COMPONENT, 0, "could not set up the etcd client");
 		free_wd(wd);
 		return NULL;
 	}
-	curl_easy_setopt(wd->peer, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(wd->peer, CURLOPT_TIMEOUT_MS, (long)wd->call_ms);
-	curl_easy_setopt(wd->peer, CURLOPT_CONNECTTIMEOUT_MS, (long)wd->call_ms);
-	curl_easy_setopt(wd->peer, CURLOPT_PROTOCOLS_STR, "http");
+	wd->cu->easy_setopt(wd->peer, CURLOPT_NOSIGNAL, 1L);
+	wd->cu->easy_setopt(wd->peer, CURLOPT_TIMEOUT_MS, (long)wd->call_ms);
+	wd->cu->easy_setopt(wd->peer, CURLOPT_CONNECTTIMEOUT_MS, (long)wd->call_ms);
+	wd->cu->easy_setopt(wd->peer, CURLOPT_PROTOCOLS_STR, "http");
 	snprintf(wd->state.name, sizeof(wd->state.name), "%s", wd->name);
 	wd->state.view.primary = wd->state.view.failed = wd->state.view.new_main = -1;
 	wd->state.lease_ttl_ms = wd->ttl_ms;
