@@ -99,14 +99,17 @@ static bool console_known_db(struct worker *w, const char *db)
 static void console_begin_wait(struct client *c, enum console_wait what, const char *db,
 			       struct builder *out)
 {
-	free(c->console_db);
-	c->console_db = strdup(db);
-	if (!c->console_db) {
+	struct client_extras *x = client_extras(c);
+	if (x) {
+		free(x->console_db);
+		x->console_db = strdup(db);
+	}
+	if (!x || !x->console_db) {
 		console_error(out, "53200", "out of memory");
 		return;
 	}
 	c->console_wait = what;
-	c->console_wait_until_ms = uv_now(&c->w->loop) + c->w->cfg->shutdown_timeout_ms;
+	x->console_wait_until_ms = uv_now(&c->w->loop) + c->w->cfg->shutdown_timeout_ms;
 	c->w->n_console_waits++;
 	conn_want_read(&c->conn, false);
 }
@@ -334,8 +337,9 @@ void console_poll(struct worker *w, uint64_t now_ms)
 		struct client *c = list_entry(pos, struct client, node);
 		if (c->console_wait == CW_NONE)
 			continue;
-		bool done = console_wait_done(w, c->console_wait, c->console_db);
-		bool late = now_ms >= c->console_wait_until_ms;
+		const struct client_extras *x = c->ext; /* made by console_begin_wait */
+		bool done = console_wait_done(w, c->console_wait, x->console_db);
+		bool late = now_ms >= x->console_wait_until_ms;
 		if (!done && !late)
 			continue;
 		const char *tag = c->console_wait == CW_PAUSE ? "PAUSE" : "WAIT_CLOSE";
@@ -344,7 +348,7 @@ void console_poll(struct worker *w, uint64_t now_ms)
 		builder_init(&out, store, sizeof(store));
 		if (done) {
 			if (c->console_wait == CW_PAUSE)
-				console_close_idle(w, c->console_db, "PAUSE");
+				console_close_idle(w, x->console_db, "PAUSE");
 			console_done(&out, tag);
 		} else {
 			char msg[96];

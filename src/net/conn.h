@@ -61,9 +61,9 @@ struct conn {
 	uint32_t fwd_len;	    /* bytes of rbuf in the forward in flight */
 	uint32_t queued;	    /* injected bytes waiting in write requests */
 	uint32_t pkt_remaining;	    /* bytes of the current message not yet scanned */
+	int refs;		    /* handle + forwards in flight; on_closed at 0 */
 	uint64_t rx_bytes; /* bytes read from the socket (ciphertext with TLS), one add per read */
 	uint64_t tx_bytes; /* bytes handed to conn_send / conn_forward towards this peer */
-	int refs;	   /* handle + forwards in flight; on_closed at 0 */
 	bool want_read;	   /* the owner wants bytes */
 	bool reading;	   /* uv_read_start is active */
 	bool pkt_skip;	   /* the current message is skipped, not sent */

@@ -18,6 +18,15 @@
 #define CANCEL_TIMEOUT_MS  5000
 #define CANCEL_MAP_INITIAL 1024
 
+/* A removed entry: keeps probe chains intact until the next rebuild. Never dereferenced. */
+static char cancel_tombstone_mark;
+#define CANCEL_TOMBSTONE ((struct client *)(void *)&cancel_tombstone_mark)
+
+static bool cancel_slot_live(const struct client *c)
+{
+	return c && c != CANCEL_TOMBSTONE;
+}
+
 bool cancel_map_init(struct cancel_map *m)
 {
 	m->slots = calloc(CANCEL_MAP_INITIAL, sizeof(*m->slots));
@@ -43,20 +52,21 @@ static size_t cancel_hash(uint32_t pid, size_t cap)
 	return (size_t)(pid * 2654435761u) & (cap - 1);
 }
 
+/* Rebuilds the table without tombstones, twice as large when a quarter or more is live. */
 static bool cancel_map_grow(struct cancel_map *m)
 {
-	size_t ncap = m->live * 4 > m->cap ? m->cap * 2 : m->cap; /* else just drop tombstones */
-	struct cancel_slot *ns = calloc(ncap, sizeof(*ns));
+	size_t ncap = m->live * 4 > m->cap ? m->cap * 2 : m->cap;
+	struct client **ns = calloc(ncap, sizeof(*ns));
 	if (!ns)
 		return false;
 	for (size_t i = 0; i < m->cap; i++) {
-		struct cancel_slot *s = &m->slots[i];
-		if (!s->pid || !s->client)
+		struct client *c = m->slots[i];
+		if (!cancel_slot_live(c))
 			continue;
-		size_t j = cancel_hash(s->pid, ncap);
-		while (ns[j].pid)
+		size_t j = cancel_hash(c->cancel_pid, ncap);
+		while (ns[j])
 			j = (j + 1) & (ncap - 1);
-		ns[j] = *s;
+		ns[j] = c;
 	}
 	free(m->slots);
 	m->slots = ns;
@@ -65,63 +75,57 @@ static bool cancel_map_grow(struct cancel_map *m)
 	return true;
 }
 
-bool cancel_map_add(struct cancel_map *m, struct client *client, uint32_t *pid, uint32_t *key)
-{
-	if ((m->used + 1) * 2 > m->cap && !cancel_map_grow(m))
-		return false;
-	uint32_t k;
-	if (RAND_bytes((uint8_t *)&k, sizeof(k)) != 1)
-		return false;
-	for (;;) {
-		uint32_t p = m->next_pid++;
-		if (m->next_pid > 0x7ffffff0u)
-			m->next_pid = 1000;
-		size_t i = cancel_hash(p, m->cap);
-		bool taken = false;
-		while (m->slots[i].pid) {
-			if (m->slots[i].pid == p && m->slots[i].client)
-				taken = true;
-			i = (i + 1) & (m->cap - 1);
-		}
-		if (taken)
-			continue;
-		m->slots[i].pid = p;
-		m->slots[i].key = k;
-		m->slots[i].client = client;
-		m->used++;
-		m->live++;
-		*pid = p;
-		*key = k;
-		return true;
-	}
-}
-
-static struct cancel_slot *cancel_map_slot(const struct cancel_map *m, uint32_t pid)
+/* The slot of the live entry for pid, or NULL. */
+static struct client **cancel_map_slot(const struct cancel_map *m, uint32_t pid)
 {
 	size_t i = cancel_hash(pid, m->cap);
-	while (m->slots[i].pid) {
-		if (m->slots[i].pid == pid && m->slots[i].client)
+	while (m->slots[i]) {
+		if (cancel_slot_live(m->slots[i]) && m->slots[i]->cancel_pid == pid)
 			return &m->slots[i];
 		i = (i + 1) & (m->cap - 1);
 	}
 	return NULL;
 }
 
-void cancel_map_remove(struct cancel_map *m, uint32_t pid)
+bool cancel_map_add(struct cancel_map *m, struct client *client)
 {
-	struct cancel_slot *s = cancel_map_slot(m, pid);
-	if (!s)
+	if ((m->used + 1) * 2 > m->cap && !cancel_map_grow(m))
+		return false;
+	uint32_t k;
+	if (RAND_bytes((uint8_t *)&k, sizeof(k)) != 1)
+		return false;
+	uint32_t p;
+	do {
+		p = m->next_pid++;
+		if (m->next_pid > 0x7ffffff0u)
+			m->next_pid = 1000;
+	} while (cancel_map_slot(m, p)); /* a session of an earlier lap still has it */
+	size_t i = cancel_hash(p, m->cap);
+	while (m->slots[i])
+		i = (i + 1) & (m->cap - 1); /* the chain's end: tombstones stay until a rebuild */
+	client->cancel_pid = p;
+	client->cancel_key = k;
+	m->slots[i] = client;
+	m->used++;
+	m->live++;
+	return true;
+}
+
+void cancel_map_remove(struct cancel_map *m, struct client *client)
+{
+	struct client **s = cancel_map_slot(m, client->cancel_pid);
+	if (!s || *s != client)
 		return;
-	s->client = NULL; /* tombstone: keeps probe chains intact */
+	*s = CANCEL_TOMBSTONE;
 	m->live--;
 }
 
 struct client *cancel_map_find(const struct cancel_map *m, uint32_t pid, uint32_t key)
 {
-	struct cancel_slot *s = cancel_map_slot(m, pid);
-	if (!s || CRYPTO_memcmp(&s->key, &key, sizeof(key)) != 0)
+	struct client **s = cancel_map_slot(m, pid);
+	if (!s || CRYPTO_memcmp(&(*s)->cancel_key, &key, sizeof(key)) != 0)
 		return NULL;
-	return s->client;
+	return *s;
 }
 
 /*

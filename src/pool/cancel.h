@@ -27,26 +27,30 @@ struct client;
 struct server;
 struct worker;
 
-struct cancel_slot {
-	uint32_t pid; /* 0 = empty; tombstones use pid with client NULL */
-	uint32_t key;
-	struct client *client; /* borrowed */
-};
-
+/*
+ * The clients of one worker by their cancel pid: open addressing on the pid, linear probing, at
+ * most half full. A slot holds only the client (the pid and key are the client's cancel_pid and
+ * cancel_key), 8 bytes for each of 2+ slots per logged-in client, where pid, key and pointer
+ * took 16: the map is part of what every idle client costs.
+ */
 struct cancel_map {
-	struct cancel_slot *slots; /* owned */
-	size_t cap;		   /* power of two */
-	size_t used;		   /* live + tombstones */
+	struct client **slots; /* owned: NULL empty, CANCEL_TOMBSTONE removed, else borrowed */
+	size_t cap;	       /* power of two */
+	size_t used;	       /* live + tombstones */
 	size_t live;
 	uint32_t next_pid;
 };
 
 bool cancel_map_init(struct cancel_map *m) __attribute__((warn_unused_result));
 void cancel_map_destroy(struct cancel_map *m);
-/* Assigns a fresh pid and random key to client and registers it. False when out of memory. */
-bool cancel_map_add(struct cancel_map *m, struct client *client, uint32_t *pid, uint32_t *key)
+/*
+ * Gives client a fresh pid and a random key (client->cancel_pid, client->cancel_key) and
+ * registers it. False when out of memory (client's fields are then unchanged).
+ */
+bool cancel_map_add(struct cancel_map *m, struct client *client)
 	__attribute__((warn_unused_result));
-void cancel_map_remove(struct cancel_map *m, uint32_t pid);
+/* Unregisters client (registered); its cancel_pid must not have changed since. */
+void cancel_map_remove(struct cancel_map *m, struct client *client);
 /* The client whose key matches, or NULL (the key is compared in constant time). */
 struct client *cancel_map_find(const struct cancel_map *m, uint32_t pid, uint32_t key);
 

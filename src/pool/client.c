@@ -115,9 +115,48 @@ bool client_set_hold(struct client *c, enum client_hold h)
 	return true;
 }
 
+struct client_extras *client_extras(struct client *c)
+{
+	if (!c->ext)
+		c->ext = calloc(1, sizeof(*c->ext));
+	return c->ext;
+}
+
+static void client_free_extras(struct client *c)
+{
+	struct client_extras *x = c->ext;
+	if (!x)
+		return;
+	free(x->txn_log);
+	free(x->retry_msg);
+	free(x->unnamed_msg);
+	for (int i = 0; x->set_snap && i < TP_COUNT; i++)
+		free(x->set_snap[i]);
+	free(x->set_snap);
+	free(x->console_db);
+	free(x);
+	c->ext = NULL;
+}
+
+bool client_param_put(struct client *c, int i, char *value)
+{
+	if (!c->param) {
+		if (!value)
+			return true; /* already the welcome value */
+		c->param = calloc(TP_COUNT, sizeof(*c->param));
+		if (!c->param) {
+			free(value);
+			return false;
+		}
+	}
+	free(c->param[i]);
+	c->param[i] = value;
+	return true;
+}
+
 const char *client_param(const struct client *c, int i)
 {
-	if (c->param[i])
+	if (c->param && c->param[i])
 		return c->param[i];
 	if (i == TP_APPLICATION_NAME)
 		return c->application_name;
@@ -172,7 +211,7 @@ void client_disconnect(struct client *c, const char *sqlstate, const char *fmt, 
 		server_client_left(s, partial && s == c->server);
 	}
 	if (c->cancel_pid) {
-		cancel_map_remove(&c->w->cancels, c->cancel_pid);
+		cancel_map_remove(&c->w->cancels, c);
 		c->cancel_pid = 0;
 	}
 	client_drop_scram(c);
@@ -187,7 +226,7 @@ static void client_on_closed(struct conn *conn)
 	list_del(&c->node);
 	server_forget_client(c);
 	if (c->cancel_pid)
-		cancel_map_remove(&w->cancels, c->cancel_pid);
+		cancel_map_remove(&w->cancels, c);
 	if (c->console_wait != CW_NONE)
 		w->n_console_waits--;
 	client_free_login_state(c);
@@ -200,15 +239,11 @@ static void client_on_closed(struct conn *conn)
 		pool_reap_if_unused(w, c->pool);
 	}
 	stmt_map_free(&c->stmts);
-	for (int i = 0; i < TP_COUNT; i++)
+	router_session_release(&c->route);
+	for (int i = 0; c->param && i < TP_COUNT; i++)
 		free(c->param[i]);
-	free(c->txn_log);
-	free(c->retry_sql);
-	free(c->unnamed_msg);
-	for (int i = 0; c->set_snap && i < TP_COUNT; i++)
-		free(c->set_snap[i]);
-	free(c->set_snap);
-	free(c->console_db);
+	free(c->param);
+	client_free_extras(c);
 	free(c->startup);
 	free(c);
 	w->n_clients--;
@@ -320,6 +355,26 @@ static bool client_pool_key(const struct client *c, char *key, size_t cap, size_
 {
 	struct startup_params sp = { c->user, c->database, c->application_name };
 	return startup_pool_key(c->startup, c->startup_len, &sp, key, cap, n);
+}
+
+void client_keep_only_app_name(struct client *c)
+{
+	if (!c->pool || !c->pool->startup)
+		return; /* the pool has no copy yet (out of memory): keep ours */
+	size_t n = strlen(c->application_name) + 1;
+	uint8_t *name = NULL;
+	if (n > 1) {
+		name = malloc(n);
+		if (!name)
+			return; /* keeps the whole packet, which works as well */
+		memcpy(name, c->application_name, n);
+	}
+	c->user = c->pool->user;
+	c->database = c->pool->database;
+	c->application_name = name ? (const char *)name : "";
+	free(c->startup);
+	c->startup = name;
+	c->startup_len = (uint32_t)(name ? n : 0);
 }
 
 bool client_attach_pool(struct client *c)
@@ -623,11 +678,13 @@ static enum relay_verdict client_before_sql(struct client *c, const struct route
  * statement is not this client's (client_use_statement). The common Parse/Bind unit copies
  * nothing; it only records which client's unnamed statement the backend holds.
  */
-static void client_forget_unnamed(struct client *c)
+void client_forget_unnamed(struct client *c)
 {
-	free(c->unnamed_msg);
-	c->unnamed_msg = NULL;
-	c->unnamed_len = 0;
+	if (!c->ext)
+		return;
+	free(c->ext->unnamed_msg);
+	c->ext->unnamed_msg = NULL;
+	c->ext->unnamed_len = 0;
 }
 
 static bool client_unit_binds_unnamed(const struct client *c)
@@ -656,23 +713,25 @@ static void client_note_unnamed_parse(struct client *c, const struct frame *f)
 	client_forget_unnamed(c);
 	if (f->body_avail < f->len || f->total > STMT_PARSE_MAX || client_unit_binds_unnamed(c))
 		return;
-	c->unnamed_msg = malloc(f->total);
-	if (!c->unnamed_msg)
-		return; /* not replayed: PostgreSQL's own error if it is used elsewhere */
-	memcpy(c->unnamed_msg, f->body - FRAME_HEADER_LEN, f->total);
-	c->unnamed_len = f->total;
+	/* Out of memory, it is not replayed: PostgreSQL's own error if it is used elsewhere. */
+	struct client_extras *x = client_extras(c);
+	if (!x || !(x->unnamed_msg = malloc(f->total)))
+		return;
+	memcpy(x->unnamed_msg, f->body - FRAME_HEADER_LEN, f->total);
+	x->unnamed_len = f->total;
 }
 
 /* Bind/Describe of the unnamed statement: replays the kept Parse where it is not this client's. */
 static enum relay_verdict client_use_unnamed(struct client *c)
 {
-	if (!c->unnamed_msg || c->server->unnamed_of == c->id)
+	const struct client_extras *x = c->ext;
+	if (!x || !x->unnamed_msg || c->server->unnamed_of == c->id)
 		return RELAY_SEND;
 	enum relay_verdict v = client_flush_before_inject(c);
 	if (v != RELAY_SEND)
 		return v;
 	if (!req_push(&c->server->reqs, REQ_PARSE, true) ||
-	    conn_send(&c->server->conn, c->unnamed_msg, c->unnamed_len) != 0) {
+	    conn_send(&c->server->conn, x->unnamed_msg, x->unnamed_len) != 0) {
 		client_on_server_lost(c, "08006", "could not prepare a statement on the server");
 		return RELAY_GONE;
 	}

@@ -118,86 +118,121 @@ struct client_login_state {
 	struct authq_login authq;
 };
 
+/*
+ * One per client connection; 10,000 idle ones are most of a busy instance's memory. Members are
+ * ordered to leave no padding, and what few sessions use is allocated when first used (param,
+ * route.cursors, the retry buffer, the SET snapshot): 768 bytes on x86-64.
+ */
 struct client {
-	struct conn conn;      /* embedded; conn.owner == this */
-	struct worker *w;      /* borrowed */
-	struct list_node node; /* in the worker list of its state */
+	struct conn conn;	 /* embedded; conn.owner == this */
+	struct worker *w;	 /* borrowed */
+	struct list_node node;	 /* in the worker list of its state */
+	uint64_t id;		 /* for log lines */
+	uint64_t since_ms;	 /* loop time of the last state change */
+	uint64_t connect_ms;	 /* loop time it was accepted */
+	uint64_t last_active_ms; /* loop time of the last client bytes or finished request */
 	enum client_state state;
 	enum client_login_step login;
-	uint64_t id;	     /* for log lines */
-	uint64_t since_ms;   /* loop time of the last state change */
-	uint64_t connect_ms; /* loop time it was accepted */
 
-	uint8_t *startup; /* owned: startup packet body (name\0value\0...\0) */
-	uint32_t startup_len;
-	const char *user;	      /* points into startup */
-	const char *database;	      /* points into startup */
+	/*
+	 * The startup packet body (name\0value\0...\0), owned until the pool has adopted it; then
+	 * only the application_name is kept here (client_keep_only_app_name), and user and
+	 * database point into the pool's key.
+	 */
+	uint8_t *startup;
+	const char *user;	      /* points into startup, then into the pool's key */
+	const char *database;	      /* points into startup, then into the pool's key */
 	const char *application_name; /* points into startup, or "" */
-	struct pool *pool;	      /* borrowed: the pool for (database, user, options) */
-	struct server *server;	      /* borrowed: the active link, where messages go now */
+	uint32_t startup_len;
+	uint32_t params_gen;   /* changes whenever param[] does (server_sync_params) */
+	struct pool *pool;     /* borrowed: the pool for (database, user, options) */
+	struct server *server; /* borrowed: the active link, where messages go now */
 	struct server *links[CLIENT_MAX_LINKS]; /* borrowed: every server linked to it (server
 						   included); each links back (s->client) */
 	int n_links;
-	uint32_t params_gen;	     /* changes whenever param[] does (server_sync_params) */
-	struct route_session route;  /* where its statements go (router.h) */
 	int want_node;		     /* CL_WAITING: the node it waits for; -1 for any primary */
 	uint64_t node_wait_since_ms; /* loop time it began to wait for a node to exist, 0 if not */
+	struct route_session route;  /* where its statements go (router.h) */
 	uint64_t unit_sent_us;	/* uv_hrtime/1000 when the oldest unanswered unit was sent, 0 if
 				   none is being timed (pool/stats.h) */
 	uint64_t xact_start_us; /* uv_hrtime/1000 when the open transaction's first unit was sent,
 				   0 outside one (pool/stats.h) */
 	enum client_kind kind;	/* session or console; set at login */
-	enum console_wait console_wait; /* a console command waiting to complete */
-	uint64_t console_wait_until_ms; /* loop time it gives up */
-	char *console_db;		/* owned: its database, "" for every database */
+	enum console_wait console_wait; /* a console command waiting to complete (see ext) */
 	int unit_node;			/* the node of the unit being sent, -1 between units */
 	enum client_unit unit;		/* the unit whose messages are being relayed */
 	enum client_hold hold;		/* why the relay is holding; only client_set_hold() */
+	uint32_t unnamed_flags;		/* CLASSIFY_* flags of the unnamed statement */
 	uint8_t unnamed_route;		/* 1 + route of the unnamed statement, 0 unknown */
-	uint32_t unnamed_flags;		/* its CLASSIFY_* flags */
-	char *txn_log;			/* owned: BEGIN/SAVEPOINT/SET LOCAL text of the open
-					   transaction, replayed when the primary joins it */
-	uint32_t txn_log_len;
+	char txn_status;		/* from the last ReadyForQuery: I, T or E */
+	bool ssl_answered;		/* answered one SSLRequest already */
+	bool gss_answered;		/* answered one GSSENCRequest already */
+	bool tls_direct;		/* TLS started without SSLRequest (needs ALPN postgresql) */
+	uint8_t auth_clientcert;	/* enum hba_clientcert of the matching hba rule */
+	bool pinned; /* used a session feature: keeps its backend connection (transaction mode) */
+	/* The primary is joining the open transaction: its settings are synced inside it, after
+	 * the replayed BEGIN, so that a ROLLBACK reverts them there too (client_route.c). */
+	bool defer_param_sync;
 	/* The backend this session used last (weak, see server.last_client): taken again when it
 	 * is idle, so per-backend state (sequences' currval, loaded libraries, plan caches and the
 	 * statements prepared there) follows a transaction-mode session when the pool allows. */
 	struct server *last_server;
-	/*
-	 * Followed settings PostgreSQL does not report, as they were before the first SET of the
-	 * open transaction block (owned copies; client_sql.c): restored if the block rolls back,
-	 * as PostgreSQL restores them. set_snap_taken says the snapshot exists; txn_rolled_back
-	 * that the block's end was a ROLLBACK (its CommandComplete tag).
-	 */
-	char **set_snap; /* owned: TP_COUNT entries while set_snap_taken, else NULL */
-	bool set_snap_taken;
-	bool txn_rolled_back;
-	/* The primary is joining the open transaction: its settings are synced inside it, after
-	 * the replayed BEGIN, so that a ROLLBACK reverts them there too (client_route.c). */
-	bool defer_param_sync;
-	/* Owned copy of the last unnamed Parse when its unit did not bind it (client.c). */
-	uint8_t *unnamed_msg;
-	uint32_t unnamed_len;
-	bool route_pending; /* pending holds the decision for the message at the cursor */
-	struct route_decision pending;
+	struct route_decision pending; /* while route_pending (below) */
 
 	uint32_t cancel_pid; /* pgrelay's BackendKeyData for this client */
 	uint32_t cancel_key;
 	/* Owned while logging in (client_accept), freed once welcomed or gone. */
 	struct client_login_state *lg;
-	enum client_retry retry;
-	char *retry_sql;    /* owned, CLIENT_RETRY_MAX bytes made at first use: the Query text */
-	uint32_t retry_len; /* its length without the NUL */
-	char txn_status;    /* from the last ReadyForQuery: I, T or E */
-	bool ssl_answered;  /* answered one SSLRequest already */
-	bool gss_answered;  /* answered one GSSENCRequest already */
-	bool tls_direct;    /* TLS started without SSLRequest (needs ALPN postgresql) */
-	uint8_t auth_clientcert; /* enum hba_clientcert of the matching hba rule */
-	bool pinned; /* used a session feature: keeps its backend connection (transaction mode) */
-	uint64_t last_active_ms; /* loop time of the last client bytes or finished request */
-	struct stmt_map stmts;	 /* its named prepared statements (transaction mode) */
-	char *param[TP_COUNT]; /* owned: tracked parameters it changed; NULL = pool's welcome value
-				*/
+	enum client_retry retry; /* the kept unit: ext->retry_msg */
+	bool set_snap_taken;	 /* see client_extras.set_snap */
+	bool txn_rolled_back;	 /* see client_extras.set_snap */
+	bool route_pending;	 /* pending holds the decision for the message at the cursor */
+	/* Owned: the tracked parameters it changed, TP_COUNT entries made at its first change
+	 * (most sessions never change one), NULL = the pool's welcome value. Read with
+	 * client_param(), written with client_param_put(). */
+	char **param;
+	struct stmt_map stmts; /* its named prepared statements (transaction mode) */
+	/* Owned: state of features a session may never use, made at the first use. */
+	struct client_extras *ext;
 };
+
+/*
+ * What a session keeps only once it uses the feature: made by client_extras() at the first
+ * use, freed with the session. Idle sessions that never did (most, in a pool of thousands)
+ * carry one pointer instead.
+ */
+struct client_extras {
+	/* The console command waiting (client.console_wait): when it gives up, and for which
+	 * database (owned, "" for every database). */
+	uint64_t console_wait_until_ms;
+	char *console_db;
+	/* Owned: BEGIN/SAVEPOINT/SET LOCAL text of the open transaction, replayed when the primary
+	 * joins it; txn_log_cap bytes, grown as needed up to CLIENT_TXN_LOG_MAX. */
+	char *txn_log;
+	uint32_t txn_log_len;
+	uint32_t txn_log_cap;
+	/* Owned copy of the last unnamed Parse when its unit did not bind it (client.c). */
+	uint8_t *unnamed_msg;
+	uint32_t unnamed_len;
+	/* The unit kept for a retry (client.retry): its messages, retry_cap bytes grown to the
+	 * longest unit kept, at most CLIENT_RETRY_MAX (owned). */
+	uint32_t retry_len;
+	char *retry_msg;
+	uint32_t retry_cap;
+	/*
+	 * Followed settings PostgreSQL does not report, as they were before the first SET of the
+	 * open transaction block (owned copies; client_sql.c): restored if the block rolls back,
+	 * as PostgreSQL restores them. client.set_snap_taken says the snapshot exists;
+	 * client.txn_rolled_back that the block's end was a ROLLBACK (its CommandComplete tag).
+	 * TP_COUNT entries while set_snap_taken, else NULL.
+	 */
+	char **set_snap;
+};
+
+/* c's extras, made at the first call; NULL when out of memory (the caller does without). */
+struct client_extras *client_extras(struct client *c) __attribute__((warn_unused_result));
+/* Drops the kept copy of the unnamed statement's Parse, if any. */
+void client_forget_unnamed(struct client *c);
 
 #define CLIENT_POOL_KEY_MAX 2048 /* bytes of database \0 user \0 options */
 
@@ -206,6 +241,12 @@ struct client {
  * disconnected (out of memory).
  */
 bool client_attach_pool(struct client *c) __attribute__((warn_unused_result));
+/*
+ * After pool_adopt_login: frees c's startup packet, which the pool now holds, but for the
+ * application_name, the only part of it a session reads after login. User and database then
+ * point into the pool's key (the same strings), which lives as long as c is attached.
+ */
+void client_keep_only_app_name(struct client *c);
 
 /* Accepts a pending connection on the listener's handle. */
 /* role: enum listener_role of the port it came in on. */
@@ -225,6 +266,11 @@ bool client_set_hold(struct client *c, enum client_hold h) __attribute__((warn_u
 
 /* The value a tracked parameter should have for this client (never NULL after login). */
 const char *client_param(const struct client *c, int i);
+/*
+ * Makes value (owned, NULL for the pool's welcome value) c's own value of tracked parameter i,
+ * freeing the one it replaces. False when out of memory: value is freed and i unchanged.
+ */
+bool client_param_put(struct client *c, int i, char *value) __attribute__((warn_unused_result));
 /* Moves a CL_WAITING client onto server s (linked by the caller) and resumes its relay. */
 void client_resume_with_server(struct client *c);
 

@@ -505,14 +505,14 @@ void client_auth_ok(struct client *c)
 	}
 	if (!client_attach_pool(c))
 		return;
+	pool_adopt_login(c->pool, c);
+	client_keep_only_app_name(c);
 	if (c->pool->have_welcome) {
-		pool_adopt_login(c->pool, c);
 		client_send_welcome(c);
 		return;
 	}
 	/* First client of this pool: its backend login provides the welcome. */
 	c->login = CLS_WAIT_SERVER;
-	pool_adopt_login(c->pool, c);
 	if (c->pool->n_servers > 0)
 		return; /* another client's login will provide it: client_pool_login_settled */
 	int node = client_login_node(c);
@@ -549,7 +549,7 @@ void client_send_welcome(struct client *c)
 
 bool client_finish_welcome(struct client *c, struct builder *b)
 {
-	if (!cancel_map_add(&c->w->cancels, c, &c->cancel_pid, &c->cancel_key)) {
+	if (!cancel_map_add(&c->w->cancels, c)) {
 		builder_free(b);
 		client_disconnect(c, "53200", "out of memory");
 		return false;

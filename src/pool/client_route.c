@@ -14,8 +14,8 @@
  *  - Session state follows the session: tracked parameters are synced with a hidden SET when a
  *    link becomes active; prepared statements are re-prepared where used (prepared.h); a
  *    transaction that started on a standby is joined by the primary at its first write, with
- *    the BEGIN and savepoints replayed there (c->txn_log); when the transaction ends, the other
- *    links that took part get a hidden ROLLBACK (they only read).
+ *    the BEGIN and savepoints replayed there (c->ext->txn_log); when the transaction ends, the
+ * other links that took part get a hidden ROLLBACK (they only read).
  *  - Admin statements (SHOW pool_nodes, PGRELAY ..., SET pgrelay.route) are answered here, in
  *    order, once the active link is at a boundary.
  */
@@ -123,23 +123,47 @@ void client_link_lost(struct client *c, int node, enum link_loss how, const char
 
 static void client_txn_log_reset(struct client *c)
 {
-	c->txn_log_len = 0;
+	if (c->ext)
+		c->ext->txn_log_len = 0;
+}
+
+/*
+ * Makes a buffer of at least need bytes (need <= max) out of *buf (cap bytes): from 64 bytes,
+ * doubled until it fits, so that a session keeps what its longest use needed and reallocates a
+ * few times at most. False when out of memory (the old buffer is kept).
+ */
+static bool client_buf_reserve(char **buf, uint32_t *cap, uint32_t need, uint32_t max)
+{
+	if (need <= *cap)
+		return true;
+	uint32_t n = 64;
+	while (n < need)
+		n *= 2;
+	if (n > max)
+		n = max;
+	char *p = realloc(*buf, n);
+	if (!p)
+		return false;
+	*buf = p;
+	*cap = n;
+	return true;
 }
 
 /* Keeps transaction-control text for the replay on the primary (bounded; see header). */
 static void client_txn_log_add(struct client *c, const char *sql, size_t len)
 {
-	if (c->txn_log_len + len + 2 > CLIENT_TXN_LOG_MAX)
+	struct client_extras *x = client_extras(c);
+	if (!x)
+		return; /* out of memory: replayed as a plain BEGIN */
+	if (x->txn_log_len + len + 2 > CLIENT_TXN_LOG_MAX)
 		return; /* doc/routing.md: savepoints beyond the bound are not replayed */
-	if (!c->txn_log) {
-		c->txn_log = malloc(CLIENT_TXN_LOG_MAX);
-		if (!c->txn_log)
-			return;
-	}
-	memcpy(c->txn_log + c->txn_log_len, sql, len);
-	c->txn_log_len += (uint32_t)len;
-	c->txn_log[c->txn_log_len++] = ';';
-	c->txn_log[c->txn_log_len] = 0;
+	uint32_t need = x->txn_log_len + (uint32_t)len + 2;
+	if (!client_buf_reserve(&x->txn_log, &x->txn_log_cap, need, CLIENT_TXN_LOG_MAX))
+		return;
+	memcpy(x->txn_log + x->txn_log_len, sql, len);
+	x->txn_log_len += (uint32_t)len;
+	x->txn_log[x->txn_log_len++] = ';';
+	x->txn_log[x->txn_log_len] = 0;
 }
 
 static bool client_is_txn_control(uint32_t flags)
@@ -186,8 +210,8 @@ static bool client_statement_facts(struct client *c, const char *name, struct ro
 {
 	uint8_t route = c->unnamed_route;
 	uint32_t flags = c->unnamed_flags;
-	const uint8_t *msg = c->unnamed_msg;
-	uint32_t msg_len = c->unnamed_len;
+	const uint8_t *msg = c->ext ? c->ext->unnamed_msg : NULL;
+	uint32_t msg_len = c->ext ? c->ext->unnamed_len : 0;
 	if (name[0]) {
 		const struct stmt *st = stmt_map_find(&c->stmts, name);
 		route = st ? st->route : 0;
@@ -390,8 +414,9 @@ bool client_use_node(struct client *c, int node)
 /* The primary joins the open transaction: its BEGIN (and savepoints) are replayed, hidden. */
 static bool client_join_primary(struct client *c)
 {
-	const char *sql = c->txn_log_len ? c->txn_log : "BEGIN";
-	size_t len = c->txn_log_len ? c->txn_log_len : 5;
+	const struct client_extras *x = c->ext;
+	const char *sql = x && x->txn_log_len ? x->txn_log : "BEGIN";
+	size_t len = x && x->txn_log_len ? x->txn_log_len : 5;
 	log_debug("client", c->id, "primary joins the transaction: %.*s", (int)len, sql);
 	if (!server_inject_query(c->server, sql, len)) {
 		client_on_server_lost(c, "08006", "could not send data to server");
@@ -756,7 +781,8 @@ enum relay_verdict client_route_message(struct client *c, const struct frame *f)
  * A read unit (a Query, or an extended unit up to its Sync) sent to a standby outside a
  * transaction, alone in the buffer and short: its messages are kept until the first message of
  * its answer, in case the standby refuses it (25006). The copy is bounded (CLIENT_RETRY_MAX) and
- * its buffer made once per client; nothing is kept for units that go to the primary.
+ * its buffer kept per client, sized to the longest unit kept (client_buf_reserve: most reads
+ * are well under 1 KB); nothing is kept for units that go to the primary.
  */
 static void client_arm_retry(struct client *c, const struct frame *f,
 			     const struct route_decision *d)
@@ -775,10 +801,12 @@ static void client_arm_retry(struct client *c, const struct frame *f,
 	uint32_t end = w.pos;
 	if (!whole || end != b->recv || end - b->parsed > CLIENT_RETRY_MAX)
 		return; /* more behind it (a pipeline: not held up), or too long */
-	if (!c->retry_sql && !(c->retry_sql = malloc(CLIENT_RETRY_MAX)))
+	struct client_extras *x = client_extras(c);
+	if (!x ||
+	    !client_buf_reserve(&x->retry_msg, &x->retry_cap, end - b->parsed, CLIENT_RETRY_MAX))
 		return; /* no retry; the unit still runs */
-	memcpy(c->retry_sql, b->data + b->parsed, end - b->parsed);
-	c->retry_len = end - b->parsed;
+	memcpy(x->retry_msg, b->data + b->parsed, end - b->parsed);
+	x->retry_len = end - b->parsed;
 	c->retry = RETRY_ARMED;
 	c->server->retry_watch = true;
 	c->server->retry_swallow = false;
@@ -787,9 +815,10 @@ static void client_arm_retry(struct client *c, const struct frame *f,
 /* Each statement of the kept unit goes to the primary from now on (its text and its name). */
 static void client_remember_refused(struct client *c)
 {
-	for (uint32_t pos = 0; pos + FRAME_HEADER_LEN <= c->retry_len;) {
+	const struct client_extras *x = c->ext; /* made when the retry was armed */
+	for (uint32_t pos = 0; pos + FRAME_HEADER_LEN <= x->retry_len;) {
 		struct frame f;
-		if (frame_parse((const uint8_t *)c->retry_sql + pos, c->retry_len - pos,
+		if (frame_parse((const uint8_t *)x->retry_msg + pos, x->retry_len - pos,
 				FRAME_FROM_CLIENT, CLIENT_RETRY_MAX, &f) != FRAME_OK)
 			return;
 		struct reader r;
@@ -819,11 +848,12 @@ static void client_remember_refused(struct client *c)
 static void client_send_retry(struct client *c)
 {
 	struct server *s = c->server;
+	const struct client_extras *x = c->ext; /* made when the retry was armed */
 	bool ok = true;
 	c->retry = RETRY_NONE;
-	for (uint32_t pos = 0; ok && pos + FRAME_HEADER_LEN <= c->retry_len;) {
+	for (uint32_t pos = 0; ok && pos + FRAME_HEADER_LEN <= x->retry_len;) {
 		struct frame f;
-		if (frame_parse((const uint8_t *)c->retry_sql + pos, c->retry_len - pos,
+		if (frame_parse((const uint8_t *)x->retry_msg + pos, x->retry_len - pos,
 				FRAME_FROM_CLIENT, CLIENT_RETRY_MAX, &f) != FRAME_OK)
 			break;
 		uint8_t target = f.type == PqMsg_Describe && f.len ? f.body[0] : 'P';
@@ -835,7 +865,7 @@ static void client_send_retry(struct client *c)
 	stmt_map_clear(&s->stmts);
 	s->stmts_unsure = true;
 	s->ready = false;
-	if (!ok || conn_send(&s->conn, c->retry_sql, c->retry_len) != 0)
+	if (!ok || conn_send(&s->conn, x->retry_msg, x->retry_len) != 0)
 		client_on_server_lost(c, "08006", "could not send data to server");
 }
 

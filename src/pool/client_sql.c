@@ -38,8 +38,8 @@ void client_pin(struct client *c, const char *why)
 static void client_follow_set(struct client *c, int i, const char *value)
 {
 	char *mine = value ? strdup(value) : NULL;
-	free(c->param[i]);
-	c->param[i] = mine;
+	if (!client_param_put(c, i, mine))
+		log_info("client", c->id, "out of memory: a SET is not followed");
 	c->params_gen++;
 	if (c->server) {
 		c->server->synced_client = 0;
@@ -62,13 +62,15 @@ static void client_snapshot_settings(struct client *c)
 {
 	if (c->set_snap_taken || c->txn_status == TXN_IDLE)
 		return;
-	c->set_snap = calloc(TP_COUNT, sizeof(*c->set_snap));
-	if (!c->set_snap) {
+	struct client_extras *x = client_extras(c);
+	if (x)
+		x->set_snap = calloc(TP_COUNT, sizeof(*x->set_snap));
+	if (!x || !x->set_snap) {
 		log_info("client", c->id, "out of memory: a ROLLBACK will not restore settings");
 		return;
 	}
 	for (int t = TP_FIRST_UNREPORTED; t < TP_COUNT; t++)
-		c->set_snap[t] = c->param[t] ? strdup(c->param[t]) : NULL;
+		x->set_snap[t] = c->param && c->param[t] ? strdup(c->param[t]) : NULL;
 	c->set_snap_taken = true;
 	c->txn_rolled_back = false;
 }
@@ -77,16 +79,18 @@ void client_settings_txn_ended(struct client *c)
 {
 	if (!c->set_snap_taken)
 		return;
+	struct client_extras *x = c->ext; /* set_snap_taken: made with the snapshot */
 	for (int t = TP_FIRST_UNREPORTED; t < TP_COUNT; t++) {
 		if (c->txn_rolled_back) {
-			free(c->param[t]);
-			c->param[t] = c->set_snap[t];
+			if (!client_param_put(c, t, x->set_snap[t]))
+				log_info("client", c->id,
+					 "out of memory: a setting was not restored");
 		} else {
-			free(c->set_snap[t]);
+			free(x->set_snap[t]);
 		}
 	}
-	free(c->set_snap);
-	c->set_snap = NULL;
+	free(x->set_snap);
+	x->set_snap = NULL;
 	c->params_gen++;
 	/* The backends rolled back too; what each holds is resent at the next sync. */
 	if (c->txn_rolled_back)
@@ -150,9 +154,7 @@ void client_apply_sql_effects(struct client *c, const char *sql, size_t len,
 			c->server->unnamed_of = 0;
 		}
 		stmt_map_clear(&c->stmts);
-		free(c->unnamed_msg);
-		c->unnamed_msg = NULL;
-		c->unnamed_len = 0;
+		client_forget_unnamed(c);
 		client_forget_unreported_settings(c);
 	}
 	if (fl & CLASSIFY_RESET_ALL)

@@ -265,11 +265,8 @@ static void server_set_param(struct server *s, int i, const char *value, bool fo
 	struct client *c = s->client;
 	if (for_client && c) {
 		char *cv = strdup(value);
-		if (cv) {
-			free(c->param[i]);
-			c->param[i] = cv;
+		if (cv && client_param_put(c, i, cv))
 			c->params_gen++;
-		}
 	}
 }
 

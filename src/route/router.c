@@ -598,6 +598,12 @@ void router_session_init(struct router *r, struct route_session *s, enum route_f
 	s->redirect_target = t;
 }
 
+void router_session_release(struct route_session *s)
+{
+	free(s->cursors);
+	s->cursors = NULL;
+}
+
 /* The session's read node for a new read, choosing or re-choosing it when needed. */
 static int router_session_read_node(struct router *r, struct route_session *s, bool standby_only,
 				    const char **why)
@@ -741,24 +747,31 @@ static int router_cursor_node(const struct route_session *s, const char *name)
 {
 	if (!name[0])
 		return -1;
+	const struct route_cursors *cur = s->cursors;
+	if (!cur)
+		return -1;
 	uint32_t h = router_cursor_hash(name);
-	for (int i = 0; i < s->n_cursors; i++)
-		if (s->cursor_hash[i] == h)
-			return s->cursor_node[i];
+	for (int i = 0; i < cur->n; i++)
+		if (cur->hash[i] == h)
+			return cur->node[i];
 	return -1;
 }
 
+/* Out of memory, the cursor is not remembered: its FETCH follows the transaction. */
 static void router_remember_cursor(struct route_session *s, uint32_t h, int node)
 {
-	for (int i = 0; i < s->n_cursors; i++)
-		if (s->cursor_hash[i] == h) {
-			s->cursor_node[i] = (int8_t)node;
+	if (!s->cursors && !(s->cursors = calloc(1, sizeof(*s->cursors))))
+		return;
+	struct route_cursors *cur = s->cursors;
+	for (int i = 0; i < cur->n; i++)
+		if (cur->hash[i] == h) {
+			cur->node[i] = (int8_t)node;
 			return;
 		}
-	int i = s->n_cursors < ROUTER_MAX_CURSORS ? s->n_cursors++ : s->cursor_next;
-	s->cursor_next = (uint8_t)((i + 1) % ROUTER_MAX_CURSORS);
-	s->cursor_hash[i] = h;
-	s->cursor_node[i] = (int8_t)node;
+	int i = cur->n < ROUTER_MAX_CURSORS ? cur->n++ : cur->next;
+	cur->next = (uint8_t)((i + 1) % ROUTER_MAX_CURSORS);
+	cur->hash[i] = h;
+	cur->node[i] = (int8_t)node;
 }
 
 /* Inside an open transaction. */
@@ -937,6 +950,6 @@ void router_on_ready(struct router *r, struct route_session *s, int node, char s
 	s->txn_node = -1;
 	s->txn_on_primary = false;
 	s->primary_in_txn = false;
-	s->n_cursors = 0;
-	s->cursor_next = 0;
+	if (s->cursors)
+		s->cursors->n = s->cursors->next = 0;
 }

@@ -48,30 +48,38 @@ struct redirect_list {
 	int n;
 };
 
-/* Per-session routing state; zero-initialise, then router_session_init(). */
+/*
+ * Cursors declared in the open transaction and the node holding each (FETCH, MOVE and CLOSE go
+ * there, whatever the transaction did since): a hash of the name, a small ring (the oldest is
+ * forgotten; its FETCH then follows the transaction). Emptied at the transaction's end.
+ */
+struct route_cursors {
+	uint32_t hash[ROUTER_MAX_CURSORS];
+	int8_t node[ROUTER_MAX_CURSORS];
+	uint8_t n;    /* entries used, up to ROUTER_MAX_CURSORS; then the ring turns */
+	uint8_t next; /* the entry the ring replaces next */
+};
+
+/* Per-session routing state: router_session_init(), router_session_release() at its end. */
 struct route_session {
 	int read_node;	     /* the session's load-balance node, -1 until chosen */
 	int redirect_target; /* from the preference lists: node, REDIRECT_*, or -1 none */
+	int failed_node;     /* where the open transaction failed, -1 if it did not */
+	int txn_node;	     /* the node the open transaction reads from, -1 when idle */
+	int db;		     /* index into router.dbs, -1 when the table is full */
 	uint8_t listener;    /* enum route_force of the listener the client came in on */
 	uint8_t forced;	     /* enum route_force from SET pgrelay.route */
 	bool primary_only;   /* sticky: the rest of the session reads from the primary */
 	bool in_txn;	     /* the client's transaction is open (last ReadyForQuery T or E) */
 	bool txn_failed;     /* ... and failed (E) */
-	int failed_node;     /* where it failed, -1 if it did not */
-	int txn_node;	     /* the node the open transaction reads from, -1 when idle */
 	bool txn_on_primary; /* the open transaction moved to the primary (a write) */
 	bool primary_in_txn; /* the primary takes part in the open transaction */
 	bool wrote;	     /* a write was sent since the last ReadyForQuery idle */
 	uint64_t written_at; /* read-your-writes: CLOCK_MONOTONIC ms after the last write ended */
 	uint64_t read_count; /* reads routed, for SHOW */
-	int db;		     /* index into router.dbs, -1 when the table is full */
-	/* Cursors declared in the open transaction and the node holding each (FETCH, MOVE and
-	 * CLOSE go there, whatever the transaction did since): a hash of the name, a small ring
-	 * (the oldest is forgotten; its FETCH then follows the transaction). Cleared at its end. */
-	uint32_t cursor_hash[ROUTER_MAX_CURSORS];
-	int8_t cursor_node[ROUTER_MAX_CURSORS];
-	uint8_t n_cursors; /* entries used, up to ROUTER_MAX_CURSORS; then the ring turns */
-	uint8_t cursor_next;
+	/* Owned, made at the session's first DECLARE routed with load balancing (most sessions
+	 * never declare one) and kept until router_session_release(). */
+	struct route_cursors *cursors;
 };
 
 /* What the caller knows about a unit. */
@@ -159,6 +167,8 @@ void router_free_redirects(struct redirect_list *l);
 
 void router_session_init(struct router *r, struct route_session *s, enum route_force listener,
 			 const char *database, const char *user, const char *application_name);
+/* Frees what the session made as it went (its cursor ring); s may be zeroed or released. */
+void router_session_release(struct route_session *s);
 
 /* Classifies sql (NUL-terminated, len bytes) into facts (cached; patterns applied). */
 void router_classify(struct router *r, const char *sql, size_t len, struct route_facts *out);

@@ -218,12 +218,8 @@ def test_cursor_stays_on_its_node_after_a_write(pgrelay, cluster, mode):
     assert r.alive(), r.log_tail(40)
 
 
-@pytest.mark.parametrize("mode", ["session", "transaction"])
-def test_read_refused_by_a_standby_runs_on_the_primary(pgrelay, cluster, mode):
-    """Bug guarded: a statement the grammar proves a read but that writes (a view whose definition
-    calls a function that writes) went to a standby and failed with 25006 'cannot execute INSERT in a
-    read-only transaction'. No byte of the answer has reached the client then, so pgrelay runs it
-    again on the primary, transparently, and remembers the shape as primary-only."""
+def make_writing_view(cluster):
+    """core_v: a view the grammar proves a read, whose function writes (a standby refuses it)."""
     from routing_helpers import wait_replayed
     with cluster.connect(0) as p:
         p.execute("create table if not exists core_hits(n int)")
@@ -233,6 +229,15 @@ def test_read_refused_by_a_standby_runs_on_the_primary(pgrelay, cluster, mode):
         p.execute("grant all on core_hits, core_v to public")
         p.commit()
     wait_replayed(cluster)
+
+
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_read_refused_by_a_standby_runs_on_the_primary(pgrelay, cluster, mode):
+    """Bug guarded: a statement the grammar proves a read but that writes (a view whose definition
+    calls a function that writes) went to a standby and failed with 25006 'cannot execute INSERT in a
+    read-only transaction'. No byte of the answer has reached the client then, so pgrelay runs it
+    again on the primary, transparently, and remembers the shape as primary-only."""
+    make_writing_view(cluster)
     # Negative control: on a standby directly the statement is refused.
     with cluster.connect(1) as s, pytest.raises(psycopg.Error) as ei:
         s.execute("select one from core_v")
@@ -260,6 +265,32 @@ def test_read_refused_by_a_standby_runs_on_the_primary(pgrelay, cluster, mode):
         assert p.execute("select count(*) from core_hits").fetchone()[0] >= before + 4
     log = r.log_text()
     assert log.count("retrying on the primary") == 2, "each shape is remembered after its first refusal"
+    assert r.alive(), r.log_tail(40)
+
+
+def test_refused_reads_of_growing_length_are_retried_whole(pgrelay, cluster):
+    """Bug guarded: the copy kept for a retry lives in a per-session buffer that grows with the
+    longest read kept (64 bytes first, at most 8 KB; it was 8 KB from the first read, which cost a
+    load-balanced idle session 3 KB of resident memory). Reads refused by a standby, each longer
+    than the buffer holds so far, must each be retried whole on the primary: a copy cut at the old
+    size, or read from a buffer that moved, would send the primary a broken Query."""
+    make_writing_view(cluster)
+    r = routing_relay(pgrelay, cluster, pool={"mode": "transaction"})
+    w = pgwire.connect(r.port, timeout=5)
+    try:
+        for n in (1, 100, 1000, 6000):
+            pad = "x" * n
+            # A fresh shape each time (the column alias): nothing remembered yet, so each goes
+            # to a standby first and is refused there.
+            w.send(pgwire.query("select 1 as warm"))
+            assert not w.read_cycle(timeout=10).errors
+            w.send(pgwire.query(f"select one, '{pad}' as pad{n} from core_v"))
+            cyc = w.read_cycle(timeout=10)
+            assert not cyc.errors, (n, cyc.errors)
+            assert cyc.results[0].text_rows() == [["1", pad]]
+    finally:
+        w.close()
+    assert r.log_text().count("retrying on the primary") == 4, r.log_tail(40)
     assert r.alive(), r.log_tail(40)
 
 

@@ -1314,6 +1314,56 @@ static void test_hint_primary_read_is_not_a_write(void **state)
 	assert_int_equal(run(fx, &s, "SELECT 1", 'I'), rn);
 }
 
+/* ---- Cursors -------------------------------------------------------------------------------- */
+
+/* FETCH goes where the cursor was declared, even after a write moved the transaction. */
+static void test_cursor_fetch_follows_its_node(void **state)
+{
+	struct fx *fx = *state;
+	struct route_session s;
+
+	fx_start(fx);
+	session(fx, &s);
+	assert_null(s.cursors); /* made at the first DECLARE only */
+	int tn = begin(fx, &s, "BEGIN");
+	assert_true(is_standby(tn));
+	assert_int_equal(run(fx, &s, "DECLARE c CURSOR FOR SELECT * FROM t", 'T'), tn);
+	assert_non_null(s.cursors);
+	assert_int_equal(run(fx, &s, "INSERT INTO t VALUES (1)", 'T'), 0);
+	assert_int_equal(run(fx, &s, "FETCH 5 FROM c", 'T'), tn);
+	assert_int_equal(run(fx, &s, "COMMIT", 'I'), 0);
+	/* The ring is emptied at the transaction's end but kept for the next one. */
+	assert_non_null(s.cursors);
+	assert_int_equal(s.cursors->n, 0);
+	router_session_release(&s);
+	assert_null(s.cursors);
+	router_session_release(&s); /* twice is harmless */
+}
+
+/* The ring keeps the last ROUTER_MAX_CURSORS cursors; an older one's FETCH follows the
+ * transaction (the primary, after a write). */
+static void test_cursor_ring_forgets_the_oldest(void **state)
+{
+	struct fx *fx = *state;
+	struct route_session s;
+	char sql[64];
+
+	fx_start(fx);
+	session(fx, &s);
+	int tn = begin(fx, &s, "BEGIN");
+	for (int i = 0; i <= ROUTER_MAX_CURSORS; i++) {
+		snprintf(sql, sizeof(sql), "DECLARE c%d CURSOR FOR SELECT * FROM t", i);
+		assert_int_equal(run(fx, &s, sql, 'T'), tn);
+	}
+	assert_int_equal(s.cursors->n, ROUTER_MAX_CURSORS);
+	assert_int_equal(run(fx, &s, "INSERT INTO t VALUES (1)", 'T'), 0);
+	assert_int_equal(run(fx, &s, "FETCH 1 FROM c0", 'T'), 0);
+	assert_int_equal(run(fx, &s, "FETCH 1 FROM c1", 'T'), tn);
+	snprintf(sql, sizeof(sql), "FETCH 1 FROM c%d", ROUTER_MAX_CURSORS);
+	assert_int_equal(run(fx, &s, sql, 'T'), tn);
+	router_session_release(&s);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, fx_setup, fx_teardown)
 
 int main(void)
@@ -1385,6 +1435,9 @@ int main(void)
 		T(test_primary_routing_pattern_sends_select_to_primary),
 		T(test_pattern_primary_read_is_not_a_write),
 		T(test_hint_primary_read_is_not_a_write),
+		/* cursors */
+		T(test_cursor_fetch_follows_its_node),
+		T(test_cursor_ring_forgets_the_oldest),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
