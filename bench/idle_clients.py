@@ -2,6 +2,7 @@
 """Memory of idle clients: VmRSS of a proxy before and after N idle, logged-in trust connections.
 
     bench/idle_clients.py --port PORT --pid PID [--clients 1000] [--user trustuser] [--database app] [--tls]
+                          [--query SQL]
 
 Logs 20 clients in and out first (pool, welcome and allocator warmed up, as in
 tests/integration/test_pool_memory.py), reads VmRSS of PID from /proc/PID/status, opens N
@@ -17,6 +18,10 @@ the kernel has no smaps_rollup).
 
 Exit status 0 when all N logged in, 1 otherwise (the line is printed either way), 2 on usage.
 The raw protocol client is tests/integration/pgwire.py (no libpq needed).
+
+--query SQL: every one of the N sessions runs SQL once (a simple Query, read up to ReadyForQuery;
+64 sessions at a time) before the second reading, so they are idle after having worked, as a
+pool's clients usually are: what a session keeps after its first statement is counted. Plain text only.
 
 --tls: every connection (the 20 warm-up ones too) sends an SSLRequest, expects 'S', completes a TLS
 handshake (Python's ssl module, no certificate check: libpq's sslmode=require) and logs in over it;
@@ -220,6 +225,42 @@ def mass_login_tls(port, n, user, database, deadline_s=60.0, in_flight=256, host
     return res
 
 
+def run_once(socks, sql, timeout_s=30.0, wave=64):
+    """Sends sql as a simple Query on every socket, `wave` sessions at a time (each wave's answers
+    read up to ReadyForQuery before the next is sent, so what is measured is what a session
+    keeps, not a burst of 10,000 queued queries). Returns how many answered without an
+    ErrorResponse."""
+    ok = 0
+    for i in range(0, len(socks), wave):
+        ok += run_wave(socks[i:i + wave], pgwire.query(sql), timeout_s)
+    return ok
+
+
+def run_wave(socks, q, timeout_s):
+    for s in socks:
+        s.setblocking(True)
+        s.settimeout(timeout_s)
+        s.sendall(q)
+    ok = 0
+    for s in socks:
+        buf, failed, done = b"", False, False
+        while not done:
+            chunk = s.recv(65536)
+            if not chunk:
+                failed = True
+                break
+            buf += chunk
+            while len(buf) >= 5:
+                (ln,) = struct.unpack_from("!I", buf, 1)
+                if len(buf) < 1 + ln:
+                    break
+                t, buf = chr(buf[0]), buf[1 + ln:]
+                failed |= t == "E"
+                done |= t == "Z"
+        ok += 0 if failed else 1
+    return ok
+
+
 def close_tls(res):
     """Closes TLS sessions as libpq does (close_notify first), so the proxy logs no unexpected EOF."""
     for s in res.ok:
@@ -243,7 +284,10 @@ def main():
     ap.add_argument("--database", default="app")
     ap.add_argument("--deadline", type=float, default=60.0, help="seconds for all logins")
     ap.add_argument("--tls", action="store_true", help="log in over TLS (SSLRequest, sslmode=require)")
+    ap.add_argument("--query", help="SQL every session runs once before the second reading")
     a = ap.parse_args()
+    if a.query and a.tls:
+        ap.error("--query is plain text only")
     login = mass_login_tls if a.tls else pgwire.mass_login
     close = close_tls if a.tls else (lambda r: r.close_all())
 
@@ -261,7 +305,10 @@ def main():
     time.sleep(0.3)
     before, before_pss = vmrss_kb(a.pid), pss_kb(a.pid)
     res = login(a.port, a.clients, a.user, a.database, deadline_s=a.deadline)
+    query_ok = -1
     try:
+        if a.query:
+            query_ok = run_once(res.ok, a.query)
         time.sleep(0.5)
         after, after_pss = vmrss_kb(a.pid), pss_kb(a.pid)
     finally:
@@ -272,8 +319,9 @@ def main():
           f"closed={len(res.closed)} hung={len(res.hung)} login_s={res.elapsed:.2f} warmup_ok={warm_ok} "
           f"before_pss_kb={before_pss} after_pss_kb={after_pss}"
           + (" tls=1" if a.tls else "")
+          + (f" query_ok={query_ok}" if a.query else "")
           + (f" first_errors={','.join(errs).replace(' ', '_')}" if errs else ""))
-    return 0 if res_ok == a.clients else 1
+    return 0 if res_ok == a.clients and query_ok in (-1, a.clients) else 1
 
 
 if __name__ == "__main__":
