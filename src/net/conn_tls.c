@@ -39,12 +39,49 @@ struct conn_tls {
 	char error[256];    /* why the handshake or a record failed, for the owner's log */
 };
 
-static _Thread_local uint8_t tls_read_scratch[CONN_TLS_READ_SCRATCH];
-static _Thread_local struct {
-	uint8_t data[TLS_OUT_CAP];
-	uint32_t len;
-	struct conn *owner; /* the conn whose SSL produced data */
-} tls_out;
+/*
+ * The TLS layer's per-thread scratch: the ciphertext read from a socket at once, and the records
+ * OpenSSL writes, gathered into one socket write. Made when a thread starts its first TLS
+ * connection (conn_start_tls) and freed when the thread ends: as static thread-local storage its
+ * 96 KB were resident in every thread, the health and cluster threads and every thread of a
+ * plaintext deployment included.
+ */
+struct tls_scratch {
+	uint8_t read[CONN_TLS_READ_SCRATCH];
+	struct {
+		uint8_t data[TLS_OUT_CAP];
+		uint32_t len;
+		struct conn *owner; /* the conn whose SSL produced data */
+	} out;
+};
+
+static _Thread_local struct tls_scratch *scratch; /* this thread's, NULL before its first TLS */
+static pthread_key_t scratch_key;		  /* frees a thread's scratch when it ends */
+static pthread_once_t scratch_key_once = PTHREAD_ONCE_INIT;
+static bool scratch_key_made;
+
+static void tls_scratch_key_init(void)
+{
+	scratch_key_made = pthread_key_create(&scratch_key, free) == 0;
+}
+
+/* This thread's scratch, made at the first call; NULL when out of memory. */
+static struct tls_scratch *tls_scratch_get(void)
+{
+	if (scratch)
+		return scratch;
+	pthread_once(&scratch_key_once, tls_scratch_key_init);
+	struct tls_scratch *s = malloc(sizeof(*s));
+	if (!s)
+		return NULL;
+	s->out.len = 0;
+	s->out.owner = NULL;
+	/* Without the key (never seen) a thread that ends leaks its one scratch. */
+	if (scratch_key_made)
+		(void)pthread_setspecific(scratch_key, s);
+	scratch = s;
+	return s;
+}
 
 /* ---- the BIO between OpenSSL and the conn ---- */
 
@@ -80,9 +117,10 @@ static int tls_bio_write(BIO *bio, const char *data, int len)
 {
 	struct conn_tls *t = BIO_get_data(bio);
 	BIO_clear_retry_flags(bio);
-	if (tls_out.len && tls_out.owner != t->c)
-		(void)tls_flush(tls_out.owner, NULL, 0); /* defensive: never mix two conns' bytes */
-	if (tls_out.len + (uint32_t)len > TLS_OUT_CAP) {
+	if (scratch->out.len && scratch->out.owner != t->c)
+		(void)tls_flush(scratch->out.owner, NULL,
+				0); /* defensive: never mix two conns' bytes */
+	if (scratch->out.len + (uint32_t)len > TLS_OUT_CAP) {
 		int rc = tls_flush(t->c, NULL, 0);
 		if (rc >= 0 && (uint32_t)len > TLS_OUT_CAP)
 			rc = conn_write_raw(t->c, (const uint8_t *)data, (size_t)len, NULL, 0);
@@ -93,9 +131,9 @@ static int tls_bio_write(BIO *bio, const char *data, int len)
 		if ((uint32_t)len > TLS_OUT_CAP)
 			return len;
 	}
-	memcpy(tls_out.data + tls_out.len, data, (size_t)len);
-	tls_out.len += (uint32_t)len;
-	tls_out.owner = t->c;
+	memcpy(scratch->out.data + scratch->out.len, data, (size_t)len);
+	scratch->out.len += (uint32_t)len;
+	scratch->out.owner = t->c;
 	return len;
 }
 
@@ -126,12 +164,12 @@ static void tls_bio_method_init(void)
 /* Writes what the scratch holds for c; with src, as src's forward of src_len bytes. */
 static int tls_flush(struct conn *c, struct conn *src, uint32_t src_len)
 {
-	if (!tls_out.len || tls_out.owner != c)
+	if (!scratch->out.len || scratch->out.owner != c)
 		return src ? conn_write_raw(c, NULL, 0, src, src_len) : 0;
-	uint32_t len = tls_out.len;
-	tls_out.len = 0;
-	tls_out.owner = NULL;
-	return conn_write_raw(c, tls_out.data, len, src, src_len);
+	uint32_t len = scratch->out.len;
+	scratch->out.len = 0;
+	scratch->out.owner = NULL;
+	return conn_write_raw(c, scratch->out.data, len, src, src_len);
 }
 
 /* ---- failures ---- */
@@ -264,8 +302,8 @@ static void tls_pump(struct conn *c)
 
 void conn_tls_read_buffer(uv_buf_t *buf)
 {
-	buf->base = (char *)tls_read_scratch;
-	buf->len = sizeof(tls_read_scratch);
+	buf->base = (char *)scratch->read; /* made by conn_start_tls on this thread */
+	buf->len = sizeof(scratch->read);
 }
 
 void conn_tls_on_read(struct conn *c, const uint8_t *data, size_t len)
@@ -388,9 +426,9 @@ void conn_tls_free(struct conn *c)
 	struct conn_tls *t = c->tls;
 	if (!t)
 		return;
-	if (tls_out.owner == c) {
-		tls_out.len = 0;
-		tls_out.owner = NULL;
+	if (scratch && scratch->out.owner == c) {
+		scratch->out.len = 0;
+		scratch->out.owner = NULL;
 	}
 	SSL_free(t->ssl);
 	free(t->left);
@@ -403,7 +441,8 @@ int conn_start_tls(struct conn *c, SSL_CTX *ctx, bool server, const char *host, 
 	if (c->tls || c->closing)
 		return UV_EINVAL;
 	pthread_once(&tls_bio_once, tls_bio_method_init);
-	if (!tls_bio_method)
+	/* Every TLS call on c happens on this thread, which then has its scratch. */
+	if (!tls_bio_method || !tls_scratch_get())
 		return UV_ENOMEM;
 	struct conn_tls *t = calloc(1, sizeof(*t));
 	if (!t)
