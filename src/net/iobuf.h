@@ -14,8 +14,9 @@
 #include <stdint.h>
 #include <uv.h>
 
-#define IOBUF_SIZE	(32u * 1024u) /* must exceed FRAME_SHORT_MAX + 5: whole short messages fit */
-#define IOBUF_POOL_KEEP 1024	      /* free buffers kept for reuse; more are returned to malloc */
+#define IOBUF_SIZE	 (32u * 1024u) /* must exceed FRAME_SHORT_MAX + 5: whole short messages fit */
+#define IOBUF_POOL_KEEP	 1024 /* free buffers kept for reuse; more are returned to malloc */
+#define IOBUF_POOL_FLOOR 32   /* free buffers kept however long they go unused */
 
 struct iobuf {
 	uint32_t done;
@@ -36,11 +37,20 @@ struct iobuf {
 struct iobuf_pool {
 	struct iobuf *free; /* owned: singly linked free list */
 	uint32_t n_free;
-	uint64_t n_live; /* buffers handed out and not yet returned */
+	uint32_t low_free;   /* the fewest free buffers since the last iobuf_pool_trim */
+	uint64_t n_live;     /* buffers handed out and not yet returned */
+	uint64_t n_released; /* buffers given back to malloc, ever */
 };
 
 void iobuf_pool_init(struct iobuf_pool *p);
 void iobuf_pool_destroy(struct iobuf_pool *p);
+/*
+ * Called periodically (the janitor, every second): frees half of the free buffers that nobody
+ * took since the last call, keeping IOBUF_POOL_FLOOR. After a burst (thousands of clients each
+ * holding a buffer at once) the cache shrinks back within seconds instead of keeping up to
+ * IOBUF_POOL_KEEP buffers (32 MB) for good. Returns how many it freed.
+ */
+uint32_t iobuf_pool_trim(struct iobuf_pool *p);
 /* NULL when out of memory. */
 struct iobuf *iobuf_get(struct iobuf_pool *p);
 void iobuf_put(struct iobuf_pool *p, struct iobuf *b);

@@ -94,6 +94,7 @@ struct worker {
 
 	uv_timer_t janitor; /* sweeps timeouts every JANITOR_MS (janitor.c) */
 	uint64_t janitor_rounds;
+	uint64_t bufs_released_at_trim; /* bufs.n_released at the last malloc_trim (janitor.c) */
 	enum worker_shutdown shutdown;
 	uint64_t shutdown_started_ms;
 	int exit_code;
