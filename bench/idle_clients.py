@@ -2,7 +2,7 @@
 """Memory of idle clients: VmRSS of a proxy before and after N idle, logged-in trust connections.
 
     bench/idle_clients.py --port PORT --pid PID [--clients 1000] [--user trustuser] [--database app] [--tls]
-                          [--query SQL]
+                          [--query SQL [--wave N] [--settle S]]
 
 Logs 20 clients in and out first (pool, welcome and allocator warmed up, as in
 tests/integration/test_pool_memory.py), reads VmRSS of PID from /proc/PID/status, opens N
@@ -22,6 +22,8 @@ The raw protocol client is tests/integration/pgwire.py (no libpq needed).
 --query SQL: every one of the N sessions runs SQL once (a simple Query, read up to ReadyForQuery;
 64 sessions at a time) before the second reading, so they are idle after having worked, as a
 pool's clients usually are: what a session keeps after its first statement is counted. Plain text only.
+--wave N: sessions per wave (0: all at once, a burst that queues behind the pool); --settle S:
+seconds to wait after the statements before the second reading (what is given back after a burst).
 
 --tls: every connection (the 20 warm-up ones too) sends an SSLRequest, expects 'S', completes a TLS
 handshake (Python's ssl module, no certificate check: libpq's sslmode=require) and logs in over it;
@@ -285,6 +287,8 @@ def main():
     ap.add_argument("--deadline", type=float, default=60.0, help="seconds for all logins")
     ap.add_argument("--tls", action="store_true", help="log in over TLS (SSLRequest, sslmode=require)")
     ap.add_argument("--query", help="SQL every session runs once before the second reading")
+    ap.add_argument("--wave", type=int, default=64, help="sessions per wave of --query (0: all)")
+    ap.add_argument("--settle", type=float, default=0.5, help="seconds before the second reading")
     a = ap.parse_args()
     if a.query and a.tls:
         ap.error("--query is plain text only")
@@ -308,8 +312,8 @@ def main():
     query_ok = -1
     try:
         if a.query:
-            query_ok = run_once(res.ok, a.query)
-        time.sleep(0.5)
+            query_ok = run_once(res.ok, a.query, wave=a.wave if a.wave > 0 else len(res.ok) or 1)
+        time.sleep(a.settle)
         after, after_pss = vmrss_kb(a.pid), pss_kb(a.pid)
     finally:
         res_ok = len(res.ok)
