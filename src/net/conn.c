@@ -350,8 +350,14 @@ void conn_close_after_flush(struct conn *c)
 		c->reading = false;
 	}
 	conn_tls_close(c);
-	/* A connect in flight has nothing to flush; without memory, queued writes are dropped. */
-	uv_shutdown_t *req = c->connecting ? NULL : malloc(sizeof(*req));
+	/*
+	 * Everything written already reached the kernel (the common case: a Terminate, or an error
+	 * sent with one write): close() sends the FIN after it as shutdown() would, without that
+	 * system call and the loop iteration its callback waits for. A connect in flight has
+	 * nothing to flush; without memory, queued writes are dropped.
+	 */
+	bool flushed = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0 && !c->tls;
+	uv_shutdown_t *req = c->connecting || flushed ? NULL : malloc(sizeof(*req));
 	if (!req) {
 		uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
 		return;

@@ -341,9 +341,9 @@ static enum startup_status client_parse_startup_params(struct client *c, const s
 		return STARTUP_BAD_LAYOUT;
 	}
 	memcpy(c->startup, f->body, f->len);
-	c->startup_len = f->len;
+	c->lg->startup_len = f->len;
 	struct startup_params sp;
-	enum startup_status st = startup_parse(c->startup, c->startup_len, &sp, err, errcap);
+	enum startup_status st = startup_parse(c->startup, f->len, &sp, err, errcap);
 	c->user = sp.user;
 	c->database = sp.database;
 	c->application_name = sp.application_name;
@@ -354,7 +354,7 @@ static enum startup_status client_parse_startup_params(struct client *c, const s
 static bool client_pool_key(const struct client *c, char *key, size_t cap, size_t *n)
 {
 	struct startup_params sp = { c->user, c->database, c->application_name };
-	return startup_pool_key(c->startup, c->startup_len, &sp, key, cap, n);
+	return startup_pool_key(c->startup, c->lg->startup_len, &sp, key, cap, n);
 }
 
 void client_keep_only_app_name(struct client *c)
@@ -363,6 +363,13 @@ void client_keep_only_app_name(struct client *c)
 		return; /* the pool has no copy yet (out of memory): keep ours */
 	size_t n = strlen(c->application_name) + 1;
 	uint8_t *name = NULL;
+	const char *shared = c->pool->app_name;
+	/* Most clients of a pool are the same application: they share the pool's copy (valid while
+	 * attached, like user and database). */
+	if (shared && strcmp(shared, c->application_name) == 0)
+		n = 1;
+	else
+		shared = "";
 	if (n > 1) {
 		name = malloc(n);
 		if (!name)
@@ -371,10 +378,9 @@ void client_keep_only_app_name(struct client *c)
 	}
 	c->user = c->pool->user;
 	c->database = c->pool->database;
-	c->application_name = name ? (const char *)name : "";
+	c->application_name = name ? (const char *)name : shared;
 	free(c->startup);
 	c->startup = name;
-	c->startup_len = (uint32_t)(name ? n : 0);
 }
 
 bool client_attach_pool(struct client *c)
@@ -991,9 +997,11 @@ bool client_acquire_server(struct client *c, int node)
 void client_wait_for_node(struct client *c, int node)
 {
 	conn_want_read(&c->conn, false);
-	/* Views come every few hundred ms: the wait is timed from its first start. */
-	if (!c->node_wait_since_ms)
-		c->node_wait_since_ms = uv_now(&c->w->loop);
+	/* Views come every few hundred ms: the wait is timed from its first start. Without the
+	 * extras (out of memory) it counts from since_ms. */
+	struct client_extras *x = client_extras(c);
+	if (x && !x->node_wait_since_ms)
+		x->node_wait_since_ms = uv_now(&c->w->loop);
 	log_debug("client", c->id, "waiting for a %s node",
 		  c->route.listener == ROUTE_FORCE_STANDBY ? "standby" : "primary");
 	c->want_node = node;

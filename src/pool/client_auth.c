@@ -114,6 +114,27 @@ static void client_mock_secret(struct client *c)
 	c->lg->auth_mock = true;
 }
 
+/*
+ * Matches c against the hba rules once per login (as PostgreSQL does): the method of the matching
+ * rule and its clientcert option stay in lg for a second pick (after auth_query answered). False
+ * when the peer's address is unknown.
+ */
+static bool client_match_hba(struct client *c, const struct hba *hba)
+{
+	struct sockaddr_storage ss;
+	int len = sizeof(ss);
+	memset(&ss, 0, sizeof(ss));
+	if (uv_tcp_getpeername(&c->conn.tcp, (struct sockaddr *)&ss, &len) < 0)
+		return false;
+	enum hba_clientcert cert;
+	enum hba_method m = hba_match_cert(hba, c->database, c->user, (struct sockaddr *)&ss,
+					   conn_is_tls(&c->conn), &cert);
+	c->auth_clientcert = (uint8_t)cert;
+	c->lg->hba_method = (uint8_t)m;
+	c->lg->hba_known = true;
+	return true;
+}
+
 static enum hba_method client_pick_method(struct client *c, const struct user_entry *e)
 {
 	struct config *cfg = c->w->cfg;
@@ -125,15 +146,9 @@ static enum hba_method client_pick_method(struct client *c, const struct user_en
 		e = &stand_in;
 	}
 	if (cfg->hba) {
-		struct sockaddr_storage ss;
-		int len = sizeof(ss);
-		memset(&ss, 0, sizeof(ss));
-		if (uv_tcp_getpeername(&c->conn.tcp, (struct sockaddr *)&ss, &len) < 0)
+		if (!c->lg->hba_known && !client_match_hba(c, cfg->hba))
 			return HBA_NOMATCH;
-		enum hba_clientcert cert;
-		m = hba_match_cert(cfg->hba, c->database, c->user, (struct sockaddr *)&ss,
-				   conn_is_tls(&c->conn), &cert);
-		c->auth_clientcert = (uint8_t)cert;
+		m = (enum hba_method)c->lg->hba_method;
 		enum hba_method picked = users_pick_method(e, m);
 		/* An md5-only secret under a scram rule fails like a wrong password, as PostgreSQL.
 		 */

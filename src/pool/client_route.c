@@ -751,7 +751,8 @@ enum relay_verdict client_route_message(struct client *c, const struct frame *f)
 		c->defer_param_sync = d.join_primary;
 		return client_set_hold(c, HOLD_SWITCH) ? RELAY_STOP : RELAY_GONE;
 	}
-	c->node_wait_since_ms = 0;
+	if (c->ext)
+		c->ext->node_wait_since_ms = 0;
 	if (d.join_primary && !client_join_primary(c))
 		return RELAY_GONE;
 	if (f->type != PqMsg_Query && f->type != PqMsg_FunctionCall && f->type != PqMsg_Sync &&

@@ -106,8 +106,8 @@ static void janitor_sweep_waiting(struct worker *w, struct list_node *list, uint
 	list_for_each_safe(pos, tmp, list)
 	{
 		struct client *c = list_entry(pos, struct client, node);
-		uint64_t since =
-			for_node && c->node_wait_since_ms ? c->node_wait_since_ms : c->since_ms;
+		uint64_t node_since = c->ext ? c->ext->node_wait_since_ms : 0;
+		uint64_t since = for_node && node_since ? node_since : c->since_ms;
 		if (!wait || now - since < wait)
 			continue;
 		if (for_node)

@@ -123,13 +123,26 @@ void pool_creds_copy(struct client_creds *dst, const struct client_creds *src)
 		dst->kind = CRED_NONE;
 }
 
+/* c's application_name in p's copy of c's startup packet: at the same offset when it points into
+ * the packet (startup_parse), else "". */
+static const char *pool_app_name_in_copy(const struct pool *p, const struct client *c)
+{
+	const char *name = c->application_name;
+	const char *base = (const char *)c->startup;
+	if (!name || !base || name < base || name >= base + c->lg->startup_len)
+		return "";
+	return (const char *)p->startup + (name - base);
+}
+
 void pool_adopt_login(struct pool *p, const struct client *c)
 {
 	if (!p->startup) {
-		p->startup = malloc(c->startup_len ? c->startup_len : 1);
+		uint32_t len = c->lg->startup_len;
+		p->startup = malloc(len ? len : 1);
 		if (p->startup) {
-			memcpy(p->startup, c->startup, c->startup_len);
-			p->startup_len = c->startup_len;
+			memcpy(p->startup, c->startup, len);
+			p->startup_len = len;
+			p->app_name = pool_app_name_in_copy(p, c);
 		}
 	}
 	/*

@@ -91,6 +91,9 @@ struct pool {
 
 	uint8_t *startup; /* owned: startup packet body for new backend connections, or NULL */
 	uint32_t startup_len;
+	/* Points into startup: the application_name of the login it was copied from ("" if none).
+	 * Clients logging in with the same name point here instead of keeping a copy. */
+	const char *app_name;
 	struct client_creds creds; /* owned: credentials for new backend connections */
 
 	int n_clients;		  /* authenticated clients whose c->pool is this pool */

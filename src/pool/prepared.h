@@ -47,7 +47,7 @@ struct stmt_map {
 	uint32_t cap;	    /* power of two or 0 */
 	uint32_t count;	    /* live entries */
 	uint32_t used;	    /* live + tombstones */
-	size_t bytes;	    /* sum of msg_len of the kept copies */
+	uint32_t bytes;	    /* sum of msg_len of the kept copies (at most STMT_CLIENT_BYTES_MAX) */
 };
 
 void stmt_map_init(struct stmt_map *m);

@@ -62,19 +62,20 @@ struct route_cursors {
 
 /* Per-session routing state: router_session_init(), router_session_release() at its end. */
 struct route_session {
-	int read_node;	     /* the session's load-balance node, -1 until chosen */
-	int redirect_target; /* from the preference lists: node, REDIRECT_*, or -1 none */
-	int failed_node;     /* where the open transaction failed, -1 if it did not */
-	int txn_node;	     /* the node the open transaction reads from, -1 when idle */
-	int db;		     /* index into router.dbs, -1 when the table is full */
-	uint8_t listener;    /* enum route_force of the listener the client came in on */
-	uint8_t forced;	     /* enum route_force from SET pgrelay.route */
-	bool primary_only;   /* sticky: the rest of the session reads from the primary */
-	bool in_txn;	     /* the client's transaction is open (last ReadyForQuery T or E) */
-	bool txn_failed;     /* ... and failed (E) */
-	bool txn_on_primary; /* the open transaction moved to the primary (a write) */
-	bool primary_in_txn; /* the primary takes part in the open transaction */
-	bool wrote;	     /* a write was sent since the last ReadyForQuery idle */
+	/* Node ids are below CLUSTER_MAX_NODES: 16 bits keep an idle session small. */
+	int16_t read_node;	 /* the session's load-balance node, -1 until chosen */
+	int16_t redirect_target; /* from the preference lists: node, REDIRECT_*, or -1 none */
+	int16_t failed_node;	 /* where the open transaction failed, -1 if it did not */
+	int16_t txn_node;	 /* the node the open transaction reads from, -1 when idle */
+	int db;			 /* index into router.dbs, -1 when the table is full */
+	uint8_t listener;	 /* enum route_force of the listener the client came in on */
+	uint8_t forced;		 /* enum route_force from SET pgrelay.route */
+	bool primary_only;	 /* sticky: the rest of the session reads from the primary */
+	bool in_txn;		 /* the client's transaction is open (last ReadyForQuery T or E) */
+	bool txn_failed;	 /* ... and failed (E) */
+	bool txn_on_primary;	 /* the open transaction moved to the primary (a write) */
+	bool primary_in_txn;	 /* the primary takes part in the open transaction */
+	bool wrote;		 /* a write was sent since the last ReadyForQuery idle */
 	uint64_t written_at; /* read-your-writes: CLOCK_MONOTONIC ms after the last write ended */
 	uint64_t read_count; /* reads routed, for SHOW */
 	/* Owned, made at the session's first DECLARE routed with load balancing (most sessions
@@ -104,17 +105,17 @@ struct route_facts {
  * yet (its node is busy) is simply decided again later, with fresher state.
  */
 struct route_decision {
-	int node;	   /* target node, or ROUTER_NO_NODE */
+	const char *why;   /* the rule that decided the node, for logs and EXPLAIN */
+	int16_t node;	   /* target node, or ROUTER_NO_NODE (node ids fit: CLUSTER_MAX_NODES) */
 	bool read;	   /* counted as a read (select_cnt) */
 	bool join_primary; /* the primary must first join the open transaction (replay) */
 	bool starts_txn;   /* the unit opens a transaction (BEGIN) */
-	const char *why;   /* the rule that decided the node, for logs and EXPLAIN */
 	/* Effects for router_commit(). */
 	bool wrote;		  /* the unit may write */
 	bool primary_joins;	  /* the primary takes part in the open transaction from now on */
 	bool txn_moves;		  /* the rest of the transaction goes to the primary */
 	bool primary_only_after;  /* the rest of the session reads from the primary */
-	int txn_node;		  /* the transaction's read node if it starts one, else -1 */
+	int16_t txn_node;	  /* the transaction's read node if it starts one, else -1 */
 	uint32_t declares_cursor; /* hash of a cursor the unit declares (0: none) */
 };
 

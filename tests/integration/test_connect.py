@@ -89,6 +89,33 @@ def test_application_name_reaches_backend(pgrelay, cluster):
         assert c.execute("show application_name").fetchone()[0] == "it-appname-4711"
 
 
+def test_each_client_keeps_its_application_name_in_a_shared_pool(pgrelay):
+    """Clients of one pool whose application_name equals the one the pool adopted share the pool's
+    copy instead of keeping their own. Bug guarded: a client then reads another client's name, or
+    a freed one once the client whose login made the pool has gone. Transaction mode over one
+    backend, so every statement is a hand-over that syncs the name."""
+    relay = pgrelay(pool={"mode": "transaction", "pool_size": 1}, load_balance={"enabled": False})
+    first = connect(relay.port, application_name="it-shared-name")
+    same = connect(relay.port, application_name="it-shared-name")
+    other = connect(relay.port, application_name="it-other-name")
+    none = connect(relay.port)
+    try:
+        for c, want in ((first, "it-shared-name"), (same, "it-shared-name"), (other, "it-other-name")):
+            assert c.info.parameter_status("application_name") == want
+            assert c.execute("show application_name").fetchone()[0] == want
+        first.close()  # its login made the pool; the pool's copy stays
+        for _ in range(3):
+            assert same.execute("show application_name").fetchone()[0] == "it-shared-name"
+            assert other.execute("show application_name").fetchone()[0] == "it-other-name"
+            assert none.execute("show application_name").fetchone()[0] == ""
+        late = connect(relay.port, application_name="it-shared-name")
+        with late:
+            assert late.execute("show application_name").fetchone()[0] == "it-shared-name"
+    finally:
+        for c in (first, same, other, none):
+            c.close()
+
+
 def test_startup_options_reach_backend(relay):
     """Bug guarded: other startup parameters (options=-c ..., DateStyle) are dropped on the way."""
     with pgwire.connect(relay.port, options="-c work_mem=7777kB", DateStyle="German") as c:
