@@ -115,6 +115,11 @@ bool client_set_hold(struct client *c, enum client_hold h)
 	return true;
 }
 
+/* An idle instance is mostly struct client (doc/performance.md, "Memory at rest"): a member
+ * added here costs 10,000 sessions its size, so growing it is a decision, not an accident. */
+_Static_assert(sizeof(void *) != 8 || sizeof(struct client) <= 640,
+	       "struct client grew past 640 bytes (a 656-byte malloc chunk)");
+
 struct client_extras *client_extras(struct client *c)
 {
 	if (!c->ext)
