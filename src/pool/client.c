@@ -1179,7 +1179,7 @@ static void client_on_event(struct conn *conn, enum conn_event ev, int status)
 void client_on_server_ready(struct client *c)
 {
 	if (c->state == CL_LOGIN && c->login == CLS_WAIT_SERVER) {
-		client_send_welcome(c);
+		client_send_welcome(c, false);
 		if (c->state != CL_ACTIVE)
 			return;
 	}
@@ -1204,7 +1204,7 @@ void client_pool_login_settled(struct worker *w, struct pool *p)
 		    c->server)
 			continue;
 		if (p->have_welcome) {
-			client_send_welcome(c);
+			client_send_welcome(c, false);
 			continue;
 		}
 		/* The login that would have provided the welcome failed: the next one tries. */

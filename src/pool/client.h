@@ -406,8 +406,11 @@ void client_auth_start(struct client *c);
 /* Runs the login of c against e (users_file's or auth_query's entry; NULL: unknown user). */
 void client_auth_continue(struct client *c, const struct user_entry *e);
 void client_auth_message(struct client *c, uint8_t type, const uint8_t *body, uint32_t len);
-/* Sends AuthenticationOk's tail: ParameterStatus, BackendKeyData, ReadyForQuery. */
-void client_send_welcome(struct client *c);
+/*
+ * Sends AuthenticationOk's tail: ParameterStatus, BackendKeyData, ReadyForQuery; with auth_ok,
+ * AuthenticationOk itself first, in the same write.
+ */
+void client_send_welcome(struct client *c, bool auth_ok);
 /*
  * Ends a welcome whose ParameterStatus messages are in b: BackendKeyData and ReadyForQuery,
  * sent; the client becomes active and what it pipelined behind its login is relayed. False

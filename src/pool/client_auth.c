@@ -505,8 +505,6 @@ void client_auth_message(struct client *c, uint8_t type, const uint8_t *body, ui
 
 void client_auth_ok(struct client *c)
 {
-	if (!client_send_auth_request(c, AUTH_REQ_OK, NULL, 0))
-		return;
 	client_authq_login_ok(c);
 	if (log_enabled(LOG_LVL_DEBUG)) {
 		char user[LOG_UNTRUSTED_BUF];
@@ -515,7 +513,9 @@ void client_auth_ok(struct client *c)
 			  hba_method_name(client_method(c)));
 	}
 	if (console_is_database(c->database)) {
-		console_login(c); /* the virtual database: no pool, no backend */
+		/* The virtual database: no pool, no backend. */
+		if (client_send_auth_request(c, AUTH_REQ_OK, NULL, 0))
+			console_login(c);
 		return;
 	}
 	if (!client_attach_pool(c))
@@ -523,9 +523,13 @@ void client_auth_ok(struct client *c)
 	pool_adopt_login(c->pool, c);
 	client_keep_only_app_name(c);
 	if (c->pool->have_welcome) {
-		client_send_welcome(c);
+		/* AuthenticationOk and the welcome in one write, as PostgreSQL sends them: a login
+		 * costs one system call and one wakeup of the client less. */
+		client_send_welcome(c, true);
 		return;
 	}
+	if (!client_send_auth_request(c, AUTH_REQ_OK, NULL, 0))
+		return;
 	/* First client of this pool: its backend login provides the welcome. */
 	c->login = CLS_WAIT_SERVER;
 	if (c->pool->n_servers > 0)
@@ -541,11 +545,13 @@ void client_auth_ok(struct client *c)
 		client_disconnect(c, "08006", "could not connect to server");
 }
 
-void client_send_welcome(struct client *c)
+void client_send_welcome(struct client *c, bool auth_ok)
 {
 	struct builder b;
 	uint8_t store[2048];
 	builder_init(&b, store, sizeof(store));
+	if (auth_ok)
+		builder_auth_request(&b, AUTH_REQ_OK, NULL, 0);
 	const struct pool *p = c->pool;
 	for (int i = 0; i < p->n_params; i++) {
 		const char *value = p->params[i].value;
