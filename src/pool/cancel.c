@@ -142,6 +142,7 @@ struct cancel_req {
 	struct worker *w;      /* borrowed */
 	struct list_node link; /* in w->cancel_reqs */
 	struct server *held;   /* the backend kept from other clients meanwhile, or NULL */
+	struct client *waiter; /* borrowed: the connection that asked, closed when this ends */
 	char sink[16];	       /* what the server might send before closing (nothing) */
 	int open_handles;      /* freed when both handles are closed */
 	/* What the cancel is for, found again by key once connected (the objects may be gone). */
@@ -175,6 +176,10 @@ static void cancel_req_release(struct cancel_req *r)
 
 static void cancel_req_finish(struct cancel_req *r)
 {
+	struct client *waiter = r->waiter;
+	r->waiter = NULL;
+	if (waiter) /* as PostgreSQL, which closes once it has signalled the backend */
+		client_disconnect(waiter, NULL, "cancel request handled");
 	if (!list_empty(&r->link)) {
 		list_del(&r->link);
 		list_init(&r->link);
@@ -263,20 +268,20 @@ struct server *cancel_target_backend(struct client *target)
  * number). recheck: once connected, send only if session (pid, key) still has its request in
  * flight on s; else s's backend connection is being closed and nothing else can run there.
  */
-static void cancel_send(struct worker *w, const struct server *s, bool recheck, uint32_t pid,
-			uint32_t key)
+static struct cancel_req *cancel_send(struct worker *w, const struct server *s, bool recheck,
+				      uint32_t pid, uint32_t key)
 {
 	if (w->n_cancel_conns >= CANCEL_MAX_IN_FLIGHT) {
 		log_info("cancel", s->id,
 			 "cancel request dropped: %d cancel requests already in flight",
 			 w->n_cancel_conns);
-		return;
+		return NULL;
 	}
 	if (!worker_fd_available(w))
-		return;
+		return NULL;
 	struct cancel_req *r = calloc(1, sizeof(*r));
 	if (!r)
-		return;
+		return NULL;
 	r->w = w;
 	r->target_pid = pid;
 	r->target_key = key;
@@ -290,7 +295,7 @@ static void cancel_send(struct worker *w, const struct server *s, bool recheck, 
 	put_u32(r->packet + 12, s->be_key);
 	if (uv_tcp_init(&w->loop, &r->tcp) < 0) {
 		free(r);
-		return;
+		return NULL;
 	}
 	r->tcp.data = r;
 	uv_timer_init(&w->loop, &r->timer);
@@ -305,20 +310,38 @@ static void cancel_send(struct worker *w, const struct server *s, bool recheck, 
 	}
 	r->connect.data = r;
 	uv_timer_start(&r->timer, cancel_req_timeout, CANCEL_TIMEOUT_MS, 0);
-	if (uv_tcp_connect(&r->connect, &r->tcp, addr, cancel_req_connected) < 0)
+	if (uv_tcp_connect(&r->connect, &r->tcp, addr, cancel_req_connected) < 0) {
 		cancel_req_finish(r);
+		return NULL;
+	}
+	return r;
 }
 
-void cancel_forward(struct worker *w, uint32_t pid, uint32_t key)
+bool cancel_forward(struct worker *w, uint32_t pid, uint32_t key, struct client *waiter)
 {
 	struct client *target = cancel_map_find(&w->cancels, pid, key);
 	struct server *s = target ? cancel_target_backend(target) : NULL;
 	if (!s) {
 		log_debug("cancel", 0, "cancel request for unknown or idle session not forwarded");
-		return;
+		return false;
 	}
 	log_debug("cancel", target->id, "forwarding cancel to backend pid %u", s->be_pid);
-	cancel_send(w, s, true, pid, key);
+	struct cancel_req *r = cancel_send(w, s, true, pid, key);
+	if (!r)
+		return false;
+	r->waiter = waiter;
+	return waiter != NULL;
+}
+
+void cancel_forget_waiter(struct worker *w, const struct client *waiter)
+{
+	struct list_node *pos, *tmp;
+	list_for_each_safe(pos, tmp, &w->cancel_reqs)
+	{
+		struct cancel_req *r = list_entry(pos, struct cancel_req, link);
+		if (r->waiter == waiter)
+			r->waiter = NULL;
+	}
 }
 
 void cancel_forget_server(struct worker *w, struct server *s)

@@ -63,9 +63,14 @@ struct server *cancel_target_backend(struct client *target);
  * Handles a client's CancelRequest(pid, key): when it names a session with a request in flight,
  * sends the backend's own key to that backend on a new connection (fire and forget, bounded in
  * time and in number), after checking again once connected that the backend still runs that
- * session's request.
+ * session's request. True when it was sent on its way with waiter (the connection that carried
+ * the CancelRequest), which is then closed when PostgreSQL has closed the forwarded one (or it
+ * failed or timed out): a driver that waits for that close, as libpq and asyncpg do, never has
+ * its cancel hit its next statement. False: nothing to wait for, the caller closes waiter.
  */
-void cancel_forward(struct worker *w, uint32_t pid, uint32_t key);
+bool cancel_forward(struct worker *w, uint32_t pid, uint32_t key, struct client *waiter);
+/* The waiting client of a forwarded cancel is going away (cancel_forward): not closed later. */
+void cancel_forget_waiter(struct worker *w, const struct client *waiter);
 /* s is being freed: the cancels in flight for it stop holding it. */
 void cancel_forget_server(struct worker *w, struct server *s);
 /*

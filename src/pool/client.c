@@ -234,6 +234,8 @@ static void client_on_closed(struct conn *conn)
 		cancel_map_remove(&w->cancels, c);
 	if (c->console_wait != CW_NONE)
 		w->n_console_waits--;
+	if (c->lg && c->lg->cancel_waiting)
+		cancel_forget_waiter(w, c);
 	client_free_login_state(c);
 	w->stats.bytes_in += c->conn.rx_bytes;
 	w->stats.bytes_out += c->conn.tx_bytes;
@@ -331,8 +333,13 @@ static void client_handle_cancel(struct client *c, const struct frame *f)
 		client_disconnect(c, NULL, "malformed cancel request");
 		return;
 	}
-	cancel_forward(c->w, pid, key); /* checks the target and its backend, now and once sent */
 	client_set_state(c, CL_CANCEL);
+	/* Checks the target and its backend, now and once sent. */
+	if (cancel_forward(c->w, pid, key, c)) {
+		c->lg->cancel_waiting = true; /* closed by the cancel when it is over */
+		conn_want_read(&c->conn, false);
+		return;
+	}
 	client_disconnect(c, NULL, "cancel request handled");
 }
 

@@ -127,10 +127,11 @@ struct client_login_state {
 	struct scram_server *scram; /* owned during SASL, freed after */
 	uint32_t startup_len;	    /* bytes of client.startup */
 	uint8_t md5_salt[4];
-	int auth_method;    /* enum hba_method chosen at client_auth_start */
-	bool hba_known;	    /* hba_method and client.auth_clientcert hold the matching rule's */
-	uint8_t hba_method; /* enum hba_method of the matching hba rule */
-	bool auth_mock;	    /* unknown user or unusable secret: the exchange must fail */
+	int auth_method;     /* enum hba_method chosen at client_auth_start */
+	bool hba_known;	     /* hba_method and client.auth_clientcert hold the matching rule's */
+	uint8_t hba_method;  /* enum hba_method of the matching hba rule */
+	bool cancel_waiting; /* CL_CANCEL: a forwarded cancel closes this client (cancel.c) */
+	bool auth_mock;	     /* unknown user or unusable secret: the exchange must fail */
 	/* auth_query's part of the login (client_authq.c). */
 	struct authq_login authq;
 };

@@ -225,8 +225,13 @@ def test_late_cancel_never_hits_the_next_clients_query(pgrelay, cluster):
         ta.start()
         time.sleep(0.3)  # a's statement runs
         os.kill(pm, signal.SIGSTOP)
+        # a's cancel reaches pgrelay, which connects and writes; the postmaster does not read it yet.
+        # libpq's cancel returns when the connection that carried it closes, which pgrelay does once
+        # PostgreSQL closed the forwarded one (as PostgreSQL itself would): after the SIGCONT.
+        tc = threading.Thread(target=a.cancel, daemon=True)
         try:
-            a.cancel()  # reaches pgrelay, which connects and writes; the postmaster does not read it yet
+            tc.start()
+            time.sleep(0.3)
             tb = threading.Thread(target=run_b, daemon=True)
             tb.start()  # b waits for the pool's one backend
             ta.join(5)
@@ -234,6 +239,8 @@ def test_late_cancel_never_hits_the_next_clients_query(pgrelay, cluster):
             time.sleep(0.5)  # without the hold, b's statement now runs on that backend
         finally:
             os.kill(pm, signal.SIGCONT)
+        tc.join(10)
+        assert not tc.is_alive(), "the cancel did not return once PostgreSQL handled it"
         tb.join(10)
         assert "error" not in result, f"b's query was hit by a's cancel: {result.get('error')!r}"
         assert result.get("row") and result["row"][1] == "b done", result
