@@ -168,10 +168,7 @@ static void console_addr(const struct sockaddr_storage *ss, char *host, size_t c
 static void console_sock_addr(const struct conn *c, bool peer, char *host, size_t cap, int *port)
 {
 	struct sockaddr_storage ss;
-	int len = sizeof(ss);
-	memset(&ss, 0, sizeof(ss));
-	int rc = peer ? uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len)
-		      : uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &len);
+	int rc = peer ? conn_peer_addr(c, &ss) : conn_local_addr(c, &ss);
 	if (rc < 0)
 		ss.ss_family = AF_UNSPEC;
 	console_addr(&ss, host, cap, port);

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "conf/config.h"
@@ -349,45 +350,29 @@ static bool http_peer_allowed(struct http_conn *c)
 	return cidr_list_match(&c->srv->allow, (struct sockaddr *)&ss);
 }
 
-static void http_refused_closed(uv_handle_t *h)
-{
-	free(h);
-}
-
-/* Accepts and drops: the backlog must drain even when no connection may be kept. */
-static void http_refuse(uv_stream_t *server)
-{
-	uv_tcp_t *t = malloc(sizeof(*t));
-	if (!t || uv_tcp_init(server->loop, t) < 0) {
-		free(t);
-		return;
-	}
-	(void)uv_accept(server, (uv_stream_t *)t);
-	uv_close((uv_handle_t *)t, http_refused_closed);
-}
-
-static void http_on_connection(struct listener *l, int status)
+static void http_on_connection(struct listener *l, int fd, const struct sockaddr_storage *peer)
 {
 	struct http_server *h = l->owner;
-	if (status < 0) {
-		log_warning("http", 0, "accept on %s failed: %s", l->name, uv_strerror(status));
+	(void)peer;
+	if (fd < 0) {
+		log_warning("http", 0, "accept on %s failed: %s", l->name, uv_strerror(fd));
 		return;
 	}
 	if (h->closing || h->n_conns >= h->max_conns || !worker_fd_available(h->w)) {
 		log_debug("http", 0, "connection refused: %d open (http.max_connections %d)",
 			  h->n_conns, h->max_conns);
-		http_refuse((uv_stream_t *)&l->tcp);
+		close(fd); /* accepted and dropped: the backlog drains even when nothing is kept */
 		return;
 	}
 	struct http_conn *c = calloc(1, sizeof(*c));
 	if (!c) {
-		http_refuse((uv_stream_t *)&l->tcp);
+		close(fd);
 		return;
 	}
 	c->srv = h;
 	c->id = ++h->next_id;
-	uv_tcp_init(l->tcp.loop, &c->tcp);
-	uv_timer_init(l->tcp.loop, &c->timer);
+	uv_tcp_init(l->poll.loop, &c->tcp);
+	uv_timer_init(l->poll.loop, &c->timer);
 	c->tcp.data = c;
 	c->timer.data = c;
 	c->open_handles = 2;
@@ -395,7 +380,9 @@ static void http_on_connection(struct listener *l, int status)
 	http_parser_init(&c->parser, HTTP_REQUEST);
 	list_append(&h->conns, &c->link);
 	h->n_conns++;
-	int rc = uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&c->tcp);
+	int rc = uv_tcp_open(&c->tcp, fd);
+	if (rc < 0)
+		close(fd);
 	if (rc == 0)
 		rc = uv_read_start((uv_stream_t *)&c->tcp, http_conn_alloc, http_conn_read);
 	if (rc < 0) {

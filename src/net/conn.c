@@ -1,23 +1,28 @@
 /*
- * Connection I/O over libuv; see conn.h for the contract. The invariants that keep this safe:
+ * Connection I/O on a uv_poll_t; see conn.h for the contract. The invariants that keep this safe:
  *  - rbuf is only moved (compacted, reset, returned) when no forward is in flight out of it;
- *  - reading is active iff want_read && !fwd_len && !closing && rbuf has room;
+ *  - reading is on iff want_read && !fwd_len && !closing && rbuf has room;
+ *  - the poll watches UV_READABLE iff reading, UV_WRITABLE iff a write waits or a connect runs;
+ *  - nothing is sent while an older request waits (wq_head), so bytes keep their order;
  *  - the conn outlives every write that points into its buffer (refs).
  */
 #include "net/conn.h"
 #include "net/conn_tls.h"
 
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
-struct send_req {
-	uv_write_t req;
-	struct conn *c;	  /* borrowed: the destination, alive until this callback (libuv order) */
-	struct conn *src; /* borrowed (a reference held): the forward these bytes stand for */
-	uint32_t len;
-	uint8_t data[];
-};
+#define CONN_READS_PER_EVENT 32 /* full-buffer reads in a row before the loop runs others */
+#define CONN_IOV_MAX	     16 /* queued requests gathered into one sendmsg */
+
+static void conn_poll_cb(uv_poll_t *h, int status, int events);
 
 void conn_unref(struct conn *c)
 {
@@ -31,15 +36,147 @@ void conn_unref(struct conn *c)
 	c->ops->on_closed(c);
 }
 
-static void conn_close_cb(uv_handle_t *h)
+/* What the poll must watch: UV_READABLE while reading, UV_WRITABLE while a write or connect
+ * waits. */
+static uint8_t conn_poll_need(const struct conn *c)
 {
-	conn_unref(h->data);
+	uint8_t ev = 0;
+	if (c->reading)
+		ev |= UV_READABLE;
+	if (c->wq_head || c->connecting)
+		ev |= UV_WRITABLE;
+	return ev;
 }
 
-static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+static void conn_set_poll(struct conn *c, uint8_t ev)
 {
-	(void)suggested;
-	struct conn *c = h->data;
+	c->events = ev;
+	if (ev)
+		uv_poll_start(&c->poll, ev, conn_poll_cb); /* only fails on a closing handle */
+	else
+		uv_poll_stop(&c->poll);
+}
+
+/*
+ * Makes the poll watch what conn_poll_need says. Every change costs system calls (libuv's
+ * uv_poll_start removes the descriptor from epoll and adds it again), so a UV_READABLE that is no
+ * longer needed stays watched until it fires (conn_poll_cb drops it then): a client that stops
+ * reading while it waits for a server and then resumes costs none, unless bytes came meanwhile.
+ * A stale UV_WRITABLE would fire at once, so it goes now.
+ */
+static void conn_update_poll(struct conn *c)
+{
+	if (c->fd < 0 || c->handle_closing)
+		return;
+	uint8_t need = conn_poll_need(c);
+	uint8_t stale = c->events & (uint8_t)~need;
+	if ((need & ~c->events) || (stale & UV_WRITABLE))
+		conn_set_poll(c, need);
+}
+
+/* ---- the write queue ---- */
+
+static void conn_forward_finish(struct conn *src, int status);
+
+/* A request left the queue: written (status 0) or given up (status < 0). */
+static void conn_wreq_done(struct conn *c, struct conn_wreq *r, int status)
+{
+	struct conn *src = r->src;
+	if (r->copy_len) {
+		if (!src)
+			c->queued -= r->copy_len;
+		free(r);
+	}
+	if (src) {
+		conn_forward_finish(src, status);
+		return;
+	}
+	if (status < 0 && !c->closing)
+		c->ops->on_event(c, CONN_EV_WRITE_ERROR, status);
+}
+
+static struct conn_wreq *conn_queue_pop(struct conn *c)
+{
+	struct conn_wreq *r = c->wq_head;
+	c->wq_head = r->next;
+	if (!c->wq_head)
+		c->wq_tail = &c->wq_head;
+	return r;
+}
+
+static void conn_queue_push(struct conn *c, struct conn_wreq *r)
+{
+	r->next = NULL;
+	*c->wq_tail = r;
+	c->wq_tail = &r->next;
+	conn_update_poll(c);
+}
+
+/* Every waiting request fails with status (the socket failed or is being closed). */
+static void conn_fail_queue(struct conn *c, int status)
+{
+	while (c->wq_head)
+		conn_wreq_done(c, conn_queue_pop(c), status);
+}
+
+/* Accounts n bytes the socket took from the head of the queue. */
+static void conn_queue_consume(struct conn *c, size_t n)
+{
+	while (n > 0 && c->wq_head) {
+		struct conn_wreq *r = c->wq_head;
+		if (n < r->len) {
+			r->ptr += n;
+			r->len -= (uint32_t)n;
+			return;
+		}
+		n -= r->len;
+		conn_wreq_done(c, conn_queue_pop(c), 0);
+	}
+}
+
+static void conn_close_handle(struct conn *c);
+
+/* The queue is empty after conn_close_after_flush: FIN after the last byte, then close. */
+static void conn_finish_flush_close(struct conn *c)
+{
+	shutdown(c->fd, SHUT_WR);
+	conn_close_handle(c);
+}
+
+/* The socket is writable: sends what waits, gathered, until it is all out or the socket is full. */
+static void conn_flush_queue(struct conn *c)
+{
+	while (c->wq_head && !c->handle_closing) {
+		struct iovec iov[CONN_IOV_MAX];
+		size_t total = 0;
+		int k = 0;
+		for (struct conn_wreq *r = c->wq_head; r && k < CONN_IOV_MAX; r = r->next, k++) {
+			iov[k].iov_base = (void *)r->ptr;
+			iov[k].iov_len = r->len;
+			total += r->len;
+		}
+		struct msghdr msg = { .msg_iov = iov, .msg_iovlen = (size_t)k };
+		ssize_t n = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				conn_fail_queue(c, -errno);
+			break;
+		}
+		conn_queue_consume(c, (size_t)n);
+		if ((size_t)n < total)
+			break;
+	}
+	if (!c->wq_head && c->close_flushed && !c->handle_closing)
+		conn_finish_flush_close(c);
+}
+
+/* ---- reading ---- */
+
+/* Where the next read goes: the TLS read scratch, or rbuf's free tail (len 0: no buffer). */
+static void conn_read_buffer(struct conn *c, uv_buf_t *buf)
+{
 	if (c->tls) { /* ciphertext: decrypted into rbuf right away */
 		conn_tls_read_buffer(buf);
 		return;
@@ -48,15 +185,13 @@ static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 		c->rbuf = iobuf_get(c->bufs);
 		if (!c->rbuf) {
 			buf->base = NULL;
-			buf->len = 0; /* libuv reports UV_ENOBUFS to read_cb */
+			buf->len = 0;
 			return;
 		}
 	}
 	buf->base = (char *)c->rbuf->data + c->rbuf->recv;
 	buf->len = c->rbuf->cap - c->rbuf->recv;
 }
-
-static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
 void conn_update_reading(struct conn *c)
 {
@@ -69,44 +204,106 @@ void conn_update_reading(struct conn *c)
 	}
 	if (want == c->reading)
 		return;
-	if (want) {
-		/* alloc/read callbacks are static; uv_read_start only fails on a closing handle */
-		if (uv_read_start((uv_stream_t *)&c->tcp, conn_alloc_cb, conn_read_cb) == 0)
-			c->reading = true;
-	} else {
-		uv_read_stop((uv_stream_t *)&c->tcp);
-		c->reading = false;
-	}
+	c->reading = want;
+	conn_update_poll(c);
 }
 
-static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+/* End of input: EOF (UV_EOF) or an error; the owner decides what follows. */
+static void conn_read_failed(struct conn *c, int status)
 {
-	(void)buf;
-	struct conn *c = s->data;
-	if (c->closing)
-		return;
-	if (nread > 0)
-		c->rx_bytes += (uint64_t)nread;
-	if (nread > 0 && c->tls) {
-		conn_tls_on_read(c, (const uint8_t *)buf->base, (size_t)nread);
-		conn_settle(c);
-		return;
-	}
-	if (nread > 0) {
-		c->rbuf->recv += (uint32_t)nread;
-		c->ops->on_data(c);
-		conn_settle(c);
-		return;
-	}
-	if (nread == 0) /* EAGAIN: not EOF */
-		return;
 	if (c->rbuf && iobuf_empty(c->rbuf) && !c->fwd_len) {
 		iobuf_put(c->bufs, c->rbuf);
 		c->rbuf = NULL;
 	}
-	uv_read_stop(s);
 	c->reading = false;
-	c->ops->on_event(c, nread == UV_EOF ? CONN_EV_EOF : CONN_EV_READ_ERROR, (int)nread);
+	conn_update_poll(c);
+	c->ops->on_event(c, status == UV_EOF ? CONN_EV_EOF : CONN_EV_READ_ERROR, status);
+}
+
+static void conn_got_bytes(struct conn *c, const uv_buf_t *buf, size_t n)
+{
+	c->rx_bytes += n;
+	if (c->tls) {
+		conn_tls_on_read(c, (const uint8_t *)buf->base, n);
+	} else {
+		c->rbuf->recv += (uint32_t)n;
+		c->ops->on_data(c);
+	}
+	conn_settle(c);
+}
+
+/* The socket is readable: reads until it has no more, reading stops, or the bound is hit. */
+static void conn_read_some(struct conn *c)
+{
+	for (int i = 0; i < CONN_READS_PER_EVENT && c->reading && !c->closing; i++) {
+		uv_buf_t buf;
+		conn_read_buffer(c, &buf);
+		if (buf.len == 0) {
+			conn_read_failed(c, UV_ENOBUFS);
+			return;
+		}
+		ssize_t n = read(c->fd, buf.base, buf.len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return;
+		if (n <= 0) {
+			conn_read_failed(c, n == 0 ? UV_EOF : -errno);
+			return;
+		}
+		conn_got_bytes(c, &buf, (size_t)n);
+		if ((size_t)n < buf.len) /* the socket had no more */
+			return;
+	}
+}
+
+/* ---- connecting, accepting, the poll ---- */
+
+static void conn_connect_done(struct conn *c)
+{
+	int err = c->delayed_error;
+	if (!err) {
+		int so = 0;
+		socklen_t len = sizeof(so);
+		if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &so, &len) < 0)
+			so = errno;
+		err = -so;
+	}
+	c->connecting = false;
+	if (c->closing)
+		return;
+	if (err < 0) {
+		c->ops->on_event(c, CONN_EV_CONNECT_FAILED, err);
+		return;
+	}
+	int one = 1;
+	(void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->ops->on_event(c, CONN_EV_CONNECTED, 0);
+}
+
+static void conn_poll_cb(uv_poll_t *h, int status, int events)
+{
+	struct conn *c = h->data;
+	if (status < 0) {
+		/* POLLERR: libuv stopped the handle. A read or write reports the socket's error
+		 * (after any bytes that arrived before it). */
+		c->events = 0;
+		events = UV_READABLE | UV_WRITABLE;
+	}
+	if (c->connecting) {
+		if (events & UV_WRITABLE)
+			conn_connect_done(c);
+	} else {
+		if ((events & UV_WRITABLE) && c->wq_head)
+			conn_flush_queue(c);
+		if ((events & UV_READABLE) && c->reading && !c->closing)
+			conn_read_some(c);
+	}
+	/* An event nobody waits for: stop watching it. */
+	if (c->fd >= 0 && !c->handle_closing && (events & c->events & ~conn_poll_need(c)))
+		conn_set_poll(c, conn_poll_need(c));
+	else
+		conn_update_poll(c);
 }
 
 int conn_init(struct conn *c, uv_loop_t *loop, struct iobuf_pool *bufs, const struct conn_ops *ops,
@@ -116,49 +313,56 @@ int conn_init(struct conn *c, uv_loop_t *loop, struct iobuf_pool *bufs, const st
 	c->ops = ops;
 	c->owner = owner;
 	c->bufs = bufs;
-	int rc = uv_tcp_init(loop, &c->tcp);
-	if (rc < 0)
-		return rc;
-	c->tcp.data = c;
+	c->poll.loop = loop; /* known before the socket exists (conn_tls, the stand-in close) */
+	c->fd = -1;
+	c->wq_tail = &c->wq_head;
 	c->refs = 1;
 	c->open = true;
 	return 0;
 }
 
-int conn_accept(struct conn *c, uv_stream_t *server)
+/* Puts fd under c's poll handle; on error fd is closed and c stays without a socket. */
+static int conn_attach(struct conn *c, int fd)
 {
-	int rc = uv_accept(server, (uv_stream_t *)&c->tcp);
-	if (rc < 0)
+	int rc = uv_poll_init_socket(c->poll.loop, &c->poll, fd);
+	if (rc < 0) {
+		close(fd);
 		return rc;
-	uv_tcp_nodelay(&c->tcp, 1);
+	}
+	c->poll.data = c;
+	c->fd = fd;
+	conn_update_poll(c); /* the owner may have asked for bytes before the socket existed */
 	return 0;
 }
 
-static void conn_connect_cb(uv_connect_t *req, int status)
+int conn_accept(struct conn *c, int fd)
 {
-	struct conn *c = req->handle->data;
-	free(req);
-	c->connecting = false;
-	if (c->closing)
-		return;
-	if (status < 0) {
-		c->ops->on_event(c, CONN_EV_CONNECT_FAILED, status);
-		return;
-	}
-	uv_tcp_nodelay(&c->tcp, 1);
-	c->ops->on_event(c, CONN_EV_CONNECTED, 0);
+	return conn_attach(c, fd); /* TCP_NODELAY came from the listening socket (listener.c) */
 }
 
 int conn_connect(struct conn *c, const struct sockaddr *addr)
 {
-	uv_connect_t *req = malloc(sizeof(*req));
-	if (!req)
-		return UV_ENOMEM;
-	int rc = uv_tcp_connect(req, &c->tcp, addr, conn_connect_cb);
+	int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	int rc = conn_attach(c, fd);
 	if (rc < 0)
-		free(req);
-	c->connecting = rc == 0;
-	return rc;
+		return rc;
+	socklen_t len = addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+						    : sizeof(struct sockaddr_in);
+	int r;
+	do
+		r = connect(fd, addr, len);
+	while (r < 0 && errno == EINTR);
+	if (r < 0 && errno != EINPROGRESS) {
+		/* A refused loopback connect fails at once; like libuv, report it from the loop. */
+		if (errno != ECONNREFUSED)
+			return -errno;
+		c->delayed_error = UV_ECONNREFUSED;
+	}
+	c->connecting = true;
+	conn_update_poll(c);
+	return 0;
 }
 
 void conn_want_read(struct conn *c, bool want)
@@ -167,21 +371,18 @@ void conn_want_read(struct conn *c, bool want)
 	conn_update_reading(c);
 }
 
-static void conn_forward_finish(struct conn *src, int status);
-
-static void conn_send_cb(uv_write_t *req, int status)
+/* Sends what the socket takes now; returns the bytes taken or a libuv error (EAGAIN: 0). */
+static ssize_t conn_try_send(struct conn *c, const uint8_t *data, size_t len)
 {
-	struct send_req *sr = (struct send_req *)req;
-	struct conn *c = sr->c, *src = sr->src;
-	if (!src)
-		c->queued -= sr->len;
-	free(sr);
-	if (src) {
-		conn_forward_finish(src, status);
-		return;
-	}
-	if (status < 0 && !c->closing)
-		c->ops->on_event(c, CONN_EV_WRITE_ERROR, status);
+	if (c->wq_head || c->connecting || c->fd < 0)
+		return 0; /* never past a waiting request */
+	ssize_t n;
+	do
+		n = send(c->fd, data, len, MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	if (n >= 0)
+		return n;
+	return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
 }
 
 int conn_write_raw(struct conn *c, const uint8_t *data, size_t len, struct conn *src,
@@ -191,29 +392,24 @@ int conn_write_raw(struct conn *c, const uint8_t *data, size_t len, struct conn 
 		return UV_ECANCELED;
 	if (len == 0)
 		return 0;
-	uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
-	int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-	if (n == (int)len)
+	ssize_t n = conn_try_send(c, data, len);
+	if (n == (ssize_t)len)
 		return 0;
-	if (n < 0 && n != UV_EAGAIN)
-		return n;
-	size_t off = n > 0 ? (size_t)n : 0;
-	size_t rest = len - off;
+	if (n < 0)
+		return (int)n;
+	size_t rest = len - (size_t)n;
 	if (!src && c->queued + rest > CONN_MAX_QUEUED)
 		return UV_ENOBUFS;
-	struct send_req *sr = malloc(sizeof(*sr) + rest);
-	if (!sr)
+	struct conn_wreq *r = malloc(sizeof(*r) + rest);
+	if (!r)
 		return UV_ENOMEM;
-	memcpy(sr->data, data + off, rest);
-	sr->c = c;
-	sr->src = src;
-	sr->len = (uint32_t)rest;
-	b = uv_buf_init((char *)sr->data, (unsigned)rest);
-	int rc = uv_write(&sr->req, (uv_stream_t *)&c->tcp, &b, 1, conn_send_cb);
-	if (rc < 0) {
-		free(sr);
-		return rc;
-	}
+	uint8_t *copy = (uint8_t *)(r + 1);
+	memcpy(copy, data + n, rest);
+	r->src = src;
+	r->ptr = copy;
+	r->len = (uint32_t)rest;
+	r->copy_len = (uint32_t)rest;
+	conn_queue_push(c, r);
 	if (!src) {
 		c->queued += (uint32_t)rest;
 		return 0;
@@ -232,11 +428,6 @@ int conn_send(struct conn *c, const void *data, size_t len)
 	if (c->tls)
 		return conn_tls_send(c, data, len);
 	return conn_write_raw(c, data, len, NULL, 0);
-}
-
-static void conn_forward_cb(uv_write_t *req, int status)
-{
-	conn_forward_finish(req->data, status);
 }
 
 static void conn_forward_finish(struct conn *src, int status)
@@ -267,23 +458,21 @@ int conn_forward(struct conn *src, struct conn *dst)
 	uint32_t len = b->parsed - b->done;
 	if (len == 0)
 		return 0;
-	uv_buf_t ub = uv_buf_init((char *)b->data + b->done, len);
-	int n = uv_try_write((uv_stream_t *)&dst->tcp, &ub, 1);
-	if (n == (int)len) {
+	ssize_t n = conn_try_send(dst, b->data + b->done, len);
+	if (n == (ssize_t)len) {
 		b->done += len;
 		return 0;
 	}
-	if (n < 0 && n != UV_EAGAIN)
-		return n;
-	if (n > 0) {
-		b->done += (uint32_t)n;
-		len -= (uint32_t)n;
-		ub = uv_buf_init((char *)b->data + b->done, len);
-	}
-	b->fwd_req.data = src;
-	int rc = uv_write(&b->fwd_req, (uv_stream_t *)&dst->tcp, &ub, 1, conn_forward_cb);
-	if (rc < 0)
-		return rc;
+	if (n < 0)
+		return (int)n;
+	b->done += (uint32_t)n;
+	len -= (uint32_t)n;
+	struct conn_wreq *r = &b->fwd_req;
+	r->src = src;
+	r->ptr = b->data + b->done;
+	r->len = len;
+	r->copy_len = 0;
+	conn_queue_push(dst, r);
 	src->fwd_len = len;
 	src->refs++;
 	conn_update_reading(src);
@@ -313,29 +502,60 @@ void conn_settle(struct conn *c)
 	conn_update_reading(c);
 }
 
-void conn_close(struct conn *c)
+static void conn_handle_closed(uv_handle_t *h)
 {
-	if (!c->open)
-		return;
-	if (c->closing && uv_is_closing((uv_handle_t *)&c->tcp))
-		return;
-	c->closing = true;
-	c->want_read = false;
-	if (c->reading) {
-		uv_read_stop((uv_stream_t *)&c->tcp);
-		c->reading = false;
+	struct conn *c = h->data;
+	if (c->fd >= 0) {
+		close(c->fd);
+		c->fd = -1;
 	}
-	conn_tls_close(c);
-	uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
+	conn_fail_queue(c, UV_ECANCELED); /* closing is set: forwards learn it, no events here */
+	conn_unref(c);
 }
 
-static void conn_shutdown_cb(uv_shutdown_t *req, int status)
+static void conn_standin_closed(uv_handle_t *h)
 {
-	(void)status;
-	struct conn *c = req->data;
-	free(req);
-	if (!uv_is_closing((uv_handle_t *)&c->tcp))
-		uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
+	struct conn *c = h->data;
+	free(h);
+	conn_unref(c);
+}
+
+/* uv_close on the poll handle; a conn without a socket closes a stand-in, so that on_closed
+ * still comes from the loop and never from inside conn_close. */
+static void conn_close_handle(struct conn *c)
+{
+	if (c->handle_closing)
+		return;
+	c->handle_closing = true;
+	if (c->fd >= 0) {
+		uv_close((uv_handle_t *)&c->poll, conn_handle_closed);
+		return;
+	}
+	uv_idle_t *standin = malloc(sizeof(*standin));
+	if (!standin || uv_idle_init(c->poll.loop, standin) < 0) {
+		free(standin);
+		conn_unref(c); /* out of memory: the only synchronous on_closed */
+		return;
+	}
+	standin->data = c;
+	uv_close((uv_handle_t *)standin, conn_standin_closed);
+}
+
+/* Stops callbacks to the owner; the handle's close follows now or after the flush. */
+static void conn_begin_close(struct conn *c)
+{
+	c->closing = true;
+	c->want_read = false;
+	c->reading = false; /* a stale UV_READABLE fires once at most (conn_poll_cb drops it) */
+}
+
+void conn_close(struct conn *c)
+{
+	if (!c->open || c->handle_closing)
+		return;
+	conn_begin_close(c);
+	conn_tls_close(c);
+	conn_close_handle(c);
 }
 
 void conn_close_after_flush(struct conn *c)
@@ -343,38 +563,51 @@ void conn_close_after_flush(struct conn *c)
 	if (!c->open || c->closing)
 		return;
 	conn_tls_notify_close(c); /* close_notify goes out before the FIN */
-	c->closing = true;
-	c->want_read = false;
-	if (c->reading) {
-		uv_read_stop((uv_stream_t *)&c->tcp);
-		c->reading = false;
-	}
+	conn_begin_close(c);
 	conn_tls_close(c);
 	/*
 	 * Everything written already reached the kernel (the common case: a Terminate, or an error
 	 * sent with one write): close() sends the FIN after it as shutdown() would, without that
-	 * system call and the loop iteration its callback waits for. A connect in flight has
-	 * nothing to flush; without memory, queued writes are dropped.
+	 * system call. A connect in flight closes at once: what was queued for that peer (a
+	 * Terminate) is dropped, it never heard from us. Otherwise the queue drains first
+	 * (conn_flush_queue); the caller bounds how long with a timer and conn_close.
 	 */
-	bool flushed = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0 && !c->tls;
-	uv_shutdown_t *req = c->connecting || flushed ? NULL : malloc(sizeof(*req));
-	if (!req) {
-		uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
+	if (!c->wq_head || c->connecting || c->fd < 0) {
+		if (c->tls && !c->connecting && c->fd >= 0)
+			shutdown(c->fd, SHUT_WR); /* the FIN right behind close_notify */
+		conn_close_handle(c);
 		return;
 	}
-	req->data = c;
-	if (uv_shutdown(req, (uv_stream_t *)&c->tcp, conn_shutdown_cb) < 0) {
-		free(req);
-		uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
-	}
+	c->close_flushed = true;
+	conn_update_poll(c);
+}
+
+typedef int (*sock_name_fn)(int fd, struct sockaddr *sa, socklen_t *len);
+
+static int conn_sock_addr(const struct conn *c, struct sockaddr_storage *ss, sock_name_fn get)
+{
+	socklen_t len = sizeof(*ss);
+	memset(ss, 0, sizeof(*ss));
+	if (c->fd < 0)
+		return UV_ENOTCONN;
+	return get(c->fd, (struct sockaddr *)ss, &len) < 0 ? -errno : 0;
+}
+
+int conn_peer_addr(const struct conn *c, struct sockaddr_storage *ss)
+{
+	return conn_sock_addr(c, ss, getpeername);
+}
+
+int conn_local_addr(const struct conn *c, struct sockaddr_storage *ss)
+{
+	return conn_sock_addr(c, ss, getsockname);
 }
 
 void conn_peer_name(const struct conn *c, char *out, size_t cap)
 {
 	struct sockaddr_storage ss;
-	int len = sizeof(ss);
 	out[0] = 0;
-	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) < 0) {
+	if (conn_peer_addr(c, &ss) < 0) {
 		snprintf(out, cap, "?");
 		return;
 	}

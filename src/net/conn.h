@@ -1,18 +1,23 @@
 /*
- * A connection: one uv_tcp_t, one read buffer, and the owner's callbacks (PgBouncer's sbuf).
+ * A connection: one socket watched by a uv_poll_t, one read buffer, and the owner's callbacks
+ * (PgBouncer's sbuf). conn.c does the socket's reads and writes itself (read, send, sendmsg) and
+ * keeps its own write queue: a uv_tcp_t would do the same work but weighs 248 bytes per
+ * connection against the poll handle's 160 (doc/performance.md, "Memory at rest").
  *
  * Reading: bytes land in rbuf's free tail; the owner's on_data scans them and decides. Reading is
  * on only while the owner wants it, no forward from rbuf is in flight, and rbuf has room: that is
  * the whole backpressure story (a slow destination stops its source, memory stays bounded).
  *
  * Writing: conn_forward() sends rbuf[done, parsed) of one connection to another without copying
- * (uv_try_write, then uv_write from the same bytes); conn_send() copies a small synthesised packet
- * into an owned write request. libuv keeps writes on one stream in order, so injected packets and
- * forwarded ranges reach the peer in the order they were issued.
+ * (one send, then a queued request pointing at the same bytes); conn_send() copies what the
+ * socket did not take of a small synthesised packet into an owned request. Requests wait in one
+ * queue per destination and nothing is sent past a waiting one, so injected packets and forwarded
+ * ranges reach the peer in the order they were issued.
  *
  * Lifetime: a conn is embedded in its owner (client or server). It holds one reference for its
  * handle and one per forward in flight out of its buffer; on_closed runs when the last goes, and
- * only then may the owner free itself. Callbacks never run after on_closed.
+ * only then may the owner free itself. Callbacks never run after on_closed, and never from inside
+ * the conn_* call that caused them (write completions come from the loop).
  */
 #ifndef PGRELAY_NET_CONN_H
 #define PGRELAY_NET_CONN_H
@@ -27,6 +32,7 @@
 
 struct conn;
 struct conn_tls;
+struct conn_wreq;
 typedef struct ssl_ctx_st SSL_CTX;
 typedef struct ssl_st SSL;
 
@@ -49,34 +55,43 @@ struct conn_ops {
 };
 
 struct conn {
-	/* The handle; tcp.data points at this conn. Its connect and shutdown requests are
-	 * allocated while in flight: an accepted client never connects, and every conn shuts down
-	 * once, so embedding them cost 96 bytes per idle connection. */
-	uv_tcp_t tcp;
+	/* Watches fd once it exists (poll.data points at this conn; poll.loop is set by
+	 * conn_init already). Connect and shutdown need no request objects of their own. */
+	uv_poll_t poll;
 	const struct conn_ops *ops; /* borrowed, static */
 	void *owner;		    /* borrowed: the object this conn is embedded in */
 	struct iobuf_pool *bufs;    /* borrowed: the worker's buffer pool */
 	struct iobuf *rbuf;	    /* owned; NULL while nothing is buffered */
 	struct conn_tls *tls;	    /* owned; NULL for plaintext (conn_tls.c) */
-	uint32_t fwd_len;	    /* bytes of rbuf in the forward in flight */
-	uint32_t queued;	    /* injected bytes waiting in write requests */
-	uint32_t pkt_remaining;	    /* bytes of the current message not yet scanned */
-	int refs;		    /* handle + forwards in flight; on_closed at 0 */
+	struct conn_wreq *wq_head;  /* writes the socket has not taken yet, oldest first */
+	struct conn_wreq **wq_tail; /* where the next one is linked */
 	uint64_t rx_bytes; /* bytes read from the socket (ciphertext with TLS), one add per read */
 	uint64_t tx_bytes; /* bytes handed to conn_send / conn_forward towards this peer */
-	bool want_read;	   /* the owner wants bytes */
-	bool reading;	   /* uv_read_start is active */
-	bool pkt_skip;	   /* the current message is skipped, not sent */
-	bool closing;	   /* uv_close or shutdown started; no more callbacks but on_closed */
-	bool open;	   /* the handle was initialised */
-	bool connecting;   /* a connect request is in flight */
+	uint32_t fwd_len;  /* bytes of rbuf in the forward in flight */
+	uint32_t queued;   /* injected bytes waiting in write requests */
+	uint32_t pkt_remaining;	 /* bytes of the current message not yet scanned */
+	int refs;		 /* handle + forwards in flight; on_closed at 0 */
+	int fd;			 /* the socket; -1 before conn_accept / conn_connect */
+	int16_t delayed_error;	 /* a connect that failed at once, reported from the loop */
+	uint8_t events;		 /* UV_READABLE / UV_WRITABLE the poll handle watches */
+	bool want_read : 1;	 /* the owner wants bytes */
+	bool reading : 1;	 /* reads are on (the poll watches UV_READABLE) */
+	bool pkt_skip : 1;	 /* the current message is skipped, not sent */
+	bool closing : 1;	 /* close started; no more callbacks but on_closed */
+	bool open : 1;		 /* conn_init ran and close has not */
+	bool connecting : 1;	 /* a connect is in flight */
+	bool close_flushed : 1;	 /* close once the write queue is empty (conn_close_after_flush) */
+	bool handle_closing : 1; /* uv_close was called on poll (or the stand-in handle) */
 };
 
 /* Initialises c and its handle on loop. Returns a libuv error code. */
 int conn_init(struct conn *c, uv_loop_t *loop, struct iobuf_pool *bufs, const struct conn_ops *ops,
 	      void *owner) __attribute__((warn_unused_result));
-/* Accepts a pending connection from server into c (initialised). */
-int conn_accept(struct conn *c, uv_stream_t *server) __attribute__((warn_unused_result));
+/*
+ * Takes over fd, an accepted socket (non-blocking; TCP_NODELAY is the listener's business), into
+ * c (initialised). On error fd is closed.
+ */
+int conn_accept(struct conn *c, int fd) __attribute__((warn_unused_result));
 int conn_connect(struct conn *c, const struct sockaddr *addr) __attribute__((warn_unused_result));
 
 void conn_want_read(struct conn *c, bool want);
@@ -124,6 +139,9 @@ static inline bool conn_is_tls(const struct conn *c)
 /* Why TLS failed (for logs; names no secret). */
 const char *conn_tls_error(const struct conn *c);
 
+/* The peer's / the local address of c's socket. Return 0 or a libuv error. */
+int conn_peer_addr(const struct conn *c, struct sockaddr_storage *ss);
+int conn_local_addr(const struct conn *c, struct sockaddr_storage *ss);
 /* Peer address as text, for logs. */
 void conn_peer_name(const struct conn *c, char *out, size_t cap);
 

@@ -458,7 +458,7 @@ int conn_start_tls(struct conn *c, SSL_CTX *ctx, bool server, const char *host, 
 	BIO_set_data(bio, t);
 	BIO_set_init(bio, 1);
 	SSL_set_bio(t->ssl, bio, bio); /* one reference, owned by the SSL from now on */
-	if (uv_idle_init(c->tcp.loop, &t->drain) != 0) {
+	if (uv_idle_init(c->poll.loop, &t->drain) != 0) {
 		SSL_free(t->ssl);
 		free(t);
 		return UV_ENOMEM;

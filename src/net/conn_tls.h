@@ -6,8 +6,8 @@
  * Shape: OpenSSL talks to a custom BIO. Ciphertext read from the socket goes to OpenSSL straight
  * from the read scratch (what OpenSSL does not take yet is kept in in_left); plaintext is
  * decrypted into the conn's rbuf. Ciphertext OpenSSL produces is gathered in a per-thread scratch
- * and written to the socket right after each OpenSSL call (uv_try_write, the rest copied into a
- * write request), so a TLS message costs the same system calls as a plaintext one.
+ * and written to the socket right after each OpenSSL call (one send, the rest copied into a
+ * queued write request), so a TLS message costs the same system calls as a plaintext one.
  */
 #ifndef PGRELAY_NET_CONN_TLS_H
 #define PGRELAY_NET_CONN_TLS_H

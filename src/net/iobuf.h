@@ -18,6 +18,20 @@
 #define IOBUF_POOL_KEEP	 1024 /* free buffers kept for reuse; more are returned to malloc */
 #define IOBUF_POOL_FLOOR 32   /* free buffers kept however long they go unused */
 
+struct conn;
+
+/*
+ * A write a socket did not take at once, waiting in its destination conn's queue (conn.c). With
+ * src it stands for src's forward: src's done cursor moves when it completes.
+ */
+struct conn_wreq {
+	struct conn_wreq *next;
+	struct conn *src;   /* borrowed (a reference held), or NULL for an injected packet */
+	const uint8_t *ptr; /* the next byte to write */
+	uint32_t len;	    /* bytes left to write */
+	uint32_t copy_len;  /* bytes of the owned copy after this struct; 0: bytes in src's rbuf */
+};
+
 struct iobuf {
 	uint32_t done;
 	uint32_t parsed;
@@ -30,7 +44,7 @@ struct iobuf {
 	/* The write of a forward out of this buffer that the socket did not take at once
 	 * (conn_forward). It lives here, not in struct conn, because a forward in flight always
 	 * holds its buffer: an idle connection, which holds no buffer, pays nothing for it. */
-	uv_write_t fwd_req;
+	struct conn_wreq fwd_req;
 	uint8_t data[];
 };
 

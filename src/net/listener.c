@@ -4,14 +4,94 @@
  */
 #include "net/listener.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
-static void listener_connection_cb(uv_stream_t *s, int status)
+#define LISTENER_ACCEPTS_PER_EVENT 64 /* connections taken per wake-up before others run */
+
+/* A descriptor kept open to be given up at EMFILE, so that the backlog can still be drained. */
+static int listener_reserve_fd = -1;
+
+static void listener_reserve(void)
 {
-	struct listener *l = s->data;
-	l->cb(l, status);
+	if (listener_reserve_fd < 0)
+		listener_reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+/* Out of descriptors: accept and close every pending connection with the reserve's slot. */
+static void listener_drain_backlog(struct listener *l)
+{
+	if (listener_reserve_fd < 0)
+		return;
+	close(listener_reserve_fd);
+	listener_reserve_fd = -1;
+	for (int i = 0; i < LISTENER_ACCEPTS_PER_EVENT; i++) {
+		int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0)
+			break;
+		close(fd);
+	}
+	listener_reserve();
+}
+
+static void listener_poll_cb(uv_poll_t *h, int status, int events)
+{
+	(void)events;
+	struct listener *l = h->data;
+	struct sockaddr_storage peer;
+	if (status < 0) {
+		peer.ss_family = AF_UNSPEC;
+		l->cb(l, status, &peer);
+		return;
+	}
+	for (int i = 0; i < LISTENER_ACCEPTS_PER_EVENT && l->open; i++) {
+		socklen_t len = sizeof(peer);
+		int fd = accept4(l->fd, (struct sockaddr *)&peer, &len,
+				 SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd >= 0) {
+			l->cb(l, fd, &peer);
+			continue;
+		}
+		int err = errno;
+		if (err == EAGAIN || err == EWOULDBLOCK)
+			return;
+		if (err == EINTR || err == ECONNABORTED)
+			continue;
+		if (err == EMFILE || err == ENFILE)
+			listener_drain_backlog(l);
+		peer.ss_family = AF_UNSPEC;
+		l->cb(l, -err, &peer);
+		return;
+	}
+}
+
+static int listener_socket(const struct sockaddr *sa)
+{
+	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	int one = 1;
+	socklen_t len = sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+						  : sizeof(struct sockaddr_in);
+	/* Linux copies TCP_NODELAY into every accepted socket: one setsockopt per port, not per
+	 * client (conn_accept does not repeat it). */
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 ||
+	    (sa->sa_family == AF_INET6 &&
+	     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
+	    bind(fd, sa, len) < 0 || listen(fd, 4096) < 0) {
+		int err = errno;
+		close(fd);
+		return -err;
+	}
+	return fd;
 }
 
 static int listener_open_one(struct listener *l, uv_loop_t *loop, const struct sockaddr *sa,
@@ -20,6 +100,7 @@ static int listener_open_one(struct listener *l, uv_loop_t *loop, const struct s
 	memset(l, 0, sizeof(*l));
 	l->cb = cb;
 	l->owner = owner;
+	l->fd = -1;
 	char host[64] = "?";
 	int port = 0;
 	if (sa->sa_family == AF_INET6) {
@@ -31,24 +112,25 @@ static int listener_open_one(struct listener *l, uv_loop_t *loop, const struct s
 		port = ntohs(((const struct sockaddr_in *)sa)->sin_port);
 		snprintf(l->name, sizeof(l->name), "%s:%d", host, port);
 	}
-	int rc = uv_tcp_init(loop, &l->tcp);
+	listener_reserve();
+	int rc = listener_socket(sa);
 	if (rc < 0)
 		goto fail;
-	l->tcp.data = l;
+	l->fd = rc;
+	rc = uv_poll_init_socket(loop, &l->poll, l->fd);
+	if (rc < 0) {
+		close(l->fd);
+		goto fail;
+	}
+	l->poll.data = l;
 	l->open = true;
-	rc = uv_tcp_bind(&l->tcp, sa, sa->sa_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
-	if (rc < 0)
-		goto fail;
-	rc = uv_listen((uv_stream_t *)&l->tcp, 4096, listener_connection_cb);
+	rc = uv_poll_start(&l->poll, UV_READABLE, listener_poll_cb);
 	if (rc < 0)
 		goto fail;
 	return 0;
 fail:
 	snprintf(err, errcap, "could not listen on %s: %s", l->name, uv_strerror(rc));
-	if (l->open) {
-		uv_close((uv_handle_t *)&l->tcp, NULL);
-		l->open = false;
-	}
+	listener_close(l);
 	return rc;
 }
 
@@ -87,10 +169,17 @@ int listener_open_all(struct listener *ls, int max, int *n, uv_loop_t *loop, con
 	return rc;
 }
 
+static void listener_closed(uv_handle_t *h)
+{
+	struct listener *l = h->data;
+	close(l->fd);
+	l->fd = -1;
+}
+
 void listener_close(struct listener *l)
 {
 	if (!l->open)
 		return;
 	l->open = false;
-	uv_close((uv_handle_t *)&l->tcp, NULL);
+	uv_close((uv_handle_t *)&l->poll, listener_closed);
 }

@@ -1,20 +1,28 @@
 /*
- * Listening sockets. One listener per resolved address of listen_addresses; the owner's callback
- * runs for each incoming connection (or accept error, status < 0) and accepts it with conn_accept.
- * Accept errors at the descriptor limit are handled by libuv (it drains the backlog with a reserve
- * descriptor); pgrelay itself refuses clients with SQLSTATE 53300 before that limit (worker.c).
+ * Listening sockets. One listener per resolved address of listen_addresses, watched by a uv_poll_t;
+ * accept4 runs here and the owner's callback gets each accepted socket (non-blocking, close on
+ * exec, TCP_NODELAY inherited from the listening socket) to hand to conn_accept, with its peer
+ * address, or an accept error (fd < 0, a libuv error code). At the
+ * descriptor limit the backlog is drained with a reserve descriptor (each pending connection is
+ * accepted and closed at once, as libuv does for its own listeners), so the loop never spins on a
+ * listener it cannot accept from; pgrelay itself refuses clients with SQLSTATE 53300 before that
+ * limit (worker.c).
  */
 #ifndef PGRELAY_NET_LISTENER_H
 #define PGRELAY_NET_LISTENER_H
 
 #include <stdbool.h>
+#include <sys/socket.h>
 #include <uv.h>
 
 struct listener;
-typedef void (*listener_cb)(struct listener *l, int status);
+/* peer: the accepted socket's address (AF_UNSPEC when fd < 0). */
+typedef void (*listener_cb)(struct listener *l, int fd_or_error,
+			    const struct sockaddr_storage *peer);
 
 struct listener {
-	uv_tcp_t tcp;	/* the handle; tcp.data points here */
+	uv_poll_t poll; /* watches fd; poll.data points here */
+	int fd;		/* the listening socket, owned */
 	listener_cb cb; /* borrowed */
 	void *owner;	/* borrowed: the worker */
 	char name[80];	/* "addr:port", for logs */

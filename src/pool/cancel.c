@@ -32,6 +32,7 @@ bool cancel_map_init(struct cancel_map *m)
 	m->slots = calloc(CANCEL_MAP_INITIAL, sizeof(*m->slots));
 	m->cap = CANCEL_MAP_INITIAL;
 	m->used = m->live = 0;
+	m->n_keys = 0;
 	uint32_t start;
 	if (RAND_bytes((uint8_t *)&start, sizeof(start)) != 1)
 		start = 1;
@@ -93,9 +94,13 @@ bool cancel_map_add(struct cancel_map *m, struct client *client)
 	 * spreads them, so probes stay short; at half full the table was 26 bytes per client. */
 	if ((m->used + 1) * 10 > m->cap * 7 && !cancel_map_grow(m))
 		return false;
-	uint32_t k;
-	if (RAND_bytes((uint8_t *)&k, sizeof(k)) != 1)
-		return false;
+	if (m->n_keys == 0) {
+		if (RAND_bytes((uint8_t *)m->keys, sizeof(m->keys)) != 1)
+			return false;
+		m->n_keys = CANCEL_KEYS_BATCH;
+	}
+	uint32_t k = m->keys[--m->n_keys];
+	m->keys[m->n_keys] = 0; /* a used key does not stay in memory */
 	uint32_t p;
 	do {
 		p = m->next_pid++;

@@ -33,12 +33,18 @@ struct worker;
  * cancel_key), 8 bytes for each of 2+ slots per logged-in client, where pid, key and pointer
  * took 16: the map is part of what every idle client costs.
  */
+#define CANCEL_KEYS_BATCH 64
+
 struct cancel_map {
 	struct client **slots; /* owned: NULL empty, CANCEL_TOMBSTONE removed, else borrowed */
 	size_t cap;	       /* power of two */
 	size_t used;	       /* live + tombstones */
 	size_t live;
 	uint32_t next_pid;
+	/* Secret keys drawn ahead, one RAND_bytes per CANCEL_KEYS_BATCH logins (each call costs
+	 * OpenSSL's fork check, a getpid system call). keys[n_keys..] are unused. */
+	uint32_t n_keys;
+	uint32_t keys[CANCEL_KEYS_BATCH];
 };
 
 bool cancel_map_init(struct cancel_map *m) __attribute__((warn_unused_result));

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "pool/pool.h"
 #include "net/relay.h"
@@ -117,8 +118,8 @@ bool client_set_hold(struct client *c, enum client_hold h)
 
 /* An idle instance is mostly struct client (doc/performance.md, "Memory at rest"): a member
  * added here costs 10,000 sessions its size, so growing it is a decision, not an accident. */
-_Static_assert(sizeof(void *) != 8 || sizeof(struct client) <= 640,
-	       "struct client grew past 640 bytes (a 656-byte malloc chunk)");
+_Static_assert(sizeof(void *) != 8 || sizeof(struct client) <= 568,
+	       "struct client grew past 568 bytes (a 576-byte malloc chunk)");
 
 struct client_extras *client_extras(struct client *c)
 {
@@ -279,21 +280,24 @@ static bool client_refuse_if_over_limit(struct client *c)
 	return false;
 }
 
-void client_accept(struct worker *w, uv_stream_t *listener, int role)
+void client_accept(struct worker *w, int fd, const struct sockaddr_storage *peer, int role)
 {
 	struct client *c = calloc(1, sizeof(*c));
 	if (c)
 		c->lg = calloc(1, sizeof(*c->lg));
 	if (!c || !c->lg) {
 		free(c);
+		close(fd);
 		log_error("client", 0, "out of memory accepting a client");
 		return;
 	}
 	if (conn_init(&c->conn, &w->loop, &w->bufs, &client_conn_ops, c) < 0) {
 		free(c->lg);
 		free(c);
+		close(fd);
 		return;
 	}
+	c->lg->peer = *peer;
 	c->w = w;
 	c->id = ++w->next_conn_id;
 	c->txn_status = TXN_IDLE;
@@ -305,7 +309,7 @@ void client_accept(struct worker *w, uv_stream_t *listener, int role)
 	c->since_ms = c->connect_ms = uv_now(&w->loop);
 	list_append(&w->login_clients, &c->node);
 	w->n_clients++;
-	int rc = conn_accept(&c->conn, listener);
+	int rc = conn_accept(&c->conn, fd);
 	if (rc < 0) {
 		log_debug("client", c->id, "accept failed: %s", uv_strerror(rc));
 		client_set_state(c, CL_CLOSING);
@@ -313,9 +317,9 @@ void client_accept(struct worker *w, uv_stream_t *listener, int role)
 		return;
 	}
 	if (log_enabled(LOG_LVL_DEBUG)) {
-		char peer[80];
-		conn_peer_name(&c->conn, peer, sizeof(peer));
-		log_debug("client", c->id, "accepted from %s", peer);
+		char name[80];
+		conn_peer_name(&c->conn, name, sizeof(name));
+		log_debug("client", c->id, "accepted from %s", name);
 	}
 	if (client_refuse_if_over_limit(c))
 		return;
@@ -373,16 +377,13 @@ void client_keep_only_app_name(struct client *c)
 {
 	if (!c->pool || !c->pool->startup)
 		return; /* the pool has no copy yet (out of memory): keep ours */
-	size_t n = strlen(c->application_name) + 1;
-	uint8_t *name = NULL;
-	const char *shared = c->pool->app_name;
 	/* Most clients of a pool are the same application: they share the pool's copy (valid while
-	 * attached, like user and database). */
-	if (shared && strcmp(shared, c->application_name) == 0)
-		n = 1;
-	else
-		shared = "";
-	if (n > 1) {
+	 * attached, like user and database). Others get their own, an empty name none. */
+	const char *shared = c->pool->app_name;
+	bool share = shared && strcmp(shared, c->application_name) == 0;
+	uint8_t *name = NULL;
+	if (!share && c->application_name[0] != '\0') {
+		size_t n = strlen(c->application_name) + 1;
 		name = malloc(n);
 		if (!name)
 			return; /* keeps the whole packet, which works as well */
@@ -390,7 +391,7 @@ void client_keep_only_app_name(struct client *c)
 	}
 	c->user = c->pool->user;
 	c->database = c->pool->database;
-	c->application_name = name ? (const char *)name : shared;
+	c->application_name = share ? shared : name ? (const char *)name : "";
 	free(c->startup);
 	c->startup = name;
 }

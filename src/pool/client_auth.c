@@ -121,13 +121,11 @@ static void client_mock_secret(struct client *c)
  */
 static bool client_match_hba(struct client *c, const struct hba *hba)
 {
-	struct sockaddr_storage ss;
-	int len = sizeof(ss);
-	memset(&ss, 0, sizeof(ss));
-	if (uv_tcp_getpeername(&c->conn.tcp, (struct sockaddr *)&ss, &len) < 0)
+	const struct sockaddr_storage *ss = &c->lg->peer;
+	if (ss->ss_family == AF_UNSPEC && conn_peer_addr(&c->conn, &c->lg->peer) < 0)
 		return false;
 	enum hba_clientcert cert;
-	enum hba_method m = hba_match_cert(hba, c->database, c->user, (struct sockaddr *)&ss,
+	enum hba_method m = hba_match_cert(hba, c->database, c->user, (const struct sockaddr *)ss,
 					   conn_is_tls(&c->conn), &cert);
 	c->auth_clientcert = (uint8_t)cert;
 	c->lg->hba_method = (uint8_t)m;

@@ -127,8 +127,10 @@ void pool_creds_copy(struct client_creds *dst, const struct client_creds *src)
  * the packet (startup_parse), else "". */
 static const char *pool_app_name_in_copy(const struct pool *p, const struct client *c)
 {
-	const char *name = c->application_name;
-	const char *base = (const char *)c->startup;
+	/* The name points into the startup packet, or is a constant "" (none sent): compared as
+	 * addresses, since ordering pointers into different objects is undefined in C. */
+	uintptr_t name = (uintptr_t)c->application_name;
+	uintptr_t base = (uintptr_t)c->startup;
 	if (!name || !base || name < base || name >= base + c->lg->startup_len)
 		return "";
 	return (const char *)p->startup + (name - base);

@@ -7,6 +7,7 @@
  */
 #include "pool/worker.h"
 
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,15 +22,16 @@
 #include "pool/server.h"
 #include "util/log.h"
 
-static void worker_on_connection(struct listener *l, int status)
+static void worker_on_connection(struct listener *l, int fd, const struct sockaddr_storage *peer)
 {
 	struct worker *w = l->owner;
-	if (status < 0) {
-		/* libuv already drained the backlog with its reserve descriptor on EMFILE. */
-		log_warning("listener", 0, "accept on %s failed: %s", l->name, uv_strerror(status));
+	if (fd < 0) {
+		/* At EMFILE the listener already drained the backlog with its reserve descriptor.
+		 */
+		log_warning("listener", 0, "accept on %s failed: %s", l->name, uv_strerror(fd));
 		return;
 	}
-	client_accept(w, (uv_stream_t *)&l->tcp, l->role);
+	client_accept(w, fd, peer, l->role);
 }
 
 bool worker_fd_available(const struct worker *w)
@@ -117,6 +119,12 @@ static void worker_catalog_work(uv_work_t *req)
 	struct catalog_source src = { job->host,   job->port,	    job->user, job->password,
 				      job->dbname, job->timeout_ms, job->tls };
 	job->catalog = catalog_load(&src, job->err, sizeof(job->err));
+	/*
+	 * libpq's result for pg_proc (a few thousand rows) was freed in this thread's malloc arena,
+	 * where nothing else would reuse it: about 280 KB stay resident for the process's life.
+	 * malloc_trim hands those pages back; it runs here, in the thread pool, never on the loop.
+	 */
+	malloc_trim(0);
 }
 
 static void worker_catalog_done(uv_work_t *req, int status)

@@ -1,7 +1,7 @@
 /*
  * Unit tests of the relay scanner (src/net/relay.c) over real sockets: the destination conn is one
- * end of a socketpair(AF_UNIX) opened with uv_tcp_open, and a uv_pipe_t on the other end collects
- * what arrives. Bytes are put into the source conn's read buffer the way conn_read_cb does (into
+ * end of a socketpair(AF_UNIX) taken with conn_accept, and a uv_pipe_t on the other end collects
+ * what arrives. Bytes are put into the source conn's read buffer the way conn_read_some does (into
  * the free tail, then scan, then conn_settle), and reading is "off" while a forward is in flight,
  * as in conn.c. The owner's verdict for each message, and how much of its body it needs to see
  * (needs_bytes), come from the test.
@@ -271,7 +271,7 @@ static void tick_cb(uv_timer_t *t)
 
 /*
  * small_sockets shrinks the socket buffers so that forwards of more than a few KB go through
- * uv_write and RELAY_WRITING (the backpressure path) instead of one uv_try_write.
+ * a queued write and RELAY_WRITING (the backpressure path) instead of one send.
  */
 static struct fixture *fx_new(enum frame_side side, bool small_sockets)
 {
@@ -288,7 +288,7 @@ static struct fixture *fx_new(enum frame_side side, bool small_sockets)
 	}
 	assert_int_equal(conn_init(&fx->src, &fx->loop, &fx->pool, &src_ops, fx), 0);
 	assert_int_equal(conn_init(&fx->dst, &fx->loop, &fx->pool, &dst_ops, fx), 0);
-	assert_int_equal(uv_tcp_open(&fx->dst.tcp, sv[0]), 0);
+	assert_int_equal(conn_accept(&fx->dst, sv[0]), 0);
 	assert_int_equal(uv_pipe_init(&fx->loop, &fx->peer, 0), 0);
 	assert_int_equal(uv_pipe_open(&fx->peer, sv[1]), 0);
 	fx->peer.data = fx;
@@ -615,7 +615,7 @@ static void test_client_prefix_backpressure(void **state)
 	stream_free(&s);
 }
 
-/* Everything at once, with small socket buffers: forwards go through uv_write (backpressure). */
+/* Everything at once, with small socket buffers: forwards go through the write queue. */
 static void test_backpressure_random_reads(void **state)
 {
 	(void)state;
