@@ -4,12 +4,11 @@
  */
 #include "failover/history.h"
 
-#include <string.h>
-
 void history_init(struct history *h)
 {
-	memset(h, 0, sizeof(*h));
 	pthread_mutex_init(&h->mu, NULL);
+	h->head = 0;
+	h->count = 0;
 }
 
 void history_destroy(struct history *h)

@@ -12,11 +12,16 @@
 
 struct history {
 	pthread_mutex_t mu;
-	struct cluster_event ring[CLUSTER_HISTORY_MAX]; /* mu */
-	int head;					/* mu: index of the oldest entry */
-	int count;					/* mu: entries in use */
+	/*
+	 * mu. Only the count entries from head on (wrapping) are defined: history_init does not
+	 * clear the ring, so its 88 kB stay untouched (not resident) until events come.
+	 */
+	struct cluster_event ring[CLUSTER_HISTORY_MAX];
+	int head;  /* mu: index of the oldest entry */
+	int count; /* mu: entries in use */
 };
 
+/* An empty history; the ring's entries are not written (see ring). */
 void history_init(struct history *h);
 void history_destroy(struct history *h);
 /* Appends e (copied), dropping the oldest entry when full. */

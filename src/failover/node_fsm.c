@@ -580,9 +580,13 @@ static void rerun_inherited(struct fsm *f, int64_t wall_ms, uint64_t mono_ms)
  * API.
  */
 
+_Static_assert(offsetof(struct fsm, events) + sizeof(((struct fsm *)0)->events) ==
+		       sizeof(struct fsm),
+	       "events[] must be the last member of struct fsm (fsm_init does not clear it)");
+
 void fsm_init(struct fsm *f, const struct fsm_settings *set, int64_t wall_ms, uint64_t mono_ms)
 {
-	memset(f, 0, sizeof(*f));
+	memset(f, 0, offsetof(struct fsm, events)); /* n_events 0: events[] is left undefined */
 	f->set = *set;
 	f->primary = -1;
 	f->switchover_target = -1;

@@ -124,8 +124,12 @@ struct fsm {
 			       requests the probes and clears it */
 	struct fsm_obs last_obs[CLUSTER_MAX_NODES]; /* as given to the last fsm_update */
 
-	struct cluster_event events[FSM_EVENTS_MAX]; /* not yet drained, oldest first */
 	int n_events;
+	/*
+	 * Not yet drained, oldest first: only events[0 .. n_events-1] are defined. Last member:
+	 * fsm_init leaves these 22 kB alone (untouched, not resident until events come).
+	 */
+	struct cluster_event events[FSM_EVENTS_MAX];
 };
 
 /*

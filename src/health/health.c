@@ -24,6 +24,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -33,6 +34,9 @@
 #include "util/log.h"
 
 _Static_assert(HEALTH_MAX_NODES >= CONFIG_MAX_BACKENDS, "a snapshot must hold every backend");
+_Static_assert(offsetof(struct health_node_state, obs) + sizeof(struct node_observation) ==
+		       sizeof(struct health_node_state),
+	       "obs must be the last member of struct health_node_state");
 
 #define COMPONENT "health"
 
@@ -81,6 +85,12 @@ struct health_node {
 	uint64_t target_gen;	    /* settings generation target was built from */
 	/* Slot 0 keeps the node's connection between sessions; the others connect afresh. */
 	struct probe slots[HEALTH_MAX_IN_FLIGHT];
+	/*
+	 * slots[0 .. slots_used-1] were started at least once; the others are still the idle
+	 * probes calloc made (no connection), which closing would leave as they are, so nothing
+	 * reads them (where the kernel maps no shared zero page, a read makes a page resident).
+	 */
+	int slots_used;
 	enum slot_use use[HEALTH_MAX_IN_FLIGHT];
 	enum node_phase phase;
 	uint64_t next_due;	     /* monotonic ms */
@@ -111,7 +121,12 @@ struct health {
 	struct health_settings cur;
 	uint64_t gen; /* bumped when credentials change */
 	uint64_t seq;
-	struct health_node *nodes; /* owned; n entries (about 14 kB each) */
+	/*
+	 * Owned; n entries of about 64 kB, calloc'd. Most of it is probe slots beyond the first
+	 * and observation rows no node reported: their pages stay untouched (not resident) until
+	 * used, because nothing clears or copies a whole probe or observation (probe.h).
+	 */
+	struct health_node *nodes;
 };
 
 /* ----------------------------------------------------------------------------------------------
@@ -311,6 +326,13 @@ static void drain_wake(struct health *h)
 	}
 }
 
+/* Copies one node's state up to its observation's last used row (see health.h). */
+static void state_copy(struct health_node_state *dst, const struct health_node_state *src)
+{
+	memcpy(dst, src, offsetof(struct health_node_state, obs));
+	probe_obs_copy(&dst->obs, &src->obs);
+}
+
 /* Copies the thread's view into the mailbox; notify only from the health thread. */
 static void publish_locked(struct health *h, uint64_t now)
 {
@@ -321,7 +343,7 @@ static void publish_locked(struct health *h, uint64_t now)
 	s->enabled = h->cur.period_ms > 0;
 	s->n_nodes = h->n;
 	for (int i = 0; i < h->n; i++) {
-		s->nodes[i] = h->nodes[i].st;
+		state_copy(&s->nodes[i], &h->nodes[i].st);
 		s->nodes[i].skipped = h->skip[i];
 	}
 }
@@ -340,7 +362,8 @@ static void publish(struct health *h, uint64_t now)
 static void node_close_all(struct health_node *nd)
 {
 	for (int k = 0; k < HEALTH_MAX_IN_FLIGHT; k++) {
-		probe_close(&nd->slots[k]);
+		if (k < nd->slots_used)
+			probe_close(&nd->slots[k]);
 		nd->use[k] = SLOT_FREE;
 	}
 }
@@ -421,7 +444,7 @@ static void node_session_over(struct health_node *nd, int winner)
 	for (int k = 0; k < HEALTH_MAX_IN_FLIGHT; k++) {
 		if (k == winner)
 			continue;
-		if (nd->use[k] != SLOT_FREE || k != 0)
+		if ((nd->use[k] != SLOT_FREE || k != 0) && k < nd->slots_used)
 			probe_close(&nd->slots[k]);
 		nd->use[k] = SLOT_FREE;
 	}
@@ -468,7 +491,7 @@ static void node_attempt_done(struct health *h, int i, int k, uint64_t now)
 	if (light && o->reachable) {
 		node_take_lsn(nd, p, now);
 	} else {
-		nd->st.obs = *o;
+		probe_obs_copy(&nd->st.obs, o);
 		nd->st.has_observation = true;
 	}
 	nd->next_light = now + h->cur.lsn_poll_ms;
@@ -599,8 +622,10 @@ static bool start_attempts(struct health *h, int i, uint64_t now)
 			k++;
 		if (k == HEALTH_MAX_IN_FLIGHT)
 			break; /* every slot runs an attempt: the next one waits for a free slot */
-		if (k > 0)
+		if (k > 0 && k < nd->slots_used)
 			probe_close(&nd->slots[k]); /* other slots never reuse a connection */
+		if (k >= nd->slots_used)
+			nd->slots_used = k + 1;
 		health_fsm_attempt_started(&nd->st);
 		nd->use[k] = SLOT_ATTEMPT;
 		changed = true;
@@ -881,8 +906,10 @@ health_t *health_start(const struct health_config_copy *cfg, const struct probe_
 		struct health_node *nd = &h->nodes[i];
 		const struct probe_target *t = &targets[i];
 
-		for (int k = 0; k < HEALTH_MAX_IN_FLIGHT; k++)
-			probe_init(&nd->slots[k]);
+		/*
+		 * calloc made every slot an idle probe (probe.h): no probe_init, which would write
+		 * a page of each of the 8 slots although most nodes never use more than one.
+		 */
 		nd->port = t->port;
 		nd->host = dup_or_empty(t->host);
 		nd->user = dup_override(t->user);
@@ -932,7 +959,8 @@ void health_snapshot_copy(health_t *h, struct health_snapshot *out)
 	out->published_at = s->published_at;
 	out->enabled = s->enabled;
 	out->n_nodes = s->n_nodes;
-	memcpy(out->nodes, s->nodes, (size_t)s->n_nodes * sizeof(s->nodes[0]));
+	for (int i = 0; i < s->n_nodes; i++)
+		state_copy(&out->nodes[i], &s->nodes[i]);
 	pthread_mutex_unlock(&h->mu);
 }
 

@@ -78,10 +78,12 @@ double health_stats_average_retry_count(const struct health_stats *s);
 /* duration_sum_ms / completed sessions; 0 before the first. */
 double health_stats_average_duration_ms(const struct health_stats *s);
 
-/* The published state of one node. */
+/*
+ * The published state of one node. obs is the last member, so the part in use is one prefix ending
+ * with obs's last used row (probe.h): copies stop there and never touch the unused rows.
+ */
 struct health_node_state {
 	bool has_observation;	     /* obs holds a completed attempt */
-	struct node_observation obs; /* the latest completed attempt (failed ones included) */
 	bool failed;		     /* 1 + max_retries consecutive failures and no success since */
 	bool skipped;		     /* health_set_skip(node, true) is in effect */
 	bool in_session;	     /* a session is running (attempts in flight or still due) */
@@ -106,6 +108,7 @@ struct health_node_state {
 	uint64_t lsn_started_at;  /* monotonic ms the light query was sent */
 	uint64_t lsn_observed_at; /* monotonic ms its answer arrived */
 	struct health_stats stats;
+	struct node_observation obs; /* the latest completed attempt (failed ones included); last */
 };
 
 /* A whole, self-consistent view. Only nodes[0 .. n_nodes-1] are meaningful (and copied). */
@@ -129,7 +132,10 @@ health_t *health_start(const struct health_config_copy *cfg, const struct probe_
 		       int n, void (*notify)(void *arg), void *arg)
 	__attribute__((warn_unused_result));
 
-/* Copies the latest published snapshot (header and n_nodes entries) into out. */
+/*
+ * Copies the latest published snapshot (header and n_nodes entries, each up to its observation's
+ * last used row) into out.
+ */
 void health_snapshot_copy(health_t *h, struct health_snapshot *out);
 
 /*

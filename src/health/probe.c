@@ -10,12 +10,22 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include <libpq-fe.h>
+
+/* The used part of an observation is one prefix (probe.h), and of a probe too. */
+_Static_assert(offsetof(struct node_observation, replicas) +
+			       sizeof(((struct node_observation *)0)->replicas) ==
+		       sizeof(struct node_observation),
+	       "replicas[] must be the last member of struct node_observation");
+_Static_assert(offsetof(struct probe, obs) + sizeof(struct node_observation) ==
+		       sizeof(struct probe),
+	       "obs must be the last member of struct probe");
 
 /*
  * One round trip. pg_current_wal_lsn() raises an error during recovery, hence the CASE (its
@@ -228,15 +238,38 @@ static void conn_close(struct probe *p)
 	}
 }
 
+/* Bytes of an observation in use: everything up to its last used row. */
+static size_t obs_used_size(const struct node_observation *o)
+{
+	int n = o->n_replicas < 0 ? 0 : o->n_replicas;
+
+	if (n > PROBE_MAX_REPLICAS)
+		n = PROBE_MAX_REPLICAS;
+	return offsetof(struct node_observation, replicas) + (size_t)n * sizeof(o->replicas[0]);
+}
+
+void probe_obs_copy(struct node_observation *dst, const struct node_observation *src)
+{
+	memcpy(dst, src, obs_used_size(src));
+}
+
+/* A fresh observation: every field zero, n_replicas 0 (the rows are left alone, see probe.h). */
+static void obs_clear(struct node_observation *o)
+{
+	memset(o, 0, offsetof(struct node_observation, replicas));
+}
+
 void probe_init(struct probe *p)
 {
-	memset(p, 0, sizeof(*p));
+	memset(p, 0, offsetof(struct probe, obs));
+	obs_clear(&p->obs);
 }
 
 void probe_close(struct probe *p)
 {
 	conn_close(p);
-	if (p->phase != PROBE_PHASE_DONE)
+	/* No store on an idle probe: closing a never-used calloc'd slot leaves its page alone. */
+	if (p->phase != PROBE_PHASE_DONE && p->phase != PROBE_PHASE_IDLE)
 		p->phase = PROBE_PHASE_IDLE;
 }
 
@@ -371,7 +404,7 @@ bool probe_start(struct probe *p, const struct probe_target *t, uint32_t timeout
 {
 	void *kept = p->conn;
 
-	memset(&p->obs, 0, sizeof(p->obs));
+	obs_clear(&p->obs);
 	p->target = t;
 	p->timeout_ms = timeout_ms;
 	p->started_at = now_ms;
@@ -403,7 +436,7 @@ bool probe_has_conn(const struct probe *p)
 
 bool probe_start_light(struct probe *p, uint32_t timeout_ms, uint64_t now_ms)
 {
-	memset(&p->obs, 0, sizeof(p->obs));
+	obs_clear(&p->obs);
 	p->timeout_ms = timeout_ms;
 	p->started_at = now_ms;
 	p->deadline = now_ms + timeout_ms;
@@ -493,7 +526,7 @@ static bool retry_fresh(struct probe *p, uint64_t now_ms)
 	if (!p->reused || p->light || now_ms >= p->deadline)
 		return false;
 	conn_close(p);
-	memset(&p->obs, 0, sizeof(p->obs));
+	obs_clear(&p->obs);
 	return true;
 }
 
@@ -661,6 +694,6 @@ bool health_probe(const struct probe_target *t, uint32_t timeout_ms, struct node
 		running = !probe_step(&p, now);
 	}
 	conn_close(&p);
-	*out = p.obs;
+	probe_obs_copy(out, &p.obs);
 	return out->reachable;
 }

@@ -2,7 +2,8 @@
  * The cluster manager's pure core (src/failover/node_fsm.c) and the command helpers
  * (src/failover/failover_cmd.c): placeholder expansion, PGRELAY_* variables, the runner (real
  * /bin/sh: exit codes, output tail, timeout kills the group), node transitions, primary discovery,
- * split brain, failover orchestration, operator commands, auto failback, the history ring.
+ * split brain, failover orchestration, operator commands, auto failback, the history ring, and the
+ * view a started manager hands out.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,6 +17,7 @@
 #include <time.h>
 
 #include "conf/config.h"
+#include "failover/cluster.h"
 #include "failover/failover_cmd.h"
 #include "failover/history.h"
 #include "failover/node_fsm.h"
@@ -788,6 +790,40 @@ static void test_history_ring(void **state)
 	history_destroy(&h);
 }
 
+static void test_view_copy_is_whole(void **state)
+{
+	/*
+	 * Bug guarded: the manager builds, compares and publishes only the used part of its views
+	 * (nodes and stats of the configured backends), so that the rest stays untouched; a copy
+	 * handed out must still be the whole view, zero past n_nodes, as a full copy gave.
+	 */
+	static struct cluster_view v, zero;
+	char err[4096];
+	struct config *cfg = config_load("data/config/valid_full.conf", err, sizeof(err));
+	cluster_t *c;
+
+	(void)state;
+	assert_non_null(cfg); /* 3 backends, node 2 ALWAYS_PRIMARY, health checks off */
+	c = cluster_start(cfg, NULL, NULL);
+	assert_non_null(c);
+	memset(&v, 0xa5, sizeof(v));
+	cluster_view_copy(c, &v);
+	assert_true(v.seq >= 1);
+	assert_int_equal(v.n_nodes, 3);
+	assert_int_equal(v.primary, 2);
+	assert_false(v.checks_enabled);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(v.nodes[i].status, NODE_UP);
+		assert_string_equal(v.nodes[i].reason, "health checks are disabled");
+	}
+	assert_int_equal(v.nodes[2].role, NODE_ROLE_PRIMARY);
+	assert_memory_equal(&v.nodes[3], &zero.nodes[3],
+			    sizeof(v.nodes[0]) * (CLUSTER_MAX_NODES - 3));
+	assert_memory_equal(&v.stats[0], &zero.stats[0], sizeof(v.stats));
+	cluster_stop(c);
+	config_free(cfg);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -809,6 +845,7 @@ int main(void)
 		cmocka_unit_test(test_obs_from_health),
 		cmocka_unit_test(test_watchdog_inherited_failover),
 		cmocka_unit_test(test_history_ring),
+		cmocka_unit_test(test_view_copy_is_whole),
 		cmocka_unit_test(test_watchdog_adopt_down),
 	};
 

@@ -135,6 +135,39 @@ static void test_parse_replicas_bounds(void **state)
 	assert_int_equal(rows[PROBE_MAX_REPLICAS - 1].replay_lsn, 64);
 }
 
+static void test_obs_copy_stops_at_last_row(void **state)
+{
+	/*
+	 * Bug guarded: copying or clearing whole observations (7 kB, nearly all row array) made
+	 * every probe slot and snapshot entry resident. The copy must carry every field and the
+	 * used rows, and write nothing past them (the canary stays).
+	 */
+	static struct node_observation src, dst;
+
+	(void)state;
+	memset(&src, 0x5a, sizeof(src));
+	memset(&dst, 0xa5, sizeof(dst));
+	src.n_replicas = 2;
+	src.replicas_truncated = false;
+	strcpy(src.replicas[1].application_name, "node2");
+	snprintf(src.error, sizeof(src.error), "%s", "an error");
+	probe_obs_copy(&dst, &src);
+	assert_memory_equal(&dst, &src, offsetof(struct node_observation, replicas[2]));
+	assert_string_equal(dst.replicas[1].application_name, "node2");
+	for (size_t i = 0; i < sizeof(dst.replicas[2]); i++)
+		assert_int_equal(((const unsigned char *)&dst.replicas[2])[i], 0xa5);
+
+	/* No rows: the fields only; a bad count copies no more than the array. */
+	memset(&dst, 0xa5, sizeof(dst));
+	src.n_replicas = 0;
+	probe_obs_copy(&dst, &src);
+	assert_int_equal(dst.n_replicas, 0);
+	assert_int_equal(((const unsigned char *)&dst.replicas[0])[0], 0xa5);
+	src.n_replicas = PROBE_MAX_REPLICAS + 5;
+	probe_obs_copy(&dst, &src);
+	assert_memory_equal(&dst, &src, sizeof(src));
+}
+
 /* ----------------------------------------------------------------------------------------------
  * The state machine, table-driven: a string of attempt outcomes ('+' ok, '-' failed), and the
  * expected decisions ('P' period, 'R' retry) and failed flag after each.
@@ -653,6 +686,7 @@ int main(void)
 		cmocka_unit_test(test_parse_lsn_table),
 		cmocka_unit_test(test_parse_replicas),
 		cmocka_unit_test(test_parse_replicas_bounds),
+		cmocka_unit_test(test_obs_copy_stops_at_last_row),
 		cmocka_unit_test(test_fsm_table),
 		cmocka_unit_test(test_fsm_overlapping_schedule),
 		cmocka_unit_test(test_fsm_stats),
