@@ -290,6 +290,8 @@ static void conn_poll_cb(uv_poll_t *h, int status, int events)
 		c->events = 0;
 		events = UV_READABLE | UV_WRITABLE;
 	}
+	/* Watched, fired, but nobody waited for it when it came (a stale UV_READABLE). */
+	bool unwanted = (events & c->events & ~conn_poll_need(c)) != 0;
 	if (c->connecting) {
 		if (events & UV_WRITABLE)
 			conn_connect_done(c);
@@ -299,9 +301,8 @@ static void conn_poll_cb(uv_poll_t *h, int status, int events)
 		if ((events & UV_READABLE) && c->reading && !c->closing)
 			conn_read_some(c);
 	}
-	/* An event nobody waits for: stop watching it. */
-	if (c->fd >= 0 && !c->handle_closing && (events & c->events & ~conn_poll_need(c)))
-		conn_set_poll(c, conn_poll_need(c));
+	if (unwanted && c->fd >= 0 && !c->handle_closing)
+		conn_set_poll(c, conn_poll_need(c)); /* stop watching it: it would fire again */
 	else
 		conn_update_poll(c);
 }
