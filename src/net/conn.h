@@ -84,7 +84,10 @@ struct conn {
 	bool handle_closing : 1; /* uv_close was called on poll (or the stand-in handle) */
 };
 
-/* Initialises c and its handle on loop. Returns a libuv error code. */
+/*
+ * Initialises c for loop; the socket and its poll handle come with conn_accept or conn_connect
+ * (conn_close works before either). Returns 0 or a libuv error code (none today).
+ */
 int conn_init(struct conn *c, uv_loop_t *loop, struct iobuf_pool *bufs, const struct conn_ops *ops,
 	      void *owner) __attribute__((warn_unused_result));
 /*
@@ -92,6 +95,11 @@ int conn_init(struct conn *c, uv_loop_t *loop, struct iobuf_pool *bufs, const st
  * c (initialised). On error fd is closed.
  */
 int conn_accept(struct conn *c, int fd) __attribute__((warn_unused_result));
+/*
+ * Starts a non-blocking TCP connect to addr (IPv4 or IPv6); CONN_EV_CONNECTED or
+ * CONN_EV_CONNECT_FAILED follow from the loop, also when it was refused at once. Bytes sent
+ * meanwhile wait in the queue. Returns 0 or a libuv error code (no socket, no descriptor).
+ */
 int conn_connect(struct conn *c, const struct sockaddr *addr) __attribute__((warn_unused_result));
 
 void conn_want_read(struct conn *c, bool want);

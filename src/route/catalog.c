@@ -9,8 +9,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+/*
+ * Keys live one after the other in one buffer and slots hold their offsets: 8 bytes a slot and
+ * no malloc chunk per key. pg_proc's 3,300 functions make 6,600 keys; with a strdup per key and
+ * pointer slots the catalog was 0.47 MB, now 0.26 MB.
+ */
 struct catalog_entry {
-	char *key; /* owned: "schema.name" or "name"; NULL = empty slot */
+	uint32_t key; /* offset of "schema.name" or "name" in names; 0 = empty slot */
 	char volatility;
 };
 
@@ -18,7 +23,12 @@ struct func_catalog {
 	struct catalog_entry *slots; /* owned */
 	size_t cap;		     /* power of two */
 	size_t count;
+	char *names;	  /* owned: the keys, each NUL-terminated; names[0] is unused */
+	size_t names_len; /* bytes used */
+	size_t names_cap;
 };
+
+#define CATALOG_NAMES_INITIAL (16u * 1024u)
 
 static uint64_t catalog_hash(const char *s)
 {
@@ -42,10 +52,14 @@ struct func_catalog *catalog_new(void)
 		return NULL;
 	c->cap = 1024;
 	c->slots = calloc(c->cap, sizeof(*c->slots));
-	if (!c->slots) {
-		free(c);
+	c->names = malloc(CATALOG_NAMES_INITIAL);
+	if (!c->slots || !c->names) {
+		catalog_free(c);
 		return NULL;
 	}
+	c->names[0] = '\0';
+	c->names_len = 1;
+	c->names_cap = CATALOG_NAMES_INITIAL;
 	return c;
 }
 
@@ -53,9 +67,8 @@ void catalog_free(struct func_catalog *c)
 {
 	if (!c)
 		return;
-	for (size_t i = 0; i < c->cap; i++)
-		free(c->slots[i].key);
 	free(c->slots);
+	free(c->names);
 	free(c);
 }
 
@@ -64,28 +77,58 @@ size_t catalog_size(const struct func_catalog *c)
 	return c ? c->count : 0;
 }
 
+/* The slot holding key, or the empty slot where it would go. */
+static struct catalog_entry *catalog_find(struct catalog_entry *slots, size_t cap,
+					  const char *names, const char *key)
+{
+	size_t i = catalog_hash(key) & (cap - 1);
+	while (slots[i].key && strcmp(names + slots[i].key, key) != 0)
+		i = (i + 1) & (cap - 1);
+	return &slots[i];
+}
+
 static struct catalog_entry *catalog_slot(const struct func_catalog *c, const char *key)
 {
-	size_t i = catalog_hash(key) & (c->cap - 1);
-	while (c->slots[i].key && strcmp(c->slots[i].key, key) != 0)
-		i = (i + 1) & (c->cap - 1);
-	return &c->slots[i];
+	return catalog_find(c->slots, c->cap, c->names, key);
 }
 
 static bool catalog_grow(struct func_catalog *c)
 {
-	struct func_catalog bigger = { calloc(c->cap * 2, sizeof(*c->slots)), c->cap * 2, 0 };
-	if (!bigger.slots)
+	size_t cap = c->cap * 2;
+	struct catalog_entry *slots = calloc(cap, sizeof(*slots));
+	if (!slots)
 		return false;
 	for (size_t i = 0; i < c->cap; i++) {
-		if (!c->slots[i].key)
-			continue;
-		*catalog_slot(&bigger, c->slots[i].key) = c->slots[i];
-		bigger.count++;
+		if (c->slots[i].key)
+			*catalog_find(slots, cap, c->names, c->names + c->slots[i].key) =
+				c->slots[i];
 	}
 	free(c->slots);
-	*c = bigger;
+	c->slots = slots;
+	c->cap = cap;
 	return true;
+}
+
+/* Appends key to names; returns its offset, 0 when out of memory. */
+static uint32_t catalog_intern(struct func_catalog *c, const char *key)
+{
+	size_t len = strlen(key) + 1;
+	if (c->names_len + len > UINT32_MAX)
+		return 0;
+	if (c->names_len + len > c->names_cap) {
+		size_t cap = c->names_cap * 2;
+		while (cap < c->names_len + len)
+			cap *= 2;
+		char *names = realloc(c->names, cap);
+		if (!names)
+			return 0;
+		c->names = names;
+		c->names_cap = cap;
+	}
+	uint32_t off = (uint32_t)c->names_len;
+	memcpy(c->names + off, key, len);
+	c->names_len += len;
+	return off;
 }
 
 /* Stores key with volatility v, keeping the more volatile of an existing entry's and v. */
@@ -99,9 +142,11 @@ static bool catalog_put(struct func_catalog *c, const char *key, char v)
 			e->volatility = v;
 		return true;
 	}
-	e->key = strdup(key);
-	if (!e->key)
+	uint32_t off = catalog_intern(c, key);
+	if (!off)
 		return false;
+	/* The slot pointer is still good: interning moves names, not slots. */
+	e->key = off;
 	e->volatility = v;
 	c->count++;
 	return true;
@@ -142,6 +187,12 @@ struct func_catalog *catalog_load(const struct catalog_source *src, char *err, s
 				 src->dbname, timeout, options,	  "pgrelay catalog" };
 	int n = 8;
 	n += libpq_tls_params(&src->tls, keys + n, vals + n);
+	/*
+	 * As for health checks and auth_query: no GSSAPI encryption attempt. It may talk to a KDC
+	 * with blocking calls, and merely trying it made Kerberos's libraries 0.6 MB resident.
+	 */
+	keys[n] = "gssencmode";
+	vals[n++] = "disable";
 	keys[n] = vals[n] = NULL;
 	PGconn *conn = PQconnectdbParams(keys, vals, 0);
 	if (PQstatus(conn) != CONNECTION_OK) {
