@@ -8,6 +8,7 @@
  */
 #include "net/conn.h"
 #include "net/conn_tls.h"
+#include "net/sockcall.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -156,7 +157,7 @@ static void conn_flush_queue(struct conn *c)
 			total += r->len;
 		}
 		struct msghdr msg = { .msg_iov = iov, .msg_iovlen = (size_t)k };
-		ssize_t n = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+		ssize_t n = sock_sendmsg(c->fd, &msg, MSG_NOSIGNAL);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -242,7 +243,7 @@ static void conn_read_some(struct conn *c)
 			conn_read_failed(c, UV_ENOBUFS);
 			return;
 		}
-		ssize_t n = read(c->fd, buf.base, buf.len);
+		ssize_t n = sock_read(c->fd, buf.base, buf.len);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -379,7 +380,7 @@ static ssize_t conn_try_send(struct conn *c, const uint8_t *data, size_t len)
 		return 0; /* never past a waiting request */
 	ssize_t n;
 	do
-		n = send(c->fd, data, len, MSG_NOSIGNAL);
+		n = sock_send(c->fd, data, len, MSG_NOSIGNAL);
 	while (n < 0 && errno == EINTR);
 	if (n >= 0)
 		return n;
