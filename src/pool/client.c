@@ -870,8 +870,7 @@ static enum relay_verdict client_track_statements(struct client *c, const struct
 		/* Classified once, by the router's decision or here; then its effects applied. */
 		/* The routing decision's classification, found again in the worker's memo. */
 		struct route_facts qf;
-		client_classify_text(c, (const char *)f->body, f->body_avail,
-				     f->body_avail == f->len, &qf);
+		client_classify_query(c, f, &qf);
 		enum relay_verdict v = client_before_sql(c, &qf);
 		if (v != RELAY_SEND)
 			return v; /* presented again: classified again */
@@ -879,8 +878,7 @@ static enum relay_verdict client_track_statements(struct client *c, const struct
 		 */
 		c->server->unnamed_of = 0;
 		client_forget_unnamed(c);
-		client_apply_sql_effects(c, (const char *)f->body,
-					 cstr_len((const char *)f->body, f->body_avail), &qf);
+		client_apply_sql_effects(c, (const char *)f->body, client_query_text_len(f), &qf);
 		return RELAY_SEND;
 	}
 	default:

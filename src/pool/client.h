@@ -173,9 +173,9 @@ struct client {
 	 * is idle, so per-backend state (sequences' currval, loaded libraries, plan caches and the
 	 * statements prepared there) follows a transaction-mode session when the pool allows. */
 	struct server *last_server;
-	uint64_t unit_sent_us;	/* uv_hrtime/1000 when the oldest unanswered unit was sent, 0 if
+	uint64_t unit_sent_us;	/* worker_now_us() when the oldest unanswered unit was sent, 0 if
 				   none is being timed (pool/stats.h) */
-	uint64_t xact_start_us; /* uv_hrtime/1000 when the open transaction's first unit was sent,
+	uint64_t xact_start_us; /* worker_now_us() when the open transaction's first unit was sent,
 				   0 outside one (pool/stats.h) */
 	/* Owned while logging in (client_accept), freed once welcomed or gone. */
 	struct client_login_state *lg;
@@ -380,6 +380,14 @@ bool client_whole_frame_at(const struct client *c, uint32_t pos, struct frame *f
  */
 void client_classify_text(struct client *c, const char *sql, size_t avail, bool whole,
 			  struct route_facts *out);
+/*
+ * A Query message's text: its length without the NUL when the message is all here (then
+ * client_relay_message has checked that the NUL is its only one, its last byte: no scan), else
+ * the bytes that are here.
+ */
+size_t client_query_text_len(const struct frame *f);
+/* client_classify_text of a Query message's text, without scanning it for its end. */
+void client_classify_query(struct client *c, const struct frame *f, struct route_facts *out);
 /* Applies the session effects of sql (classified as f) that is about to run on c->server. */
 void client_apply_sql_effects(struct client *c, const char *sql, size_t len,
 			      const struct route_facts *f);

@@ -179,6 +179,7 @@ static void client_facts_primary(struct route_facts *f, const char *why)
 	f->rule = why;
 	f->pattern_primary = false;
 	f->stay = false;
+	f->cmd = CLASSIFY_CMD_NONE;
 	f->effect = NULL;
 	f->object[0] = 0;
 }
@@ -274,6 +275,7 @@ static void client_facts_of_unit(struct client *c, struct route_facts *acc, bool
 	acc->rule = "extended protocol";
 	acc->pattern_primary = false;
 	acc->stay = false;
+	acc->cmd = CLASSIFY_CMD_NONE;
 	acc->effect = NULL;
 	acc->object[0] = 0;
 	struct unit_walk w;
@@ -450,9 +452,12 @@ static void client_end_other_transactions(struct client *c)
 
 void client_on_ready(struct client *c, struct server *s)
 {
-	router_on_ready(&c->w->router, &c->route, s->node_id, s->txn_status, router_now_ms());
+	/* The clock only when read-your-writes may use it: a write's transaction ended. The
+	 * health thread's position samples compare with it, so it is read now, not cached. */
+	uint64_t ended_ms = s->txn_status == TXN_IDLE && c->route.wrote ? router_now_ms() : 0;
+	router_on_ready(&c->w->router, &c->route, s->node_id, s->txn_status, ended_ms);
 	uint64_t dur_us = UINT64_MAX, xact_us = UINT64_MAX;
-	uint64_t now_us = c->unit_sent_us || c->xact_start_us ? uv_hrtime() / 1000 : 0;
+	uint64_t now_us = c->unit_sent_us || c->xact_start_us ? worker_now_us(c->w) : 0;
 	if (c->unit_sent_us) {
 		dur_us = now_us - c->unit_sent_us;
 		c->unit_sent_us = 0;
@@ -474,15 +479,21 @@ void client_on_ready(struct client *c, struct server *s)
 /* ---- the decision at each unit's first message ------------------------------------------- */
 
 /*
- * pgpool-II's pool_backend_stats kind of a unit that is not a read, by the first keyword of its
- * first statement (a Query, or a Parse whose text is here); anything else is "other". A look at
- * a few bytes, once per write unit; none for a Query whose facts (qf) say it reads.
+ * pgpool-II's pool_backend_stats kind of a unit that is not a read: for a classified Query the
+ * classifier's (its parse tree); for a Parse, and a Query too long to classify, the first
+ * keyword of its text (a look at a few bytes, once per such unit). Anything else is "other".
  */
 static enum worker_cmd_kind client_cmd_kind(const struct frame *f, const struct route_facts *qf)
 {
+	static const enum worker_cmd_kind of_classified[] = {
+		[CLASSIFY_CMD_OTHER] = CMD_OTHER,   [CLASSIFY_CMD_INSERT] = CMD_INSERT,
+		[CLASSIFY_CMD_UPDATE] = CMD_UPDATE, [CLASSIFY_CMD_DELETE] = CMD_DELETE,
+		[CLASSIFY_CMD_DDL] = CMD_DDL,
+	};
+	if (qf && qf->cmd != CLASSIFY_CMD_NONE && qf->cmd <= CLASSIFY_CMD_DDL)
+		return of_classified[qf->cmd]; /* the classifier's, from the parse tree */
+	/* Not classified (a Parse, a Query too long to classify): its first keyword. */
 	const uint8_t *p = f->body, *end = f->body + f->body_avail;
-	if (qf && !(qf->flags & (CLASSIFY_WRITE | CLASSIFY_PARSE_ERROR)))
-		return CMD_OTHER; /* a read starts with none of the words below */
 	if (f->type == PqMsg_Parse) {
 		while (p < end && *p) /* the statement name */
 			p++;
@@ -677,8 +688,7 @@ enum relay_verdict client_route_message(struct client *c, const struct frame *f)
 	 * through the worker's memo, client_classify_text). */
 	struct route_facts qf;
 	if (f->type == PqMsg_Query)
-		client_classify_text(c, (const char *)f->body, f->body_avail,
-				     f->body_avail == f->len, &qf);
+		client_classify_query(c, f, &qf);
 	if (f->type == PqMsg_Query && f->body_avail == f->len && (qf.flags & CLASSIFY_ADMIN)) {
 		if (!client_at_boundary(c))
 			return client_hold_for_boundary(c);
@@ -768,7 +778,7 @@ enum relay_verdict client_route_message(struct client *c, const struct frame *f)
 	if (!d.read && d.node >= 0 && d.node < CONFIG_MAX_BACKENDS)
 		c->w->cmd_cnt[d.node][client_cmd_kind(f, f->type == PqMsg_Query ? &qf : NULL)]++;
 	if (!c->unit_sent_us)
-		c->unit_sent_us = uv_hrtime() / 1000;
+		c->unit_sent_us = worker_now_us(c->w);
 	if (!c->xact_start_us)
 		c->xact_start_us = c->unit_sent_us;
 	client_arm_retry(c, f, &d);

@@ -174,21 +174,27 @@ void client_apply_sql_effects(struct client *c, const char *sql, size_t len,
 		client_follow_sets(c, sql, len);
 }
 
-void client_classify_text(struct client *c, const char *sql, size_t avail, bool whole,
-			  struct route_facts *out)
+/* The facts of the text at sql if it is the one classified last in c's read buffer. */
+static bool client_memo_get(struct client *c, const char *sql, struct route_facts *out)
 {
 	const struct iobuf *b = c->conn.rbuf;
 	struct worker *w = c->w;
-	if (sql == w->memo_sql && c->id == w->memo_client && b && b->gen == w->memo_gen) {
-		*out = w->memo_facts;
-		if (out->flags & CLASSIFY_SESSION_STATE)
-			c->route.primary_only = true;
+	if (sql != w->memo_sql || c->id != w->memo_client || !b || b->gen != w->memo_gen)
+		return false;
+	*out = w->memo_facts;
+	if (out->flags & CLASSIFY_SESSION_STATE)
+		c->route.primary_only = true;
+	return true;
+}
+
+static void client_classify_sized(struct client *c, const char *sql, size_t len, bool complete,
+				  struct route_facts *out)
+{
+	if (client_memo_get(c, sql, out))
 		return;
-	}
-	size_t len = cstr_len(sql, avail);
 	out->effect = NULL;
 	out->object[0] = 0;
-	if (!whole || len == avail) {
+	if (!complete) {
 		/* Only part of the text is here: nothing can be proved about the rest. Its session
 		 * effects are not known either: a statement this long is data (doc/pooling.md). */
 		out->route = ROUTE_PRIMARY;
@@ -196,6 +202,7 @@ void client_classify_text(struct client *c, const char *sql, size_t avail, bool 
 		out->rule = "statement too long to classify";
 		out->pattern_primary = false;
 		out->stay = false;
+		out->cmd = CLASSIFY_CMD_NONE;
 		return;
 	}
 	router_classify_in(&c->w->router, c->route.db, sql, len, out);
@@ -208,10 +215,32 @@ void client_classify_text(struct client *c, const char *sql, size_t avail, bool 
 		}
 	}
 	/* Whole text in the read buffer: the same bytes give the same facts while they stay. */
+	const struct iobuf *b = c->conn.rbuf;
 	if (b && (const uint8_t *)sql >= b->data && (const uint8_t *)sql < b->data + b->recv) {
+		struct worker *w = c->w;
 		w->memo_client = c->id;
 		w->memo_sql = sql;
 		w->memo_gen = b->gen;
 		w->memo_facts = *out;
 	}
+}
+
+void client_classify_text(struct client *c, const char *sql, size_t avail, bool whole,
+			  struct route_facts *out)
+{
+	if (client_memo_get(c, sql, out))
+		return;
+	size_t len = cstr_len(sql, avail);
+	client_classify_sized(c, sql, len, whole && len < avail, out);
+}
+
+size_t client_query_text_len(const struct frame *f)
+{
+	return f->body_avail == f->len ? f->len - 1 : f->body_avail;
+}
+
+void client_classify_query(struct client *c, const struct frame *f, struct route_facts *out)
+{
+	client_classify_sized(c, (const char *)f->body, client_query_text_len(f),
+			      f->body_avail == f->len, out);
 }

@@ -425,6 +425,23 @@ static void worker_raise_fd_limit(struct worker *w)
 	w->fd_limit = rl.rlim_cur == RLIM_INFINITY ? (1u << 20) : (uint64_t)rl.rlim_cur;
 }
 
+/* The loop is about to wait for events: what it handles after the wait reads the clock anew. */
+static void worker_clock_reset_cb(uv_prepare_t *h)
+{
+	struct worker *w = h->data;
+	w->clock_us = 0;
+}
+
+/* Unref'd: the prepare handle never keeps the loop (and a shutdown) running. */
+static void worker_start_clock(struct worker *w)
+{
+	w->clock_us = 0;
+	uv_prepare_init(&w->loop, &w->clock_reset); /* cannot fail on an open loop */
+	w->clock_reset.data = w;
+	uv_prepare_start(&w->clock_reset, worker_clock_reset_cb);
+	uv_unref((uv_handle_t *)&w->clock_reset);
+}
+
 bool worker_init(struct worker *w, struct config *cfg, char *err, size_t errcap)
 {
 	memset(w, 0, sizeof(*w));
@@ -455,6 +472,7 @@ bool worker_init(struct worker *w, struct config *cfg, char *err, size_t errcap)
 		snprintf(err, errcap, "uv_loop_init: %s", uv_strerror(rc));
 		return false;
 	}
+	worker_start_clock(w);
 	if (!worker_resolve_nodes(w, cfg, err, errcap))
 		return false;
 	if (!router_init(&w->router, cfg, err, errcap))

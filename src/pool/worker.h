@@ -57,6 +57,9 @@ struct worker {
 	/* Units routed as writes per node by their first keyword (SHOW pool_backend_stats). */
 	uint64_t cmd_cnt[CONFIG_MAX_BACKENDS][WORKER_CMD_KINDS];
 	struct relay_stats stats; /* queries, transactions, durations (stats.h) */
+	/* worker_now_us()'s reading for this pass over the events, 0 once the loop may wait. */
+	uint64_t clock_us;
+	uv_prepare_t clock_reset; /* clears clock_us before each wait for events (unref'd) */
 	struct http_server *http; /* owned: the HTTP listener, or NULL (http.port 0) */
 	int64_t started_wall_ms;  /* CLOCK_REALTIME ms at start */
 	/* Loop time until which a node counts as down after a failed connect (fail fast). */
@@ -145,6 +148,18 @@ void worker_want_catalog(struct worker *w, int db);
 int worker_login_node(struct worker *w);
 /* Installs a new cluster view: drops connections to nodes no longer usable, wakes waiters. */
 void worker_apply_view(struct worker *w, const struct cluster_view *v);
+
+/*
+ * CLOCK_MONOTONIC in microseconds, read once per pass of the loop over its events (as
+ * PgBouncer's cached time): the statistics' durations time every statement without a clock call
+ * per message. Everything one pass handles shares the reading taken by its first caller.
+ */
+static inline uint64_t worker_now_us(struct worker *w)
+{
+	if (!w->clock_us)
+		w->clock_us = uv_hrtime() / 1000;
+	return w->clock_us;
+}
 
 /* True if one more socket may be opened without nearing the descriptor limit. */
 bool worker_fd_available(const struct worker *w);
