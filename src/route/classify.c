@@ -433,6 +433,7 @@ static void result_init(struct classify_result *r)
 	r->route = ROUTE_PRIMARY;
 	r->inner_route = ROUTE_PRIMARY;
 	r->flags = 0;
+	r->cmd = CLASSIFY_CMD_OTHER;
 	r->rule = "";
 	r->effect = "";
 	r->object[0] = '\0';
@@ -1215,6 +1216,42 @@ static bool parse_hint(const char *sql, enum classify_route *route)
 
 /* ---- Entry points --------------------------------------------------------------------------- */
 
+/* The pool_backend_stats kind of one statement (enum classify_cmd). DDL by the node's protobuf
+ * field name: every CREATE, ALTER and DROP form has its own node type. */
+static uint8_t stmt_cmd(const PgQuery__Node *n)
+{
+	static const char *const ddl[] = { "create",
+					   "alter",
+					   "drop",
+					   "truncate",
+					   "comment",
+					   "grant",
+					   "view_stmt",
+					   "index_stmt",
+					   "rename_stmt",
+					   "define_stmt",
+					   "composite_type_stmt",
+					   "rule_stmt" };
+	switch (n->node_case) {
+	case PG_QUERY__NODE__NODE_INSERT_STMT:
+		return CLASSIFY_CMD_INSERT;
+	case PG_QUERY__NODE__NODE_UPDATE_STMT:
+		return CLASSIFY_CMD_UPDATE;
+	case PG_QUERY__NODE__NODE_DELETE_STMT:
+		return CLASSIFY_CMD_DELETE;
+	default:
+		break;
+	}
+	const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(
+		&pg_query__node__descriptor, (unsigned)n->node_case);
+	if (!f || !f->name)
+		return CLASSIFY_CMD_OTHER;
+	for (size_t i = 0; i < sizeof(ddl) / sizeof(ddl[0]); i++)
+		if (strncmp(f->name, ddl[i], strlen(ddl[i])) == 0)
+			return CLASSIFY_CMD_DDL;
+	return CLASSIFY_CMD_OTHER;
+}
+
 static void classify_parsed(const struct classifier *c, const PgQuery__ParseResult *tree,
 			    struct classify_result *out)
 {
@@ -1225,13 +1262,15 @@ static void classify_parsed(const struct classifier *c, const PgQuery__ParseResu
 		out->inner_route = ROUTE_ANY;
 		return;
 	}
+	const PgQuery__Node *first = tree->stmts[0] ? tree->stmts[0]->stmt : NULL;
 	if (tree->n_stmts == 1) {
-		if (tree->stmts[0] && tree->stmts[0]->stmt)
-			classify_stmt(c, tree->stmts[0]->stmt, out);
+		if (first)
+			classify_stmt(c, first, out);
 		else
 			route_write(out, "parse error");
 		if (!(out->flags & CLASSIFY_PREPARE))
 			out->inner_route = out->route;
+		out->cmd = first ? stmt_cmd(first) : CLASSIFY_CMD_OTHER;
 		return;
 	}
 	/* pgpool's default: a multi-statement string goes to the primary as a whole. The flags
@@ -1252,6 +1291,7 @@ static void classify_parsed(const struct classifier *c, const PgQuery__ParseResu
 		flags |= part.flags;
 	}
 	route_to(out, ROUTE_PRIMARY, "multi-statement", flags | CLASSIFY_MULTI);
+	out->cmd = first ? stmt_cmd(first) : CLASSIFY_CMD_OTHER;
 }
 
 /* Skips blanks, "--" comments and (nested) block comments, as PostgreSQL's lexer does. */

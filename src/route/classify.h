@@ -144,6 +144,21 @@ enum {
 /* Longest object name kept, with its NUL; PostgreSQL's NAMEDATALEN plus room for "schema.". */
 #define CLASSIFY_OBJECT_MAX 128
 
+/*
+ * What SHOW pool_backend_stats counts a statement as (pgpool-II's insert/update/delete/ddl/other
+ * columns), by the parse tree of the first statement of the string: INSERT, UPDATE, DELETE, or
+ * DDL (CREATE ..., ALTER ..., DROP ..., TRUNCATE, COMMENT, GRANT, REVOKE); everything else,
+ * and text that does not parse, is OTHER. NONE: not classified (never in a classifier result).
+ */
+enum classify_cmd {
+	CLASSIFY_CMD_NONE,
+	CLASSIFY_CMD_OTHER,
+	CLASSIFY_CMD_INSERT,
+	CLASSIFY_CMD_UPDATE,
+	CLASSIFY_CMD_DELETE,
+	CLASSIFY_CMD_DDL,
+};
+
 struct classify_result {
 	enum classify_route route;
 	/* Route of the statement inside PREPARE (what its EXECUTE may use); equal to route
@@ -151,6 +166,7 @@ struct classify_result {
 	enum classify_route inner_route;
 	/* CLASSIFY_* bits. */
 	uint32_t flags;
+	uint8_t cmd; /* enum classify_cmd */
 	/* Static string naming the rule that decided ("read-only select", "FOR UPDATE",
 	 * "volatile function", "multi-statement", "parse error", "hint", ...). Never NULL. */
 	const char *rule;

@@ -675,6 +675,7 @@ void router_classify_in(struct router *r, int db, const char *sql, size_t len,
 	out->pattern_primary = false;
 	out->effect = res.effect;
 	out->stay = false;
+	out->cmd = res.cmd;
 	if ((res.flags & (CLASSIFY_EFFECT_MASK | CLASSIFY_NODE_LOCAL)) || res.route == ROUTE_FOLLOW)
 		memcpy(out->object, res.object, sizeof(out->object));
 	else

@@ -92,6 +92,7 @@ struct route_facts {
 	/* The unit only uses what exists on the active link (Execute of a portal bound earlier,
 	 * Describe, Close): it stays there, in or out of a transaction. */
 	bool stay;
+	uint8_t cmd; /* classify.h enum classify_cmd; CLASSIFY_CMD_NONE: not classified */
 	/* Session effects (classify.h CLASSIFY_EFFECT_MASK): why SESSION_STATE is set (static
 	 * string, "" if not; NULL in facts not made by the classifier) and the object of the first
 	 * statement with an effect ("" if none). Only filled when flags has an effect bit. */

@@ -471,6 +471,51 @@ static void test_objects(void **state)
 	classify_free(c);
 }
 
+/* SHOW pool_backend_stats' kind: the parse tree of the first statement, whatever its text. */
+static void test_command_kind(void **state)
+{
+	static const struct {
+		const char *sql;
+		uint8_t cmd;
+	} cases[] = {
+		{ "INSERT INTO t VALUES (1)", CLASSIFY_CMD_INSERT },
+		{ "/* c */ update t set a = 1", CLASSIFY_CMD_UPDATE },
+		{ "(DELETE FROM t)", CLASSIFY_CMD_OTHER }, /* a parse error */
+		{ "DELETE FROM t WHERE a = 1; SELECT 1", CLASSIFY_CMD_DELETE },
+		{ "SELECT 1; DELETE FROM t", CLASSIFY_CMD_OTHER },
+		{ "WITH x AS (INSERT INTO t VALUES (1) RETURNING a) SELECT * FROM x",
+		  CLASSIFY_CMD_OTHER },
+		{ "CREATE TABLE t (a int)", CLASSIFY_CMD_DDL },
+		{ "CREATE INDEX ON t (a)", CLASSIFY_CMD_DDL },
+		{ "CREATE VIEW v AS SELECT 1", CLASSIFY_CMD_DDL },
+		{ "ALTER TABLE t ADD b int", CLASSIFY_CMD_DDL },
+		{ "ALTER TABLE t RENAME TO u", CLASSIFY_CMD_DDL },
+		{ "DROP TABLE t", CLASSIFY_CMD_DDL },
+		{ "TRUNCATE t", CLASSIFY_CMD_DDL },
+		{ "COMMENT ON TABLE t IS 'x'", CLASSIFY_CMD_DDL },
+		{ "GRANT SELECT ON t TO u", CLASSIFY_CMD_DDL },
+		{ "REVOKE SELECT ON t FROM u", CLASSIFY_CMD_DDL },
+		{ "SELECT * FROM t", CLASSIFY_CMD_OTHER },
+		{ "EXPLAIN ANALYZE INSERT INTO t VALUES (1)", CLASSIFY_CMD_OTHER },
+		{ "BEGIN", CLASSIFY_CMD_OTHER },
+		{ "SET a = 1", CLASSIFY_CMD_OTHER },
+		{ "VACUUM t", CLASSIFY_CMD_OTHER },
+		{ "", CLASSIFY_CMD_OTHER },
+	};
+	struct fake_catalog cat = { 0 };
+	struct classifier *c = make_classifier(&cat, 0);
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct classify_result r;
+
+		classify_one(c, cases[i].sql, &r);
+		if (r.cmd != cases[i].cmd)
+			fail_msg("%s: kind %u, expected %u", cases[i].sql, r.cmd, cases[i].cmd);
+	}
+	classify_free(c);
+}
+
 static void test_object_long_names(void **state)
 {
 	char sql[512], name[101], expect[2 * 63 + 2];
@@ -1084,6 +1129,7 @@ int main(void)
 		cmocka_unit_test(test_tracked_settings),
 		cmocka_unit_test(test_effects),
 		cmocka_unit_test(test_objects),
+		cmocka_unit_test(test_command_kind),
 		cmocka_unit_test(test_object_long_names),
 		cmocka_unit_test(test_prepare_inner_route),
 		cmocka_unit_test(test_function_lists),
