@@ -65,9 +65,15 @@ static uint64_t cache_hash(uint64_t seed, const char *text, size_t len)
 		h ^= h >> 29;
 	}
 	if (i < len) {
+		/* The last 0-7 bytes: as the 8 bytes ending the text when it has 8 (overlapping the
+		 * word before; len is in the seed), so the load has a fixed size and needs no call. */
 		uint64_t w = 0;
 
-		memcpy(&w, text + i, len - i);
+		if (len >= 8)
+			memcpy(&w, text + len - 8, 8);
+		else
+			for (size_t k = 0; k < len; k++)
+				w |= (uint64_t)(unsigned char)text[k] << (8 * k);
 		h = (h ^ w) * m;
 		h ^= h >> 29;
 	}
