@@ -385,7 +385,10 @@ void client_classify_text(struct client *c, const char *sql, size_t avail, bool 
  * client_relay_message has checked that the NUL is its only one, its last byte: no scan), else
  * the bytes that are here.
  */
-size_t client_query_text_len(const struct frame *f);
+static inline size_t client_query_text_len(const struct frame *f)
+{
+	return f->body_avail == f->len ? f->len - 1 : f->body_avail;
+}
 /* client_classify_text of a Query message's text, without scanning it for its end. */
 void client_classify_query(struct client *c, const struct frame *f, struct route_facts *out);
 /* Applies the session effects of sql (classified as f) that is about to run on c->server. */

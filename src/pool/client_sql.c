@@ -234,11 +234,6 @@ void client_classify_text(struct client *c, const char *sql, size_t avail, bool 
 	client_classify_sized(c, sql, len, whole && len < avail, out);
 }
 
-size_t client_query_text_len(const struct frame *f)
-{
-	return f->body_avail == f->len ? f->len - 1 : f->body_avail;
-}
-
 void client_classify_query(struct client *c, const struct frame *f, struct route_facts *out)
 {
 	client_classify_sized(c, (const char *)f->body, client_query_text_len(f),
