@@ -420,7 +420,7 @@ profile_target() { # TARGET
       conf=$TMP/conf/pgbouncer.ini
       write_pgbouncer_conf "$conf" "$port"
       [[ ${#AS_PG[@]} -eq 0 ]] || chown -R postgres: "$TMP/conf"
-      "${AS_PG[@]}" pgbouncer "$conf" >"$TMP/$t.log" 2>&1 </dev/null &
+      setsid "${AS_PG[@]}" pgbouncer "$conf" >"$TMP/$t.log" 2>&1 </dev/null &
       ;;
     pgrelay | pgrelay-lb)
       if [[ "$t" == pgrelay-lb ]] && ((${#BACKEND_PORTS[@]} < 2)); then
@@ -429,7 +429,7 @@ profile_target() { # TARGET
       fi
       conf=$TMP/conf/$t.conf
       write_pgrelay_conf "$conf" "$port" "$([[ "$t" == pgrelay-lb ]] && echo true || echo false)"
-      "$PGRELAY_BIN" -f "$conf" >"$TMP/$t.log" 2>&1 </dev/null &
+      setsid "$PGRELAY_BIN" -f "$conf" >"$TMP/$t.log" 2>&1 </dev/null &
       ;;
   esac
   pid=$!

@@ -605,8 +605,12 @@ fi
 # Starts instance NAME with COMMAND (a bash string) logging to LOG, waits for PORT.
 start_instance() {
   local name=$1 port=$2 logf=$3 cmd=$4 sig=${5:-TERM} pid
-  # The process is a child of this shell so that its exit status can be collected.
-  bash -c "exec $cmd" >>"$logf" 2>&1 </dev/null &
+  # The process is a child of this shell so that its exit status can be collected. It runs in a
+  # session of its own, as a service does (PgBouncer's -d does the same): with the kernel's
+  # autogroup scheduling (on by default), a process shares CPU time with everything in its
+  # session, and a proxy sharing pgbench's would be scheduled unlike one in production.
+  # (A background job of this non-interactive shell is no group leader: setsid does not fork.)
+  setsid bash -c "exec $cmd" >>"$logf" 2>&1 </dev/null &
   pid=$!
   STARTED_PIDS+=("$pid")
   PID_SIG[$pid]=$sig
