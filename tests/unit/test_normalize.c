@@ -62,6 +62,27 @@ static const struct {
 	{ "select 1 into temp\ntable t", "select 0 into temp\ntable t" },
 	{ "LISTEN x", NULL },
 	{ "DECLARE c CURSOR WITH HOLD FOR SELECT 1", NULL },
+	/* A literal's prefix letter counts only standing alone; right after a token handled on its
+	 * own (a number, parameter, dollar-quoted string, quoted name, paren) it does. */
+	{ "select(E'a\\'b')", "select(E'')" },
+	{ "select xE'a\\', E'a\\'', 1e'x', $1b'1', a1n'x', \"q\"x'1'",
+	  "select xE '', E'', 0e'', $1b'', a1n '', \"q\"x''" },
+	{ "E'x'", NULL },
+	/* Digits and '$' after a letter belong to the name; after a number, parameter or
+	 * dollar-quoted string they start a new token. */
+	{ "select t1, a$1, $1a2, $$x$$1, 1$$y$$, a$$b$$ from t",
+	  "select t1, a$1, $1a2, ''0, 0 '', a$$b$$ from t" },
+	{ "select au&'x', u&'y', 1u&'z'", "select au&'', U&'', 0U&''" },
+	{ "select u&'x' uescape '!'", NULL },
+	/* UESCAPE is syntax only after U&'' or U&"": without either, it is a name like any other.
+	 * With one, the word anywhere refuses the text (the look for it is a plain text search). */
+	{ "select uescape from t where a = 1", "select uescape from t where a = 0" },
+	{ "select U&'x', 'uescape'", NULL },
+	/* A hint may follow blanks and comments, nothing else. */
+	{ "  \n\t/*+ hint */ select 1", "  \n\t/*+ hint */ select 0" },
+	{ "/* c */ /*+ h */ select 1", "  /*+ h */ select 0" },
+	{ "-- c\n/*+ h */ select 1", " \n/*+ h */ select 0" },
+	{ "select /*+ h */ 1", "select   0" },
 };
 
 static void test_cases(void **state)
@@ -107,12 +128,52 @@ static void test_bounds(void **state)
 	assert_false(normalize_sql(nul, sizeof(nul) - 1, out, sizeof(out), &len));
 }
 
+/* The text ends at len, and what follows it in memory is not looked at (no NUL sentinel). */
+static void test_cut_text(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *text;
+		size_t len;
+		const char *out; /* NULL: must be refused */
+	} cuts[] = {
+		{ "select 1'", 8, "select 0" },
+		{ "select a--x", 9, "select a-" },
+		{ "select /* x */", 8, "select /" },
+		{ "select 1e5", 9, "select 0e" },
+		{ "select 1.5", 9, "select 0" },
+		{ "select $$x$$", 8, "select $" },
+		{ "select E'x'", 8, "select E" },
+		{ "select u&'x'", 9, "select u&" },
+		{ "select t1", 8, "select t" },
+		{ "select 'abc'", 10, NULL },
+		{ "select \"abc\"", 10, NULL },
+		{ "select 1234 from t_where_a_is_long", 9, "select 0" },
+	};
+	char out[64];
+	size_t len;
+	for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
+		bool ok = normalize_sql(cuts[i].text, cuts[i].len, out, sizeof(out), &len);
+		if (!cuts[i].out) {
+			if (ok)
+				fail_msg("cut %zu accepted: %s -> %s", i, cuts[i].text, out);
+			continue;
+		}
+		if (!ok)
+			fail_msg("cut %zu refused: %s", i, cuts[i].text);
+		if (strcmp(out, cuts[i].out) != 0 || len != strlen(out))
+			fail_msg("cut %zu: %s\n   got: %s\n  want: %s", i, cuts[i].text, out,
+				 cuts[i].out);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_cases),
 		cmocka_unit_test(test_values_share_one_text),
 		cmocka_unit_test(test_bounds),
+		cmocka_unit_test(test_cut_text),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
