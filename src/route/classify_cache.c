@@ -66,7 +66,8 @@ static uint64_t cache_hash(uint64_t seed, const char *text, size_t len)
 	}
 	if (i < len) {
 		/* The last 0-7 bytes: as the 8 bytes ending the text when it has 8 (overlapping the
-		 * word before; len is in the seed), so the load has a fixed size and needs no call. */
+		 * word before; len is in the seed), so the load has a fixed size and needs no call.
+		 */
 		uint64_t w = 0;
 
 		if (len >= 8)
