@@ -187,11 +187,10 @@ static bool client_memo_get(struct client *c, const char *sql, struct route_fact
 	return true;
 }
 
+/* Classifies text of len bytes (complete: all of it is here); the callers asked the memo. */
 static void client_classify_sized(struct client *c, const char *sql, size_t len, bool complete,
 				  struct route_facts *out)
 {
-	if (client_memo_get(c, sql, out))
-		return;
 	out->effect = NULL;
 	out->object[0] = 0;
 	if (!complete) {
@@ -236,6 +235,8 @@ void client_classify_text(struct client *c, const char *sql, size_t avail, bool 
 
 void client_classify_query(struct client *c, const struct frame *f, struct route_facts *out)
 {
+	if (client_memo_get(c, (const char *)f->body, out))
+		return;
 	client_classify_sized(c, (const char *)f->body, client_query_text_len(f),
 			      f->body_avail == f->len, out);
 }

@@ -54,7 +54,8 @@ struct worker {
 	uint64_t error_cnt[CONFIG_MAX_BACKENDS]; /* ErrorResponses relayed per node (ERROR) */
 	uint64_t fatal_cnt[CONFIG_MAX_BACKENDS]; /* ... with severity FATAL */
 	uint64_t panic_cnt[CONFIG_MAX_BACKENDS]; /* ... with severity PANIC */
-	/* Units routed as writes per node by their first keyword (SHOW pool_backend_stats). */
+	/* Units routed as writes per node by their kind (SHOW pool_backend_stats; client_cmd_kind).
+	 */
 	uint64_t cmd_cnt[CONFIG_MAX_BACKENDS][WORKER_CMD_KINDS];
 	struct relay_stats stats; /* queries, transactions, durations (stats.h) */
 	/* worker_now_us()'s reading for this pass over the events, 0 once the loop may wait. */

@@ -1263,6 +1263,7 @@ static void classify_parsed(const struct classifier *c, const PgQuery__ParseResu
 		return;
 	}
 	const PgQuery__Node *first = tree->stmts[0] ? tree->stmts[0]->stmt : NULL;
+	out->cmd = first ? stmt_cmd(first) : CLASSIFY_CMD_OTHER;
 	if (tree->n_stmts == 1) {
 		if (first)
 			classify_stmt(c, first, out);
@@ -1270,7 +1271,6 @@ static void classify_parsed(const struct classifier *c, const PgQuery__ParseResu
 			route_write(out, "parse error");
 		if (!(out->flags & CLASSIFY_PREPARE))
 			out->inner_route = out->route;
-		out->cmd = first ? stmt_cmd(first) : CLASSIFY_CMD_OTHER;
 		return;
 	}
 	/* pgpool's default: a multi-statement string goes to the primary as a whole. The flags
@@ -1291,7 +1291,6 @@ static void classify_parsed(const struct classifier *c, const PgQuery__ParseResu
 		flags |= part.flags;
 	}
 	route_to(out, ROUTE_PRIMARY, "multi-statement", flags | CLASSIFY_MULTI);
-	out->cmd = first ? stmt_cmd(first) : CLASSIFY_CMD_OTHER;
 }
 
 /* Skips blanks, "--" comments and (nested) block comments, as PostgreSQL's lexer does. */

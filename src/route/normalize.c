@@ -126,8 +126,9 @@ static inline void replace_constant(struct out *o, size_t at, size_t resume, con
 	put(o, text, n);
 }
 
-/* Skips a '...' literal starting at i (the quote); backslash escapes when escapes. */
-static bool skip_quoted(const char *s, size_t len, size_t *i, bool escapes)
+/* Skips text quoted with q starting at i (the opening quote): a '...' literal, or a "..." name.
+ * A doubled quote stands for itself; a backslash escapes the next byte when escapes (E''). */
+static bool skip_quoted(const char *s, size_t len, size_t *i, char q, bool escapes)
 {
 	size_t j = *i + 1;
 	for (;;) {
@@ -137,8 +138,8 @@ static bool skip_quoted(const char *s, size_t len, size_t *i, bool escapes)
 			j += 2;
 			continue;
 		}
-		if (s[j] == '\'') {
-			if (j + 1 < len && s[j + 1] == '\'') {
+		if (s[j] == q) {
+			if (j + 1 < len && s[j + 1] == q) {
 				j += 2;
 				continue;
 			}
@@ -385,37 +386,18 @@ static bool unicode_prefix(const char *s, size_t i, size_t end)
 	return i >= 2 && s[i - 1] == '&' && (s[i - 2] | 0x20) == 'u' && starts_word(s, i - 2, end);
 }
 
-/* Skips a quoted identifier starting at i (the double quote); "" is a quote in it. */
-static bool skip_quoted_name(const char *s, size_t len, size_t *i)
-{
-	size_t j = *i + 1;
-	for (;;) {
-		if (j >= len)
-			return false;
-		if (s[j] == '"') {
-			if (j + 1 < len && s[j + 1] == '"') {
-				j += 2;
-				continue;
-			}
-			*i = j + 1;
-			return true;
-		}
-		j++;
-	}
-}
-
 /* A literal at i (the quote), with a prefix or without; end as for letter_prefix. */
 static bool literal(struct out *o, const char *s, size_t len, size_t *i, size_t end, bool *unicode)
 {
 	size_t start = *i;
 	char p = letter_prefix(s, start, end);
 	if (p) {
-		if (!skip_quoted(s, len, i, p == 'e'))
+		if (!skip_quoted(s, len, i, '\'', p == 'e'))
 			return false;
 		replace(o, start, *i, "''", 2); /* the prefix letter is kept */
 		return true;
 	}
-	if (!skip_quoted(s, len, i, false))
+	if (!skip_quoted(s, len, i, '\'', false))
 		return false;
 	if (unicode_prefix(s, start, end)) {
 		*unicode = true;
@@ -473,7 +455,7 @@ bool normalize_sql(const char *sql, size_t len, char *out, size_t cap, size_t *o
 		case '"':
 			if (unicode_prefix(sql, i, end))
 				unicode = true;
-			if (!skip_quoted_name(sql, len, &i))
+			if (!skip_quoted(sql, len, &i, '"', false))
 				return false; /* kept */
 			break;
 		case '$':
