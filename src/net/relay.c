@@ -78,6 +78,8 @@ static enum relay_result relay_scan_once(struct conn *src, struct conn *dst, uin
 		src->pkt_remaining = f.total;
 		src->pkt_skip = v == RELAY_SKIP;
 	}
+	if (!dst && ops->late_dst)
+		dst = ops->late_dst(owner);
 	enum relay_result fr = dst ? relay_flush(src, dst) : RELAY_DRAINED;
 	if (fr != RELAY_DRAINED)
 		return fr;

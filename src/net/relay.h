@@ -29,6 +29,12 @@ struct relay_ops {
 	 */
 	uint32_t (*needs_bytes)(const void *owner, uint8_t type, uint32_t len);
 	enum relay_verdict (*on_message)(void *owner, const struct frame *f);
+	/*
+	 * Where the scanned messages go when the scan started without a peer (dst NULL): a
+	 * handler may pick one for the message it is shown (a pooled client takes its backend
+	 * as it reads a unit's first message). Asked once, after the scan; NULL: none.
+	 */
+	struct conn *(*late_dst)(void *owner);
 };
 
 enum relay_result {
@@ -43,7 +49,7 @@ enum relay_result {
 
 /*
  * Scans src's buffer and forwards to dst (which may be NULL only if the handler never says
- * RELAY_SEND). max_len bounds every message body.
+ * RELAY_SEND before ops->late_dst has a peer to give). max_len bounds every message body.
  */
 enum relay_result relay_scan(struct conn *src, struct conn *dst, uint32_t max_len,
 			     const struct relay_ops *ops, void *owner);

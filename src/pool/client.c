@@ -929,10 +929,18 @@ static enum relay_verdict client_relay_message(void *owner, const struct frame *
 	return RELAY_SEND;
 }
 
+/* The backend a unit's first message took while it was read (client_route_message). */
+static struct conn *client_late_dst(void *owner)
+{
+	struct client *c = owner;
+	return c->server && c->server->state == SV_ACTIVE ? &c->server->conn : NULL;
+}
+
 static const struct relay_ops client_relay_ops = {
 	.side = FRAME_FROM_CLIENT,
 	.needs_bytes = client_needs_bytes,
 	.on_message = client_relay_message,
+	.late_dst = client_late_dst,
 };
 
 static void client_report_bad_message(struct client *c)
@@ -1089,7 +1097,7 @@ static void client_relay(struct client *c)
 			conn_want_read(&c->conn, false);
 			return;
 		}
-		/* Without an active link the first message only decides where to go (STOP). */
+		/* Without a link the first message takes one as it is read (client_late_dst). */
 		enum relay_result r = relay_scan(&c->conn, c->server ? &c->server->conn : NULL,
 						 c->w->cfg->max_message_size, &client_relay_ops, c);
 		if (r == RELAY_STOPPED && c->hold == HOLD_ADMIN_UNIT) {

@@ -663,6 +663,26 @@ void client_route_note_parse(struct client *c, const struct frame *f)
 	client_note_statement_route(c, name, &one);
 }
 
+/* Everything read before the message being decided has gone to a backend or was answered. */
+static bool client_nothing_unsent(const struct client *c)
+{
+	const struct iobuf *b = c->conn.rbuf;
+	return b && b->done == b->parsed && !conn_forward_busy(&c->conn);
+}
+
+/*
+ * A unit's first message without a link (every unit in transaction pooling): the link the
+ * pending decision asks for is taken at once and the message goes on to it, read once. When
+ * the link must be waited for, the message is presented again with the decision kept.
+ */
+static enum relay_verdict client_take_link_now(struct client *c)
+{
+	if (!client_use_node(c, c->pending.node))
+		return c->state == CL_CLOSING ? RELAY_GONE : RELAY_STOP;
+	c->route_pending = false;
+	return RELAY_SEND;
+}
+
 enum relay_verdict client_route_message(struct client *c, const struct frame *f)
 {
 	if (!c->server)
@@ -707,8 +727,8 @@ enum relay_verdict client_route_message(struct client *c, const struct frame *f)
 		d.why = "single node";
 	} else if (client_route_is_fixed(c)) {
 		/* Splitting off, or a role-pinned session: every unit goes to the same role. */
-		memset(&d, 0, sizeof(d));
-		struct route_facts none = { .route = ROUTE_FOLLOW, .rule = "fixed route" };
+		static const struct route_facts none = { .route = ROUTE_FOLLOW,
+							 .rule = "fixed route" };
 		int current = c->server ? c->server->node_id : -1;
 		router_decide(&c->w->router, &c->route, &none, current, &d);
 	} else {
@@ -755,11 +775,16 @@ enum relay_verdict client_route_message(struct client *c, const struct frame *f)
 		}
 		if (!client_at_boundary(c))
 			return client_hold_for_boundary(c);
-		/* client_relay switches and presents this message again. */
 		c->pending = d;
 		c->route_pending = true;
 		c->defer_param_sync = d.join_primary;
-		return client_set_hold(c, HOLD_SWITCH) ? RELAY_STOP : RELAY_GONE;
+		if (c->server || !client_nothing_unsent(c)) {
+			/* client_relay switches and presents this message again. */
+			return client_set_hold(c, HOLD_SWITCH) ? RELAY_STOP : RELAY_GONE;
+		}
+		enum relay_verdict v = client_take_link_now(c);
+		if (v != RELAY_SEND)
+			return v;
 	}
 	if (c->ext)
 		c->ext->node_wait_since_ms = 0;

@@ -443,22 +443,6 @@ void router_set_view(struct router *r, const struct cluster_view *v)
 
 /* ---- node state ------------------------------------------------------------------------- */
 
-int router_primary(const struct router *r)
-{
-	int p = r->view.primary;
-	if (p < 0 || p >= r->view.n_nodes || !router_node_usable(r, p))
-		return ROUTER_NO_NODE;
-	return p;
-}
-
-bool router_node_usable(const struct router *r, int node)
-{
-	if (node < 0 || node >= r->view.n_nodes)
-		return false;
-	enum node_status st = r->view.nodes[node].status;
-	return st == NODE_UP || (st == NODE_WAITING && !r->view.checks_enabled);
-}
-
 static bool router_is_standby(const struct router *r, int node)
 {
 	return router_node_usable(r, node) && node != r->view.primary &&

@@ -212,10 +212,22 @@ void router_on_ready(struct router *r, struct route_session *s, int node, char s
 /* The session's read node for a read now (choosing one if needed), or ROUTER_NO_NODE. */
 int router_read_node(struct router *r, struct route_session *s);
 
+/* True if node may take new work (status up, or waiting with health checks off). Inline, as
+ * router_primary: every routing decision asks both. */
+static inline bool router_node_usable(const struct router *r, int node)
+{
+	if (node < 0 || node >= r->view.n_nodes)
+		return false;
+	enum node_status st = r->view.nodes[node].status;
+	return st == NODE_UP || (st == NODE_WAITING && !r->view.checks_enabled);
+}
+
 /* The primary node now, or ROUTER_NO_NODE. */
-int router_primary(const struct router *r);
-/* True if node may take new work (status up, or waiting with health checks off). */
-bool router_node_usable(const struct router *r, int node);
+static inline int router_primary(const struct router *r)
+{
+	int p = r->view.primary;
+	return router_node_usable(r, p) ? p : ROUTER_NO_NODE;
+}
 /* True if a standby node may serve this session's reads now (lag, read-your-writes). */
 bool router_standby_fresh(const struct router *r, const struct route_session *s, int node);
 /* Normalised load-balance weight of node among usable nodes (SHOW pool_nodes lb_weight). */

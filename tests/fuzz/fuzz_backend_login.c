@@ -254,12 +254,6 @@ void worker_report_backend_error(struct worker *w, int node)
 	(void)node;
 }
 
-int router_primary(const struct router *r)
-{
-	(void)r;
-	return 0;
-}
-
 /* ---- stubs: cancel ---- */
 
 void cancel_abandoned(struct worker *w, const struct server *s)

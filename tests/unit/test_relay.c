@@ -1050,6 +1050,44 @@ static void test_skip_only_without_destination(void **state)
 	stream_free(&s);
 }
 
+/* The owner picks the destination while it reads the first message (a pooled client taking its
+ * backend): the scan began without one, so what it decided to send goes where late_dst says. */
+static struct conn *fx_late_dst(void *owner)
+{
+	struct fixture *fx = owner;
+	return fx->next > 0 ? &fx->dst : NULL;
+}
+
+static void test_late_destination(void **state)
+{
+	(void)state;
+	static const struct tmsg msgs[] = {
+		{ 'P', 30, RELAY_SEND }, { 'B', 12, RELAY_SEND }, { 'H', 0, RELAY_SKIP },
+		{ 'E', 9, RELAY_SEND },	 { 'S', 0, RELAY_SEND },
+	};
+	struct stream s;
+	stream_build(&s, msgs, ARRAY_LEN(msgs));
+	struct fixture *fx = fx_new(FRAME_FROM_CLIENT, false);
+	fx->ops.late_dst = fx_late_dst;
+	fx->stop_once_at = 3; /* a stop later in the same scan: what came before still goes */
+	fx_begin(fx, &s);
+	struct conn *c = &fx->src;
+	c->rbuf = iobuf_get(c->bufs);
+	assert_non_null(c->rbuf);
+	memcpy(c->rbuf->data, s.bytes, s.len);
+	c->rbuf->recv = (uint32_t)s.len;
+	assert_int_equal(relay_scan(c, NULL, fx->max_len, &fx->ops, fx), RELAY_STOPPED);
+	fx_wait_forward(fx);
+	fx_wait_peer(fx, s.off[2]); /* P and B arrived before the stop (H is skipped) */
+	fx_record(fx, relay_scan(c, NULL, fx->max_len, &fx->ops, fx));
+	fx_wait_forward(fx);
+	fx_check_clean_end(fx, "late destination");
+	fx_check_output(fx, &s, "late destination");
+	assert_int_equal(fx->presented, s.n + 1); /* the stopped message twice */
+	fx_free(fx);
+	stream_free(&s);
+}
+
 static void test_empty_buffer(void **state)
 {
 	(void)state;
@@ -1089,6 +1127,7 @@ int main(void)
 		cmocka_unit_test(test_write_to_closing_dst),
 		cmocka_unit_test(test_forward_fails_in_flight),
 		cmocka_unit_test(test_skip_only_without_destination),
+		cmocka_unit_test(test_late_destination),
 		cmocka_unit_test(test_empty_buffer),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
