@@ -373,6 +373,12 @@ bool client_relay_retry(struct client *c);
 void client_kick(struct client *c);
 /* A whole message (body included) at offset pos of c's read buffer, parsed into f. */
 bool client_whole_frame_at(const struct client *c, uint32_t pos, struct frame *f);
+/*
+ * True when no statement can change where this session's units go, so none is classified for
+ * its route: one node, load balancing off (everything on the primary), or a session pinned to
+ * one role (client_route.c).
+ */
+bool client_route_is_fixed(const struct client *c);
 /* ---- client_sql.c: what statements do to the session (the classifier's facts) ---- */
 /*
  * The facts of one statement text (avail bytes, not necessarily NUL-terminated; whole: the

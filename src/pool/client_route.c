@@ -631,12 +631,10 @@ static void client_log_txn_control(struct client *c, const struct frame *f,
 	}
 }
 
-/*
- * True when no statement can change where this session's units go, so none is classified:
- * load balancing off (everything on the primary), or a session pinned to one role.
- */
-static bool client_route_is_fixed(const struct client *c)
+bool client_route_is_fixed(const struct client *c)
 {
+	if (c->w->n_nodes == 1)
+		return true;
 	enum route_force force = c->route.forced != ROUTE_FORCE_AUTO
 					 ? (enum route_force)c->route.forced
 					 : (enum route_force)c->route.listener;

@@ -187,6 +187,29 @@ static bool client_memo_get(struct client *c, const char *sql, struct route_fact
 	return true;
 }
 
+/*
+ * A plain statement (classify_plain_command) has no session effect and its kind is its first
+ * word: one pass instead of the classifier's hashes, normalising and cache lookups, which a
+ * statement with changing constants would cost. Its route is known for a write (the primary);
+ * a plain SELECT is answered so only where routing is fixed and its route is not used, and
+ * otherwise not looked at past its first word (the classifier reads it, once).
+ */
+static bool client_classify_plain(const struct client *c, const char *sql, size_t len,
+				  struct route_facts *out)
+{
+	bool fixed = client_route_is_fixed(c);
+	uint8_t cmd = fixed ? classify_plain_command(sql, len) : classify_plain_write(sql, len);
+	if (cmd == CLASSIFY_CMD_NONE)
+		return false;
+	out->route = ROUTE_PRIMARY;
+	out->flags = cmd == CLASSIFY_CMD_OTHER ? 0 : CLASSIFY_WRITE;
+	out->rule = cmd == CLASSIFY_CMD_OTHER ? "plain statement, fixed route" : "write statement";
+	out->pattern_primary = false;
+	out->stay = false;
+	out->cmd = cmd;
+	return true;
+}
+
 /* Classifies text of len bytes (complete: all of it is here); the callers asked the memo. */
 static void client_classify_sized(struct client *c, const char *sql, size_t len, bool complete,
 				  struct route_facts *out)
@@ -204,7 +227,8 @@ static void client_classify_sized(struct client *c, const char *sql, size_t len,
 		out->cmd = CLASSIFY_CMD_NONE;
 		return;
 	}
-	router_classify_in(&c->w->router, c->route.db, sql, len, out);
+	if (!client_classify_plain(c, sql, len, out))
+		router_classify_in(&c->w->router, c->route.db, sql, len, out);
 	if (out->flags & CLASSIFY_SESSION_STATE) {
 		/* Session state lives where it was created: the primary, from now on. */
 		c->route.primary_only = true;

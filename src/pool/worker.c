@@ -266,9 +266,25 @@ static void worker_end_drains(struct worker *w, int node)
 	}
 }
 
+/* What worker_apply_view compares of a node in the view it replaces (not the whole view: it is
+ * some 20 KB, and views come several times a second). */
+struct node_before {
+	enum node_status status;
+	enum node_role role;
+	bool pg_up;
+};
+
 void worker_apply_view(struct worker *w, const struct cluster_view *v)
 {
-	struct cluster_view old = w->router.view;
+	const struct cluster_view *cur = &w->router.view;
+	struct {
+		int n_nodes;
+		uint64_t seq;
+		struct node_before nodes[CLUSTER_MAX_NODES];
+	} old = { .n_nodes = cur->n_nodes, .seq = cur->seq };
+	for (int i = 0; i < old.n_nodes && i < CLUSTER_MAX_NODES; i++)
+		old.nodes[i] = (struct node_before){ cur->nodes[i].status, cur->nodes[i].role,
+						     cur->nodes[i].pg_up };
 	router_set_view(&w->router, v);
 	for (int i = 0; i < w->n_nodes && i < v->n_nodes; i++) {
 		bool was = old.n_nodes > i &&

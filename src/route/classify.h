@@ -242,6 +242,25 @@ void classify_sql_raw(struct classifier *c, const char *sql, size_t len, char *s
 		      size_t scratchcap, struct classify_result *out);
 
 /*
+ * Proves in one pass over sql (len bytes) that it is one plain SELECT, INSERT, UPDATE or DELETE:
+ * no parenthesis (for an INSERT: none after a name, where it could open a call, so its column
+ * list and VALUES (..), (..) pass), comment, INTO (besides INSERT's) or second statement anywhere
+ * in its bytes, literals included. Such a statement calls no function, so it has none of the
+ * session effects (CLASSIFY_EFFECT_MASK) and is no statement pgrelay answers (CLASSIFY_ADMIN):
+ * what classify_sql() says of it in those flags, and its enum classify_cmd, are known without
+ * parsing (for text that does not parse, the kind its first word says). Returns that command
+ * (OTHER for a SELECT), or CLASSIFY_CMD_NONE when not proved (then only classify_sql() knows).
+ * Says nothing of the route: for callers whose routing is fixed.
+ */
+uint8_t classify_plain_command(const char *sql, size_t len);
+/*
+ * classify_plain_command for INSERT, UPDATE and DELETE only (a SELECT is refused at its first
+ * word). A plain write is, as classify_sql() says, ROUTE_PRIMARY with CLASSIFY_WRITE (rule "write
+ * statement") whatever the routing, so it needs no classifier at all.
+ */
+uint8_t classify_plain_write(const char *sql, size_t len);
+
+/*
  * Makes sql (and every text of its normalised shape) classify as ROUTE_PRIMARY with rule from now
  * on, until the cache evicts it: a standby refused it (SQLSTATE 25006) although the grammar saw a
  * read, e.g. a view over a function that writes. No effect without a cache.

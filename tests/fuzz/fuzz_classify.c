@@ -148,6 +148,28 @@ static void check_effects(const char *text, size_t tlen, const struct classify_r
 }
 #endif
 
+/*
+ * classify_plain_command's proof (classify.h): a text it calls plain has no session effect and
+ * is no admin statement in the full classification, and is the same command.
+ */
+static void check_plain(const char *text, size_t len, const struct classify_result *full)
+{
+	uint8_t cmd = classify_plain_command(text, len);
+	if (cmd == CLASSIFY_CMD_NONE)
+		return;
+	CHECK(!(full->flags & (CLASSIFY_EFFECT_MASK | CLASSIFY_MULTI | CLASSIFY_HINT)));
+	if (!(full->flags & CLASSIFY_PARSE_ERROR))
+		CHECK(full->cmd == cmd);
+	/* A plain write goes to the primary as a write, whatever the routing. */
+	uint8_t w = classify_plain_write(text, len);
+	CHECK(w == (cmd == CLASSIFY_CMD_OTHER ? CLASSIFY_CMD_NONE : cmd));
+	if (w != CLASSIFY_CMD_NONE && !(full->flags & CLASSIFY_PARSE_ERROR)) {
+		CHECK(full->route == ROUTE_PRIMARY);
+		CHECK((full->flags & ~(uint32_t)CLASSIFY_NODE_LOCAL) == CLASSIFY_WRITE);
+		CHECK(strcmp(full->rule, "write statement") == 0);
+	}
+}
+
 /* Both classifiers on text (len == strlen(text)); the answers must agree. */
 static void classify_both(const char *text, size_t len, struct classify_result *out)
 {
@@ -188,6 +210,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	text[tlen] = '\0';
 	struct classify_result orig, via_norm;
 	classify_both(text, tlen, &orig);
+	check_plain(text, tlen, &orig);
 	/* A second time, now (probably) from the cache. */
 	struct classify_result again_res;
 	classify_both(text, tlen, &again_res);

@@ -57,7 +57,8 @@ harness_inputs() {
 		SRC=("$s"/admin/admin.c "$s"/protocol/builder.c "$s"/protocol/frame.c
 			"$s"/util/log.c) ;;
 	fuzz_classify)
-		SRC=("$s"/route/classify.c "$s"/route/classify_cache.c "$s"/route/normalize.c)
+		SRC=("$s"/route/classify.c "$s"/route/classify_cache.c "$s"/route/normalize.c
+			"$s"/route/classify_plain.c)
 		LIBS=(-lpg_query -lpthread) ;;
 	fuzz_outstanding)
 		SRC=("$s"/pool/outstanding.c) ;;

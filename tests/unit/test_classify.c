@@ -516,6 +516,127 @@ static void test_command_kind(void **state)
 	classify_free(c);
 }
 
+/*
+ * classify_plain_command: what it proves plain, and what it leaves to the classifier; every
+ * text it calls plain (these and the whole table) has no session effect, is no admin statement
+ * and is the same command in the full classification.
+ */
+static void check_plain_agrees(struct classifier *c, const char *sql, size_t *plain)
+{
+	uint8_t cmd = classify_plain_command(sql, strlen(sql));
+	struct classify_result r;
+	if (cmd == CLASSIFY_CMD_NONE)
+		return;
+	(*plain)++;
+	classify_sql(c, sql, strlen(sql), &r);
+	if (r.flags & (CLASSIFY_EFFECT_MASK | CLASSIFY_MULTI | CLASSIFY_HINT))
+		fail_msg("%s: called plain, but the classifier sets flags %#x", sql, r.flags);
+	if (!(r.flags & CLASSIFY_PARSE_ERROR) && r.cmd != cmd)
+		fail_msg("%s: plain kind %u, classifier %u", sql, cmd, r.cmd);
+	/* A plain write: the route and flags the session layer gives it without the classifier. */
+	uint8_t w = classify_plain_write(sql, strlen(sql));
+	if (w != (cmd == CLASSIFY_CMD_OTHER ? CLASSIFY_CMD_NONE : cmd))
+		fail_msg("%s: plain write %u, plain command %u", sql, w, cmd);
+	if (w != CLASSIFY_CMD_NONE && !(r.flags & CLASSIFY_PARSE_ERROR) &&
+	    (r.route != ROUTE_PRIMARY ||
+	     (r.flags & ~(uint32_t)CLASSIFY_NODE_LOCAL) != CLASSIFY_WRITE ||
+	     strcmp(r.rule, "write statement") != 0))
+		fail_msg("%s: a plain write, but the classifier says %s, flags %#x, rule %s", sql,
+			 classify_route_name(r.route), r.flags, r.rule);
+}
+
+static void test_plain_command(void **state)
+{
+	static const struct {
+		const char *sql;
+		uint8_t cmd;
+	} cases[] = {
+		{ "SELECT abalance FROM pgbench_accounts WHERE aid = 42", CLASSIFY_CMD_OTHER },
+		{ "  update t set a = a + -5 where b = 'x';  \n", CLASSIFY_CMD_UPDATE },
+		{ "UPDATE pgbench_tellers SET tbalance = tbalance + 1 WHERE tid = 2;",
+		  CLASSIFY_CMD_UPDATE },
+		{ "DELETE FROM t WHERE a = $1 RETURNING *", CLASSIFY_CMD_DELETE },
+		{ "INSERT INTO t SELECT * FROM u", CLASSIFY_CMD_INSERT },
+		{ "select a/2 from t", CLASSIFY_CMD_OTHER },
+		{ "SELECT interval, point_into FROM t", CLASSIFY_CMD_OTHER },
+		{ "SELECT 1\tINTO\rx", CLASSIFY_CMD_NONE },
+		/* Function calls, INTO, comments, several statements: the classifier decides. */
+		{ "SELECT pg_advisory_lock(1)", CLASSIFY_CMD_NONE },
+		{ "SELECT set_config('a.b', 'c', false)", CLASSIFY_CMD_NONE },
+		{ "SELECT * INTO TEMP t FROM u", CLASSIFY_CMD_NONE },
+		{ "select * into t from u", CLASSIFY_CMD_NONE },
+		{ "INSERT INTO t VALUES (1)", CLASSIFY_CMD_INSERT },
+		{ "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 2, 3, -4, "
+		  "CURRENT_TIMESTAMP);",
+		  CLASSIFY_CMD_INSERT },
+		{ "insert into s.\"T(\" (\"a\",b) values(1,'x'),  ($1, (2)) returning *",
+		  CLASSIFY_CMD_INSERT },
+		{ "INSERT INTO t VALUES (now())", CLASSIFY_CMD_NONE },
+		{ "INSERT INTO t VALUES (1, pg_advisory_lock (1))", CLASSIFY_CMD_NONE },
+		{ "INSERT INTO t VALUES (1, \"set_config\"('a', 'b', false))", CLASSIFY_CMD_NONE },
+		{ "INSERT INTO t SELECT pg_catalog.set_config('a', 'b', false)",
+		  CLASSIFY_CMD_NONE },
+		{ "INSERT INTO t (a) SELECT (x) FROM u WHERE b IN (1)", CLASSIFY_CMD_NONE },
+		{ "INSERT INTO t VALUES (1) ON CONFLICT (a) DO NOTHING", CLASSIFY_CMD_NONE },
+		{ "INSERT INTO \"a\"\"b\" VALUES (1)", CLASSIFY_CMD_NONE },
+		{ "INSERT INTO t VALUES (1); SELECT 2", CLASSIFY_CMD_NONE },
+		{ "INSERT t VALUES 1", CLASSIFY_CMD_NONE },
+		{ "SELECT 1; SELECT 2", CLASSIFY_CMD_NONE },
+		{ "SELECT 1;;", CLASSIFY_CMD_NONE },
+		{ "SELECT 1 -- c", CLASSIFY_CMD_NONE },
+		{ "SELECT 1 /* c */", CLASSIFY_CMD_NONE },
+		{ "/*+ standby */ SELECT 1", CLASSIFY_CMD_NONE },
+		{ "SELECT ';'", CLASSIFY_CMD_NONE },
+		{ "(SELECT 1)", CLASSIFY_CMD_NONE },
+		{ "selected", CLASSIFY_CMD_NONE },
+		{ "select_x FROM t", CLASSIFY_CMD_NONE },
+		{ "SHOW pool_nodes", CLASSIFY_CMD_NONE },
+		{ "WITH x AS (SELECT 1) SELECT * FROM x", CLASSIFY_CMD_NONE },
+		{ "BEGIN", CLASSIFY_CMD_NONE },
+		{ "", CLASSIFY_CMD_NONE },
+	};
+	struct fake_catalog cat = { 0 };
+	struct classifier *c = make_classifier(&cat, 0);
+	size_t plain = 0, n;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		uint8_t cmd = classify_plain_command(cases[i].sql, strlen(cases[i].sql));
+		if (cmd != cases[i].cmd)
+			fail_msg("%s: plain kind %u, expected %u", cases[i].sql, cmd, cases[i].cmd);
+		check_plain_agrees(c, cases[i].sql, &plain);
+	}
+	/* A byte that needs a look at every offset of texts of every length up to 40 bytes (the
+	 * scan goes 16 bytes at a time, the last 16 overlapping): never missed. */
+	static const char *const bad[] = { "(", ";x", "--", "/*", " into " };
+	for (size_t total = 8; total <= 40; total++) {
+		for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
+			size_t blen = strlen(bad[b]);
+			for (size_t at = 7; at + blen <= total; at++) {
+				char text[48];
+				memset(text, 'a', total);
+				memcpy(text, "SELECT ", 7);
+				memcpy(text + at, bad[b], blen);
+				text[total] = 0;
+				if (classify_plain_command(text, total) != CLASSIFY_CMD_NONE)
+					fail_msg("\"%s\" proved plain", text);
+			}
+			char text[48];
+			memset(text, 'a', total);
+			memcpy(text, "SELECT ", 7);
+			text[total] = 0;
+			assert_int_equal(classify_plain_command(text, total), CLASSIFY_CMD_OTHER);
+		}
+	}
+	struct tsv_case *table = load_tsv(&n);
+	size_t plain_before = plain;
+	for (size_t i = 0; i < n; i++)
+		check_plain_agrees(c, table[i].sql, &plain);
+	print_message("%zu of %zu table statements proved plain\n", plain - plain_before, n);
+	free_tsv(table, n);
+	classify_free(c);
+}
+
 static void test_object_long_names(void **state)
 {
 	char sql[512], name[101], expect[2 * 63 + 2];
@@ -1130,6 +1251,7 @@ int main(void)
 		cmocka_unit_test(test_effects),
 		cmocka_unit_test(test_objects),
 		cmocka_unit_test(test_command_kind),
+		cmocka_unit_test(test_plain_command),
 		cmocka_unit_test(test_object_long_names),
 		cmocka_unit_test(test_prepare_inner_route),
 		cmocka_unit_test(test_function_lists),
