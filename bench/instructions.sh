@@ -129,7 +129,7 @@ if [[ -n "${BENCH_PGRELAY_BIN:-}" ]]; then
 else
   log "building pgrelay (release) in $BUILD_DIR"
   [[ -f "$BUILD_DIR/build.ninja" ]] ||
-    timeout 900 meson setup "$BUILD_DIR" "$REPO" -Dbuildtype=release -Dunit_tests=disabled >"$TMP/build.log" 2>&1 ||
+    timeout 900 meson setup "$BUILD_DIR" "$REPO" -Dbuildtype=release -Db_lto=true -Dunit_tests=disabled >"$TMP/build.log" 2>&1 ||
     die "meson setup failed (log: $TMP/build.log)"
   timeout 900 ninja -C "$BUILD_DIR" pgrelay >>"$TMP/build.log" 2>&1 || die "build failed (log: $TMP/build.log)"
   PGRELAY_BIN=$BUILD_DIR/pgrelay

@@ -464,13 +464,13 @@ if [[ -n "${BENCH_PGRELAY_BIN:-}" ]]; then
 else
   log "building pgrelay (release) in $BUILD_DIR"
   if [[ ! -f "$BUILD_DIR/build.ninja" ]]; then
-    timeout "$T_BUILD" meson setup "$BUILD_DIR" "$REPO" -Dbuildtype=release -Dunit_tests=disabled \
+    timeout "$T_BUILD" meson setup "$BUILD_DIR" "$REPO" -Dbuildtype=release -Db_lto=true -Dunit_tests=disabled \
       >"$TMP/build.log" 2>&1 || {
       tail -n 30 "$TMP/build.log" >&2
       die "meson setup failed"
     }
   else
-    timeout "$T_BUILD" meson configure "$BUILD_DIR" -Dbuildtype=release -Dunit_tests=disabled \
+    timeout "$T_BUILD" meson configure "$BUILD_DIR" -Dbuildtype=release -Db_lto=true -Dunit_tests=disabled \
       >"$TMP/build.log" 2>&1 || {
       tail -n 30 "$TMP/build.log" >&2
       die "meson configure failed"

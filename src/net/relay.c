@@ -60,7 +60,10 @@ static enum relay_result relay_scan_once(struct conn *src, struct conn *dst, uin
 			break;
 		if (st == FRAME_BAD)
 			return RELAY_BAD_MESSAGE;
-		uint32_t need = ops->needs_bytes ? ops->needs_bytes(owner, f.type, f.len) : 0;
+		/* A message all here has whatever prefix its owner needs. */
+		uint32_t need = f.body_avail < f.len && ops->needs_bytes
+					? ops->needs_bytes(owner, f.type, f.len)
+					: 0;
 		if (f.body_avail < need) {
 			/* The prefix always fits: make room if the message straddles the end. */
 			if (b->parsed + FRAME_HEADER_LEN + need > b->cap &&
@@ -74,6 +77,14 @@ static enum relay_result relay_scan_once(struct conn *src, struct conn *dst, uin
 		if (v == RELAY_STOP) {
 			stop = RELAY_STOPPED;
 			break;
+		}
+		/* The usual message, all here: passed over at once (relay_consume_remaining's
+		 * arithmetic, with nothing left over). */
+		if (b->recv - b->parsed >= f.total && (v == RELAY_SEND || b->done == b->parsed)) {
+			b->parsed += f.total;
+			if (v == RELAY_SKIP)
+				b->done = b->parsed;
+			continue;
 		}
 		src->pkt_remaining = f.total;
 		src->pkt_skip = v == RELAY_SKIP;

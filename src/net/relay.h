@@ -25,7 +25,7 @@ struct relay_ops {
 	/*
 	 * How many body bytes the handler must see to decide (0: the header is enough; at most
 	 * len, and at most IOBUF_SIZE - FRAME_HEADER_LEN so that they always fit in a buffer).
-	 * NULL means 0 for every message.
+	 * Asked only while the body is not all here. NULL means 0 for every message.
 	 */
 	uint32_t (*needs_bytes)(const void *owner, uint8_t type, uint32_t len);
 	enum relay_verdict (*on_message)(void *owner, const struct frame *f);

@@ -708,6 +708,13 @@ void client_forget_unnamed(struct client *c)
 
 static bool client_unit_binds_unnamed(const struct client *c)
 {
+	/* The usual unit: its next message binds the unnamed portal to the unnamed statement. */
+	const struct iobuf *b = c->conn.rbuf;
+	uint32_t next = b->parsed + frame_get_u32(b->data + b->parsed + 1) + 1;
+	if (next + FRAME_HEADER_LEN + 2 <= b->recv && b->data[next] == PqMsg_Bind &&
+	    b->data[next + FRAME_HEADER_LEN] == 0 && b->data[next + FRAME_HEADER_LEN + 1] == 0 &&
+	    frame_get_u32(b->data + next + 1) >= 6)
+		return true;
 	struct unit_walk w;
 	struct frame f;
 	client_unit_walk_start(c, &w, false);
@@ -947,7 +954,7 @@ static void client_report_bad_message(struct client *c)
 {
 	struct iobuf *b = c->conn.rbuf;
 	const uint8_t *p = b->data + b->parsed;
-	struct frame f;
+	struct frame f = { 0 };
 	if (frame_parse(p, b->recv - b->parsed, FRAME_FROM_CLIENT, 0x7fffffffu, &f) == FRAME_BAD)
 		client_disconnect(c, "08P01", "invalid frontend message type %d", p[0]);
 	else

@@ -232,6 +232,8 @@ struct client_extras {
 	uint64_t console_wait_until_ms;
 	/* Loop time a CL_WAITING session began to wait for a node to exist, 0 if it does not. */
 	uint64_t node_wait_since_ms;
+	/* Prepared an admin statement once: a unit's Bind may be one (client_unit_is_admin). */
+	bool admin_stmts;
 	char *console_db;
 	/* Owned: BEGIN/SAVEPOINT/SET LOCAL text of the open transaction, replayed when the primary
 	 * joins it; txn_log_cap bytes, grown as needed up to CLIENT_TXN_LOG_MAX. */
@@ -397,6 +399,10 @@ static inline size_t client_query_text_len(const struct frame *f)
 }
 /* client_classify_text of a Query message's text, without scanning it for its end. */
 void client_classify_query(struct client *c, const struct frame *f, struct route_facts *out);
+/* client_classify_text of a Parse message's text; *name is its statement name. False (nothing
+ * classified) if the name is not all here. */
+bool client_classify_parse(struct client *c, const struct frame *f, const char **name,
+			   struct route_facts *out) __attribute__((warn_unused_result));
 /* Applies the session effects of sql (classified as f) that is about to run on c->server. */
 void client_apply_sql_effects(struct client *c, const char *sql, size_t len,
 			      const struct route_facts *f);

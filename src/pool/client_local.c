@@ -140,6 +140,15 @@ static bool client_answer_statement(struct client *c, const struct frame *f, con
  * Flush, up to a Sync that is in the buffer? */
 static bool client_unit_prepares_only(struct client *c)
 {
+	/* Most units start with what cannot be answered here (an unnamed Parse, a Bind, a
+	 * Query): told by their first bytes, before any walk. */
+	const struct iobuf *b = c->conn.rbuf;
+	if (b->recv - b->parsed <= FRAME_HEADER_LEN)
+		return false;
+	const uint8_t *at = b->data + b->parsed;
+	if (!(at[0] == PqMsg_Parse && at[FRAME_HEADER_LEN] != 0) && at[0] != PqMsg_Close &&
+	    at[0] != PqMsg_Flush)
+		return false;
 	struct unit_walk w;
 	struct frame f;
 	client_unit_walk_start(c, &w, false);
@@ -340,8 +349,13 @@ static bool client_answer_admin_message(struct client *c, const struct frame *f,
 		    (client_tracks_statements(c) || c->kind != CK_SESSION) &&
 		    stmt_map_has_room(&c->stmts, name, f->total) &&
 		    stmt_map_put(&c->stmts, name, 0, raw, f->total, 0)) {
+			/* Out of memory, it is not marked: the backend then refuses it. */
 			struct stmt *st = stmt_map_find(&c->stmts, name);
-			st->route = ROUTE_ADMIN_MARK;
+			struct client_extras *x = client_extras(c);
+			if (x) {
+				st->route = ROUTE_ADMIN_MARK;
+				x->admin_stmts = true;
+			}
 		}
 		builder_start(out, PqMsg_ParseComplete);
 		builder_finish(out);

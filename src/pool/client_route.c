@@ -283,22 +283,20 @@ static void client_facts_of_unit(struct client *c, struct route_facts *acc, bool
 	client_unit_walk_start(c, &w, true);
 	while (!synced && client_unit_next(c, &w, &f)) {
 		struct reader r;
-		const char *name, *query;
+		const char *name;
 		struct route_facts one;
 		reader_init(&r, f.body, f.body_avail);
 		switch (f.type) {
 		case PqMsg_Parse:
-			if (!reader_cstr(&r, &name, NULL)) {
+			if (!client_classify_parse(c, &f, &name, &one)) {
 				client_facts_primary(&one, "malformed Parse");
 			} else {
-				query = (const char *)r.p;
-				client_classify_text(c, query,
-						     f.body_avail - (size_t)(r.p - f.body),
-						     f.body_avail == f.len, &one);
 				if (n_parsed < 8)
 					parsed[n_parsed++] = name;
-				if (collect_log && client_is_txn_control(one.flags))
+				if (collect_log && client_is_txn_control(one.flags)) {
+					const char *query = name + strlen(name) + 1;
 					client_txn_log_add(c, query, strlen(query));
+				}
 			}
 			router_facts_merge(acc, &one);
 			any = true;
@@ -479,9 +477,10 @@ void client_on_ready(struct client *c, struct server *s)
 /* ---- the decision at each unit's first message ------------------------------------------- */
 
 /*
- * pgpool-II's pool_backend_stats kind of a unit that is not a read: for a classified Query the
- * classifier's (its parse tree); for a Parse, and a Query too long to classify, the first
- * keyword of its text (a look at a few bytes, once per such unit). Anything else is "other".
+ * pgpool-II's pool_backend_stats kind of a unit that is not a read: for a classified Query or
+ * Parse the classifier's (its parse tree, or the first word of a plain statement); for a text
+ * too long to classify the first keyword (a look at a few bytes, once per such unit). Anything
+ * else is "other".
  */
 static enum worker_cmd_kind client_cmd_kind(const struct frame *f, const struct route_facts *qf)
 {
@@ -650,15 +649,10 @@ static bool client_at_boundary(const struct client *c)
 /* Records the route of a Parse so that later Binds of the statement know where they may go. */
 void client_route_note_parse(struct client *c, const struct frame *f)
 {
-	struct reader r;
 	const char *name;
-	reader_init(&r, f->body, f->body_avail);
-	if (!reader_cstr(&r, &name, NULL))
-		return;
 	struct route_facts one;
-	client_classify_text(c, (const char *)r.p, f->body_avail - (size_t)(r.p - f->body),
-			     f->body_avail == f->len, &one);
-	client_note_statement_route(c, name, &one);
+	if (client_classify_parse(c, f, &name, &one))
+		client_note_statement_route(c, name, &one);
 }
 
 /* Everything read before the message being decided has gone to a backend or was answered. */
@@ -694,19 +688,25 @@ enum relay_verdict client_route_message(struct client *c, const struct frame *f)
 		return client_hold_for_boundary(c);
 	if (c->retry == RETRY_ARMED)
 		c->retry = RETRY_NONE; /* its link went away or answered: nothing to watch */
+	/* The one classification of a Query or Parse text: admin, routing, statistics and tracking
+	 * use it (the tracking through the worker's memo, client_classify_text). */
+	struct route_facts qf;
+	const char *name;
+	if (f->type == PqMsg_Query)
+		client_classify_query(c, f, &qf);
+	else if (f->type == PqMsg_Parse && !client_classify_parse(c, f, &name, &qf))
+		client_facts_primary(&qf, "malformed Parse");
+	/* An admin statement over the extended protocol: Parse'd in this unit, or Bind of one
+	 * prepared earlier (marked, client_local.c). */
 	const char *admin_sql;
-	if ((f->type == PqMsg_Parse || f->type == PqMsg_Bind) &&
+	if (((f->type == PqMsg_Parse && (qf.flags & CLASSIFY_ADMIN)) ||
+	     (f->type == PqMsg_Bind && c->ext && c->ext->admin_stmts)) &&
 	    client_unit_is_admin(c, &admin_sql)) {
 		if (!client_at_boundary(c))
 			return client_hold_for_boundary(c);
 		/* client_relay answers the whole unit */
 		return client_set_hold(c, HOLD_ADMIN_UNIT) ? RELAY_STOP : RELAY_GONE;
 	}
-	/* The one classification of a Query: admin, routing and tracking use it (the tracking
-	 * through the worker's memo, client_classify_text). */
-	struct route_facts qf;
-	if (f->type == PqMsg_Query)
-		client_classify_query(c, f, &qf);
 	if (f->type == PqMsg_Query && f->body_avail == f->len && (qf.flags & CLASSIFY_ADMIN)) {
 		if (!client_at_boundary(c))
 			return client_hold_for_boundary(c);
@@ -788,8 +788,9 @@ enum relay_verdict client_route_message(struct client *c, const struct frame *f)
 		c->ext->node_wait_since_ms = 0;
 	if (d.join_primary && !client_join_primary(c))
 		return RELAY_GONE;
+	/* A unit that starts with Parse prepares as it goes (the walk would stop at once). */
 	if (f->type != PqMsg_Query && f->type != PqMsg_FunctionCall && f->type != PqMsg_Sync &&
-	    client_tracks_statements(c)) {
+	    f->type != PqMsg_Parse && client_tracks_statements(c)) {
 		enum relay_verdict v = client_prepare_unit_statements(c);
 		if (v != RELAY_SEND) {
 			/* Asked again once the forward finished; decided again then. */
@@ -799,7 +800,8 @@ enum relay_verdict client_route_message(struct client *c, const struct frame *f)
 	client_log_txn_control(c, f, &d);
 	router_commit(&c->w->router, &c->route, &d);
 	if (!d.read && d.node >= 0 && d.node < CONFIG_MAX_BACKENDS)
-		c->w->cmd_cnt[d.node][client_cmd_kind(f, f->type == PqMsg_Query ? &qf : NULL)]++;
+		c->w->cmd_cnt[d.node][client_cmd_kind(
+			f, f->type == PqMsg_Query || f->type == PqMsg_Parse ? &qf : NULL)]++;
 	if (!c->unit_sent_us)
 		c->unit_sent_us = worker_now_us(c->w);
 	if (!c->xact_start_us)

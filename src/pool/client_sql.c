@@ -257,6 +257,18 @@ void client_classify_text(struct client *c, const char *sql, size_t avail, bool 
 	client_classify_sized(c, sql, len, whole && len < avail, out);
 }
 
+bool client_classify_parse(struct client *c, const struct frame *f, const char **name,
+			   struct route_facts *out)
+{
+	struct reader r;
+	reader_init(&r, f->body, f->body_avail);
+	if (!reader_cstr(&r, name, NULL))
+		return false;
+	client_classify_text(c, (const char *)r.p, f->body_avail - (size_t)(r.p - f->body),
+			     f->body_avail == f->len, out);
+	return true;
+}
+
 void client_classify_query(struct client *c, const struct frame *f, struct route_facts *out)
 {
 	if (client_memo_get(c, (const char *)f->body, out))

@@ -34,7 +34,7 @@ static bool req_grow(struct req_queue *q)
 	return true;
 }
 
-bool req_push(struct req_queue *q, enum req_kind kind, bool skip)
+bool req_push_slow(struct req_queue *q, enum req_kind kind, bool skip)
 {
 	/* The server skips everything up to Sync after an error: those messages get no answer. */
 	if (q->discarding) {
@@ -51,30 +51,12 @@ bool req_push(struct req_queue *q, enum req_kind kind, bool skip)
 	return true;
 }
 
-int req_kind_for_frontend(uint8_t type, uint8_t describe_target)
-{
-	switch (type) {
-	case PqMsg_Parse:
-		return REQ_PARSE;
-	case PqMsg_Bind:
-		return REQ_BIND;
-	case PqMsg_Close:
-		return REQ_CLOSE;
-	case PqMsg_Describe:
-		return describe_target == 'S' ? REQ_DESCRIBE_STMT : REQ_DESCRIBE_PORTAL;
-	case PqMsg_Execute:
-		return REQ_EXECUTE;
-	case PqMsg_Sync:
-		return REQ_SYNC;
-	case PqMsg_Query:
-		return REQ_QUERY;
-	case PqMsg_FunctionCall:
-		return REQ_FUNCTION;
-	default:
-		return -1; /* Flush, CopyData, CopyDone, CopyFail, Terminate: no answer of their own
-			    */
-	}
-}
+const uint8_t req_kind_of_type[256] = {
+	[PqMsg_Parse] = 1 + REQ_PARSE,	   [PqMsg_Bind] = 1 + REQ_BIND,
+	[PqMsg_Close] = 1 + REQ_CLOSE,	   [PqMsg_Describe] = 1 + REQ_DESCRIBE_PORTAL,
+	[PqMsg_Execute] = 1 + REQ_EXECUTE, [PqMsg_Sync] = 1 + REQ_SYNC,
+	[PqMsg_Query] = 1 + REQ_QUERY,	   [PqMsg_FunctionCall] = 1 + REQ_FUNCTION,
+};
 
 static struct req *req_head(struct req_queue *q)
 {

@@ -16,6 +16,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "protocol/pqmsg.h"
+
 #define REQ_QUEUE_MAX (1u << 20)
 
 enum req_kind {
@@ -52,11 +54,31 @@ enum req_verdict {
 
 void req_queue_init(struct req_queue *q);
 void req_queue_free(struct req_queue *q);
-/* False when out of memory or over REQ_QUEUE_MAX. */
-bool req_push(struct req_queue *q, enum req_kind kind, bool skip)
+/* req_push when the queue is full or discarding. */
+bool req_push_slow(struct req_queue *q, enum req_kind kind, bool skip)
 	__attribute__((warn_unused_result));
+/* False when out of memory or over REQ_QUEUE_MAX. Inline: every relayed request pushes one. */
+static inline __attribute__((warn_unused_result)) bool req_push(struct req_queue *q,
+								enum req_kind kind, bool skip)
+{
+	if (q->discarding || q->count == q->cap)
+		return req_push_slow(q, kind, skip);
+	struct req *r = &q->ring[(q->head + q->count) & (q->cap - 1)];
+	r->kind = (uint8_t)kind;
+	r->skip = skip;
+	q->count++;
+	return true;
+}
+/* Per frontend type byte: 1 + the request kind it creates, 0 if it is not answered on its own
+ * (Flush, CopyData, CopyDone, CopyFail, Terminate). A Describe is REQ_DESCRIBE_PORTAL here. */
+extern const uint8_t req_kind_of_type[256];
 /* The request kind a frontend message type creates, or -1 if it is not answered on its own. */
-int req_kind_for_frontend(uint8_t type, uint8_t describe_target);
+static inline int req_kind_for_frontend(uint8_t type, uint8_t describe_target)
+{
+	if (describe_target == 'S' && type == PqMsg_Describe)
+		return REQ_DESCRIBE_STMT;
+	return (int)req_kind_of_type[type] - 1;
+}
 /* Matches one backend message against the queue and pops what it completes. */
 enum req_verdict req_on_backend_message(struct req_queue *q, uint8_t type);
 

@@ -573,8 +573,8 @@ static int server_retry_lookahead(const struct server *s)
 	uint32_t pos = b->parsed;
 	for (int n = 0; n < 64; n++) {
 		struct frame f;
-		if (frame_parse(b->data + pos, b->recv - pos, FRAME_FROM_SERVER, 0x3fffffffu, &f) !=
-		    FRAME_OK)
+		if (frame_parse(b->data + pos, b->recv - pos, FRAME_FROM_SERVER, FRAME_LONG_MAX,
+				&f) != FRAME_OK)
 			return -1;
 		/* Only whole messages are looked past; an error is short, so it is waited for, but
 		 * a description too large to wait for decides "no retry" (it is forwarded). */
@@ -820,10 +820,10 @@ static void server_relay(struct server *s)
 		return;
 	}
 	enum relay_result r =
-		relay_scan(&s->conn, c ? &c->conn : NULL, 0x3fffffffu, &server_relay_ops, s);
+		relay_scan(&s->conn, c ? &c->conn : NULL, FRAME_LONG_MAX, &server_relay_ops, s);
 	/* Stopped at a goodbye behind an answer that is now sent: take the goodbye now. */
 	if (r == RELAY_STOPPED && s->goodbye_pending)
-		r = relay_scan(&s->conn, c ? &c->conn : NULL, 0x3fffffffu, &server_relay_ops, s);
+		r = relay_scan(&s->conn, c ? &c->conn : NULL, FRAME_LONG_MAX, &server_relay_ops, s);
 	switch (r) {
 	case RELAY_DRAINED:
 	case RELAY_STOPPED:

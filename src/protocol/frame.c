@@ -6,87 +6,58 @@
 
 #include "protocol/pqmsg.h"
 
-#include <stdbool.h>
-
 /*
  * What each type byte is, per side: a table, because this runs for every message in both
- * directions. F_KNOWN: a type the protocol defines for that side. F_LONG: it may carry arbitrary
- * user data, so it gets the large ceiling.
+ * directions (frame_parse, frame.h).
  */
-enum { F_KNOWN = 1, F_LONG = 2 };
-static const uint8_t frame_types[2][256] = {
+const uint8_t frame_type_bits[2][256] = {
 	[FRAME_FROM_CLIENT] = {
-		[PqMsg_Bind] = F_KNOWN | F_LONG,
-		[PqMsg_Close] = F_KNOWN,
-		[PqMsg_Describe] = F_KNOWN,
-		[PqMsg_Execute] = F_KNOWN,
-		[PqMsg_FunctionCall] = F_KNOWN | F_LONG,
-		[PqMsg_Flush] = F_KNOWN,
-		[PqMsg_Parse] = F_KNOWN | F_LONG,
-		[PqMsg_Query] = F_KNOWN | F_LONG,
-		[PqMsg_Sync] = F_KNOWN,
-		[PqMsg_Terminate] = F_KNOWN,
-		[PqMsg_CopyFail] = F_KNOWN | F_LONG,
-		[PqMsg_CopyData] = F_KNOWN | F_LONG,
-		[PqMsg_CopyDone] = F_KNOWN,
-		[PqMsg_PasswordMessage] = F_KNOWN | F_LONG,
+		[PqMsg_Bind] = FRAME_T_KNOWN | FRAME_T_LONG,
+		[PqMsg_Close] = FRAME_T_KNOWN,
+		[PqMsg_Describe] = FRAME_T_KNOWN,
+		[PqMsg_Execute] = FRAME_T_KNOWN,
+		[PqMsg_FunctionCall] = FRAME_T_KNOWN | FRAME_T_LONG,
+		[PqMsg_Flush] = FRAME_T_KNOWN,
+		[PqMsg_Parse] = FRAME_T_KNOWN | FRAME_T_LONG,
+		[PqMsg_Query] = FRAME_T_KNOWN | FRAME_T_LONG,
+		[PqMsg_Sync] = FRAME_T_KNOWN,
+		[PqMsg_Terminate] = FRAME_T_KNOWN,
+		[PqMsg_CopyFail] = FRAME_T_KNOWN | FRAME_T_LONG,
+		[PqMsg_CopyData] = FRAME_T_KNOWN | FRAME_T_LONG,
+		[PqMsg_CopyDone] = FRAME_T_KNOWN,
+		[PqMsg_PasswordMessage] = FRAME_T_KNOWN | FRAME_T_LONG,
 	},
 	[FRAME_FROM_SERVER] = {
-		[PqMsg_ParseComplete] = F_KNOWN,
-		[PqMsg_BindComplete] = F_KNOWN,
-		[PqMsg_CloseComplete] = F_KNOWN,
-		[PqMsg_NotificationResponse] = F_KNOWN | F_LONG,
-		[PqMsg_CommandComplete] = F_KNOWN | F_LONG,
-		[PqMsg_DataRow] = F_KNOWN | F_LONG,
-		[PqMsg_ErrorResponse] = F_KNOWN | F_LONG,
-		[PqMsg_CopyInResponse] = F_KNOWN,
-		[PqMsg_CopyOutResponse] = F_KNOWN,
-		[PqMsg_EmptyQueryResponse] = F_KNOWN,
-		[PqMsg_BackendKeyData] = F_KNOWN,
-		[PqMsg_NoticeResponse] = F_KNOWN | F_LONG,
-		[PqMsg_AuthenticationRequest] = F_KNOWN | F_LONG,
-		[PqMsg_ParameterStatus] = F_KNOWN,
-		[PqMsg_RowDescription] = F_KNOWN | F_LONG,
-		[PqMsg_FunctionCallResponse] = F_KNOWN | F_LONG,
-		[PqMsg_CopyBothResponse] = F_KNOWN,
-		[PqMsg_ReadyForQuery] = F_KNOWN,
-		[PqMsg_NoData] = F_KNOWN,
-		[PqMsg_PortalSuspended] = F_KNOWN,
-		[PqMsg_ParameterDescription] = F_KNOWN | F_LONG,
-		[PqMsg_NegotiateProtocolVersion] = F_KNOWN,
-		[PqMsg_CopyData] = F_KNOWN | F_LONG,
-		[PqMsg_CopyDone] = F_KNOWN,
+		[PqMsg_ParseComplete] = FRAME_T_KNOWN,
+		[PqMsg_BindComplete] = FRAME_T_KNOWN,
+		[PqMsg_CloseComplete] = FRAME_T_KNOWN,
+		[PqMsg_NotificationResponse] = FRAME_T_KNOWN | FRAME_T_LONG,
+		[PqMsg_CommandComplete] = FRAME_T_KNOWN | FRAME_T_LONG,
+		[PqMsg_DataRow] = FRAME_T_KNOWN | FRAME_T_LONG,
+		[PqMsg_ErrorResponse] = FRAME_T_KNOWN | FRAME_T_LONG,
+		[PqMsg_CopyInResponse] = FRAME_T_KNOWN,
+		[PqMsg_CopyOutResponse] = FRAME_T_KNOWN,
+		[PqMsg_EmptyQueryResponse] = FRAME_T_KNOWN,
+		[PqMsg_BackendKeyData] = FRAME_T_KNOWN,
+		[PqMsg_NoticeResponse] = FRAME_T_KNOWN | FRAME_T_LONG,
+		[PqMsg_AuthenticationRequest] = FRAME_T_KNOWN | FRAME_T_LONG,
+		[PqMsg_ParameterStatus] = FRAME_T_KNOWN,
+		[PqMsg_RowDescription] = FRAME_T_KNOWN | FRAME_T_LONG,
+		[PqMsg_FunctionCallResponse] = FRAME_T_KNOWN | FRAME_T_LONG,
+		[PqMsg_CopyBothResponse] = FRAME_T_KNOWN,
+		[PqMsg_ReadyForQuery] = FRAME_T_KNOWN,
+		[PqMsg_NoData] = FRAME_T_KNOWN,
+		[PqMsg_PortalSuspended] = FRAME_T_KNOWN,
+		[PqMsg_ParameterDescription] = FRAME_T_KNOWN | FRAME_T_LONG,
+		[PqMsg_NegotiateProtocolVersion] = FRAME_T_KNOWN,
+		[PqMsg_CopyData] = FRAME_T_KNOWN | FRAME_T_LONG,
+		[PqMsg_CopyDone] = FRAME_T_KNOWN,
 	},
 };
 
 uint32_t frame_type_ceiling(uint8_t type, enum frame_side side)
 {
-	return frame_types[side][type] & F_LONG ? 0x3fffffffu : FRAME_SHORT_MAX;
-}
-
-enum frame_status frame_parse(const uint8_t *bytes, size_t avail, enum frame_side side,
-			      uint32_t max_len, struct frame *out)
-{
-	if (avail < FRAME_HEADER_LEN)
-		return FRAME_NEED_MORE;
-	uint8_t type = bytes[0];
-	uint32_t len = frame_get_u32(bytes + 1);
-	uint8_t what = frame_types[side][type];
-	if (!(what & F_KNOWN) || len < 4)
-		return FRAME_BAD;
-	uint32_t ceiling = what & F_LONG ? 0x3fffffffu : FRAME_SHORT_MAX;
-	if (ceiling > max_len)
-		ceiling = max_len;
-	if (len - 4 > ceiling)
-		return FRAME_BAD;
-	out->type = type;
-	out->len = len - 4;
-	out->total = len + 1;
-	out->code = 0;
-	out->body = bytes + FRAME_HEADER_LEN;
-	size_t have = avail - FRAME_HEADER_LEN;
-	out->body_avail = have < out->len ? (uint32_t)have : out->len;
-	return FRAME_OK;
+	return frame_type_bits[side][type] & FRAME_T_LONG ? FRAME_LONG_MAX : FRAME_SHORT_MAX;
 }
 
 enum frame_status frame_parse_startup(const uint8_t *bytes, size_t avail, struct frame *out)

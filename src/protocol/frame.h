@@ -30,14 +30,50 @@ struct frame {
 	uint32_t body_avail; /* body bytes present in the input (<= len) */
 };
 
+static inline uint32_t frame_get_u32(const uint8_t *p)
+{
+	return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+/*
+ * Per side and type byte: FRAME_T_KNOWN, a type the protocol defines for that side;
+ * FRAME_T_LONG, it may carry arbitrary user data, so it gets the large ceiling.
+ */
+enum { FRAME_T_KNOWN = 1, FRAME_T_LONG = 2 };
+#define FRAME_LONG_MAX 0x3fffffffu
+extern const uint8_t frame_type_bits[2][256];
+
 /*
  * Parses a typed message header at bytes[0..avail). FRAME_OK once the 5 header bytes are present
  * (the body may be incomplete: see body_avail), FRAME_NEED_MORE before that, FRAME_BAD when the
  * length is invalid for the type or above max_len, or the type is not one that side may send.
+ * Inline: it runs for every message in both directions.
  */
-enum frame_status frame_parse(const uint8_t *bytes, size_t avail, enum frame_side side,
-			      uint32_t max_len, struct frame *out)
-	__attribute__((warn_unused_result));
+static inline __attribute__((warn_unused_result)) enum frame_status
+frame_parse(const uint8_t *bytes, size_t avail, enum frame_side side, uint32_t max_len,
+	    struct frame *out)
+{
+	if (avail < FRAME_HEADER_LEN)
+		return FRAME_NEED_MORE;
+	uint8_t type = bytes[0];
+	uint32_t len = frame_get_u32(bytes + 1);
+	uint8_t what = frame_type_bits[side][type];
+	if (!(what & FRAME_T_KNOWN) || len < 4)
+		return FRAME_BAD;
+	uint32_t ceiling = what & FRAME_T_LONG ? FRAME_LONG_MAX : FRAME_SHORT_MAX;
+	if (ceiling > max_len)
+		ceiling = max_len;
+	if (len - 4 > ceiling)
+		return FRAME_BAD;
+	out->type = type;
+	out->len = len - 4;
+	out->total = len + 1;
+	out->code = 0;
+	out->body = bytes + FRAME_HEADER_LEN;
+	size_t have = avail - FRAME_HEADER_LEN;
+	out->body_avail = have < out->len ? (uint32_t)have : out->len;
+	return FRAME_OK;
+}
 
 /* Parses a length-first startup-style packet; FRAME_OK only when it is complete. */
 enum frame_status frame_parse_startup(const uint8_t *bytes, size_t avail, struct frame *out)
@@ -45,10 +81,5 @@ enum frame_status frame_parse_startup(const uint8_t *bytes, size_t avail, struct
 
 /* The largest body length a message of this type may carry (before the configured maximum). */
 uint32_t frame_type_ceiling(uint8_t type, enum frame_side side);
-
-static inline uint32_t frame_get_u32(const uint8_t *p)
-{
-	return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-}
 
 #endif

@@ -3,54 +3,7 @@
 
 #include <string.h>
 
-static bool reader_take(struct reader *r, size_t n, const uint8_t **at)
-{
-	if (r->failed || (size_t)(r->end - r->p) < n) {
-		r->failed = true;
-		return false;
-	}
-	*at = r->p;
-	r->p += n;
-	return true;
-}
-
-bool reader_u8(struct reader *r, uint8_t *out)
-{
-	const uint8_t *at;
-	if (!reader_take(r, 1, &at))
-		return false;
-	*out = at[0];
-	return true;
-}
-
-bool reader_u16(struct reader *r, uint16_t *out)
-{
-	const uint8_t *at;
-	if (!reader_take(r, 2, &at))
-		return false;
-	*out = (uint16_t)((at[0] << 8) | at[1]);
-	return true;
-}
-
-bool reader_u32(struct reader *r, uint32_t *out)
-{
-	const uint8_t *at;
-	if (!reader_take(r, 4, &at))
-		return false;
-	*out = ((uint32_t)at[0] << 24) | ((uint32_t)at[1] << 16) | ((uint32_t)at[2] << 8) | at[3];
-	return true;
-}
-
-bool reader_i32(struct reader *r, int32_t *out)
-{
-	uint32_t u;
-	if (!reader_u32(r, &u))
-		return false;
-	*out = (int32_t)u;
-	return true;
-}
-
-bool reader_cstr(struct reader *r, const char **out, size_t *len)
+bool reader_cstr_scan(struct reader *r, const char **out, size_t *len)
 {
 	if (r->failed) {
 		return false;
@@ -65,11 +18,6 @@ bool reader_cstr(struct reader *r, const char **out, size_t *len)
 		*len = (size_t)(nul - r->p);
 	r->p = nul + 1;
 	return true;
-}
-
-bool reader_bytes(struct reader *r, size_t n, const uint8_t **out)
-{
-	return reader_take(r, n, out);
 }
 
 size_t reader_remaining(const struct reader *r)
@@ -89,11 +37,18 @@ bool msg_body_is_cstr(const uint8_t *body, size_t len)
 
 bool msg_body_is_parse(const uint8_t *body, size_t len)
 {
-	struct reader r;
-	const char *name, *query;
-	uint16_t n;
-	const uint8_t *types;
-	reader_init(&r, body, len);
-	return reader_cstr(&r, &name, NULL) && reader_cstr(&r, &query, NULL) &&
-	       reader_u16(&r, &n) && reader_bytes(&r, (size_t)n * 4, &types) && reader_end(&r);
+	/* name\0 (most often empty), query\0: one look for each NUL. */
+	size_t at = len && body[0] == 0 ? 0 : cstr_len(body, len);
+	if (at == len)
+		return false;
+	at++;
+	size_t qlen = cstr_len(body + at, len - at);
+	if (qlen == len - at)
+		return false;
+	at += qlen + 1;
+	/* int16 count, count int32 type oids, and nothing after. */
+	if (len - at < 2)
+		return false;
+	size_t n = (size_t)body[at] << 8 | body[at + 1];
+	return len - at - 2 == n * 4;
 }

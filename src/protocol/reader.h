@@ -24,16 +24,79 @@ static inline void reader_init(struct reader *r, const uint8_t *body, size_t len
 	r->failed = false;
 }
 
-bool reader_u8(struct reader *r, uint8_t *out) __attribute__((warn_unused_result));
-bool reader_u16(struct reader *r, uint16_t *out) __attribute__((warn_unused_result));
-bool reader_u32(struct reader *r, uint32_t *out) __attribute__((warn_unused_result));
-bool reader_i32(struct reader *r, int32_t *out) __attribute__((warn_unused_result));
-/* A NUL-terminated string inside the body; *out points into the body, *len excludes the NUL. */
-bool reader_cstr(struct reader *r, const char **out, size_t *len)
+/* The getters are inline: the session layer reads a few bytes of most messages it relays. */
+static inline __attribute__((warn_unused_result)) bool reader_take(struct reader *r, size_t n,
+								   const uint8_t **at)
+{
+	if (r->failed || (size_t)(r->end - r->p) < n) {
+		r->failed = true;
+		return false;
+	}
+	*at = r->p;
+	r->p += n;
+	return true;
+}
+
+static inline __attribute__((warn_unused_result)) bool reader_u8(struct reader *r, uint8_t *out)
+{
+	const uint8_t *at;
+	if (!reader_take(r, 1, &at))
+		return false;
+	*out = at[0];
+	return true;
+}
+
+static inline __attribute__((warn_unused_result)) bool reader_u16(struct reader *r, uint16_t *out)
+{
+	const uint8_t *at;
+	if (!reader_take(r, 2, &at))
+		return false;
+	*out = (uint16_t)((at[0] << 8) | at[1]);
+	return true;
+}
+
+static inline __attribute__((warn_unused_result)) bool reader_u32(struct reader *r, uint32_t *out)
+{
+	const uint8_t *at;
+	if (!reader_take(r, 4, &at))
+		return false;
+	*out = ((uint32_t)at[0] << 24) | ((uint32_t)at[1] << 16) | ((uint32_t)at[2] << 8) | at[3];
+	return true;
+}
+
+static inline __attribute__((warn_unused_result)) bool reader_i32(struct reader *r, int32_t *out)
+{
+	uint32_t u;
+	if (!reader_u32(r, &u))
+		return false;
+	*out = (int32_t)u;
+	return true;
+}
+
+/* reader_cstr past its fast path: looks for the NUL. */
+bool reader_cstr_scan(struct reader *r, const char **out, size_t *len)
 	__attribute__((warn_unused_result));
+/*
+ * A NUL-terminated string inside the body; *out points into the body, *len excludes the NUL.
+ * The empty string (the unnamed portal and statement that drivers send in every unit) is taken
+ * without a call.
+ */
+static inline __attribute__((warn_unused_result)) bool reader_cstr(struct reader *r,
+								   const char **out, size_t *len)
+{
+	if (r->failed || r->p == r->end || r->p[0] != 0)
+		return reader_cstr_scan(r, out, len);
+	*out = (const char *)r->p++;
+	if (len)
+		*len = 0;
+	return true;
+}
 /* n raw bytes; *out points into the body. */
-bool reader_bytes(struct reader *r, size_t n, const uint8_t **out)
-	__attribute__((warn_unused_result));
+static inline __attribute__((warn_unused_result)) bool reader_bytes(struct reader *r, size_t n,
+								    const uint8_t **out)
+{
+	return reader_take(r, n, out);
+}
 size_t reader_remaining(const struct reader *r);
 /* True if nothing failed and every byte was consumed. */
 bool reader_end(const struct reader *r) __attribute__((warn_unused_result));

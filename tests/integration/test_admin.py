@@ -96,6 +96,30 @@ def test_show_pools_processes_backend_stats(relay):
         assert c.execute("show pool_failover_history").fetchall()[0][1] == "primary_found"
 
 
+def test_backend_stats_count_a_parse_by_its_parse_tree(relay):
+    """Bug guarded: an extended-protocol write behind a comment counted as other_cnt (its Parse was
+    counted by its first keyword while a Query was counted by its parse tree)."""
+    def primary_counts(c):
+        cur = c.execute("show pool_backend_stats")
+        names = [d.name for d in cur.description]
+        rows = [dict(zip(names, row)) for row in cur.fetchall()]
+        return [r for r in rows if r["role"] == "primary"][0]
+
+    with connect(relay.port) as app, connect(relay.port, user="postgres", password="postgres",
+                                             dbname="postgres") as c:
+        app.execute("create table if not exists stats_parse_t (a int)")
+        app.commit()
+        before = primary_counts(c)
+        app.execute("/* tagged */ insert into stats_parse_t values (%s)", (1,))
+        app.execute("-- tagged\n update stats_parse_t set a = %s", (2,))
+        app.commit()
+        after = primary_counts(c)
+        assert int(after["insert_cnt"]) == int(before["insert_cnt"]) + 1, (before, after)
+        assert int(after["update_cnt"]) == int(before["update_cnt"]) + 1, (before, after)
+        app.execute("drop table stats_parse_t")
+        app.commit()
+
+
 RESTRICTED_SHOWS = ["pool_health_check_stats", "pool_failover_history", "pool_pools", "pool_processes",
                     "pool_backend_stats", "pool_cache"]
 

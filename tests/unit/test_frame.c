@@ -123,7 +123,7 @@ static void test_every_type_byte_both_sides(void **state)
 		for (unsigned t = 0; t < 256; t++) {
 			uint8_t msg[FRAME_HEADER_LEN];
 			put_header(msg, (uint8_t)t, 4);
-			struct frame f;
+			struct frame f = { 0 };
 			poison(&f);
 			enum frame_status st =
 				frame_parse(msg, sizeof(msg), sides[s], UINT32_MAX, &f);
@@ -160,7 +160,7 @@ static void test_type_ceilings(void **state)
 
 			/* Body exactly at the ceiling: accepted, only the header present. */
 			uint8_t msg[FRAME_HEADER_LEN];
-			struct frame f;
+			struct frame f = { 0 };
 			put_header(msg, t, ceiling + 4);
 			poison(&f);
 			assert_int_equal(frame_parse(msg, sizeof(msg), sides[s], UINT32_MAX, &f),
@@ -183,7 +183,7 @@ static void test_len_below_four(void **state)
 	(void)state;
 	for (uint32_t len = 0; len < 4; len++) {
 		uint8_t msg[16] = { 0 };
-		struct frame f;
+		struct frame f = { 0 };
 		put_header(msg, 'Q', len);
 		assert_int_equal(frame_parse(msg, sizeof(msg), FRAME_FROM_CLIENT, UINT32_MAX, &f),
 				 FRAME_BAD);
@@ -200,7 +200,7 @@ static void test_len_extremes(void **state)
 					 0xffffffffu };
 	for (size_t i = 0; i < ARRAY_LEN(lens); i++) {
 		uint8_t msg[FRAME_HEADER_LEN];
-		struct frame f;
+		struct frame f = { 0 };
 		put_header(msg, 'd', lens[i]);
 		assert_int_equal(frame_parse(msg, sizeof(msg), FRAME_FROM_CLIENT, UINT32_MAX, &f),
 				 FRAME_BAD);
@@ -246,7 +246,7 @@ static void test_max_len_cap(void **state)
 	for (size_t i = 0; i < ARRAY_LEN(max_len_cases); i++) {
 		const struct max_len_case *c = &max_len_cases[i];
 		uint8_t msg[FRAME_HEADER_LEN];
-		struct frame f;
+		struct frame f = { 0 };
 		put_header(msg, c->type, c->body + 4);
 		enum frame_status st = frame_parse(msg, sizeof(msg), c->side, c->max_len, &f);
 		if (st != c->want)
@@ -322,7 +322,7 @@ static void test_typed_split_at_every_offset(void **state)
 			uint8_t *copy = malloc(k ? k : 1);
 			assert_non_null(copy);
 			memcpy(copy, p->bytes, k);
-			struct frame f;
+			struct frame f = { 0 };
 			poison(&f);
 			enum frame_status st = frame_parse(copy, k, p->side, UINT32_MAX, &f);
 			if (k < FRAME_HEADER_LEN) {
@@ -349,7 +349,7 @@ static void test_need_more_before_header(void **state)
 {
 	(void)state;
 	static const uint8_t junk[] = { 0xff, 0xff, 0xff, 0xff };
-	struct frame f;
+	struct frame f = { 0 };
 	for (size_t k = 0; k <= sizeof(junk); k++) {
 		assert_int_equal(frame_parse(junk, k, FRAME_FROM_CLIENT, UINT32_MAX, &f),
 				 FRAME_NEED_MORE);
@@ -377,7 +377,7 @@ static void test_back_to_back_messages(void **state)
 	} want[] = { { '1', 0 }, { '2', 0 }, { 'T', 22 }, { 'D', 7 }, { 'C', 9 }, { 'Z', 1 } };
 	size_t off = 0, n = sizeof(stream) - 1;
 	for (size_t i = 0; i < ARRAY_LEN(want); i++) {
-		struct frame f;
+		struct frame f = { 0 };
 		assert_int_equal(
 			frame_parse(stream + off, n - off, FRAME_FROM_SERVER, UINT32_MAX, &f),
 			FRAME_OK);
@@ -428,7 +428,7 @@ static void test_startup_lengths(void **state)
 		put_u32(buf, c->len);
 		put_u32(buf + 4, PG_PROTOCOL_3_0);
 		size_t avail = c->len >= 8 && c->len <= cap ? c->len : cap;
-		struct frame f;
+		struct frame f = { 0 };
 		poison(&f);
 		enum frame_status st = frame_parse_startup(buf, avail, &f);
 		if (st != c->want)
@@ -447,7 +447,7 @@ static void test_startup_lengths(void **state)
 	}
 	/* A valid maximal packet one byte short waits. */
 	put_u32(buf, FRAME_STARTUP_MAX);
-	struct frame f;
+	struct frame f = { 0 };
 	assert_int_equal(frame_parse_startup(buf, FRAME_STARTUP_MAX - 1, &f), FRAME_NEED_MORE);
 	free(buf);
 }
@@ -490,7 +490,7 @@ static void test_startup_codes_split_at_every_offset(void **state)
 			uint8_t *copy = malloc(k ? k : 1);
 			assert_non_null(copy);
 			memcpy(copy, p->bytes, k);
-			struct frame f;
+			struct frame f = { 0 };
 			poison(&f);
 			enum frame_status st = frame_parse_startup(copy, k, &f);
 			if (k < p->len) {
@@ -519,7 +519,7 @@ static void test_startup_trailing_bytes(void **state)
 {
 	(void)state;
 	static const uint8_t in[] = "\x00\x00\x00\x08\x04\xd2\x16\x2fQ\x00\x00\x00\x04";
-	struct frame f;
+	struct frame f = { 0 };
 	assert_int_equal(frame_parse_startup(in, sizeof(in) - 1, &f), FRAME_OK);
 	assert_int_equal(f.total, 8);
 	assert_int_equal(f.len, 0);
@@ -744,7 +744,7 @@ static void test_reader_cancel_body(void **state)
 		"\x00\x00\x00\x10\x04\xd2\x16\x2e\x00\x00\x30\x39\xde\xad\xbe\xef";
 	static const uint8_t longer[] = "\x00\x00\x00\x11\x04\xd2\x16\x2e\x00\x00\x30\x39\xde\xad"
 					"\xbe\xef\x00";
-	struct frame f;
+	struct frame f = { 0 };
 	struct reader r;
 	uint32_t pid = 0, key = 0;
 
@@ -758,6 +758,58 @@ static void test_reader_cancel_body(void **state)
 	reader_init(&r, f.body, f.len);
 	assert_true(reader_u32(&r, &pid) && reader_u32(&r, &key));
 	assert_false(reader_end(&r));
+}
+
+/* msg_body_is_parse against the rule spelled with the reader, over every short body made of a
+ * few interesting bytes, and over Parse bodies with 0-3 parameter types, cut and extended. */
+static bool parse_body_by_reader(const uint8_t *body, size_t len)
+{
+	struct reader r;
+	const char *name, *query;
+	uint16_t n;
+	const uint8_t *types;
+	reader_init(&r, body, len);
+	return reader_cstr(&r, &name, NULL) && reader_cstr(&r, &query, NULL) &&
+	       reader_u16(&r, &n) && reader_bytes(&r, (size_t)n * 4, &types) && reader_end(&r);
+}
+
+static void test_body_is_parse(void **state)
+{
+	(void)state;
+	static const uint8_t alphabet[] = { 0, 1, 'S', 4 };
+	uint8_t body[8];
+	for (size_t len = 0; len <= 7; len++) {
+		size_t combos = 1;
+		for (size_t k = 0; k < len; k++)
+			combos *= sizeof(alphabet);
+		for (size_t m = 0; m < combos; m++) {
+			size_t x = m;
+			for (size_t k = 0; k < len; k++, x /= sizeof(alphabet))
+				body[k] = alphabet[x % sizeof(alphabet)];
+			assert_int_equal(msg_body_is_parse(body, len),
+					 parse_body_by_reader(body, len));
+		}
+	}
+	uint8_t msg[64];
+	for (int named = 0; named < 2; named++) {
+		for (uint16_t nparams = 0; nparams < 4; nparams++) {
+			size_t len = 0;
+			if (named)
+				msg[len++] = 's';
+			msg[len++] = 0;
+			memcpy(msg + len, "SELECT $1", 10);
+			len += 10;
+			msg[len++] = 0;
+			msg[len++] = (uint8_t)nparams;
+			memset(msg + len, 0, (size_t)nparams * 4);
+			len += (size_t)nparams * 4;
+			assert_true(msg_body_is_parse(msg, len));
+			for (size_t cut = 0; cut < len; cut++)
+				assert_false(msg_body_is_parse(msg, cut));
+			msg[len] = 0;
+			assert_false(msg_body_is_parse(msg, len + 1)); /* a byte after the types */
+		}
+	}
 }
 
 int main(void)
@@ -781,6 +833,7 @@ int main(void)
 		cmocka_unit_test(test_reader_cstr_edges),
 		cmocka_unit_test(test_reader_end_exactness),
 		cmocka_unit_test(test_reader_cancel_body),
+		cmocka_unit_test(test_body_is_parse),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

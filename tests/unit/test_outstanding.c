@@ -87,6 +87,47 @@ static void test_conversations(void **state)
 		run_conversation(&cases[i]);
 }
 
+/* The kind each frontend type byte creates (a table in outstanding.c), for every byte. */
+static void test_kind_for_every_type(void **state)
+{
+	(void)state;
+	for (int t = 0; t < 256; t++) {
+		for (int target = 0; target < 2; target++) {
+			uint8_t tgt = target ? 'S' : 'P';
+			int want = -1;
+			switch (t) {
+			case 'P':
+				want = REQ_PARSE;
+				break;
+			case 'B':
+				want = REQ_BIND;
+				break;
+			case 'C':
+				want = REQ_CLOSE;
+				break;
+			case 'D':
+				want = tgt == 'S' ? REQ_DESCRIBE_STMT : REQ_DESCRIBE_PORTAL;
+				break;
+			case 'E':
+				want = REQ_EXECUTE;
+				break;
+			case 'S':
+				want = REQ_SYNC;
+				break;
+			case 'Q':
+				want = REQ_QUERY;
+				break;
+			case 'F':
+				want = REQ_FUNCTION;
+				break;
+			default:
+				break;
+			}
+			assert_int_equal(req_kind_for_frontend((uint8_t)t, tgt), want);
+		}
+	}
+}
+
 /* After an error with no Sync queued, what the client sends before its Sync gets no answer. */
 static void test_discard_until_sync(void **state)
 {
@@ -160,6 +201,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_conversations),
+		cmocka_unit_test(test_kind_for_every_type),
 		cmocka_unit_test(test_discard_until_sync),
 		cmocka_unit_test(test_query_behind_error_dropped),
 		cmocka_unit_test(test_error_drops_injected),
